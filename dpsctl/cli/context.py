@@ -1,0 +1,93 @@
+"""Global state of one invocation (the store path) and the options shared by many commands."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from dpsctl.cli.render import Output
+
+DEFAULT_DB = "dps.json"
+
+
+class Invocation:
+    """What the root callback parsed: where the store is."""
+
+    db: str = DEFAULT_DB
+
+
+STATE = Invocation()
+
+OutputOpt = Annotated[
+    Output,
+    typer.Option("--output", "-o", envvar="DPSCTL_OUTPUT", help="Output format: table, json or yaml.", case_sensitive=False),
+]
+ShowKeysOpt = Annotated[bool, typer.Option("--show-keys", help="Include symmetric keys and hub keys in the output.")]
+EtagOpt = Annotated[str | None, typer.Option("--etag", help="Refuse unless the record still has this etag ('*' matches any).")]
+
+
+@contextmanager
+def session(*, write: bool = False) -> Iterator[object]:
+    """Open the store for one command: one read, at most one atomic write, locked when writing."""
+    from dpsctl.store import open_store
+
+    store = open_store(STATE.db)
+    # A store that does not exist yet is created by the first command that needs it, so that command writes.
+    with store.transaction(write=write or not store.exists()) as tx:
+        yield tx
+
+
+def now():  # noqa: ANN201 - datetime, imported lazily
+    """The current time (UTC)."""
+    from dpsctl.core.clock import utc_now
+
+    return utc_now()
+
+
+def read_file(path: str, what: str) -> bytes:
+    """Read a user file, turning OS errors into a one-line InvalidInput (size-capped)."""
+    from dpsctl.core.errors import InvalidInput
+
+    limit = 16 * 1024 * 1024
+    try:
+        size = os.path.getsize(path)
+        if size > limit:
+            raise InvalidInput(f"{what} {path} is {size // (1024 * 1024)} MiB; dpsctl reads files of at most {limit // (1024 * 1024)} MiB")
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1)
+    except FileNotFoundError:
+        raise InvalidInput(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{what} {path} is a directory") from None
+    except PermissionError:
+        raise InvalidInput(f"{what} {path} is not readable (permission denied)") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def json_arg(value: str, what: str) -> object:
+    """A JSON value given inline, or `@FILE`, or a file path (for --initial-twin FILE_OR_JSON)."""
+    import json
+
+    from dpsctl.core.errors import InvalidInput
+
+    text = value
+    if value.startswith("@"):
+        text = read_file(value[1:], what).decode("utf-8", "replace")
+    elif not value.lstrip().startswith(("{", "[", '"')) and os.path.exists(value):
+        text = read_file(value, what).decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        if value.endswith((".yaml", ".yml")):
+            import yaml
+
+            try:
+                return yaml.safe_load(text)
+            except yaml.YAMLError:
+                pass
+        raise InvalidInput(f"{what} is not valid JSON: {exc}", hint="give inline JSON, @FILE, or a file path") from None

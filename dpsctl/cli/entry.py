@@ -1,0 +1,111 @@
+"""Options and rendering shared by `enrollment` and `enrollment-group` (the two halves of the enrollment list)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from dpsctl.cli.context import json_arg, read_file
+from dpsctl.cli.render import Output, emit
+
+AttestationOpt = Annotated[str, typer.Option("--attestation", help="Attestation type: symmetricKey, x509 or tpm (groups: symmetricKey or x509).")]
+PrimaryKeyOpt = Annotated[str | None, typer.Option("--primary-key", help="Base64 primary key (16-64 bytes); generated if absent.")]
+SecondaryKeyOpt = Annotated[str | None, typer.Option("--secondary-key", help="Base64 secondary key; generated if absent.")]
+HubOpt = Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use (repeat for several).")]
+PolicyOpt = Annotated[str | None, typer.Option("--allocation-policy", help="hashed, geoLatency, static or custom (default: the service's).")]
+WebhookOpt = Annotated[str | None, typer.Option("--webhook-url", help="Custom allocation webhook URL (http or https).")]
+CommandOpt = Annotated[
+    str | None, typer.Option("--allocation-command", help="Custom allocation by a local command (no shell): request JSON on stdin, answer on stdout.")
+]
+ApiVersionOpt = Annotated[str | None, typer.Option("--api-version", help="Custom allocation API version sent to the webhook (default 2021-10-01).")]
+TwinOpt = Annotated[str | None, typer.Option("--initial-twin", help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.')]
+EdgeOpt = Annotated[bool | None, typer.Option("--edge/--no-edge", help="The device is an IoT Edge device.")]
+ReprovisionOpt = Annotated[
+    str | None,
+    typer.Option("--reprovision-policy", help="reprovisionandmigratedata (migrate, the default), reprovisionandresetdata (reset) or never."),
+]
+AddDisabledOpt = Annotated[bool, typer.Option("--disabled", help="Create the entry disabled.")]
+EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable the entry.")]
+
+
+def options(*, hub, allocation_policy, webhook_url, allocation_command, api_version, initial_twin, edge, reprovision_policy, status, device_id=None):  # noqa: ANN001, ANN201
+    """Build core EnrollmentOptions from parsed CLI values."""
+    from dpsctl.core.enrollments import EnrollmentOptions
+
+    twin = json_arg(initial_twin, "initial twin") if initial_twin is not None else None
+    if twin is not None and not isinstance(twin, dict):
+        from dpsctl.core.errors import InvalidInput
+
+        raise InvalidInput("initial twin must be a JSON object like {\"tags\": {...}, \"properties\": {\"desired\": {...}}}")
+    return EnrollmentOptions(
+        device_id=device_id,
+        hubs=tuple(hub) if hub else None,
+        allocation_policy=allocation_policy,
+        webhook_url=webhook_url,
+        allocation_command=allocation_command,
+        api_version=api_version,
+        initial_twin=twin,
+        iot_edge=edge,
+        provisioning_status=status,
+        reprovision_policy=reprovision_policy,
+    )
+
+
+def cert_input(path: str | None, what: str) -> tuple[bytes, str] | None:
+    """Read a certificate file for the core (which parses PEM or DER)."""
+    return (read_file(path, what), path) if path else None
+
+
+def _keys_cell(doc: dict[str, Any]) -> str:
+    att = doc["attestation"]
+    if att["type"] == "symmetricKey":
+        return att.get("symmetricKey", {}).get("primaryKey") or "(hidden)"
+    if att["type"] == "tpm":
+        ek = att["tpm"]["endorsementKey"]
+        return ek[:16] + "..."
+    x509 = att.get("x509", {})
+    certs = x509.get("clientCertificates") or x509.get("signingCertificates") or {}
+    if certs.get("primary"):
+        return "SHA1 " + certs["primary"]["info"].get("sha1Thumbprint", "")
+    return "CA " + str(x509.get("caReferences", {}).get("primary"))
+
+
+def render_entries(docs: list[dict[str, Any]], output: Output, *, group: bool) -> None:
+    """A list of enrollments or groups."""
+    id_field = "enrollmentGroupId" if group else "registrationId"
+    columns = ["GROUP ID" if group else "REGISTRATION ID", "ATTESTATION", "STATUS"]
+    columns += [] if group else ["DEVICE ID"]
+    columns += ["ALLOCATION", "HUBS", "REPROVISION", "CREDENTIAL"]
+
+    def rows() -> list[tuple]:
+        from dpsctl.core.models import ReprovisionPolicy
+
+        out = []
+        for d in docs:
+            rp = d["reprovisionPolicy"]
+            row = [d[id_field], d["attestation"]["type"], d["provisioningStatus"]]
+            row += [] if group else [d.get("deviceId") or d["registrationId"]]
+            row += [
+                d.get("allocationPolicy") or "(service)",
+                ", ".join(h.split(".")[0] for h in d.get("iotHubs", [])) or "(all)",
+                ReprovisionPolicy(rp["updateHubAssignment"], rp["migrateDeviceData"]).name,
+                _keys_cell(d),
+            ]
+            out.append(tuple(row))
+        return out
+
+    emit(docs, output, columns=columns, rows=rows)
+
+
+def render_entry(doc: dict[str, Any], output: Output) -> None:
+    """One enrollment or group (a FIELD/VALUE table, or the REST JSON)."""
+    if output == Output.table:
+        shown = {k: v for k, v in doc.items()}
+        att = shown.get("attestation", {}).get("x509", {})
+        for slot in ("clientCertificates", "signingCertificates"):
+            for cert in att.get(slot, {}).values():
+                cert.pop("certificate", None)  # the PEM body is noise in a table; -o json keeps it
+        emit(shown, output)
+    else:
+        emit(doc, output)

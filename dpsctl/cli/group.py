@@ -1,0 +1,157 @@
+"""`dpsctl enrollment-group ...`: groups of devices sharing a symmetric key or a signing CA."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dpsctl.cli import entry as e
+from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, now, session
+from dpsctl.cli.render import Output, emit, info
+
+app = typer.Typer(help="Enrollment groups: many devices sharing a group key or a signing CA.", no_args_is_help=True)
+
+IdArg = Annotated[str, typer.Argument(help="Enrollment group ID.")]
+SigningCertOpt = Annotated[str | None, typer.Option("--signing-cert", help="X.509: the root or intermediate CA certificate (PEM or DER).")]
+SecondarySigningCertOpt = Annotated[str | None, typer.Option("--secondary-signing-cert", help="X.509: a secondary signing certificate.")]
+CaRefOpt = Annotated[str | None, typer.Option("--ca-ref", help="X.509: name of a CA certificate uploaded with `dpsctl ca add`.")]
+SecondaryCaRefOpt = Annotated[str | None, typer.Option("--secondary-ca-ref", help="X.509: a secondary CA certificate name.")]
+
+
+def _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref):  # noqa: ANN001, ANN202
+    from dpsctl.core.enrollments import CredentialInput
+
+    return CredentialInput(
+        primary_key=primary_key,
+        secondary_key=secondary_key,
+        certificate=e.cert_input(signing_cert, "signing certificate"),
+        secondary_certificate=e.cert_input(secondary_signing_cert, "secondary signing certificate"),
+        ca_reference=ca_ref,
+        secondary_ca_reference=secondary_ca_ref,
+    )
+
+
+@app.command("add")
+def add(
+    group_id: IdArg,
+    attestation: e.AttestationOpt,
+    primary_key: e.PrimaryKeyOpt = None,
+    secondary_key: e.SecondaryKeyOpt = None,
+    signing_cert: SigningCertOpt = None,
+    secondary_signing_cert: SecondarySigningCertOpt = None,
+    ca_ref: CaRefOpt = None,
+    secondary_ca_ref: SecondaryCaRefOpt = None,
+    hub: e.HubOpt = None,
+    allocation_policy: e.PolicyOpt = None,
+    webhook_url: e.WebhookOpt = None,
+    allocation_command: e.CommandOpt = None,
+    api_version: e.ApiVersionOpt = None,
+    initial_twin: e.TwinOpt = None,
+    edge: e.EdgeOpt = None,
+    disabled: e.AddDisabledOpt = False,
+    reprovision_policy: e.ReprovisionOpt = None,
+    show_keys: ShowKeysOpt = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create an enrollment group (symmetric keys are generated when not given)."""
+    from dpsctl.core.enrollments import add_entry, new_group
+
+    cred = _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref)
+    opts = e.options(
+        hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
+        initial_twin=initial_twin, edge=edge, reprovision_policy=reprovision_policy, status="disabled" if disabled else None,
+    )
+    entry = new_group(group_id, attestation, cred, opts)
+    with session(write=True) as tx:
+        entry = add_entry(tx, entry, now())
+    e.render_entry(entry.to_dict(show_keys=show_keys), output)
+
+
+@app.command("list")
+def list_(
+    status: Annotated[str | None, typer.Option("--status", help="Only enabled or disabled groups.")] = None,
+    attestation: Annotated[str | None, typer.Option("--attestation", help="Only this attestation type.")] = None,
+    show_keys: ShowKeysOpt = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List enrollment groups."""
+    from dpsctl.core.enrollments import list_entries
+
+    with session() as tx:
+        docs = [x.to_dict(show_keys=show_keys) for x in list_entries(tx, group=True, status=status, attestation=attestation)]
+    e.render_entries(docs, output, group=True)
+
+
+@app.command("show")
+def show(group_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> None:
+    """Show one enrollment group (exit 3 if absent)."""
+    from dpsctl.core.enrollments import get_group
+
+    with session() as tx:
+        doc = get_group(tx, group_id).to_dict(show_keys=show_keys)
+    e.render_entry(doc, output)
+
+
+@app.command("update")
+def update(
+    group_id: IdArg,
+    primary_key: e.PrimaryKeyOpt = None,
+    secondary_key: e.SecondaryKeyOpt = None,
+    signing_cert: SigningCertOpt = None,
+    secondary_signing_cert: SecondarySigningCertOpt = None,
+    ca_ref: CaRefOpt = None,
+    secondary_ca_ref: SecondaryCaRefOpt = None,
+    hub: e.HubOpt = None,
+    allocation_policy: e.PolicyOpt = None,
+    webhook_url: e.WebhookOpt = None,
+    allocation_command: e.CommandOpt = None,
+    api_version: e.ApiVersionOpt = None,
+    initial_twin: e.TwinOpt = None,
+    edge: e.EdgeOpt = None,
+    enabled: e.EnabledOpt = None,
+    reprovision_policy: e.ReprovisionOpt = None,
+    etag: EtagOpt = None,
+    show_keys: ShowKeysOpt = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Change an enrollment group; with --etag, refused (exit 4) if it changed meanwhile."""
+    from dpsctl.core.enrollments import update_entry
+
+    cred = _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref)
+    opts = e.options(
+        hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
+        initial_twin=initial_twin, edge=edge, reprovision_policy=reprovision_policy,
+        status=None if enabled is None else ("enabled" if enabled else "disabled"),
+    )
+    with session(write=True) as tx:
+        entry = update_entry(tx, group_id, group=True, opts=opts, cred=cred, etag=etag, now=now())
+    e.render_entry(entry.to_dict(show_keys=show_keys), output)
+
+
+@app.command("delete")
+def delete(group_id: IdArg, etag: EtagOpt = None) -> None:
+    """Delete an enrollment group (its devices' registration records stay, as in DPS)."""
+    from dpsctl.core.enrollments import delete_entry
+
+    with session(write=True) as tx:
+        entry = delete_entry(tx, group_id, group=True, etag=etag)
+    info(f"deleted enrollment group {entry.id}")
+
+
+@app.command("compute-device-key")
+def compute_device_key(
+    group_id: IdArg,
+    registration_id: Annotated[str, typer.Option("--registration-id", help="The device's registration ID.")],
+    secondary: Annotated[bool, typer.Option("--secondary", help="Derive from the group's secondary key.")] = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Print the device key derived from the group key: Base64(HMAC-SHA256(group key, registration ID))."""
+    from dpsctl.core.enrollments import compute_device_key as derive
+
+    with session() as tx:
+        key = derive(tx, group_id, registration_id, secondary=secondary)
+    if output == Output.table:
+        print(key)
+    else:
+        emit(key, output)

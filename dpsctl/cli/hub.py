@@ -1,0 +1,81 @@
+"""`dpsctl hub ...`: IoT hubs linked to the service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dpsctl.cli.context import OutputOpt, ShowKeysOpt, session
+from dpsctl.cli.render import Output, emit, info
+
+app = typer.Typer(help="Link, list, change and unlink IoT hubs (NAME or NAME.azure-devices.net).", no_args_is_help=True)
+
+NameArg = Annotated[str, typer.Argument(help="Hub name or host name.")]
+LocationOpt = Annotated[str | None, typer.Option("--location", help="Azure region of the hub, e.g. westeurope.")]
+WeightOpt = Annotated[int | None, typer.Option("--weight", help="Allocation weight, 1 to 1000 (default 1).")]
+ApplyOpt = Annotated[
+    bool | None,
+    typer.Option("--apply-allocation-policy/--no-apply-allocation-policy", help="Take part in allocation when an enrollment names no hubs."),
+]
+CsOpt = Annotated[str | None, typer.Option("--connection-string", help="The hub's owner connection string (a simulated one is made if absent).")]
+
+COLUMNS = ("NAME", "LOCATION", "WEIGHT", "APPLY POLICY", "CONNECTION STRING")
+
+
+def _rows(hubs: list[dict]) -> list[tuple]:
+    return [(h["name"], h["location"], h["allocationWeight"] or 1, h["applyAllocationPolicy"] is not False, h["connectionString"]) for h in hubs]
+
+
+def _emit_one(doc: dict, output: Output) -> None:
+    emit(doc, output, columns=COLUMNS, rows=lambda: _rows([doc]))
+
+
+@app.command("add")
+def add(name: NameArg, location: LocationOpt = None, weight: WeightOpt = None, apply_allocation_policy: ApplyOpt = None, connection_string: CsOpt = None, show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> None:
+    """Link an IoT hub to the service."""
+    from dpsctl.core.hubs import add_hub
+
+    with session(write=True) as tx:
+        hub = add_hub(tx, name, location=location, weight=weight, apply_allocation_policy=apply_allocation_policy, connection_string=connection_string)
+    _emit_one(hub.to_dict(show_keys=show_keys), output)
+
+
+@app.command("list")
+def list_(show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> None:
+    """List linked hubs."""
+    from dpsctl.core.hubs import list_hubs
+
+    with session() as tx:
+        docs = [h.to_dict(show_keys=show_keys) for h in list_hubs(tx)]
+    emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs))
+
+
+@app.command("show")
+def show(name: NameArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> None:
+    """Show one linked hub (exit 3 if it is not linked)."""
+    from dpsctl.core.hubs import get_hub
+
+    with session() as tx:
+        hub = get_hub(tx, name)
+    _emit_one(hub.to_dict(show_keys=show_keys), output)
+
+
+@app.command("update")
+def update(name: NameArg, location: LocationOpt = None, weight: WeightOpt = None, apply_allocation_policy: ApplyOpt = None, connection_string: CsOpt = None, show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> None:
+    """Change a linked hub's location, weight, policy participation or connection string."""
+    from dpsctl.core.hubs import update_hub
+
+    with session(write=True) as tx:
+        hub = update_hub(tx, name, location=location, weight=weight, apply_allocation_policy=apply_allocation_policy, connection_string=connection_string)
+    _emit_one(hub.to_dict(show_keys=show_keys), output)
+
+
+@app.command("delete")
+def delete(name: NameArg, force: Annotated[bool, typer.Option("--force", help="Unlink even if enrollments name the hub (they lose it).")] = False) -> None:
+    """Unlink a hub; refused (exit 4) while enrollments name it."""
+    from dpsctl.core.hubs import delete_hub
+
+    with session(write=True) as tx:
+        hub = delete_hub(tx, name, force=force)
+    info(f"unlinked {hub.name}")

@@ -1,0 +1,125 @@
+"""`dpsctl provision`: a simulated device registers, with real attestation, allocation and reprovisioning."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, session
+from dpsctl.cli.render import Output, emit, print_table
+from dpsctl.core.errors import InvalidInput
+
+SAS_TTL_SECONDS = 3600
+
+
+def _credential(tx: Any, reg_id: str | None, symmetric_key: str | None, sas_token: str | None, cert: str | None, key: str | None, chain: str | None, tpm: str | None) -> Any:
+    """Build what the device presents; the engine verifies it (nothing is trusted because dpsctl built it)."""
+    from dpsctl.core.attestation import SasCredential, TpmCredential, X509Credential
+    from dpsctl.core.service import load_service
+
+    given = [name for name, value in (("--symmetric-key", symmetric_key), ("--sas-token", sas_token), ("--cert", cert), ("--tpm", tpm)) if value]
+    if len(given) != 1:
+        raise InvalidInput(
+            "give exactly one credential: --symmetric-key, --sas-token, --cert/--key or --tpm" + (f" (got {', '.join(given)})" if given else ""),
+            hint="see `dpsctl provision --help`",
+        )
+    if (key or chain) and not cert:
+        raise InvalidInput("--key and --chain go with --cert")
+    scope = load_service(tx, now()).id_scope
+    if symmetric_key:
+        from dpsctl.core.keys import decode_key
+        from dpsctl.core.sas import build_sas_token, device_resource_uri
+
+        if not reg_id:
+            raise InvalidInput("--symmetric-key needs --registration-id")
+        decode_key(symmetric_key, what="device key")
+        return SasCredential(build_sas_token(device_resource_uri(scope, reg_id), symmetric_key, int(time.time()) + SAS_TTL_SECONDS))
+    if sas_token:
+        return SasCredential(sas_token)
+    if cert:
+        from dpsctl.core import x509
+
+        if not key:
+            raise InvalidInput("--cert needs --key, the device's private key (a TLS client proves possession of it)")
+        certs = x509.load_certificates(read_file(cert, "certificate"), source=cert)
+        if chain:
+            certs += x509.load_certificates(read_file(chain, "chain"), source=chain)
+        private = x509.load_private_key(read_file(key, "private key"), source=key)
+        return X509Credential(tuple(certs), prove=lambda nonce: x509.sign_possession_challenge(private, nonce))
+    from pathlib import Path
+
+    from dpsctl.core.sas import build_sas_token, device_resource_uri
+    from dpsctl.core.tpm import load_tpm
+
+    device = load_tpm(Path(tpm or ""))
+    rid = reg_id or device.registration_id
+
+    def answer(authentication_key: str) -> str:
+        # The device side of the challenge: decrypt with the EK private key, sign a SAS token with the result.
+        import base64
+
+        secret = device.activate_credential(authentication_key)
+        return build_sas_token(device_resource_uri(scope, rid), base64.b64encode(secret).decode(), int(time.time()) + SAS_TTL_SECONDS)
+
+    return TpmCredential(device.endorsement_key, device.storage_root_key, answer)
+
+
+def _mask(cs: str | None, show_keys: bool) -> str | None:
+    if cs is None or show_keys:
+        return cs
+    from dpsctl.core.models import mask_connection_string
+
+    return mask_connection_string(cs)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `dpsctl provision` to the root app."""
+
+    @app.command("provision")
+    def provision(
+        registration_id: Annotated[str | None, typer.Option("--registration-id", help="Registration ID (X.509: defaults to the certificate CN; TPM: to the EK hash).")] = None,
+        symmetric_key: Annotated[str | None, typer.Option("--symmetric-key", help="The device's own key (enrollment key, or the key derived from a group key).")] = None,
+        sas_token: Annotated[str | None, typer.Option("--sas-token", help="A SAS token made elsewhere (firmware, an SDK).")] = None,
+        cert: Annotated[str | None, typer.Option("--cert", help="X.509 device certificate (may hold the full chain, leaf first).")] = None,
+        key: Annotated[str | None, typer.Option("--key", help="X.509 device private key (PEM or DER).")] = None,
+        chain: Annotated[str | None, typer.Option("--chain", help="X.509 intermediate certificates, if not in --cert.")] = None,
+        tpm: Annotated[str | None, typer.Option("--tpm", help="A software TPM file made by `dpsctl tpm create`.")] = None,
+        payload: Annotated[str | None, typer.Option("--payload", help="Custom payload sent with the registration: JSON or @FILE.")] = None,
+        region: Annotated[str | None, typer.Option("--region", help="The device's Azure region for geoLatency (default: the service location).")] = None,
+        explain: Annotated[bool, typer.Option("--explain", help="Print the decision trace: matching, every check, allocation, reprovisioning.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Do everything but write to the store.")] = False,
+        webhook_timeout: Annotated[float, typer.Option("--webhook-timeout", help="Seconds to wait for a custom allocation webhook or command.")] = 10.0,
+        show_keys: ShowKeysOpt = False,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        """Simulate a device registering: exit 0 assigned, 5 unauthorized, 6 disabled, 7 allocation failed."""
+        from dpsctl.core.provisioning import RegistrationRequest, provision as run
+
+        body = json_arg(payload, "payload") if payload is not None else None
+        with session(write=True) as tx:
+            credential = _credential(tx, registration_id, symmetric_key, sas_token, cert, key, chain, tpm)
+            result = run(tx, RegistrationRequest(credential, registration_id, body, region), now(), webhook_timeout=webhook_timeout)
+            if dry_run:
+                tx.changes.clear()
+        doc = dict(result.operation)
+        if result.connection_string:
+            doc["connectionString"] = result.connection_string
+        if explain:
+            doc["explain"] = result.explain
+        if output == Output.table:
+            if explain:
+                print("\n".join(result.explain))
+            state = doc.get("registrationState", {})
+            print_table(
+                ("REGISTRATION ID", "STATUS", "SUBSTATUS", "ASSIGNED HUB", "DEVICE ID", "CONNECTION STRING"),
+                [(result.registration_id, result.status, state.get("substatus"), state.get("assignedHub"), state.get("deviceId"), _mask(result.connection_string, show_keys))],
+                title="dry run: nothing was written" if dry_run else None,
+            )
+        else:
+            emit(doc, output)
+        if result.error is not None:
+            if not explain and result.error.hint is None:
+                result.error.hint = "rerun with --explain to see every check"
+            raise result.error

@@ -1,0 +1,74 @@
+"""`dpsctl service ...` and `dpsctl init`: the provisioning service instance."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dpsctl.cli.context import OutputOpt, ShowKeysOpt, now, session
+from dpsctl.cli.render import Output, emit
+
+app = typer.Typer(help="Show and change the service settings (ID scope, default allocation policy, location).", no_args_is_help=True)
+
+PolicyOpt = Annotated[str | None, typer.Option("--allocation-policy", help="Default policy: hashed, geoLatency or static.")]
+
+
+def _show(tx, output: Output) -> None:
+    from dpsctl.core.hubs import list_hubs
+    from dpsctl.core.service import load_service, service_view
+
+    view = service_view(load_service(tx, now()), [h.to_dict(show_keys=False) for h in list_hubs(tx)])
+    props = view["properties"]
+    emit(
+        view,
+        output,
+        columns=("ID SCOPE", "DEVICE ENDPOINT", "ALLOCATION POLICY", "LOCATION", "LINKED HUBS", "OPERATIONS"),
+        rows=lambda: [
+            (props["idScope"], props["deviceProvisioningHostName"], props["allocationPolicy"], view["location"], len(props["iotHubs"]), props["operationsCount"])
+        ],
+    )
+
+
+@app.command("show")
+def show(output: OutputOpt = Output.table) -> None:
+    """Show the ID scope, device endpoint, default allocation policy and operations count."""
+    with session() as tx:
+        _show(tx, output)
+
+
+@app.command("update")
+def update(
+    allocation_policy: PolicyOpt = None,
+    location: Annotated[str | None, typer.Option("--location", help="Azure region of the service (default device region for geoLatency).")] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Change the default allocation policy (custom cannot be the default, as in DPS) or the location."""
+    from dpsctl.core.service import update_service
+
+    with session(write=True) as tx:
+        update_service(tx, now(), allocation_policy=allocation_policy, location=location)
+        _show(tx, output)
+
+
+def register_init(root: typer.Typer) -> None:
+    """Add `dpsctl init` to the root app."""
+
+    @root.command("init")
+    def init(
+        id_scope: Annotated[str | None, typer.Option("--id-scope", help="ID scope to use (default: random 0ne + 8 hex digits).")] = None,
+        allocation_policy: Annotated[str, typer.Option("--allocation-policy", help="Default policy: hashed, geoLatency or static.")] = "hashed",
+        output: OutputOpt = Output.table,
+    ) -> None:
+        """Create the store explicitly; refuses to overwrite an existing one."""
+        from dpsctl.core.errors import Conflict
+        from dpsctl.core.service import init_service
+        from dpsctl.cli.context import STATE
+        from dpsctl.store import open_store
+
+        store = open_store(STATE.db)
+        if store.exists():
+            raise Conflict(f"store {STATE.db} already exists", hint="use another --db path, or `dpsctl service update`")
+        with store.transaction(write=True) as tx:
+            init_service(tx, now(), id_scope=id_scope, allocation_policy=allocation_policy)
+            _show(tx, output)

@@ -1,0 +1,43 @@
+"""`dpsctl import` and `dpsctl export`: the whole enrollment list as one YAML or JSON document."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dpsctl.cli.context import OutputOpt, ShowKeysOpt, now, read_file, session
+from dpsctl.cli.render import Output, emit
+
+
+def register(app: typer.Typer) -> None:
+    """Add `import` and `export` to the root app."""
+
+    @app.command("import")
+    def import_(
+        file: Annotated[str, typer.Argument(help="YAML or JSON document: {service, linkedHubs, enrollments, enrollmentGroups}.")],
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; write nothing.")] = False,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        """Create or update everything in FILE, all or nothing; running it twice changes nothing."""
+        from dpsctl.core.transfer import import_document, parse_document
+
+        doc = parse_document(read_file(file, "import file"), file)
+        with session(write=not dry_run) as tx:
+            plan = import_document(tx, doc, now(), dry_run=dry_run).to_dict()
+        rows = [
+            (action + (" (dry run)" if dry_run else ""), kind, len(ids), ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else ""))
+            for action in ("created", "updated", "unchanged")
+            for kind, ids in plan[action].items()
+            if ids
+        ]
+        emit(plan, output, columns=("ACTION", "RECORDS", "COUNT", "IDS"), rows=lambda: rows)
+
+    @app.command("export")
+    def export(show_keys: ShowKeysOpt = False, output: OutputOpt = Output.yaml) -> None:
+        """Print the service settings, linked hubs, enrollments and groups as one importable document."""
+        from dpsctl.core.transfer import export_document
+
+        with session() as tx:
+            doc = export_document(tx, now(), show_keys=show_keys)
+        emit(doc, Output.yaml if output == Output.table else output)

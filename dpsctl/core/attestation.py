@@ -1,0 +1,203 @@
+"""Device attestation: how a SAS token, an X.509 chain or a TPM proves itself against an enrollment entry.
+
+Every check appends a line to a `Trace`, so a refusal can always say which check failed and why.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Union
+
+from dpsctl.core.errors import InvalidInput
+
+# --------------------------------------------------------------------------- what a device presents
+
+
+@dataclass(frozen=True)
+class SasCredential:
+    """A SAS token, as a symmetric-key device sends it in the Authorization header or MQTT password."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class X509Credential:
+    """A certificate chain (leaf first) and a way to prove possession of the leaf's private key.
+
+    `prove` signs a nonce with the private key; None means possession was already proven (a TLS handshake).
+    """
+
+    chain: tuple[Any, ...]
+    prove: Callable[[bytes], bytes] | None = None
+
+
+@dataclass(frozen=True)
+class TpmCredential:
+    """A TPM's public keys and its answer to DPS's challenge (authentication key blob -> SAS token)."""
+
+    endorsement_key: str
+    storage_root_key: str | None
+    answer: Callable[[str], str]
+
+
+Credential = Union[SasCredential, X509Credential, TpmCredential]
+
+
+def credential_type(credential: Credential) -> str:
+    """The DPS attestation type a credential belongs to."""
+    if isinstance(credential, SasCredential):
+        return "symmetricKey"
+    if isinstance(credential, X509Credential):
+        return "x509"
+    return "tpm"
+
+
+@dataclass
+class Trace:
+    """The decision trace printed by `provision --explain`."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def ok(self, text: str) -> None:
+        """A check that passed."""
+        self.lines.append(f"[ok]   {text}")
+
+    def fail(self, text: str) -> None:
+        """A check that failed."""
+        self.lines.append(f"[fail] {text}")
+
+    def note(self, text: str) -> None:
+        """A step of the decision that is not a check."""
+        self.lines.append(f"       {text}")
+
+
+# --------------------------------------------------------------------------- symmetric keys
+
+
+def parse_token(credential: SasCredential, trace: Trace) -> Any:
+    """Parse the device's SAS token (a malformed token is the device's failure, not an input error)."""
+    from dpsctl.core.sas import parse_sas_token
+
+    try:
+        token = parse_sas_token(credential.token)
+    except InvalidInput as exc:
+        trace.fail(f"SAS token is malformed: {exc.message}")
+        return None
+    trace.ok("SAS token parses (sr, sig, se" + (", skn)" if token.skn else "; no skn, which DPS allows)"))
+    return token
+
+
+def check_token_scope(token: Any, id_scope: str, registration_id: str, now: datetime, trace: Trace) -> bool:
+    """The token names this ID scope and registration ID, and has not expired."""
+    from urllib.parse import unquote
+
+    from dpsctl.core.sas import device_resource_uri, is_expired, resource_matches
+
+    expected = device_resource_uri(id_scope, registration_id)
+    if not resource_matches(token, id_scope, registration_id):
+        trace.fail(f"SAS token is for resource {unquote(token.sr)!r}, not {expected!r} (ID scope and registration ID must match)")
+        return False
+    trace.ok(f"SAS token resource {unquote(token.sr)!r} names this ID scope and registration ID")
+    expiry = datetime.fromtimestamp(min(token.se, 253402300799), tz=now.tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if is_expired(token, now.timestamp()):
+        trace.fail(f"SAS token expired at {expiry} (se={token.se})")
+        return False
+    trace.ok(f"SAS token is valid until {expiry}")
+    return True
+
+
+def match_key(token: Any, keys: list[tuple[str, str]]) -> str | None:
+    """The label of the first key (Base64) whose HMAC over `sr + "\\n" + se` equals the token's signature."""
+    from dpsctl.core.keys import decode_key
+    from dpsctl.core.sas import signature_matches
+
+    for label, key_b64 in keys:
+        try:
+            key = decode_key(key_b64)
+        except InvalidInput:
+            continue
+        if signature_matches(token, key):
+            return label
+    return None
+
+
+# --------------------------------------------------------------------------- X.509
+
+
+def check_chain(credential: X509Credential, now: datetime, trace: Trace) -> bool:
+    """Possession of the leaf key, then every certificate's validity, key, and each link of the chain."""
+    from dpsctl.core import x509
+
+    leaf = credential.chain[0]
+    if credential.prove is not None:
+        nonce = os.urandom(32)
+        try:
+            signature = credential.prove(nonce)
+        except Exception:  # noqa: BLE001 - a device-side failure is a failed proof
+            signature = b""
+        if not x509.verify_possession(leaf, nonce, signature):
+            trace.fail(f"the private key does not belong to the device certificate {x509.subject_of(leaf)!r}")
+            return False
+        trace.ok("the device proved possession of the leaf certificate's private key")
+    else:
+        trace.ok("possession of the leaf's private key was proven by the TLS handshake")
+    checks = x509.verify_chain(list(credential.chain), now)
+    for check in checks:
+        (trace.ok if check.ok else trace.fail)(f"{check.subject}: {check.what}")
+    return x509.chain_ok(checks)
+
+
+def check_link_to_signer(top: Any, signer: Any, depth: int, now: datetime, trace: Trace) -> bool:
+    """The chain's last certificate was issued by an enrolled signing certificate that is not in the chain."""
+    from dpsctl.core import x509
+
+    checks = [x509.check_validity(signer, now), *x509.check_issued_by(top, signer, ca_depth=depth)]
+    for check in checks:
+        (trace.ok if check.ok else trace.fail)(f"{check.subject}: {check.what}")
+    return x509.chain_ok(checks)
+
+
+def certificate_info(cert: Any) -> dict[str, Any]:
+    """The DPS X509CertificateInfo of a certificate."""
+    from dpsctl.core import x509
+
+    return x509.certificate_info(cert)
+
+
+# --------------------------------------------------------------------------- TPM
+
+
+def run_tpm_challenge(credential: TpmCredential, endorsement_key: str, id_scope: str, registration_id: str, now: datetime, trace: Trace) -> bool:
+    """DPS's TPM proof: a fresh key encrypted to the enrolled EK; only the TPM can decrypt it and sign with it."""
+    from dpsctl.core.sas import parse_sas_token, signature_matches
+    from dpsctl.core.tpm import issue_challenge, validate_endorsement_key
+
+    presented = validate_endorsement_key(credential.endorsement_key)
+    if presented != endorsement_key:
+        trace.fail("the device's endorsement key is not the one in its enrollment")
+        return False
+    trace.ok("the device's endorsement key matches the enrollment")
+    nonce_key, blob = issue_challenge(endorsement_key)
+    trace.note("challenge: a fresh 32-byte key, RSA-OAEP-encrypted to the endorsement key, sent as authenticationKey")
+    try:
+        token_text = credential.answer(blob)
+        token = parse_sas_token(token_text)
+    except Exception as exc:  # noqa: BLE001 - the device failed the challenge, whatever the reason
+        trace.fail(f"the device could not answer the challenge: {getattr(exc, 'message', type(exc).__name__)}")
+        return False
+    if not check_token_scope(token, id_scope, registration_id, now, trace):
+        return False
+    if not signature_matches(token, nonce_key):
+        trace.fail("the SAS token is not signed with the challenge key: the device does not hold the endorsement key's private key")
+        return False
+    trace.ok("the SAS token is signed with the challenge key: the device holds the endorsement key's private key")
+    return True
+
+
+def random_device_key() -> str:
+    """A fresh 32-byte symmetric key for a hub identity."""
+    return base64.b64encode(os.urandom(32)).decode()

@@ -1,0 +1,54 @@
+"""Time stamps and etags in the formats DPS uses."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime, timezone
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """DPS writes UTC times with seven fractional digits (.NET ticks); Python has six, so pad one."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse a DPS time stamp (any number of fractional digits, 'Z' or an offset)."""
+    value = text.strip()
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    head, sep, rest = value.partition(".")
+    if sep:
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        value = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def new_etag() -> str:
+    """An enrollment etag: a JSON-quoted opaque string, as Cosmos DB (and so DPS) makes them."""
+    return f'"{uuid.uuid4()}"'
+
+
+def new_registration_etag() -> str:
+    """A registration etag: DPS sends the Base64 of a quoted etag."""
+    return base64.b64encode(new_etag().encode()).decode()
+
+
+def same_etag(given: str, current: str | None) -> bool:
+    """Compare a user-given etag with the stored one; quotes are optional on the command line."""
+    if given == "*":
+        return True
+    return current is not None and given.strip().strip('"') == current.strip('"')
+
+
+def new_operation_id() -> str:
+    """An operation ID shaped like the ones DPS returns (`<n>.<16 hex>.<uuid>`)."""
+    return f"5.{uuid.uuid4().hex[:16]}.{uuid.uuid4()}"

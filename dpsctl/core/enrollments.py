@@ -1,0 +1,397 @@
+"""The enrollment list: individual enrollments and enrollment groups, created, changed and removed as DPS does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Union
+
+from dpsctl.core.clock import format_timestamp, new_etag, same_etag
+from dpsctl.core.errors import Conflict, InvalidInput, NotFound
+from dpsctl.core.ids import (
+    MAX_X509_REGISTRATION_ID,
+    validate_device_id,
+    validate_group_id,
+    validate_registration_id,
+)
+from dpsctl.core.models import (
+    ALLOCATION_POLICIES,
+    PROVISIONING_STATUSES,
+    Attestation,
+    CertificateRef,
+    CustomAllocation,
+    EnrollmentGroup,
+    IndividualEnrollment,
+    ReprovisionPolicy,
+    _choice,
+    validate_initial_twin,
+    validate_webhook_url,
+)
+from dpsctl.core.service import count_operations, load_service
+from dpsctl.store import Transaction
+
+AnyEnrollment = Union[IndividualEnrollment, EnrollmentGroup]
+
+MAX_INDIVIDUAL_ENROLLMENTS = 1_000_000
+MAX_GROUPS_PER_TYPE = 100
+
+KIND = {False: "enrollments", True: "groups"}
+NOUN = {False: "enrollment", True: "enrollment group"}
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class CredentialInput:
+    """Attestation material as a user gives it: keys, certificate file contents, or TPM keys (None = not given)."""
+
+    primary_key: str | None = None
+    secondary_key: str | None = None
+    certificate: tuple[bytes, str] | None = None  # (file contents, file name)
+    secondary_certificate: tuple[bytes, str] | None = None
+    ca_reference: str | None = None
+    secondary_ca_reference: str | None = None
+    endorsement_key: str | None = None
+    storage_root_key: str | None = None
+
+
+@dataclass(frozen=True)
+class EnrollmentOptions:
+    """The settings shared by `add` and `update` of enrollments and groups (None = leave as is / default)."""
+
+    device_id: str | None = None
+    hubs: tuple[str, ...] | None = None
+    allocation_policy: str | None = None
+    webhook_url: str | None = None
+    allocation_command: str | None = None
+    api_version: str | None = None
+    initial_twin: dict[str, Any] | None = None
+    iot_edge: bool | None = None
+    provisioning_status: str | None = None
+    reprovision_policy: str | None = None
+
+
+# --------------------------------------------------------------------------- attestation building
+
+
+def certificate_ref(data: bytes | str, source: str, *, registration_id: str | None = None, require_ca: bool = False) -> CertificateRef:
+    """Parse an uploaded certificate and derive its DPS info; checks CN (device) or CA flag (signing cert)."""
+    from dpsctl.core import x509
+
+    certs = x509.load_certificates(data, source=source)
+    cert = certs[0]
+    if registration_id is not None:
+        cn = x509.common_name(cert)
+        if cn is None or cn.lower() != registration_id.lower():
+            raise InvalidInput(
+                f"certificate {source} has CN={cn!r}, but the registration ID is {registration_id!r}",
+                hint="DPS requires the device certificate's subject CN to equal the registration ID",
+            )
+    if require_ca and not x509.is_ca(cert):
+        raise InvalidInput(
+            f"certificate {source} is not a CA certificate (no basicConstraints CA=true)",
+            hint="an enrollment group's signing certificate is the root or intermediate CA that issues device certificates",
+        )
+    return CertificateRef(x509.cert_to_pem(cert), x509.certificate_info(cert))
+
+
+def build_attestation(kind: str, cred: CredentialInput, *, group: bool, registration_id: str | None) -> Attestation:
+    """Turn user input into a checked Attestation; missing symmetric keys are generated (64 bytes, as DPS)."""
+    from dpsctl.core.keys import decode_key, generate_key
+
+    kind = _choice(kind, ("symmetricKey", "x509") if group else ("symmetricKey", "x509", "tpm"), "attestation type")
+    if kind == "symmetricKey":
+        _refuse_other(cred, kind, ("primary_key", "secondary_key"))
+        primary = cred.primary_key or generate_key()
+        secondary = cred.secondary_key or generate_key()
+        decode_key(primary, what="primary key")
+        decode_key(secondary, what="secondary key")
+        return Attestation(kind, primary_key=primary.strip(), secondary_key=secondary.strip())
+    if kind == "tpm":
+        from dpsctl.core.tpm import validate_endorsement_key
+
+        _refuse_other(cred, kind, ("endorsement_key", "storage_root_key"))
+        if not cred.endorsement_key:
+            raise InvalidInput("a TPM enrollment needs --endorsement-key", hint="print a software TPM's key with `dpsctl tpm show FILE`")
+        return Attestation(kind, endorsement_key=validate_endorsement_key(cred.endorsement_key), storage_root_key=cred.storage_root_key)
+    _refuse_other(cred, kind, ("certificate", "secondary_certificate", "ca_reference", "secondary_ca_reference"))
+    if group:
+        if not cred.certificate and not cred.ca_reference:
+            raise InvalidInput("an X.509 enrollment group needs --signing-cert FILE (or --ca-ref NAME)")
+        if cred.certificate and cred.ca_reference:
+            raise InvalidInput("give either --signing-cert or --ca-ref, not both")
+    elif not cred.certificate:
+        raise InvalidInput("an X.509 enrollment needs --cert FILE (the device certificate)")
+    max_id = None if group else registration_id
+    if max_id is not None and len(max_id) > MAX_X509_REGISTRATION_ID:
+        raise InvalidInput(f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters (the certificate CN limit)")
+    refs = [
+        certificate_ref(*c, registration_id=max_id, require_ca=group) if c else None
+        for c in (cred.certificate, cred.secondary_certificate)
+    ]
+    return Attestation(
+        kind,
+        primary_cert=refs[0],
+        secondary_cert=refs[1],
+        primary_ca=cred.ca_reference,
+        secondary_ca=cred.secondary_ca_reference,
+    )
+
+
+def _refuse_other(cred: CredentialInput, kind: str, allowed: tuple[str, ...]) -> None:
+    """A credential option that does not belong to the attestation type is a mistake worth reporting."""
+    flags = {
+        "primary_key": "--primary-key",
+        "secondary_key": "--secondary-key",
+        "certificate": "--cert/--signing-cert",
+        "secondary_certificate": "--secondary-cert",
+        "ca_reference": "--ca-ref",
+        "secondary_ca_reference": "--secondary-ca-ref",
+        "endorsement_key": "--endorsement-key",
+        "storage_root_key": "--storage-root-key",
+    }
+    for name, flag in flags.items():
+        if name not in allowed and getattr(cred, name) is not None:
+            raise InvalidInput(f"{flag} does not apply to {kind} attestation")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def get_enrollment(tx: Transaction, registration_id: str) -> IndividualEnrollment:
+    """The individual enrollment for a registration ID, or NotFound."""
+    doc = tx.get("enrollments", registration_id)
+    if doc is None:
+        raise NotFound(f"enrollment {registration_id!r} not found", hint="see `dpsctl enrollment list`")
+    return IndividualEnrollment.from_dict(doc)
+
+
+def get_group(tx: Transaction, group_id: str) -> EnrollmentGroup:
+    """The enrollment group, or NotFound."""
+    doc = tx.get("groups", group_id)
+    if doc is None:
+        raise NotFound(f"enrollment group {group_id!r} not found", hint="see `dpsctl enrollment-group list`")
+    return EnrollmentGroup.from_dict(doc)
+
+
+def get_entry(tx: Transaction, entry_id: str, *, group: bool) -> AnyEnrollment:
+    """An individual enrollment or a group by ID."""
+    return get_group(tx, entry_id) if group else get_enrollment(tx, entry_id)
+
+
+def list_entries(tx: Transaction, *, group: bool, status: str | None = None, attestation: str | None = None) -> list[AnyEnrollment]:
+    """Entries of one kind, filtered by provisioning status and attestation type."""
+    model = EnrollmentGroup if group else IndividualEnrollment
+    if status is not None:
+        status = _choice(status, PROVISIONING_STATUSES, "status")
+    if attestation is not None:
+        attestation = _choice(attestation, ("symmetricKey", "x509", "tpm"), "attestation type")
+    out = []
+    for doc in tx.scan(KIND[group]):
+        if status and doc.get("provisioningStatus", "enabled") != status:
+            continue
+        if attestation and doc["attestation"]["type"] != attestation:
+            continue
+        out.append(model.from_dict(doc))
+    return out
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def apply_options(entry: AnyEnrollment, opts: EnrollmentOptions) -> AnyEnrollment:
+    """Merge user options into an entry (pure); references are checked by `check_entry`."""
+    changes: dict[str, Any] = {}
+    if opts.device_id is not None:
+        if entry.is_group:
+            raise InvalidInput("enrollment groups have no device ID: devices use their registration ID")
+        changes["device_id"] = validate_device_id(opts.device_id) if opts.device_id else None
+    if opts.hubs is not None:
+        changes["iot_hubs"] = tuple(opts.hubs)
+    if opts.allocation_policy is not None:
+        changes["allocation_policy"] = _choice(opts.allocation_policy, ALLOCATION_POLICIES, "allocation policy")
+    if opts.initial_twin is not None:
+        changes["initial_twin"] = validate_initial_twin(opts.initial_twin) or None
+    if opts.iot_edge is not None:
+        changes["iot_edge"] = opts.iot_edge
+    if opts.provisioning_status is not None:
+        changes["provisioning_status"] = _choice(opts.provisioning_status, PROVISIONING_STATUSES, "provisioning status")
+    if opts.reprovision_policy is not None:
+        changes["reprovision_policy"] = ReprovisionPolicy.from_name(opts.reprovision_policy)
+    if opts.webhook_url is not None or opts.allocation_command is not None or opts.api_version is not None:
+        current = entry.custom_allocation or CustomAllocation()
+        url = opts.webhook_url if opts.webhook_url is not None else current.webhook_url
+        changes["custom_allocation"] = CustomAllocation(
+            validate_webhook_url(url) if url else None,
+            opts.api_version or current.api_version,
+            opts.allocation_command if opts.allocation_command is not None else current.allocation_command,
+        )
+        if opts.allocation_policy is None and entry.allocation_policy is None:
+            changes["allocation_policy"] = "custom"  # a webhook only means something with custom allocation
+    return replace(entry, **changes)
+
+
+def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> AnyEnrollment:
+    """Validate the allocation settings against the linked hubs; returns the entry with hub names normalised."""
+    from dpsctl.core.hubs import resolve_hubs
+
+    entry = replace(entry, iot_hubs=resolve_hubs(tx, entry.iot_hubs))
+    policy = entry.allocation_policy or service_policy
+    noun = f"{NOUN[entry.is_group]} {entry.id!r}"
+    if policy == "static" and len(entry.iot_hubs) != 1:
+        raise InvalidInput(
+            f"{noun} uses static allocation and must name exactly one hub (it names {len(entry.iot_hubs)})",
+            hint="pass --hub NAME once",
+        )
+    if policy == "custom":
+        custom = entry.custom_allocation
+        if custom is None or not (custom.webhook_url or custom.allocation_command):
+            raise InvalidInput(f"{noun} uses custom allocation and needs --webhook-url or --allocation-command")
+    if entry.attestation.type == "symmetricKey":
+        from dpsctl.core.keys import decode_key
+
+        decode_key(entry.attestation.primary_key or "", what=f"primary key of {noun}")
+        decode_key(entry.attestation.secondary_key or "", what=f"secondary key of {noun}")
+    if entry.attestation.primary_ca or entry.attestation.secondary_ca:
+        for name in (entry.attestation.primary_ca, entry.attestation.secondary_ca):
+            if name and tx.get("cas", name) is None:
+                raise InvalidInput(f"CA certificate {name!r} is not uploaded to the service", hint="add it with `dpsctl ca add NAME --cert FILE`")
+    return entry
+
+
+def _check_limits(tx: Transaction, entry: AnyEnrollment) -> None:
+    if entry.is_group:
+        same_type = sum(1 for d in tx.scan("groups") if d["attestation"]["type"] == entry.attestation.type)
+        if same_type >= MAX_GROUPS_PER_TYPE:
+            raise Conflict(f"the service already has {MAX_GROUPS_PER_TYPE} {entry.attestation.type} enrollment groups, the DPS limit")
+    elif tx.count("enrollments") >= MAX_INDIVIDUAL_ENROLLMENTS:
+        raise Conflict(f"the service already has {MAX_INDIVIDUAL_ENROLLMENTS:,} individual enrollments, the DPS limit")
+
+
+def _stamp(entry: AnyEnrollment, now: datetime, *, created: bool) -> AnyEnrollment:
+    ts = format_timestamp(now)
+    return replace(entry, etag=new_etag(), updated=ts, created=ts if created else entry.created)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def add_entry(tx: Transaction, entry: AnyEnrollment, now: datetime) -> AnyEnrollment:
+    """Create an enrollment or group; refuses a duplicate ID (case-insensitive) and enforces DPS limits."""
+    kind = KIND[entry.is_group]
+    if tx.get(kind, entry.id) is not None:
+        raise Conflict(
+            f"{NOUN[entry.is_group]} {entry.id!r} already exists",
+            hint=f"change it with `dpsctl {'enrollment-group' if entry.is_group else 'enrollment'} update {entry.id}`",
+        )
+    service = load_service(tx, now)
+    entry = check_entry(tx, entry, service.allocation_policy)
+    _check_limits(tx, entry)
+    entry = _stamp(entry, now, created=True)
+    tx.put(kind, entry.to_dict())
+    count_operations(tx, now)
+    return entry
+
+
+def new_enrollment(registration_id: str, attestation_type: str, cred: CredentialInput, opts: EnrollmentOptions) -> IndividualEnrollment:
+    """An individual enrollment built from user input (not yet stored)."""
+    reg_id = validate_registration_id(registration_id)
+    attestation = build_attestation(attestation_type, cred, group=False, registration_id=reg_id)
+    entry = IndividualEnrollment(registration_id=reg_id, attestation=attestation)
+    return apply_options(entry, opts)  # type: ignore[return-value]
+
+
+def new_group(group_id: str, attestation_type: str, cred: CredentialInput, opts: EnrollmentOptions) -> EnrollmentGroup:
+    """An enrollment group built from user input (not yet stored)."""
+    gid = validate_group_id(group_id)
+    attestation = build_attestation(attestation_type, cred, group=True, registration_id=None)
+    entry = EnrollmentGroup(enrollment_group_id=gid, attestation=attestation)
+    return apply_options(entry, opts)  # type: ignore[return-value]
+
+
+def check_etag(entry: AnyEnrollment, etag: str | None) -> None:
+    """A stale etag is a conflict (DPS answers 412)."""
+    if etag is not None and not same_etag(etag, entry.etag):
+        raise Conflict(
+            f"{NOUN[entry.is_group]} {entry.id!r} has changed since etag {etag} (it is now {entry.etag})",
+            hint="show it again, then retry with the current --etag",
+        )
+
+
+def update_entry(
+    tx: Transaction,
+    entry_id: str,
+    *,
+    group: bool,
+    opts: EnrollmentOptions,
+    cred: CredentialInput | None,
+    etag: str | None,
+    now: datetime,
+) -> AnyEnrollment:
+    """Change an entry in place (same attestation type); the etag changes."""
+    entry = get_entry(tx, entry_id, group=group)
+    check_etag(entry, etag)
+    if cred is not None and cred != CredentialInput():
+        entry = replace(entry, attestation=_updated_attestation(entry, cred))
+    entry = apply_options(entry, opts)
+    entry = check_entry(tx, entry, load_service(tx, now).allocation_policy)
+    entry = _stamp(entry, now, created=False)
+    tx.put(KIND[group], entry.to_dict())
+    count_operations(tx, now)
+    return entry
+
+
+def _updated_attestation(entry: AnyEnrollment, cred: CredentialInput) -> Attestation:
+    """New keys or certificates of the same attestation type; the parts not given are kept."""
+    from dpsctl.core.keys import decode_key
+
+    att = entry.attestation
+    noun = f"{NOUN[entry.is_group]} {entry.id!r}"
+    if att.type == "symmetricKey":
+        _refuse_other(cred, att.type, ("primary_key", "secondary_key"))
+        for key, what in ((cred.primary_key, "primary key"), (cred.secondary_key, "secondary key")):
+            if key is not None:
+                decode_key(key, what=what)
+        return replace(att, primary_key=cred.primary_key or att.primary_key, secondary_key=cred.secondary_key or att.secondary_key)
+    if att.type == "tpm":
+        _refuse_other(cred, att.type, ("endorsement_key", "storage_root_key"))
+        fresh = build_attestation("tpm", replace(cred, endorsement_key=cred.endorsement_key or att.endorsement_key), group=False, registration_id=None)
+        return replace(fresh, storage_root_key=cred.storage_root_key or att.storage_root_key)
+    _refuse_other(cred, att.type, ("certificate", "secondary_certificate", "ca_reference", "secondary_ca_reference"))
+    reg_id = None if entry.is_group else entry.id
+    primary = certificate_ref(*cred.certificate, registration_id=reg_id, require_ca=entry.is_group) if cred.certificate else att.primary_cert
+    secondary = (
+        certificate_ref(*cred.secondary_certificate, registration_id=reg_id, require_ca=entry.is_group)
+        if cred.secondary_certificate
+        else att.secondary_cert
+    )
+    if primary is None and not (cred.ca_reference or att.primary_ca):
+        raise InvalidInput(f"{noun} would have no certificate")
+    return replace(
+        att,
+        primary_cert=primary,
+        secondary_cert=secondary,
+        primary_ca=cred.ca_reference or att.primary_ca,
+        secondary_ca=cred.secondary_ca_reference or att.secondary_ca,
+    )
+
+
+def delete_entry(tx: Transaction, entry_id: str, *, group: bool, etag: str | None) -> AnyEnrollment:
+    """Remove an entry; registration records stay (DPS keeps them, orphaned for groups)."""
+    entry = get_entry(tx, entry_id, group=group)
+    check_etag(entry, etag)
+    tx.delete(KIND[group], entry.id)
+    return entry
+
+
+def compute_device_key(tx: Transaction, group_id: str, registration_id: str, *, secondary: bool = False) -> str:
+    """The key a device of a symmetric-key group uses: HMAC-SHA256 of its registration ID with the group key."""
+    from dpsctl.core.keys import derive_device_key
+
+    group = get_group(tx, group_id)
+    if group.attestation.type != "symmetricKey":
+        raise InvalidInput(f"enrollment group {group.id!r} uses {group.attestation.type} attestation, not symmetric keys")
+    validate_registration_id(registration_id)
+    key = group.attestation.secondary_key if secondary else group.attestation.primary_key
+    return derive_device_key(key or "", registration_id)

@@ -1,0 +1,690 @@
+"""The provisioning engine: match an enrollment, attest, allocate, reprovision, update the hub, record.
+
+`provision()` is what `dpsctl provision` and a network server both call. It never raises for what a device
+does wrong (bad credential, disabled entry, no hub): those are outcomes, recorded and returned. It raises
+only for input errors of the caller (an invalid registration ID, an unknown region).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Union
+
+from dpsctl.core import attestation as att
+from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, Trace, X509Credential
+from dpsctl.core.clock import format_timestamp, new_operation_id, new_registration_etag
+from dpsctl.core.errors import AllocationFailed, Disabled, DpsError, InvalidInput, Unauthorized
+from dpsctl.core.ids import MAX_X509_REGISTRATION_ID, validate_registration_id
+from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment, LinkedHub, ServiceSettings
+from dpsctl.core.service import load_service, save_service
+from dpsctl.store import Transaction
+
+Entry = Union[IndividualEnrollment, EnrollmentGroup]
+Json = dict[str, Any]
+
+HISTORY_LIMIT = 1000
+ERROR_UNAUTHORIZED = 401002
+ERROR_NO_HUB = 400208
+ERROR_DISABLED = 401003  # dpsctl's choice: DPS reports status "disabled" but documents no code for it
+
+
+@dataclass(frozen=True)
+class RegistrationRequest:
+    """One device registration attempt."""
+
+    credential: Credential
+    registration_id: str | None = None
+    payload: Any = None
+    region: str | None = None
+
+
+@dataclass
+class ProvisionResult:
+    """What the device is told, what was decided and why."""
+
+    status: str  # assigned | failed | disabled | unauthorized
+    registration_id: str
+    operation: Json
+    explain: list[str]
+    error: DpsError | None = None
+    connection_string: str | None = None
+
+    @property
+    def assigned(self) -> bool:
+        """True when the device got a hub."""
+        return self.status == "assigned"
+
+
+@dataclass
+class _Match:
+    """The enrollment entry a device matched and what its credential told us."""
+
+    entry: Entry
+    hub_auth: Json = field(default_factory=dict)  # hub device authentication
+    device_key: str | None = None  # the symmetric key the device will use on its hub
+    attestation_state: Json = field(default_factory=dict)  # registrationState sub-object
+    runtime_attestation: Json = field(default_factory=dict)  # deviceRuntimeContext sub-object for webhooks
+
+
+class _Refused(Exception):
+    """Internal: the device is refused; carries the outcome."""
+
+    def __init__(self, error: DpsError, entry: Entry | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.entry = entry
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def provision(tx: Transaction, request: RegistrationRequest, now: datetime, *, webhook_timeout: float = 10.0) -> ProvisionResult:
+    """Run one registration against the store in `tx` (the caller commits, or discards for a dry run)."""
+    service = load_service(tx, now)
+    trace = Trace()
+    reg_id = _registration_id(request)
+    trace.note(f"device {reg_id!r} registers with {att.credential_type(request.credential)} attestation in ID scope {service.id_scope}")
+    previous = tx.get("registrations", reg_id)
+    match: _Match | None = None
+    try:
+        match = _match_and_attest(tx, service, reg_id, request.credential, now, trace)
+        if not match.entry.enabled:
+            noun = "enrollment group" if match.entry.is_group else "individual enrollment"
+            trace.fail(f"{noun} {match.entry.id!r} is disabled")
+            raise _Refused(Disabled(f"{noun} {match.entry.id!r} is disabled", hint="enable it with --enabled, or the device stays blocked"), match.entry)
+        hub, twin_override, payload = _allocate(tx, service, reg_id, match, previous, request, trace, webhook_timeout)
+        state = _assign(tx, reg_id, match, previous, hub, twin_override, payload, now, trace)
+        status = "assigned"
+        error: DpsError | None = None
+    except _Refused as refused:
+        error = refused.error
+        status = {Unauthorized: "unauthorized", Disabled: "disabled"}.get(type(error), "failed")
+        entry = refused.entry or (match.entry if match else None)
+        state = _refusal_state(tx, reg_id, previous, status, error, entry, match, now)
+    result = _result(reg_id, status, state, trace, error, match, now)
+    _record_attempt(tx, service, now, reg_id, request, status, state, error, match)
+    return result
+
+
+def _registration_id(request: RegistrationRequest) -> str:
+    """The registration ID: given, else the certificate CN (X.509), the TPM default, or the SAS token's resource."""
+    cred = request.credential
+    reg_id = request.registration_id
+    if reg_id is None and isinstance(cred, X509Credential):
+        from dpsctl.core import x509
+
+        reg_id = x509.common_name(cred.chain[0])
+        if not reg_id:
+            raise InvalidInput("the device certificate has no subject CN, so it has no registration ID")
+    if reg_id is None and isinstance(cred, TpmCredential):
+        from dpsctl.core.tpm import default_registration_id
+
+        reg_id = default_registration_id(cred.endorsement_key)
+    if reg_id is None and isinstance(cred, SasCredential):
+        reg_id = _registration_id_from_token(cred.token)
+    if reg_id is None:
+        raise InvalidInput("the registration ID is missing", hint="pass --registration-id ID")
+    return validate_registration_id(reg_id)
+
+
+def _registration_id_from_token(token: str) -> str | None:
+    """The registration ID named in a SAS token's `sr`, when the caller did not give one."""
+    from urllib.parse import unquote
+
+    from dpsctl.core.sas import parse_sas_token
+
+    try:
+        resource = unquote(parse_sas_token(token).sr)
+    except InvalidInput:
+        return None
+    parts = resource.split("/")
+    return parts[2] if len(parts) == 3 and parts[1].lower() == "registrations" else None
+
+
+# --------------------------------------------------------------------------- matching and attestation
+
+
+def _match_and_attest(tx: Transaction, service: ServiceSettings, reg_id: str, cred: Credential, now: datetime, trace: Trace) -> _Match:
+    """Individual enrollment first (whatever its type), then groups; returns the match or raises _Refused."""
+    kind = att.credential_type(cred)
+    doc = tx.get("enrollments", reg_id)
+    if doc is not None:
+        entry = IndividualEnrollment.from_dict(doc)
+        trace.note(
+            f"individual enrollment {entry.id!r} found ({entry.attestation.type}, {entry.provisioning_status}); "
+            "it takes precedence over any group"
+        )
+        if entry.attestation.type != kind:
+            if not entry.enabled:
+                trace.fail(f"individual enrollment {entry.id!r} is disabled: it blocks this registration ID whatever the credential")
+                raise _Refused(Disabled(f"individual enrollment {entry.id!r} is disabled and blocks this device"), entry)
+            trace.fail(f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, but the device presented {kind}")
+            raise _Refused(_unauthorized(f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, not {kind}"))
+        return _attest_individual(entry, service, reg_id, cred, now, trace)
+    trace.note(f"no individual enrollment for {reg_id!r}; trying enrollment groups")
+    if isinstance(cred, SasCredential):
+        return _match_symmetric_group(tx, service, reg_id, cred, now, trace)
+    if isinstance(cred, X509Credential):
+        return _match_x509_group(tx, reg_id, cred, now, trace)
+    trace.fail("TPM devices need an individual enrollment (DPS has no TPM enrollment groups)")
+    raise _Refused(_unauthorized(f"no individual enrollment for TPM device {reg_id!r}", hint=f"enroll it: dpsctl enrollment add {reg_id} --attestation tpm --endorsement-key ..."))
+
+
+def _unauthorized(message: str, hint: str | None = None) -> Unauthorized:
+    return Unauthorized(message, hint=hint)
+
+
+def _attest_individual(entry: IndividualEnrollment, service: ServiceSettings, reg_id: str, cred: Credential, now: datetime, trace: Trace) -> _Match:
+    a = entry.attestation
+    if isinstance(cred, SasCredential):
+        token = _token_for(cred, service, reg_id, now, trace)
+        label = att.match_key(token, [("primary", a.primary_key or ""), ("secondary", a.secondary_key or "")])
+        if label is None:
+            trace.fail(f"the SAS signature matches neither the primary nor the secondary key of enrollment {entry.id!r}")
+            raise _Refused(_unauthorized(f"the SAS token is not signed with a key of enrollment {entry.id!r}", hint="sign it with the enrollment's primary or secondary key (dpsctl enrollment show ID --show-keys)"))
+        trace.ok(f"the SAS signature matches the {label} key of enrollment {entry.id!r}")
+        key = a.primary_key if label == "primary" else a.secondary_key
+        return _Match(
+            entry,
+            hub_auth={"type": "sas", "symmetricKey": {"primaryKey": a.primary_key, "secondaryKey": a.secondary_key}},
+            device_key=key,
+            attestation_state={"symmetricKey": {}},
+            runtime_attestation={"symmetricKey": {}},
+        )
+    if isinstance(cred, X509Credential):
+        from dpsctl.core import x509
+
+        leaf = cred.chain[0]
+        _check_cn(leaf, reg_id, trace)
+        if not att.check_chain(cred, now, trace):
+            raise _Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
+        slot = next((s for s, ref in (("primary", a.primary_cert), ("secondary", a.secondary_cert)) if ref and _same_cert(ref.certificate, leaf)), None)
+        if slot is None:
+            trace.fail(f"the device certificate (SHA-1 {x509.sha1_thumbprint(leaf)}) is neither the primary nor the secondary certificate of enrollment {entry.id!r}")
+            raise _Refused(_unauthorized(f"the device certificate is not the one enrolled for {entry.id!r}", hint="compare thumbprints: dpsctl enrollment show ID"))
+        trace.ok(f"the device certificate is the {slot} certificate of enrollment {entry.id!r}")
+        info = x509.certificate_info(leaf)
+        return _Match(
+            entry,
+            hub_auth={"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": info["sha1Thumbprint"], "secondaryThumbprint": None}},
+            attestation_state={"x509": {"certificateInfo": info}},
+            runtime_attestation={"x509": {"clientCertificate": {"info": info}}},
+        )
+    assert isinstance(cred, TpmCredential)
+    if not att.run_tpm_challenge(cred, a.endorsement_key or "", service.id_scope, reg_id, now, trace):
+        raise _Refused(_unauthorized(_last_failure(trace)))
+    key = att.random_device_key()
+    secondary = att.random_device_key()
+    return _Match(
+        entry,
+        hub_auth={"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": secondary}},
+        device_key=key,
+        attestation_state={"tpm": {}},
+        runtime_attestation={"tpm": {"endorsementKey": a.endorsement_key, "storageRootKey": a.storage_root_key}},
+    )
+
+
+def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: datetime, trace: Trace) -> Any:
+    token = att.parse_token(cred, trace)
+    if token is None:
+        raise _Refused(_unauthorized(_last_failure(trace), hint="a device SAS token looks like: SharedAccessSignature sr=...&sig=...&se=...&skn=registration"))
+    if not att.check_token_scope(token, service.id_scope, reg_id, now, trace):
+        raise _Refused(_unauthorized(_last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key KEY"))
+    return token
+
+
+def _last_failure(trace: Trace) -> str:
+    fails = [line[7:] for line in trace.lines if line.startswith("[fail]")]
+    return fails[-1] if fails else "attestation failed"
+
+
+def _same_cert(pem: str, cert: Any) -> bool:
+    from dpsctl.core import x509
+
+    return x509.same_certificate(x509.load_certificates(pem, source="enrolled certificate")[0], cert)
+
+
+def _check_cn(leaf: Any, reg_id: str, trace: Trace) -> None:
+    from dpsctl.core import x509
+
+    cn = x509.common_name(leaf)
+    if cn is None or cn.lower() != reg_id.lower():
+        trace.fail(f"the device certificate's CN is {cn!r}, but the registration ID is {reg_id!r}")
+        raise _Refused(_unauthorized(f"the device certificate's CN {cn!r} is not the registration ID {reg_id!r}", hint="DPS takes the registration ID from the certificate CN; omit --registration-id or fix the CN"))
+    if len(reg_id) > MAX_X509_REGISTRATION_ID:
+        trace.fail(f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters")
+        raise _Refused(_unauthorized(f"X.509 registration ID {reg_id!r} is longer than {MAX_X509_REGISTRATION_ID} characters"))
+    trace.ok(f"the device certificate's CN is the registration ID {reg_id!r}")
+
+
+def _match_symmetric_group(tx: Transaction, service: ServiceSettings, reg_id: str, cred: SasCredential, now: datetime, trace: Trace) -> _Match:
+    from dpsctl.core.keys import derive_device_key
+
+    token = _token_for(cred, service, reg_id, now, trace)
+    groups = [EnrollmentGroup.from_dict(d) for d in tx.find("groups", "attestation", "symmetricKey")]
+    for group in groups:
+        a = group.attestation
+        derived = [(label, derive_device_key(key, reg_id)) for label, key in (("primary", a.primary_key), ("secondary", a.secondary_key)) if key]
+        label = att.match_key(token, derived)
+        if label is not None:
+            trace.ok(f"the SAS signature matches the key derived from the {label} key of enrollment group {group.id!r}")
+            keys = dict(derived)
+            return _Match(
+                group,
+                hub_auth={"type": "sas", "symmetricKey": {"primaryKey": keys.get("primary"), "secondaryKey": keys.get("secondary")}},
+                device_key=keys[label],
+                attestation_state={"symmetricKey": {"enrollmentGroupId": group.id}},
+                runtime_attestation={"symmetricKey": {}},
+            )
+        if att.match_key(token, [("primary", a.primary_key or ""), ("secondary", a.secondary_key or "")]):
+            trace.fail(f"the token is signed with the group key of {group.id!r} itself, not with a key derived from it")
+            raise _Refused(
+                _unauthorized(
+                    f"the device signed with the group key of enrollment group {group.id!r} instead of its own derived key",
+                    # The most common DPS mistake: say exactly how to get the right key.
+                    hint=f"derive the device key: dpsctl enrollment-group compute-device-key {group.id} --registration-id {reg_id}",
+                )
+            ) from None
+    trace.fail(f"the SAS signature matches no key derived from the {len(groups)} symmetric-key group(s)")
+    raise _Refused(
+        _unauthorized(
+            f"no enrollment matches {reg_id!r}: there is no individual enrollment, and the token is not signed with a key derived from any symmetric-key group",
+            hint=f"a group device's key is: dpsctl enrollment-group compute-device-key GROUP --registration-id {reg_id}",
+        )
+    )
+
+
+def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple[str, Any]]]]:
+    """X.509 groups with their signing certificates (uploaded, or referenced CA certificates)."""
+    from dpsctl.core import x509
+
+    out = []
+    for doc in tx.find("groups", "attestation", "x509"):
+        group = EnrollmentGroup.from_dict(doc)
+        a = group.attestation
+        signers: list[tuple[str, Any]] = []
+        for slot, ref in (("primary", a.primary_cert), ("secondary", a.secondary_cert)):
+            if ref:
+                signers.append((f"{slot} signing certificate", x509.load_certificates(ref.certificate, source="signing certificate")[0]))
+        for slot, name in (("primary", a.primary_ca), ("secondary", a.secondary_ca)):
+            ca = tx.get("cas", name) if name else None
+            if ca is not None:
+                signers.append((f"{slot} CA reference {name!r}", (x509.load_certificates(ca["certificate"], source=f"CA {name}")[0], ca)))
+        out.append((group, signers))
+    return out
+
+
+def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: datetime, trace: Trace) -> _Match:
+    """Walk the chain leaf to root; the first group whose signer is in the chain (or issued its top) wins."""
+    from dpsctl.core import x509
+
+    leaf = cred.chain[0]
+    _check_cn(leaf, reg_id, trace)
+    if not att.check_chain(cred, now, trace):
+        raise _Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
+    candidates = _group_candidates(tx)
+    found: tuple[EnrollmentGroup, str, Any, Any] | None = None
+    for position, cert in enumerate(cred.chain[1:], start=1):
+        for group, signers in candidates:
+            for label, signer in signers:
+                signer_cert = signer[0] if isinstance(signer, tuple) else signer
+                if x509.same_certificate(signer_cert, cert):
+                    found = (group, label, signer, cert)
+                    trace.ok(f"chain certificate {position} ({x509.subject_of(cert)!r}) is the {label} of enrollment group {group.id!r}")
+                    break
+            if found:
+                break
+        if found:
+            break
+    if found is None:
+        top = cred.chain[-1]
+        depth = sum(1 for c in cred.chain[1:] if x509.is_ca(c))
+        for group, signers in candidates:
+            for label, signer in signers:
+                signer_cert = signer[0] if isinstance(signer, tuple) else signer
+                if x509.subject_of(signer_cert) != x509.issuer_of(top):
+                    continue
+                trace.note(f"the chain's top certificate names issuer {x509.issuer_of(top)!r}, the {label} of enrollment group {group.id!r}")
+                if att.check_link_to_signer(top, signer_cert, depth, now, trace):
+                    found = (group, label, signer, signer_cert)
+                    break
+                raise _Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
+            if found:
+                break
+    if found is None:
+        trace.fail("no individual enrollment, and no X.509 enrollment group's signing certificate is in the chain or issued it")
+        raise _Refused(
+            _unauthorized(
+                f"no enrollment matches the certificate chain of {x509.common_name(leaf)!r} (issuer {x509.issuer_of(cred.chain[-1])!r})",
+                hint="enroll the device certificate, or add a group whose --signing-cert is the CA that issued it",
+            )
+        )
+    group, label, signer, signer_cert = found
+    if isinstance(signer, tuple):
+        _, ca = signer
+        if not ca.get("isVerified"):
+            trace.fail(f"CA certificate {ca['name']!r} referenced by group {group.id!r} is not verified (no proof of possession)")
+            raise _Refused(
+                _unauthorized(
+                    f"CA certificate {ca['name']!r} is not verified",
+                    hint=f"dpsctl ca verification-code {ca['name']}, sign a certificate with that CN using the CA key, then dpsctl ca verify {ca['name']} --cert FILE",
+                )
+            )
+        trace.ok(f"CA certificate {ca['name']!r} is verified")
+    info = x509.certificate_info(leaf)
+    signer_info = x509.certificate_info(signer_cert)
+    return _Match(
+        group,
+        hub_auth={"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": info["sha1Thumbprint"], "secondaryThumbprint": None}},
+        attestation_state={"x509": {"certificateInfo": info, "enrollmentGroupId": group.id, "signingCertificateInfo": signer_info}},
+        runtime_attestation={"x509": {"clientCertificate": {"info": info}}},
+    )
+
+
+# --------------------------------------------------------------------------- allocation
+
+
+def _current_hub(tx: Transaction, previous: Json | None) -> str | None:
+    """The hub the device lives in now, if it is still linked."""
+    hub = (previous or {}).get("_currentHub")
+    return hub if hub and tx.get("hubs", hub) is not None else None
+
+
+def _allocate(
+    tx: Transaction,
+    service: ServiceSettings,
+    reg_id: str,
+    match: _Match,
+    previous: Json | None,
+    request: RegistrationRequest,
+    trace: Trace,
+    webhook_timeout: float,
+) -> tuple[str, Json | None, Any]:
+    """Choose the hub; returns (hub, initial twin from a webhook or None, payload for the device)."""
+    from dpsctl.core import allocation
+
+    entry = match.entry
+    linked = [LinkedHub.from_dict(d) for d in tx.scan("hubs")]
+    if entry.iot_hubs:
+        candidates = [h for h in linked if h.name in entry.iot_hubs]
+        trace.note(f"candidate hubs (named by the entry): {', '.join(h.name for h in candidates) or 'none'}")
+    else:
+        candidates = [h for h in linked if h.applies_policy]
+        trace.note(f"candidate hubs (all linked hubs that apply allocation policy): {', '.join(h.name for h in candidates) or 'none'}")
+    policy = entry.allocation_policy or service.allocation_policy
+    trace.note(f"allocation policy: {policy} ({'set on the entry' if entry.allocation_policy else 'the service default'})")
+    current = _current_hub(tx, previous)
+    stay = current is not None and not entry.reprovision_policy.update_hub_assignment
+    if stay:
+        trace.note(f"reprovision policy 'never': the device stays on {current}")
+    choices = [allocation.HubChoice(h.name, h.weight, h.location) for h in candidates]
+    try:
+        if policy == "custom":
+            hubs = [current] if stay else [h.name for h in candidates]
+            return _custom(entry, reg_id, match, hubs, current, previous, request.payload, trace, webhook_timeout)
+        if stay:
+            return current, None, None  # type: ignore[return-value]
+        if not choices:
+            raise AllocationFailed("no linked IoT hub is available for this device", hint="link one with `dpsctl hub add NAME`")
+        if policy == "static":
+            hub = allocation.static(choices)
+        elif policy == "geoLatency":
+            region = request.region or service.location
+            if region is None:
+                trace.note("geoLatency: neither --region nor a service location is set; hashing among the candidates instead")
+                hub = allocation.hashed(reg_id, choices)
+            else:
+                from dpsctl.core.regions import normalize_region
+
+                region = normalize_region(region)
+                hub = allocation.geo_latency(reg_id, choices, region)
+                trace.note(f"geoLatency: device region {region}; hub locations: " + ", ".join(f"{h.name}={h.location}" for h in candidates))
+        else:
+            hub = allocation.hashed(reg_id, choices)
+            trace.note("hashed: weighted rendezvous hash of the registration ID; weights: " + ", ".join(f"{h.name}={h.weight}" for h in candidates))
+    except AllocationFailed as exc:
+        trace.fail(f"allocation failed: {exc.message}")
+        raise _Refused(exc, entry) from None
+    trace.ok(f"assigned hub: {hub}")
+    return hub, None, None
+
+
+def _custom(
+    entry: Entry,
+    reg_id: str,
+    match: _Match,
+    hubs: list[str],
+    current: str | None,
+    previous: Json | None,
+    payload: Any,
+    trace: Trace,
+    timeout: float,
+) -> tuple[str, Json | None, Any]:
+    from dpsctl.core.custom_allocation import build_allocation_request, call_command, call_webhook, redacted_url
+
+    custom = entry.custom_allocation
+    if not hubs:
+        exc = AllocationFailed("no linked IoT hub is available for custom allocation")
+        trace.fail(exc.message)
+        raise _Refused(exc, entry)
+    body = build_allocation_request(
+        enrollment=entry.to_dict(show_keys=False),
+        is_group=entry.is_group,
+        registration_id=reg_id,
+        linked_hubs=hubs,
+        current_hub=current,
+        current_device_id=(previous or {}).get("_currentDeviceId") if current else None,
+        attestation=match.runtime_attestation,
+        payload=payload,
+    )
+    try:
+        if custom and custom.webhook_url:
+            trace.note(f"custom allocation: POST to {redacted_url(custom.webhook_url)} with linkedHubs {hubs}")
+            answer = call_webhook(custom.webhook_url, body, timeout=timeout)
+        elif custom and custom.allocation_command:
+            trace.note(f"custom allocation: running the allocation command with linkedHubs {hubs}")
+            answer = call_command(custom.allocation_command, body, timeout=timeout)
+        else:
+            raise AllocationFailed(f"entry {entry.id!r} uses custom allocation but has no webhook URL or allocation command")
+    except AllocationFailed as exc:
+        trace.fail(f"custom allocation failed: {exc.message}")
+        raise _Refused(exc, entry) from None
+    trace.ok(f"custom allocation chose {answer.iot_hub_host_name}" + (" and returned an initial twin" if answer.initial_twin else ""))
+    return answer.iot_hub_host_name, answer.initial_twin, answer.payload
+
+
+# --------------------------------------------------------------------------- reprovisioning and hub registry
+
+
+def decide_reprovision(*, previous_hub: str | None, initial_hub: str | None, new_hub: str, update_hub: bool, migrate: bool, previous_substatus: str | None) -> tuple[str, str]:
+    """(substatus, twin source) for a registration; twin source is 'initial', 'migrate' or 'keep'.
+
+    Documented in docs/provisioning.md: the same hub with migrate keeps the previous substatus (DPS keeps
+    `initialAssignment` on repeated registrations); a reset on the same hub is a factory reset (`deviceDataReset`);
+    moving back to the hub of the initial assignment is `reprovisionedToInitialAssignment`.
+    """
+    if previous_hub is None:
+        return "initialAssignment", "initial"
+    if not update_hub or new_hub == previous_hub:
+        if update_hub and not migrate:
+            return "deviceDataReset", "initial"
+        return previous_substatus or "initialAssignment", "keep"
+    if new_hub == initial_hub:
+        return "reprovisionedToInitialAssignment", "migrate" if migrate else "initial"
+    return ("deviceDataMigrated", "migrate") if migrate else ("deviceDataReset", "initial")
+
+
+def _assign(
+    tx: Transaction,
+    reg_id: str,
+    match: _Match,
+    previous: Json | None,
+    hub: str,
+    webhook_twin: Json | None,
+    payload: Any,
+    now: datetime,
+    trace: Trace,
+) -> Json:
+    """Create or move the device in the hub registries and write the registration record."""
+    from dpsctl.core.devices import device_doc, twin_from_initial, twin_of
+
+    entry = match.entry
+    device_id = getattr(entry, "device_id", None) or reg_id
+    current = _current_hub(tx, previous)
+    old_key = f"{current}/{previous.get('_currentDeviceId')}" if current and previous else None
+    old_device = tx.get("devices", old_key) if old_key else None
+    if current and old_device is None:
+        current = None  # the device was removed from its hub meanwhile: provision it afresh
+    policy = entry.reprovision_policy
+    substatus, twin_source = decide_reprovision(
+        previous_hub=current,
+        initial_hub=(previous or {}).get("_initialHub"),
+        new_hub=hub,
+        update_hub=policy.update_hub_assignment,
+        migrate=policy.migrate_device_data,
+        previous_substatus=(previous or {}).get("substatus"),
+    )
+    initial = webhook_twin if webhook_twin is not None else entry.initial_twin
+    twin = twin_of(old_device) if twin_source in ("keep", "migrate") and old_device else twin_from_initial(initial)
+    trace.note(
+        {
+            "initial": "twin: set from the " + ("webhook's initial twin" if webhook_twin is not None else "entry's initial twin"),
+            "migrate": f"twin: migrated from {current}",
+            "keep": "twin: kept as it is on the hub",
+        }[twin_source]
+    )
+    trace.ok(f"substatus: {substatus}")
+    same_place = old_key is not None and old_key.lower() == f"{hub}/{device_id}".lower()
+    if old_key and old_device is not None and not same_place:
+        tx.delete("devices", old_key)
+        trace.note(f"device {previous.get('_currentDeviceId')!r} removed from {current}")  # type: ignore[union-attr]
+    tx.put(
+        "devices",
+        device_doc(
+            hub=hub,
+            device_id=device_id,
+            registration_id=reg_id,
+            authentication=match.hub_auth,
+            iot_edge=entry.iot_edge,
+            twin=twin,
+            now=now,
+            created=old_device.get("createdDateTimeUtc") if same_place and old_device else None,
+        ),
+    )
+    ts = format_timestamp(now)
+    state: Json = {
+        "registrationId": reg_id,
+        "createdDateTimeUtc": (previous or {}).get("createdDateTimeUtc") or ts,
+        "assignedHub": hub,
+        "deviceId": device_id,
+        "status": "assigned",
+        "substatus": substatus,
+        "lastUpdatedDateTimeUtc": ts,
+        "etag": new_registration_etag(),
+    }
+    if payload is not None:
+        state["payload"] = payload
+    state.update(match.attestation_state)
+    if "tpm" in state:
+        from dpsctl.core.tpm import seal_to_endorsement_key
+
+        # The hub key travels to the device encrypted to its endorsement key, as DPS's authenticationKey does.
+        state["tpm"] = {"authenticationKey": seal_to_endorsement_key(entry.attestation.endorsement_key or "", match.device_key or "")}
+    state["_currentHub"] = hub
+    state["_currentDeviceId"] = device_id
+    state["_initialHub"] = (previous or {}).get("_initialHub") if current else hub
+    state["_entry"] = {"group": entry.is_group, "id": entry.id}
+    tx.put("registrations", state)
+    return state
+
+
+def _refusal_state(tx: Transaction, reg_id: str, previous: Json | None, status: str, error: DpsError, entry: Entry | None, match: _Match | None, now: datetime) -> Json:
+    """The registration record after a refusal; attempts that never reached an entry leave none (401)."""
+    if status == "unauthorized" or entry is None:
+        return {"registrationId": reg_id, "status": status}
+    ts = format_timestamp(now)
+    state: Json = {
+        "registrationId": reg_id,
+        "createdDateTimeUtc": (previous or {}).get("createdDateTimeUtc") or ts,
+        "status": status,
+        "errorCode": ERROR_DISABLED if status == "disabled" else ERROR_NO_HUB,
+        "errorMessage": error.message,
+        "lastUpdatedDateTimeUtc": ts,
+        "etag": new_registration_etag(),
+    }
+    if match is not None:
+        state.update(match.attestation_state)
+    # The device still lives where it was: keep that for the next attempt's reprovisioning decision.
+    for key in ("_currentHub", "_currentDeviceId", "_initialHub"):
+        if previous and previous.get(key):
+            state[key] = previous[key]
+    state["_entry"] = {"group": entry.is_group, "id": entry.id}
+    tx.put("registrations", state)
+    return state
+
+
+# --------------------------------------------------------------------------- results and history
+
+
+def _result(reg_id: str, status: str, state: Json, trace: Trace, error: DpsError | None, match: _Match | None, now: datetime) -> ProvisionResult:
+    from dpsctl.core.registrations import public_registration
+
+    if status == "unauthorized":
+        operation: Json = {
+            "errorCode": ERROR_UNAUTHORIZED,
+            "trackingId": str(uuid.uuid4()),
+            "message": error.message if error else "Unauthorized",
+            "timestampUtc": format_timestamp(now),
+        }
+        return ProvisionResult(status, reg_id, operation, trace.lines, error)
+    public = public_registration(state)
+    operation = {"operationId": new_operation_id(), "status": status, "registrationState": public}
+    cs = None
+    if status == "assigned":
+        cs = f"HostName={state['assignedHub']};DeviceId={state['deviceId']};"
+        cs += "x509=true" if match and match.device_key is None else f"SharedAccessKey={match.device_key if match else ''}"
+    return ProvisionResult(status, reg_id, operation, trace.lines, error, cs)
+
+
+def _record_attempt(
+    tx: Transaction,
+    service: ServiceSettings,
+    now: datetime,
+    reg_id: str,
+    request: RegistrationRequest,
+    status: str,
+    state: Json,
+    error: DpsError | None,
+    match: _Match | None,
+) -> None:
+    """Count the operation and append the attempt to the bounded history (the oldest entry falls out)."""
+    from dataclasses import replace
+
+    service = load_service(tx, now)
+    sequence = service.history_sequence + 1
+    entry = match.entry if match else None
+    tx.put(
+        "history",
+        {
+            "sequence": sequence,
+            "timestampUtc": format_timestamp(now),
+            "registrationId": reg_id,
+            "attestation": att.credential_type(request.credential),
+            "status": status,
+            "substatus": state.get("substatus"),
+            "assignedHub": state.get("assignedHub"),
+            "enrollment": None if entry is None else f"{'group' if entry.is_group else 'individual'}:{entry.id}",
+            "errorMessage": error.message if error else None,
+        },
+    )
+    if sequence > HISTORY_LIMIT:
+        tx.delete("history", str(sequence - HISTORY_LIMIT))
+    save_service(tx, replace(service, history_sequence=sequence, operations=service.operations + (1 if status == "assigned" else 0)))
+
+
+def history(tx: Transaction, registration_id: str | None = None) -> list[Json]:
+    """Recent registration attempts, oldest first (refused ones included)."""
+    docs = tx.find("history", "registration", registration_id) if registration_id else list(tx.scan("history"))
+    return sorted(docs, key=lambda d: d["sequence"])

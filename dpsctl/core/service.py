@@ -1,0 +1,102 @@
+"""The provisioning service instance: created on first use, its settings, and the operations count."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from dpsctl.core.clock import format_timestamp
+from dpsctl.core.errors import Conflict, InvalidInput, StoreError
+from dpsctl.core.models import SERVICE_POLICIES, ServiceSettings, _choice
+from dpsctl.core.ids import validate_id_scope
+from dpsctl.store import Transaction
+
+ARM_POLICY = {"hashed": "Hashed", "geoLatency": "GeoLatency", "static": "Static"}
+
+
+def random_id_scope() -> str:
+    """A fresh ID scope in the format DPS uses: `0ne` and 8 upper-case hex digits."""
+    return "0ne" + secrets.token_hex(4).upper()
+
+
+def new_service(now: datetime, *, id_scope: str | None = None, allocation_policy: str = "hashed") -> ServiceSettings:
+    """Settings for a new service instance."""
+    from dpsctl.core.keys import generate_key
+
+    if allocation_policy.lower() == "custom":
+        raise InvalidInput("custom allocation cannot be the service default", hint="set it on enrollments with --allocation-policy custom")
+    return ServiceSettings(
+        id_scope=validate_id_scope(id_scope) if id_scope else random_id_scope(),
+        allocation_policy=_choice(allocation_policy, SERVICE_POLICIES, "allocation policy"),
+        created=format_timestamp(now),
+        service_key=generate_key(32),
+    )
+
+
+def load_service(tx: Transaction, now: datetime) -> ServiceSettings:
+    """The service settings, created with a random ID scope the first time a store is written."""
+    doc = tx.get("service", "service")
+    if doc is not None:
+        return ServiceSettings.from_dict(doc)
+    if not tx.writable:
+        raise StoreError("the store has no service settings yet", hint="run `dpsctl init`")
+    settings = new_service(now)
+    save_service(tx, settings)
+    return settings
+
+
+def save_service(tx: Transaction, settings: ServiceSettings) -> None:
+    """Write the service settings."""
+    tx.put("service", settings.to_dict())
+
+
+def init_service(tx: Transaction, now: datetime, *, id_scope: str | None, allocation_policy: str) -> ServiceSettings:
+    """Create the service explicitly; refuses when the store already has one."""
+    if tx.get("service", "service") is not None:
+        raise Conflict("the store already exists", hint="use another --db path, or `dpsctl service update` to change settings")
+    settings = new_service(now, id_scope=id_scope, allocation_policy=allocation_policy)
+    save_service(tx, settings)
+    return settings
+
+
+def update_service(tx: Transaction, now: datetime, *, allocation_policy: str | None, location: str | None) -> ServiceSettings:
+    """Change the default allocation policy or the service location."""
+    from dataclasses import replace
+
+    settings = load_service(tx, now)
+    if allocation_policy is not None:
+        if allocation_policy.lower() == "custom":
+            raise InvalidInput("custom allocation cannot be the service default, as in DPS", hint="set it on enrollments with --allocation-policy custom")
+        settings = replace(settings, allocation_policy=_choice(allocation_policy, SERVICE_POLICIES, "allocation policy"))
+    if location is not None:
+        from dpsctl.core.regions import normalize_region
+
+        settings = replace(settings, location=normalize_region(location))
+    save_service(tx, settings)
+    return settings
+
+
+def count_operations(tx: Transaction, now: datetime, added: int = 1) -> None:
+    """Count billable operations (successful creates/updates of entries, and registrations)."""
+    if added:
+        save_service(tx, load_service(tx, now).with_operations(added))
+
+
+def service_view(settings: ServiceSettings, hubs: list[dict]) -> dict:
+    """The ARM `ProvisioningServiceDescription`-like view shown by `service show`."""
+    return {
+        "name": settings.name,
+        "location": settings.location,
+        "type": "Microsoft.Devices/ProvisioningServices",
+        "sku": {"name": "S1", "tier": "Standard", "capacity": 1},
+        "properties": {
+            "state": "Active",
+            "allocationPolicy": ARM_POLICY[settings.allocation_policy],
+            "idScope": settings.id_scope,
+            "deviceProvisioningHostName": settings.device_endpoint,
+            "serviceOperationsHostName": settings.service_host,
+            "iotHubs": hubs,
+            "operationsCount": settings.operations,
+            "createdDateTimeUtc": settings.created,
+        },
+    }

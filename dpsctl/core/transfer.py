@@ -1,0 +1,253 @@
+"""Import and export of the whole enrollment list as one YAML or JSON document."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from dpsctl.core.errors import DpsError, InvalidInput
+from dpsctl.core.enrollments import KIND, AnyEnrollment, certificate_ref, check_entry
+from dpsctl.core.models import (
+    Attestation,
+    EnrollmentGroup,
+    IndividualEnrollment,
+    LinkedHub,
+    default_hub_connection_string,
+    ServiceSettings,
+    _check_keys,
+    _expect,
+)
+from dpsctl.core.service import load_service, save_service
+from dpsctl.store import Transaction
+
+DOCUMENT_FIELDS = {"service", "linkedHubs", "enrollments", "enrollmentGroups"}
+MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class ImportPlan:
+    """What an import will do (or did): IDs per action and record type."""
+
+    created: dict[str, list[str]] = field(default_factory=lambda: {"linkedHubs": [], "enrollments": [], "enrollmentGroups": []})
+    updated: dict[str, list[str]] = field(default_factory=lambda: {"linkedHubs": [], "enrollments": [], "enrollmentGroups": []})
+    unchanged: dict[str, list[str]] = field(default_factory=lambda: {"linkedHubs": [], "enrollments": [], "enrollmentGroups": []})
+    service: str = "unchanged"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as shown by `import -o json`."""
+        return {
+            "service": self.service,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "counts": {
+                action: sum(len(v) for v in getattr(self, action).values()) for action in ("created", "updated", "unchanged")
+            },
+        }
+
+
+def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
+    """Parse an import file: JSON, or YAML with the safe loader (no Python tags, no aliases bombs)."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_DOCUMENT_BYTES:
+            raise InvalidInput(f"{source} is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB")
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{source} is not UTF-8 text") from None
+    stripped = text.lstrip()
+    if stripped.startswith("{") or stripped.startswith("["):
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise InvalidInput(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    else:
+        doc = _load_yaml(text, source)
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{source} must hold an object with linkedHubs, enrollments and enrollmentGroups")
+    _check_keys(doc, DOCUMENT_FIELDS, source)
+    return doc
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        node = yaml.compose(text, Loader=loader)
+        if node is not None and _has_alias(node, set()):
+            # Aliases are how "billion laughs" documents expand; enrollment files never need them.
+            raise InvalidInput(f"{source} uses YAML anchors/aliases, which dpsctl does not accept", hint="write the values out in full")
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise InvalidInput(f"{source} is not valid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def _has_alias(node: Any, seen: set[int]) -> bool:
+    """True when a composed YAML node graph refers to a node twice (an alias)."""
+    if id(node) in seen:
+        return True
+    seen.add(id(node))
+    value = node.value
+    if isinstance(value, list):
+        for item in value:
+            children = item if isinstance(item, tuple) else (item,)
+            if any(_has_alias(child, seen) for child in children):
+                return True
+    return False
+
+
+def _records(doc: dict[str, Any], name: str) -> list[Any]:
+    return _expect(doc.get(name) or [], list, name)
+
+
+def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
+    """A record without the fields the service stamps, for deciding 'unchanged'."""
+    return {k: v for k, v in doc.items() if k not in ("etag", "createdDateTimeUtc", "lastUpdatedDateTimeUtc", "registrationState")}
+
+
+def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
+    """Certificates in a file are parsed again: their info is derived, never trusted from the file."""
+    att = entry.attestation
+    if att.type == "symmetricKey":
+        from dpsctl.core.keys import generate_key
+
+        return replace(entry, attestation=replace(att, primary_key=att.primary_key or generate_key(), secondary_key=att.secondary_key or generate_key()))
+    if att.type == "tpm":
+        from dpsctl.core.tpm import validate_endorsement_key
+
+        return replace(entry, attestation=replace(att, endorsement_key=validate_endorsement_key(att.endorsement_key or "")))
+    reg_id = None if entry.is_group else entry.id
+    where = f"{'enrollmentGroups' if entry.is_group else 'enrollments'} {entry.id!r}"
+    refs = [
+        certificate_ref(ref.certificate, f"{where} {slot} certificate", registration_id=reg_id, require_ca=entry.is_group) if ref else None
+        for slot, ref in (("primary", att.primary_cert), ("secondary", att.secondary_cert))
+    ]
+    if refs[0] is None and not att.primary_ca:
+        raise InvalidInput(f"{where} has no primary certificate")
+    return replace(entry, attestation=replace(att, primary_cert=refs[0], secondary_cert=refs[1]))
+
+
+def _keep_existing_keys(new: AnyEnrollment, old_doc: dict[str, Any] | None, given: dict[str, Any]) -> AnyEnrollment:
+    """An export without --show-keys has no keys: importing it must not replace the stored ones."""
+    keys = given.get("attestation", {}).get("symmetricKey") or {}
+    if old_doc is None or new.attestation.type != "symmetricKey" or keys.get("primaryKey"):
+        return new
+    old = Attestation.from_dict(old_doc["attestation"], group=new.is_group)
+    if old.type != "symmetricKey":
+        return new
+    return replace(new, attestation=replace(new.attestation, primary_key=old.primary_key, secondary_key=keys.get("secondaryKey") or old.secondary_key))
+
+
+def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_run: bool = False) -> ImportPlan:
+    """Validate every record first, then create or update; idempotent. With dry_run nothing is written."""
+    from dpsctl.core.clock import format_timestamp, new_etag
+
+    plan = ImportPlan()
+    service = load_service(tx, now)
+    new_service = service
+    if doc.get("service") is not None:
+        given = ServiceSettings.from_dict({**service.to_dict(), **_expect(doc["service"], dict, "service")}, "service")
+        new_service = replace(given, operations=service.operations, created=service.created, history_sequence=service.history_sequence)
+        if new_service != service:
+            plan.service = "updated"
+
+    hubs: list[LinkedHub] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(_records(doc, "linkedHubs")):
+        hub = LinkedHub.from_dict(raw, f"linkedHubs[{i}]")
+        if hub.name in seen:
+            raise InvalidInput(f"linkedHubs[{i}] repeats hub {hub.name}")
+        seen.add(hub.name)
+        hubs.append(hub)
+    known_hubs = {d["name"] for d in tx.scan("hubs")} | seen
+    if len(known_hubs) > 50:
+        raise InvalidInput(f"the import would link {len(known_hubs)} hubs; DPS allows 50")
+
+    entries: list[tuple[AnyEnrollment, dict[str, Any]]] = []
+    for name, model in (("enrollments", IndividualEnrollment), ("enrollmentGroups", EnrollmentGroup)):
+        ids: set[str] = set()
+        for i, raw in enumerate(_records(doc, name)):
+            entry = model.from_dict(raw, f"{name}[{i}]")
+            if entry.id.lower() in ids:
+                raise InvalidInput(f"{name}[{i}] repeats ID {entry.id!r} (IDs are case-insensitive)")
+            ids.add(entry.id.lower())
+            entries.append((entry, raw))
+
+    # Hubs first, so that the entries' hub references resolve inside the same transaction.
+    for hub in hubs:
+        old = tx.get("hubs", hub.name)
+        if "=****" in hub.connection_string:
+            # An export without --show-keys masks hub keys: keep the stored key, or simulate a new one.
+            hub = replace(hub, connection_string=old["connectionString"] if old else default_hub_connection_string(hub.name))
+        action = "created" if old is None else ("unchanged" if old == hub.to_dict() else "updated")
+        getattr(plan, action)["linkedHubs"].append(hub.name)
+        if action != "unchanged":
+            tx.put("hubs", hub.to_dict())
+    if plan.service == "updated":
+        save_service(tx, new_service)
+
+    operations = 0
+    ts = format_timestamp(now)
+    group_types: dict[str, int] = {}
+    for entry, raw in entries:
+        kind = KIND[entry.is_group]
+        name = "enrollmentGroups" if entry.is_group else "enrollments"
+        old = tx.get(kind, entry.id)
+        try:
+            entry = _recheck_certificates(_keep_existing_keys(entry, old, raw))
+            entry = check_entry(tx, entry, new_service.allocation_policy)
+        except DpsError as exc:
+            exc.message = f"{name} {entry.id!r}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+        if entry.is_group:
+            group_types[entry.attestation.type] = group_types.get(entry.attestation.type, 0) + 1
+        if old is not None and _comparable(old) == _comparable(entry.to_dict()):
+            plan.unchanged[name].append(entry.id)
+            continue
+        if old is None:
+            # Keep the file's stamps so that export -> import reproduces a store exactly.
+            entry = replace(entry, etag=entry.etag or new_etag(), created=entry.created or ts, updated=entry.updated or ts)
+            plan.created[name].append(entry.id)
+        else:
+            entry = replace(entry, etag=new_etag(), created=old.get("createdDateTimeUtc"), updated=ts)
+            plan.updated[name].append(entry.id)
+        operations += 1
+        tx.put(kind, entry.to_dict())
+    _check_import_limits(tx, group_types)
+    if operations:
+        save_service(tx, load_service(tx, now).with_operations(operations))
+    if dry_run:
+        tx.changes.clear()  # validate and plan everything, write nothing
+    return plan
+
+
+def _check_import_limits(tx: Transaction, group_types: dict[str, int]) -> None:
+    from dpsctl.core.enrollments import MAX_GROUPS_PER_TYPE, MAX_INDIVIDUAL_ENROLLMENTS
+
+    if tx.count("enrollments") > MAX_INDIVIDUAL_ENROLLMENTS:
+        raise InvalidInput(f"the import would exceed {MAX_INDIVIDUAL_ENROLLMENTS:,} individual enrollments, the DPS limit")
+    for kind in group_types:
+        if len(tx.find("groups", "attestation", kind)) > MAX_GROUPS_PER_TYPE:
+            raise InvalidInput(f"the import would exceed {MAX_GROUPS_PER_TYPE} {kind} enrollment groups, the DPS limit")
+
+
+def export_document(tx: Transaction, now: datetime, *, show_keys: bool = False) -> dict[str, Any]:
+    """The whole enrollment list as one importable document (keys only with show_keys)."""
+    service = load_service(tx, now).to_dict(show_keys=show_keys)
+    service.pop("operations", None)
+    service.pop("createdDateTimeUtc", None)
+    service.pop("historySequence", None)
+    return {
+        "service": service,
+        "linkedHubs": [LinkedHub.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("hubs")],
+        "enrollments": [IndividualEnrollment.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("enrollments")],
+        "enrollmentGroups": [EnrollmentGroup.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("groups")],
+    }

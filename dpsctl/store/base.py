@@ -1,0 +1,136 @@
+"""The store interface the core uses: one transaction per command, buffered so that it writes at most once."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dpsctl.store.schema import INDEXES, KINDS, Doc, key_of
+
+_DELETED: Any = object()
+
+
+class Transaction:
+    """A unit of work over a snapshot of the store; changes are kept here until the store commits them.
+
+    Backends give the snapshot through `_load(kind)` (key -> doc) and apply `changes` on commit, so the
+    whole command is read once, validated in memory, and written (or not) as one unit.
+    """
+
+    def __init__(self, writable: bool) -> None:
+        self.writable = writable
+        self.changes: dict[str, dict[str, Any]] = {}
+        self._loaded: dict[str, dict[str, Doc]] = {}
+
+    # -- for backends
+    def _load(self, kind: str) -> dict[str, Doc]:
+        """All records of `kind`, keyed; a backend may override `get`/`find` to avoid loading everything."""
+        raise NotImplementedError
+
+    def _base(self, kind: str) -> dict[str, Doc]:
+        if kind not in KINDS:
+            raise KeyError(kind)
+        if kind not in self._loaded:
+            self._loaded[kind] = self._load(kind)
+        return self._loaded[kind]
+
+    def _base_get(self, kind: str, key: str) -> Doc | None:
+        return self._base(kind).get(key)
+
+    @property
+    def dirty(self) -> bool:
+        """True when the transaction has changes to write."""
+        return any(self.changes.values())
+
+    # -- the interface the core uses
+    def get(self, kind: str, key: str) -> Doc | None:
+        """The record of `kind` with this (case-insensitive) key, or None."""
+        key = key.lower()
+        pending = self.changes.get(kind, {})
+        if key in pending:
+            doc = pending[key]
+            return None if doc is _DELETED else doc
+        return self._base_get(kind, key)
+
+    def put(self, kind: str, doc: Doc) -> None:
+        """Create or replace a record."""
+        self._check_writable()
+        self.changes.setdefault(kind, {})[key_of(kind, doc)] = doc
+
+    def put_many(self, kind: str, docs: Iterable[Doc]) -> None:
+        """Create or replace many records."""
+        for doc in docs:
+            self.put(kind, doc)
+
+    def delete(self, kind: str, key: str) -> bool:
+        """Delete a record; True if it existed."""
+        self._check_writable()
+        existed = self.get(kind, key) is not None
+        if existed:
+            self.changes.setdefault(kind, {})[key.lower()] = _DELETED
+        return existed
+
+    def scan(self, kind: str) -> Iterator[Doc]:
+        """Every record of `kind`, in key order."""
+        pending = self.changes.get(kind, {})
+        merged = dict(self._base(kind))
+        for key, doc in pending.items():
+            if doc is _DELETED:
+                merged.pop(key, None)
+            else:
+                merged[key] = doc
+        for key in sorted(merged):
+            yield merged[key]
+
+    def count(self, kind: str) -> int:
+        """How many records of `kind` there are."""
+        return sum(1 for _ in self.scan(kind))
+
+    def find(self, kind: str, index: str, value: str) -> list[Doc]:
+        """Records whose indexed field `index` equals `value`, compared case-insensitively (as DPS compares IDs)."""
+        extract = INDEXES[kind][index]
+        wanted = value.lower()
+        return [doc for doc in self.scan(kind) if (extract(doc) or "").lower() == wanted]
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise RuntimeError("write in a read-only transaction")  # a programming error, not a user one
+
+
+class Store(abc.ABC):
+    """A place where dpsctl keeps the service, its enrollment list and registrations."""
+
+    location: str = ":memory:"
+    backend: str = "memory"
+
+    @abc.abstractmethod
+    def _begin(self, writable: bool) -> Transaction:
+        """Start a transaction (taking the lock when writable)."""
+
+    @abc.abstractmethod
+    def _commit(self, tx: Transaction) -> None:
+        """Write the transaction's changes in one atomic step."""
+
+    def _end(self, tx: Transaction) -> None:
+        """Release whatever `_begin` took."""
+
+    @contextmanager
+    def transaction(self, *, write: bool = False) -> Iterator[Transaction]:
+        """One command's unit of work: all of it is written, or none of it."""
+        tx = self._begin(write)
+        try:
+            yield tx
+            if write and tx.dirty:
+                self._commit(tx)
+        finally:
+            self._end(tx)
+
+    def exists(self) -> bool:
+        """True when the store has been created."""
+        return True
+
+    def size_bytes(self) -> int:
+        """Size of the store on disk (0 for memory)."""
+        return 0

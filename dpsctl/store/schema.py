@@ -1,0 +1,56 @@
+"""What the store holds: record kinds, how each is keyed, and which fields are looked up by value."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+SCHEMA_VERSION = 1
+APP_MARKER = "dpsctl"
+
+Doc = dict[str, Any]
+
+
+def _lower(field: str) -> Callable[[Doc], str]:
+    return lambda doc: str(doc[field]).lower()
+
+
+def _group_of(doc: Doc) -> str | None:
+    """The enrollment group a registration came through, whatever its attestation type."""
+    for kind in ("symmetricKey", "x509", "tpm"):
+        sub = doc.get(kind)
+        if isinstance(sub, dict) and sub.get("enrollmentGroupId"):
+            return str(sub["enrollmentGroupId"]).lower()
+    return None
+
+
+# kind -> function giving the record's unique, case-insensitive key
+KEYS: dict[str, Callable[[Doc], str]] = {
+    "service": lambda doc: "service",
+    "hubs": _lower("name"),
+    "enrollments": _lower("registrationId"),
+    "groups": _lower("enrollmentGroupId"),
+    "registrations": _lower("registrationId"),
+    "devices": lambda doc: f"{doc['hub']}/{doc['deviceId']}".lower(),
+    "history": lambda doc: str(doc["sequence"]),
+    "cas": _lower("name"),
+}
+
+# kind -> index name -> function giving the indexed value (None: not indexed for that record)
+INDEXES: dict[str, dict[str, Callable[[Doc], str | None]]] = {
+    "registrations": {
+        "group": _group_of,
+        "hub": lambda doc: (doc.get("assignedHub") or "").lower() or None,
+        "status": lambda doc: doc.get("status"),
+    },
+    "devices": {"hub": lambda doc: str(doc["hub"]).lower()},
+    "groups": {"attestation": lambda doc: doc["attestation"]["type"]},
+    "history": {"registration": lambda doc: str(doc.get("registrationId") or "").lower() or None},
+}
+
+KINDS = tuple(KEYS)
+
+
+def key_of(kind: str, doc: Doc) -> str:
+    """The unique key of `doc` within `kind`."""
+    return KEYS[kind](doc)

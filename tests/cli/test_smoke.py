@@ -1,0 +1,3 @@
+def test_version(dps):
+    run = dps.ok("--version")
+    assert run.stdout.startswith("dpsctl ")

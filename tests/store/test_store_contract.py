@@ -1,0 +1,183 @@
+"""The same store contract, run over every backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from dpsctl.core.errors import StoreError
+from dpsctl.store import open_store
+from dpsctl.store.memory import MemoryStore
+from dpsctl.store.tinydb_store import TinyDBStore
+
+BACKENDS = ["memory", "tinydb"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    if request.param == "memory":
+        return MemoryStore()
+    return TinyDBStore(tmp_path / "dps.json")
+
+
+def enrollment(reg_id: str, status: str = "enabled") -> dict:
+    return {"registrationId": reg_id, "attestation": {"type": "symmetricKey"}, "provisioningStatus": status}
+
+
+def test_put_then_get_is_case_insensitive(store):
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("Dev-1"))
+    with store.transaction() as tx:
+        assert tx.get("enrollments", "dev-1")["registrationId"] == "Dev-1"
+        assert tx.get("enrollments", "DEV-1") is not None
+        assert tx.get("enrollments", "dev-2") is None
+
+
+def test_replace_delete_scan_count(store):
+    with store.transaction(write=True) as tx:
+        tx.put_many("enrollments", [enrollment(f"d{i}") for i in range(5)])
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("d1", "disabled"))
+        assert tx.delete("enrollments", "D3") is True
+        assert tx.delete("enrollments", "nope") is False
+    with store.transaction() as tx:
+        assert [d["registrationId"] for d in tx.scan("enrollments")] == ["d0", "d1", "d2", "d4"]
+        assert tx.count("enrollments") == 4
+        assert tx.get("enrollments", "d1")["provisioningStatus"] == "disabled"
+
+
+def test_changes_are_visible_inside_the_transaction_before_commit(store):
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("a"))
+        assert tx.get("enrollments", "a") is not None
+        tx.delete("enrollments", "a")
+        assert tx.get("enrollments", "a") is None
+        assert tx.count("enrollments") == 0
+
+
+def test_an_exception_rolls_back_everything(store):
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("kept"))
+    with pytest.raises(RuntimeError):
+        with store.transaction(write=True) as tx:
+            tx.put("enrollments", enrollment("lost"))
+            tx.delete("enrollments", "kept")
+            raise RuntimeError("boom")
+    with store.transaction() as tx:
+        assert [d["registrationId"] for d in tx.scan("enrollments")] == ["kept"]
+
+
+def test_find_by_index(store):
+    regs = [
+        {"registrationId": "a", "status": "assigned", "assignedHub": "h1.azure-devices.net", "symmetricKey": {"enrollmentGroupId": "G1"}},
+        {"registrationId": "b", "status": "failed", "x509": {"enrollmentGroupId": "g2"}},
+        {"registrationId": "c", "status": "assigned", "assignedHub": "h2.azure-devices.net", "symmetricKey": {}},
+    ]
+    with store.transaction(write=True) as tx:
+        tx.put_many("registrations", regs)
+    with store.transaction() as tx:
+        assert [d["registrationId"] for d in tx.find("registrations", "group", "g1")] == ["a"]
+        assert [d["registrationId"] for d in tx.find("registrations", "group", "G2")] == ["b"]
+        assert [d["registrationId"] for d in tx.find("registrations", "status", "assigned")] == ["a", "c"]
+        assert [d["registrationId"] for d in tx.find("registrations", "hub", "h2.azure-devices.net")] == ["c"]
+
+
+def test_a_read_only_transaction_refuses_writes(store):
+    with store.transaction() as tx:
+        with pytest.raises(RuntimeError):
+            tx.put("enrollments", enrollment("x"))
+
+
+def test_returned_records_do_not_alias_the_store(store):
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("a"))
+    with store.transaction() as tx:
+        tx.get("enrollments", "a")["provisioningStatus"] = "disabled"
+    with store.transaction() as tx:
+        assert tx.get("enrollments", "a")["provisioningStatus"] == "enabled"
+
+
+# --------------------------------------------------------------------------- the TinyDB file
+
+
+def test_file_is_created_0600_and_is_a_tinydb_document(tmp_path):
+    path = tmp_path / "dps.json"
+    store = TinyDBStore(path)
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("a"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = json.loads(path.read_text())
+    assert data["_dpsctl"]["1"] == {"app": "dpsctl", "schemaVersion": 1}
+    assert list(data["enrollments"].values()) == [enrollment("a")]
+    from tinydb import TinyDB
+
+    with TinyDB(path) as db:  # a plain TinyDB reads it too
+        assert db.table("enrollments").all()[0]["registrationId"] == "a"
+
+
+def test_one_read_and_one_atomic_write_per_transaction(tmp_path, monkeypatch):
+    path = tmp_path / "dps.json"
+    store = TinyDBStore(path)
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("seed"))
+    reads, writes = [], []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real_read(self))
+    import dpsctl.store.tinydb_store as mod
+
+    real_write = mod.write_atomically
+    monkeypatch.setattr(mod, "write_atomically", lambda p, b: writes.append(p) or real_write(p, b))
+    with store.transaction(write=True) as tx:
+        for i in range(200):
+            tx.put("enrollments", enrollment(f"d{i}"))
+        tx.delete("enrollments", "seed")
+        tx.put("registrations", {"registrationId": "d1", "status": "assigned"})
+    assert len(reads) == 1 and len(writes) == 1
+    with store.transaction() as tx:
+        assert tx.count("enrollments") == 200
+
+
+def test_a_read_only_transaction_never_writes(tmp_path):
+    path = tmp_path / "dps.json"
+    with TinyDBStore(path).transaction() as tx:
+        assert tx.count("enrollments") == 0
+    assert not path.exists()
+
+
+DAMAGED = {
+    "empty": b"",
+    "truncated": b'{"_dpsctl": {"1": {"app": "dpsctl", "schemaVersion": 1}}, "enrollments": {"1": {"registr',
+    "not JSON": b"\x89PNG\r\n\x1a\n binary",
+    "another program's JSON": b'{"_default": {"1": {"name": "x"}}}',
+    "a JSON list": b"[1, 2, 3]",
+    "newer dpsctl": b'{"_dpsctl": {"1": {"app": "dpsctl", "schemaVersion": 99}}}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_store_is_refused_and_left_untouched(tmp_path, case):
+    path = tmp_path / "dps.json"
+    path.write_bytes(DAMAGED[case])
+    for write in (False, True):
+        with pytest.raises(StoreError) as info:
+            with TinyDBStore(path).transaction(write=write) as tx:
+                tx.count("enrollments")
+        assert str(path) in info.value.message
+    assert path.read_bytes() == DAMAGED[case]
+
+
+def test_open_store_picks_backends(tmp_path):
+    assert isinstance(open_store(":memory:"), MemoryStore)
+    assert isinstance(open_store(tmp_path / "x.json"), TinyDBStore)
+
+
+def test_no_temporary_files_are_left_behind(tmp_path):
+    store = TinyDBStore(tmp_path / "dps.json")
+    for i in range(3):
+        with store.transaction(write=True) as tx:
+            tx.put("enrollments", enrollment(f"d{i}"))
+    assert sorted(os.listdir(tmp_path)) == ["dps.json", "dps.json.lock"]
