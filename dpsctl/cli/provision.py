@@ -110,7 +110,9 @@ def register(app: typer.Typer) -> None:
             doc["explain"] = result.explain
         if output == Output.table:
             if explain:
-                print("\n".join(result.explain))
+                from dpsctl.core.attestation import format_trace
+
+                print(format_trace(result.explain))
             state = doc.get("registrationState", {})
             print_table(
                 ("REGISTRATION ID", "STATUS", "SUBSTATUS", "ASSIGNED HUB", "DEVICE ID", "CONNECTION STRING"),

@@ -58,21 +58,32 @@ def credential_type(credential: Credential) -> str:
 
 @dataclass
 class Trace:
-    """The decision trace printed by `provision --explain`."""
+    """The decision trace printed by `provision --explain`: steps of {"result": ok|fail|note, "message"}."""
 
-    lines: list[str] = field(default_factory=list)
+    steps: list[dict[str, str]] = field(default_factory=list)
 
     def ok(self, text: str) -> None:
         """A check that passed."""
-        self.lines.append(f"[ok]   {text}")
+        self.steps.append({"result": "ok", "message": text})
 
     def fail(self, text: str) -> None:
         """A check that failed."""
-        self.lines.append(f"[fail] {text}")
+        self.steps.append({"result": "fail", "message": text})
 
     def note(self, text: str) -> None:
         """A step of the decision that is not a check."""
-        self.lines.append(f"       {text}")
+        self.steps.append({"result": "note", "message": text})
+
+    def last_failure(self) -> str:
+        """The message of the last failed check (what a refusal reports)."""
+        fails = [step["message"] for step in self.steps if step["result"] == "fail"]
+        return fails[-1] if fails else "attestation failed"
+
+
+def format_trace(steps: list[dict[str, str]]) -> str:
+    """The trace as text lines: '[ok]', '[fail]' or blank, then the message."""
+    marks = {"ok": "[ok]  ", "fail": "[fail]", "note": "      "}
+    return "\n".join(f"{marks[step['result']]} {step['message']}" for step in steps)
 
 
 # --------------------------------------------------------------------------- symmetric keys

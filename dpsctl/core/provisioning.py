@@ -47,7 +47,7 @@ class ProvisionResult:
     status: str  # assigned | failed | disabled | unauthorized
     registration_id: str
     operation: Json
-    explain: list[str]
+    explain: list[dict[str, str]]
     error: DpsError | None = None
     connection_string: str | None = None
 
@@ -106,6 +106,31 @@ def provision(tx: Transaction, request: RegistrationRequest, now: datetime, *, w
     result = _result(reg_id, status, state, trace, error, match, now)
     _record_attempt(tx, service, now, reg_id, request, status, state, error, match)
     return result
+
+
+@dataclass
+class Diagnosis:
+    """Which enrollment entry a credential would match, and every check on the way (nothing is written)."""
+
+    registration_id: str
+    entry: Entry | None
+    explain: list[dict[str, str]]
+    error: DpsError | None
+
+
+def diagnose(tx: Transaction, request: RegistrationRequest, now: datetime) -> Diagnosis:
+    """Run matching and attestation only: what `cert check` and `keys check` report before a device connects."""
+    service = load_service(tx, now)
+    trace = Trace()
+    reg_id = _registration_id(request)
+    try:
+        match = _match_and_attest(tx, service, reg_id, request.credential, now, trace)
+    except _Refused as refused:
+        return Diagnosis(reg_id, refused.entry, trace.steps, refused.error)
+    if not match.entry.enabled:
+        trace.fail(f"{'enrollment group' if match.entry.is_group else 'individual enrollment'} {match.entry.id!r} is disabled")
+        return Diagnosis(reg_id, match.entry, trace.steps, Disabled(f"{match.entry.id!r} is disabled"))
+    return Diagnosis(reg_id, match.entry, trace.steps, None)
 
 
 def _registration_id(request: RegistrationRequest) -> str:
@@ -236,8 +261,7 @@ def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: 
 
 
 def _last_failure(trace: Trace) -> str:
-    fails = [line[7:] for line in trace.lines if line.startswith("[fail]")]
-    return fails[-1] if fails else "attestation failed"
+    return trace.last_failure()
 
 
 def _same_cert(pem: str, cert: Any) -> bool:
@@ -638,14 +662,14 @@ def _result(reg_id: str, status: str, state: Json, trace: Trace, error: DpsError
             "message": error.message if error else "Unauthorized",
             "timestampUtc": format_timestamp(now),
         }
-        return ProvisionResult(status, reg_id, operation, trace.lines, error)
+        return ProvisionResult(status, reg_id, operation, trace.steps, error)
     public = public_registration(state)
     operation = {"operationId": new_operation_id(), "status": status, "registrationState": public}
     cs = None
     if status == "assigned":
         cs = f"HostName={state['assignedHub']};DeviceId={state['deviceId']};"
         cs += "x509=true" if match and match.device_key is None else f"SharedAccessKey={match.device_key if match else ''}"
-    return ProvisionResult(status, reg_id, operation, trace.lines, error, cs)
+    return ProvisionResult(status, reg_id, operation, trace.steps, error, cs)
 
 
 def _record_attempt(
