@@ -40,7 +40,7 @@ def root(
 
 
 def _register() -> None:
-    from dpsctl.cli import device, enrollment, group, hub, provision, registration, service, stats, tpm, transfer
+    from dpsctl.cli import demo, device, enrollment, group, hub, provision, registration, service, stats, tpm, transfer
 
     app.add_typer(service.app, name="service")
     app.add_typer(hub.app, name="hub")
@@ -52,6 +52,7 @@ def _register() -> None:
     provision.register(app)
     stats.register(app)
     transfer.register(app)
+    demo.register(app)
     service.register_init(app)
 
 

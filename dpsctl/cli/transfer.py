@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         from dpsctl.core.transfer import import_document, parse_document
 
         doc = parse_document(read_file(file, "import file"), file)
-        with session(write=not dry_run) as tx:
+        with session(write=True) as tx:  # a dry run plans with real writes, then discards them
             plan = import_document(tx, doc, now(), dry_run=dry_run).to_dict()
         rows = [
             (action + (" (dry run)" if dry_run else ""), kind, len(ids), ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else ""))

@@ -1,0 +1,104 @@
+"""`dpsctl demo`: a real provisioning run on the current store, showing the commands it types."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dpsctl.cli.context import STATE
+from dpsctl.cli.render import info
+
+DEMO_DOCUMENT = """\
+# Written by `dpsctl demo`: two hubs, a symmetric-key group, an X.509 group and a TPM device.
+linkedHubs:
+  - name: demo-hub-westeurope
+    location: westeurope
+  - name: demo-hub-eastus
+    location: eastus
+    allocationWeight: 2
+enrollmentGroups:
+  - enrollmentGroupId: demo-sensors
+    attestation: {type: symmetricKey}
+    initialTwin:
+      tags: {fleet: sensors}
+      properties: {desired: {telemetryInterval: 30}}
+  - enrollmentGroupId: demo-cameras
+    attestation:
+      type: x509
+      x509:
+        signingCertificates:
+          primary: {certificate: "__ROOT__"}
+    allocationPolicy: geoLatency
+enrollments:
+  - registrationId: "__TPM_ID__"
+    attestation: {type: tpm, tpm: {endorsementKey: "__EK__"}}
+    allocationPolicy: static
+    iotHubs: [demo-hub-westeurope]
+"""
+
+
+def _dpsctl(args: list[str], *, capture: bool = False) -> str:
+    """Run one dpsctl command in this process, echoing it as a user would type it."""
+    from dpsctl.cli.app import app
+    from dpsctl.cli.errors import run_guarded
+    from dpsctl.core.errors import DpsError
+
+    info("$ dpsctl " + shlex.join(args))
+    argv = ["--db", STATE.db, *args]
+    out = io.StringIO()
+    if capture:
+        with redirect_stdout(out):
+            code = run_guarded(typer.main.get_command(app), argv, "dpsctl")
+    else:
+        code = run_guarded(typer.main.get_command(app), argv, "dpsctl")
+        sys.stdout.flush()
+    if code != 0:
+        raise DpsError(f"demo step `dpsctl {shlex.join(args)}` failed with exit code {code}")
+    return out.getvalue()
+
+
+def register(app: typer.Typer) -> None:
+    """Add `dpsctl demo` to the root app."""
+
+    @app.command("demo")
+    def demo(
+        directory: Annotated[Path, typer.Option("--dir", help="Where the demo's test credentials go.")] = Path("dpsctl-demo"),
+    ) -> None:
+        """Provision a symmetric-key, an X.509 and a TPM device against the current store (rerunnable)."""
+        from dpsctl.core.tpm import create_tpm, load_tpm, save_tpm
+
+        directory.mkdir(parents=True, exist_ok=True)
+        d = str(directory)
+        root = directory / "demo-root.cert.pem"
+        if not root.exists():
+            _dpsctl(["cert", "create-root", "demo-root", "--out", d])
+        camera = directory / "camera-001.fullchain.pem"
+        if not camera.exists():
+            _dpsctl(["cert", "create-device", "camera-001", "--ca", str(root), "--ca-key", str(directory / "demo-root.key.pem"), "--out", d])
+        tpm_file = directory / "thermostat.tpm"
+        if not tpm_file.exists():
+            info(f"$ dpsctl tpm create {tpm_file}")
+            save_tpm(create_tpm(), tpm_file)
+        tpm = load_tpm(tpm_file)
+        document = (
+            DEMO_DOCUMENT.replace("__ROOT__", root.read_text().replace("\n", "\\n"))
+            .replace("__TPM_ID__", tpm.registration_id)
+            .replace("__EK__", tpm.endorsement_key)
+        )
+        doc_file = directory / "demo-enrollments.yaml"
+        doc_file.write_text(document)
+        _dpsctl(["import", str(doc_file)])
+        key = _dpsctl(["enrollment-group", "compute-device-key", "demo-sensors", "--registration-id", "sensor-001"], capture=True).strip()
+        _dpsctl(["provision", "--registration-id", "sensor-001", "--symmetric-key", key])
+        _dpsctl(["provision", "--cert", str(camera), "--key", str(directory / "camera-001.key.pem"), "--region", "northeurope"])
+        _dpsctl(["provision", "--tpm", str(tpm_file)])
+        _dpsctl(["registration", "list"])
+        _dpsctl(["device", "list"])
+        _dpsctl(["stats"])
+        info(f"\nthe store is {STATE.db}; the demo's test credentials are in {d}/. Try: dpsctl provision --registration-id sensor-001 --symmetric-key {key[:6]}... --explain")
