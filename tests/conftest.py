@@ -60,6 +60,16 @@ class Dps:
         """Run with -o json and return the parsed output."""
         return self.ok(*args, "-o", "json").json()
 
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        """Every record of every kind, read through the backend: compares stores by content, not bytes."""
+        from dpsctl.store import open_store
+        from dpsctl.store.schema import KINDS
+
+        if not self.store.exists():
+            return {}
+        with open_store(self.store).transaction() as tx:
+            return {kind: list(tx.scan(kind)) for kind in KINDS}
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,10 +77,13 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-def dps(tmp_path: Path) -> Dps:
-    """A dpsctl bound to a fresh store file."""
-    return Dps(tmp_path / "dps.json")
+STORE_FILES = {"tinydb": "dps.json", "sqlite": "dps.sqlite"}
+
+
+@pytest.fixture(params=sorted(STORE_FILES))
+def dps(request: pytest.FixtureRequest, tmp_path: Path) -> Dps:
+    """A dpsctl bound to a fresh store file; every CLI test runs once per file backend."""
+    return Dps(tmp_path / STORE_FILES[request.param])
 
 
 def dpsctl_process(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

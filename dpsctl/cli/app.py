@@ -40,7 +40,7 @@ def root(
 
 
 def _register() -> None:
-    from dpsctl.cli import demo, device, enrollment, group, hub, provision, registration, service, stats, tpm, transfer
+    from dpsctl.cli import demo, device, enrollment, group, hub, provision, registration, service, stats, store, tpm, transfer
 
     app.add_typer(service.app, name="service")
     app.add_typer(hub.app, name="hub")
@@ -49,6 +49,7 @@ def _register() -> None:
     app.add_typer(registration.app, name="registration")
     app.add_typer(device.app, name="device")
     app.add_typer(tpm.app, name="tpm")
+    app.add_typer(store.app, name="store")
     provision.register(app)
     stats.register(app)
     transfer.register(app)

@@ -62,21 +62,21 @@ def test_import_updates_changed_records(dps, tmp_path):
 
 def test_dry_run_writes_nothing(dps, tmp_path):
     dps.ok("service", "show")  # create the store
-    before = dps.store.read_bytes()
+    before = dps.snapshot()
     plan = dps.json("import", write(tmp_path, DOC), "--dry-run")
     assert plan["counts"]["created"] == 5
-    assert dps.store.read_bytes() == before
+    assert dps.snapshot() == before and before["service"]
 
 
 def test_one_bad_record_writes_nothing_and_names_record_and_field(dps, tmp_path):
     bad = json.loads(json.dumps(DOC))
     bad["enrollments"].append({"registrationId": "dev-3", "attestation": {"type": "symmetricKey"}, "provisioningStatus": "sometimes"})
     dps.ok("service", "show")
-    before = dps.store.read_bytes()
+    before = dps.snapshot()
     run = dps("import", write(tmp_path, bad))
     assert run.exit_code == 2, run
     assert "dev-3" in run.stderr and "provisioningStatus" in run.stderr
-    assert dps.store.read_bytes() == before
+    assert dps.snapshot() == before
 
 
 def test_import_refuses_unknown_fields_duplicates_and_dangling_hubs(dps, tmp_path):
@@ -103,7 +103,7 @@ def test_export_then_import_reproduces_the_store(dps, tmp_path):
     dps.ok("import", write(tmp_path, DOC))
     dps.ok("enrollment", "add", "solo", "--attestation", "symmetricKey", "--edge")
     exported = dps.ok("export", "--show-keys", "-o", "json").stdout
-    copy = Dps(tmp_path / "copy.json")
+    copy = Dps(tmp_path / ("copy" + dps.store.suffix))
     copy.ok("import", write(tmp_path, json.loads(exported), "export.json"))
     assert copy.ok("export", "--show-keys", "-o", "json").stdout == exported
     # Without --show-keys the export hides keys, and importing it over the store keeps the stored keys.
@@ -114,9 +114,10 @@ def test_export_then_import_reproduces_the_store(dps, tmp_path):
     assert copy.json("enrollment", "show", "dev-1", "--show-keys")["attestation"]["symmetricKey"]["primaryKey"] == KEY
 
 
-def test_import_of_many_enrollments_is_one_write(dps, tmp_path, monkeypatch):
+def test_import_of_many_enrollments_is_one_write(tmp_path, monkeypatch):
     import dpsctl.store.tinydb_store as mod
 
+    dps = Dps(tmp_path / "dps.json")
     doc = {"enrollments": [{"registrationId": f"bulk-{i:05d}", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY2}}} for i in range(2000)]}
     path = write(tmp_path, doc, "bulk.json")
     writes = []

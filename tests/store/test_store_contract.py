@@ -12,15 +12,18 @@ import pytest
 from dpsctl.core.errors import StoreError
 from dpsctl.store import open_store
 from dpsctl.store.memory import MemoryStore
+from dpsctl.store.sqlite_store import SqliteStore
 from dpsctl.store.tinydb_store import TinyDBStore
 
-BACKENDS = ["memory", "tinydb"]
+BACKENDS = ["memory", "tinydb", "sqlite"]
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path):
     if request.param == "memory":
         return MemoryStore()
+    if request.param == "sqlite":
+        return SqliteStore(tmp_path / "dps.sqlite")
     return TinyDBStore(tmp_path / "dps.json")
 
 
@@ -181,3 +184,71 @@ def test_no_temporary_files_are_left_behind(tmp_path):
         with store.transaction(write=True) as tx:
             tx.put("enrollments", enrollment(f"d{i}"))
     assert sorted(os.listdir(tmp_path)) == ["dps.json", "dps.json.lock"]
+
+
+# --------------------------------------------------------------------------- the SQLite file
+
+
+def test_sqlite_file_is_0600_with_wal(tmp_path):
+    path = tmp_path / "dps.sqlite"
+    store = SqliteStore(path)
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("a"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert dict(conn.execute("SELECT name, value FROM meta")) == {"app": "dpsctl", "schemaVersion": "1"}
+
+
+def _foreign_sqlite(path):
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE photos (id INTEGER)")
+    return path.read_bytes()
+
+
+def _newer_sqlite(path):
+    with SqliteStore(path).transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("a"))
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE meta SET value = '42' WHERE name = 'schemaVersion'")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("case", ["random bytes", "json", "another program's database", "newer dpsctl"])
+def test_a_damaged_sqlite_store_is_refused_and_left_untouched(tmp_path, case):
+    path = tmp_path / "dps.db"
+    if case == "random bytes":
+        path.write_bytes(os.urandom(4096))
+    elif case == "json":
+        path.write_text('{"_dpsctl": {}}')
+    elif case == "another program's database":
+        _foreign_sqlite(path)
+    else:
+        _newer_sqlite(path)
+    before = path.read_bytes()
+    for write in (False, True):
+        with pytest.raises(StoreError) as info:
+            with open_store(path).transaction(write=write) as tx:
+                tx.count("enrollments")
+        assert str(path) in info.value.message
+    assert path.read_bytes() == before
+
+
+def test_sqlite_lookups_do_not_load_whole_tables(tmp_path, monkeypatch):
+    store = SqliteStore(tmp_path / "dps.sqlite")
+    with store.transaction(write=True) as tx:
+        tx.put_many("enrollments", [enrollment(f"d{i}") for i in range(100)])
+        tx.put_many("registrations", [{"registrationId": f"d{i}", "status": "assigned", "symmetricKey": {"enrollmentGroupId": "g"}} for i in range(10)])
+    with store.transaction() as tx:
+        monkeypatch.setattr(type(tx), "_load", lambda self, kind: pytest.fail(f"loaded all {kind}"))
+        assert tx.get("enrollments", "D7")["registrationId"] == "d7"
+        assert tx.count("enrollments") == 100
+        assert len(tx.find("registrations", "group", "G")) == 10

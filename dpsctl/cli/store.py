@@ -1,0 +1,44 @@
+"""`dpsctl store ...`: which backend holds the data, and moving it to another one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dpsctl.cli.context import STATE, OutputOpt
+from dpsctl.cli.render import Output, emit, info
+
+app = typer.Typer(help="The store itself: backend, size, record counts; migration between TinyDB and SQLite.", no_args_is_help=True)
+
+
+@app.command("info")
+def show_info(output: OutputOpt = Output.table) -> None:
+    """Show the backend, path, size on disk and record counts."""
+    from dpsctl.store import open_store
+    from dpsctl.store.migrate import record_counts
+
+    store = open_store(STATE.db)
+    counts = record_counts(store)
+    doc = {"backend": store.backend, "path": store.location, "exists": store.exists(), "sizeBytes": store.size_bytes(), "records": counts}
+    emit(doc, output)
+
+
+@app.command("migrate")
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="The new store: *.sqlite/*.sqlite3/*.db for SQLite, anything else for a TinyDB file.")],
+    output: OutputOpt = Output.table,
+) -> None:
+    """Copy the whole store (service, hubs, enrollments, registrations, devices, history) into a new store."""
+    from dpsctl.store import open_store
+    from dpsctl.store.migrate import migrate as copy
+
+    source = open_store(STATE.db)
+    if not source.exists():
+        from dpsctl.core.errors import NotFound
+
+        raise NotFound(f"store {STATE.db} does not exist")
+    target = open_store(to)
+    counts = copy(source, target)
+    emit({"from": source.location, "to": target.location, "backend": target.backend, "records": counts}, output)
+    info(f"copied {sum(counts.values())} records; use it with --db {to} (or DPSCTL_DB={to})")

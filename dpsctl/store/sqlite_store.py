@@ -1,0 +1,213 @@
+"""The scale backend: SQLite (standard library), indexed lookups, WAL, one SQL transaction per command.
+
+Chosen by the store's file name (`.sqlite`, `.sqlite3`, `.db`). Records are the same JSON documents as in
+the TinyDB file; each kind's key and indexed fields (dpsctl/store/schema.py) get their own columns so that
+a provisioning run with a million enrollments reads only the rows it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from dpsctl.core.errors import StoreBusy, StoreError
+from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.locking import lock_timeout
+from dpsctl.store.schema import APP_MARKER, INDEXES, SCHEMA_VERSION, Doc
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS record_index (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (kind, name, value, key)
+) WITHOUT ROWID;
+"""
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _index_rows(kind: str, key: str, doc: Doc) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, extract in INDEXES.get(kind, {}).items():
+        value = extract(doc)
+        if value:
+            rows.append((kind, name, str(value).lower(), key))
+    return rows
+
+
+def _busy(path: Path) -> StoreBusy:
+    return StoreBusy(
+        f"store {path} is locked by another dpsctl process (waited {lock_timeout():g} s)",
+        hint="retry, or raise the wait with DPSCTL_LOCK_TIMEOUT=SECONDS",
+    )
+
+
+class _SqliteTransaction(Transaction):
+    def __init__(self, conn: sqlite3.Connection, writable: bool, path: Path) -> None:
+        super().__init__(writable)
+        self.conn = conn
+        self.path = path
+
+    def _load(self, kind: str) -> dict[str, Doc]:
+        rows = self.conn.execute("SELECT key, doc FROM records WHERE kind = ?", (kind,))
+        return {key: json.loads(doc) for key, doc in rows}
+
+    def _base_get(self, kind: str, key: str) -> Doc | None:
+        if kind in self._loaded:
+            return self._loaded[kind].get(key)
+        row = self.conn.execute("SELECT doc FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _stored_keys(self, kind: str, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(f"SELECT key FROM records WHERE kind = ? AND key IN ({marks})", (kind, *chunk))
+            found.update(row[0] for row in rows)
+        return found
+
+    def count(self, kind: str) -> int:
+        """COUNT(*) in the database, adjusted for this transaction's pending changes."""
+        (total,) = self.conn.execute("SELECT COUNT(*) FROM records WHERE kind = ?", (kind,)).fetchone()
+        pending = self.changes.get(kind, {})
+        if pending:
+            stored = self._stored_keys(kind, list(pending))
+            for key, doc in pending.items():
+                if doc is _DELETED and key in stored:
+                    total -= 1
+                elif doc is not _DELETED and key not in stored:
+                    total += 1
+        return int(total)
+
+    def find(self, kind: str, index: str, value: str) -> list[Doc]:
+        """Indexed lookup in the database, merged with this transaction's pending changes."""
+        extract = INDEXES[kind][index]
+        wanted = value.lower()
+        rows = self.conn.execute(
+            "SELECT r.key, r.doc FROM record_index i JOIN records r ON r.kind = i.kind AND r.key = i.key "
+            "WHERE i.kind = ? AND i.name = ? AND i.value = ? ORDER BY r.key",
+            (kind, index, wanted),
+        )
+        found = {key: json.loads(doc) for key, doc in rows}
+        for key, doc in self.changes.get(kind, {}).items():
+            found.pop(key, None)
+            if doc is not _DELETED and (extract(doc) or "").lower() == wanted:
+                found[key] = doc
+        return [found[key] for key in sorted(found)]
+
+
+class SqliteStore(Store):
+    """A SQLite database file; SQLite's own locking serialises writers, WAL lets readers run alongside."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+
+    def exists(self) -> bool:
+        """True when the database file exists."""
+        return self.path.exists()
+
+    def size_bytes(self) -> int:
+        """Size of the database and its WAL file."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+
+    def _connect(self, writable: bool) -> sqlite3.Connection:
+        created = False
+        if not self.path.exists():
+            if not writable:
+                # Like the TinyDB file: reading a store that does not exist yet sees an empty one, and creates nothing.
+                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                conn.executescript(SCHEMA)
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))])
+                return conn
+            if not self.path.parent.is_dir():
+                raise StoreError(f"folder {self.path.parent} of store {self.path} does not exist")
+            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            created = True
+        try:
+            conn = sqlite3.connect(self.path, timeout=lock_timeout(), isolation_level=None, check_same_thread=False)
+            if created:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))])
+            self._check(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, never corrupt
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise _busy(self.path) from None
+            raise StoreError(f"store {self.path} cannot be opened: {exc}; it was left untouched") from None
+        except sqlite3.DatabaseError:
+            raise StoreError(
+                f"store {self.path} is not a SQLite database (damaged, or another kind of file); it was left untouched",
+                hint="point --db / DPSCTL_DB at another file, or restore it from a backup",
+            ) from None
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Refuse a SQLite file of another program, or of a newer dpsctl, without changing it."""
+        try:
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.OperationalError:
+            meta = {}
+        if meta.get("app") != APP_MARKER:
+            raise StoreError(
+                f"store {self.path} is a SQLite database but not a dpsctl store; it was left untouched",
+                hint="point --db / DPSCTL_DB at another file",
+            )
+        version = int(meta.get("schemaVersion", "0"))
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} was written by a newer dpsctl (schema version {version}; this dpsctl reads {SCHEMA_VERSION}); it was left untouched",
+                hint="upgrade dpsctl (pip install -U dpsctl)",
+            )
+
+    def _begin(self, writable: bool) -> Transaction:
+        conn = self._connect(writable)
+        try:
+            # IMMEDIATE takes the write lock now, so the whole read-modify-write is serialised like the TinyDB file.
+            conn.execute("BEGIN IMMEDIATE" if writable else "BEGIN")
+        except sqlite3.OperationalError:
+            conn.close()
+            raise _busy(self.path) from None
+        return _SqliteTransaction(conn, writable, self.path)
+
+    def _commit(self, tx: Transaction) -> None:
+        assert isinstance(tx, _SqliteTransaction)
+        conn = tx.conn
+        for kind, changes in tx.changes.items():
+            if not changes:
+                continue
+            keys = list(changes)
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM record_index WHERE kind = ? AND key IN ({marks})", (kind, *chunk))
+            deleted = [(kind, key) for key, doc in changes.items() if doc is _DELETED]
+            kept = [(key, doc) for key, doc in changes.items() if doc is not _DELETED]
+            conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", deleted)
+            conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", [(kind, key, _dumps(doc)) for key, doc in kept])
+            conn.executemany("INSERT INTO record_index VALUES (?, ?, ?, ?)", [row for key, doc in kept for row in _index_rows(kind, key, doc)])
+        conn.execute("COMMIT")
+
+    def _end(self, tx: Transaction) -> None:
+        assert isinstance(tx, _SqliteTransaction)
+        if tx.conn.in_transaction:
+            tx.conn.execute("ROLLBACK")
+        tx.conn.close()
+
