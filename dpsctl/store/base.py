@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +23,21 @@ class Transaction:
         self.writable = writable
         self.changes: dict[str, dict[str, Any]] = {}
         self._loaded: dict[str, dict[str, Doc]] = {}
+        self._memo: dict[tuple[str, str], Any] = {}
+
+    def memo(self, kind: str, name: str, build: Callable[[], Any]) -> Any:
+        """A value derived from the records of `kind` (parsed groups, say), kept until that kind changes.
+
+        A batch of registrations in one transaction reads the same groups and hubs thousands of times;
+        parsing them once per change instead of once per device is what makes batches fast.
+        """
+        if (kind, name) not in self._memo:
+            self._memo[(kind, name)] = build()
+        return self._memo[(kind, name)]
+
+    def _forget(self, kind: str) -> None:
+        for memo_key in [k for k in self._memo if k[0] == kind]:
+            del self._memo[memo_key]
 
     # -- for backends
     def _load(self, kind: str) -> dict[str, Doc]:
@@ -58,6 +73,8 @@ class Transaction:
         """Create or replace a record."""
         self._check_writable()
         self.changes.setdefault(kind, {})[key_of(kind, doc)] = doc
+        if self._memo:
+            self._forget(kind)
 
     def put_many(self, kind: str, docs: Iterable[Doc]) -> None:
         """Create or replace many records."""
@@ -70,6 +87,8 @@ class Transaction:
         existed = self.get(kind, key) is not None
         if existed:
             self.changes.setdefault(kind, {})[key.lower()] = _DELETED
+            if self._memo:
+                self._forget(kind)
         return existed
 
     def scan(self, kind: str) -> Iterator[Doc]:

@@ -252,3 +252,18 @@ def test_sqlite_lookups_do_not_load_whole_tables(tmp_path, monkeypatch):
         assert tx.get("enrollments", "D7")["registrationId"] == "d7"
         assert tx.count("enrollments") == 100
         assert len(tx.find("registrations", "group", "G")) == 10
+
+
+def test_memo_is_forgotten_when_its_kind_changes(store):
+    builds = []
+    with store.transaction(write=True) as tx:
+        def build():
+            builds.append(1)
+            return tx.count("groups")
+
+        assert tx.memo("groups", "n", build) == 0
+        assert tx.memo("groups", "n", build) == 0
+        tx.put("enrollments", enrollment("other-kind"))
+        assert tx.memo("groups", "n", build) == 0 and len(builds) == 1
+        tx.put("groups", {"enrollmentGroupId": "g", "attestation": {"type": "symmetricKey"}})
+        assert tx.memo("groups", "n", build) == 1 and len(builds) == 2

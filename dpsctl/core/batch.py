@@ -1,0 +1,177 @@
+"""Many registrations in one process: batch files and provisioning storms, written in chunked transactions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dpsctl.core.errors import DpsError, InvalidInput
+from dpsctl.core.provisioning import RegistrationRequest, provision
+
+BATCH_COLUMNS = ("registrationId", "symmetricKey", "sasToken", "cert", "key", "chain", "tpm", "payload", "region")
+DEFAULT_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """One device of a batch file, as written (credentials are built when it is its turn)."""
+
+    number: int
+    fields: dict[str, str]
+
+
+@dataclass
+class BatchSummary:
+    """What a batch or storm did: outcomes, refusals by reason, devices per hub, speed."""
+
+    total: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
+    per_hub: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def all_assigned(self) -> bool:
+        """True when every device got a hub."""
+        return self.total > 0 and self.by_status.get("assigned", 0) == self.total
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile in milliseconds (nearest rank)."""
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as `-o json` prints it."""
+        return {
+            "devices": self.total,
+            "assigned": self.by_status.get("assigned", 0),
+            "byStatus": dict(sorted(self.by_status.items())),
+            "refusedByReason": dict(self.refusals.most_common()),
+            "devicesPerHub": dict(sorted(self.per_hub.items())),
+            "seconds": round(self.seconds, 3),
+            "devicesPerSecond": round(self.total / self.seconds, 1) if self.seconds else None,
+            "latencyMs": {p: round(self.percentile(q), 3) for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+        }
+
+
+def read_batch_file(text: str, source: str) -> list[BatchLine]:
+    """Parse a CSV (with a header) or JSON Lines batch file; columns match the single-device flags."""
+    lines: list[BatchLine] = []
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError as exc:
+                raise InvalidInput(f"{source} line {number} is not valid JSON: {exc.msg}") from None
+            if not isinstance(doc, dict):
+                raise InvalidInput(f"{source} line {number} must be a JSON object")
+            lines.append(BatchLine(number, _check_columns(doc, source, number)))
+        return lines
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames:
+        raise InvalidInput(f"{source} is empty", hint=f"CSV needs a header with some of: {', '.join(BATCH_COLUMNS)}")
+    for row in reader:
+        number = reader.line_num
+        if None in row:
+            raise InvalidInput(f"{source} line {number} has more fields than the header")
+        lines.append(BatchLine(number, _check_columns({k: v for k, v in row.items() if v not in (None, "")}, source, number)))
+    return lines
+
+
+def _check_columns(doc: dict[str, Any], source: str, number: int) -> dict[str, str]:
+    unknown = sorted(set(doc) - set(BATCH_COLUMNS))
+    if unknown:
+        raise InvalidInput(f"{source} line {number} has unknown column {unknown[0]!r}", hint=f"columns: {', '.join(BATCH_COLUMNS)}")
+    out: dict[str, str] = {}
+    for key, value in doc.items():
+        if value is None:
+            continue
+        out[key] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def storm_ids(pattern: str, count: int, start: int = 1) -> Iterator[str]:
+    """Registration IDs from a pattern such as 'sensor-{n:05d}'."""
+    if count < 1:
+        raise InvalidInput("--count must be at least 1")
+    try:
+        first = pattern.format(n=start)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InvalidInput(f"--id-pattern {pattern!r} is not a valid pattern ({exc})", hint="use {n} for the device number, e.g. sensor-{n:05d}") from None
+    if first == pattern.format(n=start + 1):
+        raise InvalidInput(f"--id-pattern {pattern!r} does not use {{n}}, so every device would get the same ID")
+    for n in range(start, start + count):
+        yield pattern.format(n=n)
+
+
+def run_batch(
+    store: Any,
+    requests: Iterable[RegistrationRequest | DpsError],
+    *,
+    clock: Callable[[], datetime],
+    chunk_size: int = DEFAULT_CHUNK,
+    webhook_timeout: float = 10.0,
+    progress: Callable[[int], None] | None = None,
+) -> BatchSummary:
+    """Provision every request; each chunk of `chunk_size` devices is one store transaction.
+
+    A request may be a DpsError instead (a line whose credential could not even be built): it counts as
+    refused for that reason, and the run goes on.
+    """
+    summary = BatchSummary()
+    started = time.perf_counter()
+    pending = iter(requests)
+    while True:
+        chunk = [r for _, r in zip(range(chunk_size), pending)]
+        if not chunk:
+            break
+        with store.transaction(write=True) as tx:
+            for request in chunk:
+                t0 = time.perf_counter()
+                if isinstance(request, DpsError):
+                    summary.by_status["invalid"] += 1
+                    summary.refusals[request.message] += 1
+                else:
+                    result = provision(tx, request, clock(), webhook_timeout=webhook_timeout)
+                    summary.by_status[result.status] += 1
+                    if result.assigned:
+                        summary.per_hub[result.operation["registrationState"]["assignedHub"]] += 1
+                    elif result.error is not None:
+                        summary.refusals[_reason(result.status, result.error.message)] += 1
+                summary.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                summary.total += 1
+        if progress:
+            progress(len(chunk))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _reason(status: str, message: str) -> str:
+    """Group refusals by kind: the message without the device-specific registration ID."""
+    import re
+
+    return f"{status}: " + re.sub(r"'[^']*'", "'…'", message)
+
+
+def read_text(path: Path) -> str:
+    """Read a batch file as text."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InvalidInput(f"batch file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read batch file {path}: {exc}") from None
