@@ -40,6 +40,12 @@ def _damaged(path: Path, problem: str) -> StoreError:
 
 def read_store_file(path: Path) -> dict[str, Any] | None:
     """Read and check a store file; None if it does not exist. Never modifies the file."""
+    loaded = _read(path)
+    return loaded[0] if loaded else None
+
+
+def _read(path: Path) -> tuple[dict[str, Any], bytes] | None:
+    """The parsed store and its raw bytes (kept so that untouched records are written back as they were)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -66,17 +72,59 @@ def read_store_file(path: Path) -> dict[str, Any] | None:
         )
     if not all(isinstance(table, dict) for table in data.values()):
         raise _damaged(path, "has a table that is not a JSON object")
-    return data
+    return data, raw
 
 
-def _dump(data: dict[str, Any]) -> bytes:
-    """One record per line: the file stays readable and diffs well, at little cost over compact JSON."""
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    tables = []
-    for name in sorted(data):
-        rows = ",\n".join(f"  {dumps(doc_id)}: {dumps(doc)}" for doc_id, doc in data[name].items())
-        tables.append(f"{dumps(name)}: {{\n{rows}\n}}" if rows else f"{dumps(name)}: {{}}")
-    return ("{\n" + ",\n".join(tables) + "\n}\n").encode()
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _raw_lines(raw: bytes, data: dict[str, Any]) -> dict[str, dict[str, bytes]]:
+    """Each record's line as it stands in a file dpsctl wrote (one record per line), by table and doc id.
+
+    Only tables whose lines account for exactly the parsed records are returned; a file laid out any other
+    way (written by plain TinyDB, edited by hand) simply gets every record serialised again.
+    """
+    found: dict[str, dict[str, bytes]] = {}
+    table: str | None = None
+    rows: dict[str, bytes] = {}
+    for line in raw.split(b"\n"):
+        if table is None:
+            if line.endswith(b": {") and line.startswith(b'"'):
+                table, rows = json.loads(line[:-3]), {}
+            continue
+        if line.startswith(b"}"):
+            if len(rows) == len(data.get(table, ())) and all(k in rows for k in data.get(table, ())):
+                found[table] = rows
+            table = None
+            continue
+        doc_id, sep, _ = line.partition(b": ")
+        if not sep or not doc_id.startswith(b'  "'):
+            table = None  # not our layout: leave this table to be serialised afresh
+            continue
+        rows[doc_id[3:-1].decode()] = line.rstrip(b",")
+    return found
+
+
+def _dump(data: dict[str, Any], raw_lines: dict[str, dict[str, bytes]], changed: dict[str, set[str]]) -> bytes:
+    """One record per line, so the file stays readable and diffs well; untouched records are copied as read."""
+    out = [b"{"]
+    names = sorted(data)
+    for t, name in enumerate(names):
+        records = data[name]
+        reuse = raw_lines.get(name, {})
+        dirty = changed.get(name, set())
+        out.append(_dumps(name).encode() + (b": {" if records else b": {}" + (b"," if t < len(names) - 1 else b"")))
+        if not records:
+            continue
+        last = len(records) - 1
+        for i, (doc_id, doc) in enumerate(records.items()):
+            line = reuse.get(doc_id) if doc_id not in dirty else None
+            if line is None:
+                line = f"  {_dumps(doc_id)}: {_dumps(doc)}".encode()
+            out.append(line + b"," if i < last else line)
+        out.append(b"}," if t < len(names) - 1 else b"}")
+    out.append(b"}\n")
+    return b"\n".join(out)
 
 
 def write_atomically(path: Path, payload: bytes) -> None:
@@ -101,19 +149,21 @@ def write_atomically(path: Path, payload: bytes) -> None:
 
 
 class _TinyTransaction(Transaction):
-    def __init__(self, db: TinyDB, writable: bool, lock: FileLock | None) -> None:
+    def __init__(self, db: TinyDB, writable: bool, lock: FileLock | None, raw: bytes | None) -> None:
         super().__init__(writable)
         self.db = db
         self.lock = lock
+        self.raw = raw
         self.doc_ids: dict[str, dict[str, int]] = {}
 
     def _load(self, kind: str) -> dict[str, Doc]:
-        table = self.db.table(kind)
+        # The table as TinyDB stores it ({doc id: record}); reading it raw spares a Document per record.
+        table = self.db.storage.data.get(kind, {})
         ids: dict[str, int] = {}
         docs: dict[str, Doc] = {}
-        for doc in table:
+        for doc_id, doc in table.items():
             key = key_of(kind, doc)
-            ids[key] = doc.doc_id
+            ids[key] = int(doc_id)
             docs[key] = dict(doc)
         self.doc_ids[kind] = ids
         return docs
@@ -144,10 +194,9 @@ class TinyDBStore(Store):
             lock = FileLock(self.path)
             lock.acquire()
         try:
-            data = read_store_file(self.path)
-            if data is None:
-                data = {META_TABLE: {"1": {"app": APP_MARKER, "schemaVersion": SCHEMA_VERSION}}}
-            return _TinyTransaction(TinyDB(storage=_SnapshotStorage, data=data), writable, lock)
+            loaded = _read(self.path)
+            data, raw = loaded if loaded else ({META_TABLE: {"1": {"app": APP_MARKER, "schemaVersion": SCHEMA_VERSION}}}, None)
+            return _TinyTransaction(TinyDB(storage=_SnapshotStorage, data=data), writable, lock, raw)
         except BaseException:
             if lock:
                 lock.release()
@@ -160,6 +209,8 @@ class TinyDBStore(Store):
 
     def _commit(self, tx: Transaction) -> None:
         assert isinstance(tx, _TinyTransaction)
+        raw_lines = _raw_lines(tx.raw, tx.db.storage.data) if tx.raw else {}  # before the tables change
+        changed: dict[str, set[str]] = {}
         for kind, changes in tx.changes.items():
             if not changes:
                 continue
@@ -175,8 +226,9 @@ class TinyDBStore(Store):
             if replaced:
                 table.update(lambda old: _replace(old, replaced[key_of(kind, old)]), doc_ids=[ids[k] for k in replaced])
             if added:
-                table.insert_multiple(added)
-        write_atomically(self.path, _dump(tx.db.storage.data))
+                changed.setdefault(kind, set()).update(str(i) for i in table.insert_multiple(added))
+            changed.setdefault(kind, set()).update(str(ids[k]) for k in replaced)
+        write_atomically(self.path, _dump(tx.db.storage.data, raw_lines, changed))
 
 
 def _replace(old: dict[str, Any], new: dict[str, Any]) -> None:

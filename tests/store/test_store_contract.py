@@ -267,3 +267,37 @@ def test_memo_is_forgotten_when_its_kind_changes(store):
         assert tx.memo("groups", "n", build) == 0 and len(builds) == 1
         tx.put("groups", {"enrollmentGroupId": "g", "attestation": {"type": "symmetricKey"}})
         assert tx.memo("groups", "n", build) == 1 and len(builds) == 2
+
+
+def test_untouched_records_are_written_back_byte_for_byte(tmp_path):
+    path = tmp_path / "dps.json"
+    store = TinyDBStore(path)
+    with store.transaction(write=True) as tx:
+        tx.put_many("enrollments", [enrollment(f"d{i}") for i in range(5)])
+    # Hand-edit one record's spacing: valid JSON, same data; an untouched record keeps its bytes.
+    text = path.read_text().replace('"provisioningStatus":"enabled"}', '"provisioningStatus": "enabled"}', 1)
+    path.write_text(text)
+    with store.transaction(write=True) as tx:
+        tx.put("registrations", {"registrationId": "d1", "status": "assigned"})
+        tx.put("enrollments", enrollment("d4", "disabled"))
+    after = path.read_text()
+    assert '"provisioningStatus": "enabled"}' in after
+    with store.transaction() as tx:
+        assert [d["provisioningStatus"] for d in tx.scan("enrollments")] == ["enabled"] * 4 + ["disabled"]
+        assert tx.get("registrations", "d1") == {"registrationId": "d1", "status": "assigned"}
+    assert json.loads(after)["enrollments"]["5"]["provisioningStatus"] == "disabled"
+
+
+def test_a_store_written_by_plain_tinydb_is_read_and_rewritten(tmp_path):
+    from tinydb import TinyDB
+
+    path = tmp_path / "dps.json"
+    with TinyDB(path, indent=4) as db:
+        db.table("_dpsctl").insert({"app": "dpsctl", "schemaVersion": 1})
+        db.table("enrollments").insert_multiple([enrollment("a"), enrollment("b")])
+    store = TinyDBStore(path)
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("c"))
+        tx.delete("enrollments", "a")
+    with store.transaction() as tx:
+        assert [d["registrationId"] for d in tx.scan("enrollments")] == ["b", "c"]

@@ -1,0 +1,177 @@
+"""dpsctl benchmarks: start-up, single provisioning at scale, imports, batch throughput and memory.
+
+Plain Python (standard library plus dpsctl). Builds what it needs in a temporary folder, runs each figure
+several times, and prints median / min / max with the Python version and CPU count.
+
+    python benchmarks/run.py            # the full figures of docs/performance.md (minutes)
+    python benchmarks/run.py --quick    # a small version of each, in under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KEY = base64.b64encode(b"benchmark-device-key-0123456789").decode()  # 32 bytes
+
+
+def dpsctl_command() -> list[str]:
+    """The installed console script if there is one (what users run), else `python -m dpsctl`."""
+    script = shutil.which("dpsctl", path=str(Path(sys.executable).parent)) or shutil.which("dpsctl")
+    return [script] if script else [sys.executable, "-m", "dpsctl"]
+
+
+def run(args: list[str], *, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Wall time of one process, which must succeed."""
+    t0 = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark step failed ({done.returncode}): {' '.join(args[:6])}...\n{done.stderr[-2000:]}")
+    return elapsed, done
+
+
+def timed(args: list[str], repeat: int) -> list[float]:
+    """Wall times of `repeat` runs of a command."""
+    return [run(args)[0] for _ in range(repeat)]
+
+
+def enrollments_document(path: Path, count: int) -> None:
+    """An import file of `count` symmetric-key enrollments (streamed, so memory stays flat)."""
+    with path.open("w") as out:
+        out.write('{"linkedHubs": [{"name": "bench-hub-1", "location": "westeurope"}, {"name": "bench-hub-2", "location": "eastus"}],\n"enrollments": [\n')
+        for i in range(count):
+            doc = {"registrationId": f"dev-{i:07d}", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}}}
+            out.write(("," if i else "") + json.dumps(doc) + "\n")
+        out.write("]}\n")
+
+
+def x509_batch(folder: Path, count: int) -> tuple[Path, Path]:
+    """A root and an intermediate CA, `count` device certificates (ECDSA P-256), and a CSV batch file."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from dpsctl.core import pki
+
+    root, root_key = pki.create_root("Bench Root")
+    inter, inter_key = pki.create_intermediate("Bench Intermediate", root, root_key)
+    pki.write_certificates(folder / "root.pem", [root])
+    rows = ["registrationId,cert,key"]
+    for i in range(count):
+        rid = f"cam-{i:06d}"
+        cert, key = pki.create_device(rid, inter, inter_key)
+        pki.write_certificates(folder / f"{rid}.pem", [cert, inter])  # leaf, intermediate; the root is enrolled
+        pki.write_private_key(folder / f"{rid}.key", key)
+        rows.append(f"{rid},{folder / (rid + '.pem')},{folder / (rid + '.key')}")
+    batch = folder / "x509-batch.csv"
+    batch.write_text("\n".join(rows) + "\n")
+    return folder / "root.pem", batch
+
+
+def peak_rss_mb_of_children() -> float:
+    """Largest resident set of any finished child process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: the whole run in under a minute")
+    parser.add_argument("--only", help="comma-separated figure names to run (see the table)")
+    args = parser.parse_args()
+    quick = args.quick
+    sizes = {
+        "tiny_enrollments": 1_000 if quick else 10_000,
+        "import_tinydb": 5_000 if quick else 100_000,
+        "import_sqlite": 20_000 if quick else 1_000_000,
+        "storm": 2_000 if quick else 50_000,
+        "x509": 200 if quick else 3_000,
+        "memory": 5_000 if quick else 1_000_000,
+    }
+    repeat = 3 if quick else 7
+    dps = dpsctl_command()
+    only = set(args.only.split(",")) if args.only else None
+    results: list[tuple[str, str, list[float], str]] = []
+
+    def want(name: str) -> bool:
+        return only is None or name in only
+
+    with tempfile.TemporaryDirectory(prefix="dpsctl-bench-") as tmp:
+        folder = Path(tmp)
+
+        if want("startup"):
+            typer_times = timed([sys.executable, "-c", "import typer"], 10)
+            version_times = timed([*dps, "--version"], 10)
+            ratio = statistics.median(version_times) / statistics.median(typer_times)
+            results.append(("startup", "dpsctl --version (s)", version_times, f"{ratio:.2f} x import typer (target <= 1.3 x; import typer median {statistics.median(typer_times):.3f} s)"))
+
+        def provision_figure(name: str, db: Path, count: int, target: str) -> None:
+            doc = folder / f"{name}.json"
+            enrollments_document(doc, count)
+            seconds, _ = run([*dps, "--db", str(db), "import", str(doc), "-o", "json"])
+            doc.unlink()
+            one = [*dps, "--db", str(db), "provision", "--registration-id", f"dev-{count // 2:07d}", "--symmetric-key", KEY, "-o", "json"]
+            results.append((name, f"one provision, {count:,} enrollments, {db.suffix[1:]} (s)", timed(one, repeat), target))
+            results.append((f"{name}-import", f"import {count:,} enrollments, {db.suffix[1:]} (s)", [seconds], "(set-up of the figure above)"))
+
+        if want("provision_tinydb"):
+            provision_figure("provision_tinydb", folder / "p.json", sizes["tiny_enrollments"], "<= 0.300 s median at 10,000")
+        if want("import_tinydb"):
+            doc = folder / "imp.json"
+            enrollments_document(doc, sizes["import_tinydb"])
+            times = [run([*dps, "--db", str(folder / f"imp{i}.json"), "import", str(doc), "-o", "json"])[0] for i in range(1 if not quick else 2)]
+            results.append(("import_tinydb", f"import {sizes['import_tinydb']:,} enrollments, tinydb (s)", times, "<= 10 s at 100,000"))
+        if want("provision_sqlite"):
+            provision_figure("provision_sqlite", folder / "p.sqlite", sizes["import_sqlite"], "<= 0.200 s median at 1,000,000; import <= 60 s")
+
+        if want("storm_sqlite"):
+            db = str(folder / "storm.sqlite")
+            run([*dps, "--db", db, "hub", "add", "storm-hub-1"])
+            run([*dps, "--db", db, "hub", "add", "storm-hub-2", "--weight", "2"])
+            run([*dps, "--db", db, "enrollment-group", "add", "storm", "--attestation", "symmetricKey", "--primary-key", KEY])
+            rates = []
+            for i in range(2 if quick else 3):
+                _, done = run([*dps, "--db", db, "provision", "--count", str(sizes["storm"]), "--id-pattern", f"r{i}-sensor-{{n:07d}}", "--group", "storm", "-o", "json"])
+                rates.append(json.loads(done.stdout)["devicesPerSecond"])
+            results.append(("storm_sqlite", f"batch symmetric-key group, {sizes['storm']:,} devices, sqlite (devices/s)", rates, ">= 5,000 devices/s"))
+
+        if want("x509_sqlite"):
+            db = str(folder / "x509.sqlite")
+            certs = folder / "certs"
+            certs.mkdir()
+            root, batch = x509_batch(certs, sizes["x509"])
+            run([*dps, "--db", db, "hub", "add", "x509-hub"])
+            run([*dps, "--db", db, "enrollment-group", "add", "cameras", "--attestation", "x509", "--signing-cert", str(root)])
+            rates = []
+            for _ in range(2 if quick else 3):
+                run([*dps, "--db", db, "registration", "list", "-o", "json"])
+                _, done = run([*dps, "--db", db, "provision", "--batch", str(batch), "-o", "json"])
+                rates.append(json.loads(done.stdout)["devicesPerSecond"])
+            results.append(("x509_sqlite", f"batch X.509 (P-256, 3-cert chain), {sizes['x509']:,} devices, sqlite (devices/s)", rates, ">= 1,000 devices/s"))
+
+        if want("memory"):
+            db = str(folder / "mem.sqlite")
+            run([*dps, "--db", db, "hub", "add", "mem-hub"])
+            run([*dps, "--db", db, "enrollment-group", "add", "mem", "--attestation", "symmetricKey", "--primary-key", KEY])
+            before = peak_rss_mb_of_children()
+            seconds, _ = run([*dps, "--db", db, "provision", "--count", str(sizes["memory"]), "--id-pattern", "m-{n:07d}", "--group", "mem", "-o", "json"])
+            peak = peak_rss_mb_of_children()
+            note = "<= 200 MB" if peak > before else "(peak below an earlier child's; rerun with --only memory)"
+            results.append(("memory", f"peak RSS, batch of {sizes['memory']:,} devices, sqlite (MB)", [peak], f"{note}; took {seconds:.1f} s"))
+
+    print(f"dpsctl benchmarks ({'quick' if quick else 'full'}): Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}")
+    print(f"{'figure':<70} {'median':>10} {'min':>10} {'max':>10}  target / note")
+    for _, label, values, note in results:
+        print(f"{label:<70} {statistics.median(values):>10.3f} {min(values):>10.3f} {max(values):>10.3f}  {note}")
+
+
+if __name__ == "__main__":
+    main()
