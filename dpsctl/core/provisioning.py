@@ -85,6 +85,12 @@ def provision(tx: Transaction, request: RegistrationRequest, now: datetime, *, w
     service = load_service(tx, now)
     trace = Trace()
     reg_id = _registration_id(request)
+    if request.region is not None:
+        from dpsctl.core.regions import normalize_region
+
+        # Checked before anything else: a mistyped region is the caller's error whatever the entry's policy,
+        # not something to ignore (hashed, static) or to find only after a device has been attested.
+        normalize_region(request.region)
     trace.note(f"device {reg_id!r} registers with {att.credential_type(request.credential)} attestation in ID scope {service.id_scope}")
     previous = tx.get("registrations", reg_id)
     match: _Match | None = None
@@ -181,13 +187,20 @@ def _match_and_attest(tx: Transaction, service: ServiceSettings, reg_id: str, cr
             f"individual enrollment {entry.id!r} found ({entry.attestation.type}, {entry.provisioning_status}); "
             "it takes precedence over any group"
         )
-        if entry.attestation.type != kind:
-            if not entry.enabled:
-                trace.fail(f"individual enrollment {entry.id!r} is disabled: it blocks this registration ID whatever the credential")
-                raise _Refused(Disabled(f"individual enrollment {entry.id!r} is disabled and blocks this device"), entry)
+        if entry.attestation.type == kind:
+            try:
+                return _attest_individual(entry, service, reg_id, cred, now, trace)
+            except _Refused:
+                # A disabled entry refuses with its own credential (provision() reports that after attestation), and
+                # with any other one: the docs block one device of a group by adding a disabled enrollment with
+                # generated keys, so the device's group-derived key never matches it and must not make this a 401.
+                if entry.enabled:
+                    raise
+        elif entry.enabled:
             trace.fail(f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, but the device presented {kind}")
             raise _Refused(_unauthorized(f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, not {kind}"))
-        return _attest_individual(entry, service, reg_id, cred, now, trace)
+        trace.fail(f"individual enrollment {entry.id!r} is disabled: it blocks this registration ID whatever the credential")
+        raise _Refused(Disabled(f"individual enrollment {entry.id!r} is disabled and blocks this device"), entry)
     trace.note(f"no individual enrollment for {reg_id!r}; trying enrollment groups")
     if isinstance(cred, SasCredential):
         return _match_symmetric_group(tx, service, reg_id, cred, now, trace)
@@ -568,7 +581,7 @@ def _assign(
         new_hub=hub,
         update_hub=policy.update_hub_assignment,
         migrate=policy.migrate_device_data,
-        previous_substatus=(previous or {}).get("substatus"),
+        previous_substatus=(previous or {}).get("substatus") or (previous or {}).get("_substatus"),
     )
     initial = webhook_twin if webhook_twin is not None else entry.initial_twin
     twin = twin_of(old_device) if twin_source in ("keep", "migrate") and old_device else twin_from_initial(initial)
@@ -644,6 +657,9 @@ def _refusal_state(tx: Transaction, reg_id: str, previous: Json | None, status: 
     for key in ("_currentHub", "_currentDeviceId", "_initialHub"):
         if previous and previous.get(key):
             state[key] = previous[key]
+    # A refused record has no substatus, yet a later same-hub registration must report the last assignment's.
+    if previous and (previous.get("substatus") or previous.get("_substatus")):
+        state["_substatus"] = previous.get("substatus") or previous["_substatus"]
     state["_entry"] = {"group": entry.is_group, "id": entry.id}
     tx.put("registrations", state)
     return state

@@ -1,0 +1,106 @@
+"""Shared steps of the `dpsctl provision` scenarios: a fixed ID scope, hubs, and reading the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+
+from dpsctl.core import pki
+
+ID_SCOPE = "0ne00000A0A"
+HUB_A = "hub-a.azure-devices.net"
+HUB_B = "hub-b.azure-devices.net"
+HUB_C = "hub-c.azure-devices.net"
+
+REGISTRATION_STATE_FIELDS = {
+    "registrationId",
+    "createdDateTimeUtc",
+    "assignedHub",
+    "deviceId",
+    "status",
+    "substatus",
+    "lastUpdatedDateTimeUtc",
+    "etag",
+}
+
+
+def init(dps: Any, *hubs: str) -> None:
+    """A store with a known ID scope (tokens made elsewhere need it) and the given hubs linked."""
+    dps.ok("init", "--id-scope", ID_SCOPE)
+    for hub in hubs:
+        dps.ok("hub", "add", hub)
+
+
+def provision(dps: Any, *args: str, code: int = 0) -> dict[str, Any]:
+    """`dpsctl provision ... -o json --explain`, insisting on the exit code; the parsed output."""
+    run = dps("provision", *args, "-o", "json", "--explain")
+    assert run.exit_code == code, run
+    return run.json()
+
+
+def refused(dps: Any, *args: str, code: int) -> tuple[dict[str, Any], str]:
+    """A provision that must fail with `code`: (parsed output, stderr)."""
+    run = dps("provision", *args, "-o", "json", "--explain")
+    assert run.exit_code == code, run
+    assert run.stderr.startswith("error: "), run
+    assert "Traceback" not in run.stderr, run
+    return run.json(), run.stderr
+
+
+def failed_checks(doc: dict[str, Any]) -> list[str]:
+    """The messages of the failed checks in an --explain trace."""
+    assert all(step["result"] in ("ok", "fail", "note") and step["message"] for step in doc["explain"]), doc["explain"]
+    return [step["message"] for step in doc["explain"] if step["result"] == "fail"]
+
+
+def connection_string_fields(doc: dict[str, Any]) -> dict[str, str]:
+    """The connection string of a provision result as a dict (values may contain '=', as Base64 does)."""
+    parts = [part.partition("=") for part in doc["connectionString"].split(";")]
+    return {name: value for name, _, value in parts}
+
+
+def group_key(dps: Any, group: str, registration_id: str, *, secondary: bool = False) -> str:
+    """The device key `enrollment-group compute-device-key` derives."""
+    args = ["enrollment-group", "compute-device-key", group, "--registration-id", registration_id]
+    return dps.json(*args, *(["--secondary"] if secondary else []))
+
+
+def registration(dps: Any, registration_id: str) -> dict[str, Any]:
+    """`registration show ID -o json`."""
+    return dps.json("registration", "show", registration_id)
+
+
+def devices(dps: Any, device_id: str | None = None) -> list[tuple[str, str]]:
+    """(hub, device ID) of every device in the hub registries, or of one device ID."""
+    return sorted((d["hub"], d["deviceId"]) for d in dps.json("device", "list") if device_id in (None, d["deviceId"]))
+
+
+def history(dps: Any, registration_id: str | None = None) -> list[tuple[str, str | None]]:
+    """(status, substatus) of every attempt in `registration history`, oldest first."""
+    return [(h["status"], h["substatus"]) for h in dps.json("registration", "history", *([registration_id] if registration_id else []))]
+
+
+def operations(dps: Any) -> int:
+    """The billable operations count `service show` reports."""
+    return dps.json("service", "show")["properties"]["operationsCount"]
+
+
+def thumbprint(cert: Any) -> str:
+    """SHA-1 thumbprint as DPS and IoT Hub print it."""
+    return cert.fingerprint(hashes.SHA1()).hex().upper()
+
+
+def write_pem(folder: Path, name: str, *certs: Any) -> str:
+    """Certificates (leaf first) in one PEM file; the path as the CLI takes it."""
+    path = folder / name
+    pki.write_certificates(path, list(certs))
+    return str(path)
+
+
+def write_key(folder: Path, name: str, key: Any) -> str:
+    """A private key file; the path as the CLI takes it."""
+    path = folder / name
+    pki.write_private_key(path, key)
+    return str(path)
