@@ -49,6 +49,11 @@ def _register() -> None:
     app.add_typer(registration.app, name="registration")
     app.add_typer(device.app, name="device")
     app.add_typer(tpm.app, name="tpm")
+    from dpsctl.cli import ca, cert, keys
+
+    app.add_typer(cert.app, name="cert")
+    app.add_typer(ca.app, name="ca")
+    app.add_typer(keys.app, name="keys")
     app.add_typer(store.app, name="store")
     provision.register(app)
     stats.register(app)

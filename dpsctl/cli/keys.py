@@ -1,0 +1,107 @@
+"""`dpsctl keys ...`: symmetric keys offline: generate, derive a group device's key, build a SAS token, diagnose a key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dpsctl.cli.context import OutputOpt, now, session
+from dpsctl.cli.render import Output, emit, info
+from dpsctl.core.errors import InvalidInput
+
+app = typer.Typer(help="Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused.", no_args_is_help=True)
+
+RegIdOpt = Annotated[str, typer.Option("--registration-id", help="The device's registration ID (exactly as the device sends it).")]
+KeyOpt = Annotated[str, typer.Option("--key", help="The device's Base64 key (its enrollment key, or the key derived from a group key).")]
+
+
+def _print_value(value: str, output: Output) -> None:
+    """A bare value: one line in a table, a JSON/YAML string otherwise."""
+    if output == Output.table:
+        print(value)
+    else:
+        emit(value, output)
+
+
+@app.command("generate")
+def generate(
+    nbytes: Annotated[int, typer.Option("--bytes", help="Key length in bytes, 16 to 64 (DPS generates 64).")] = 64,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Print a fresh random Base64 key."""
+    from dpsctl.core.keys import generate_key
+
+    _print_value(generate_key(nbytes), output)
+
+
+@app.command("derive")
+def derive(
+    group_key: Annotated[str, typer.Option("--group-key", help="The enrollment group's Base64 primary or secondary key.")],
+    registration_id: RegIdOpt,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Print a group device's key, offline: Base64(HMAC-SHA256(group key, registration ID))."""
+    from dpsctl.core.ids import validate_registration_id
+    from dpsctl.core.keys import derive_device_key
+
+    _print_value(derive_device_key(group_key, validate_registration_id(registration_id)), output)
+
+
+@app.command("sas")
+def sas(
+    registration_id: RegIdOpt,
+    key: KeyOpt,
+    id_scope: Annotated[str | None, typer.Option("--id-scope", help="ID scope (default: the store's).")] = None,
+    ttl: Annotated[int | None, typer.Option("--ttl", help="Seconds the token stays valid (default 3600).")] = None,
+    expiry: Annotated[int | None, typer.Option("--expiry", help="Expiry as seconds since the Unix epoch (instead of --ttl).")] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Print the SAS token a device sends to DPS: sr={scope}/registrations/{id}, signed with its key, skn=registration."""
+    from datetime import datetime, timezone
+
+    from dpsctl.core.ids import validate_id_scope, validate_registration_id
+    from dpsctl.core.sas import build_sas_token, device_resource_uri
+
+    reg_id = validate_registration_id(registration_id)
+    if ttl is not None and expiry is not None:
+        raise InvalidInput("give --ttl or --expiry, not both")
+    if ttl is not None and ttl <= 0:
+        raise InvalidInput(f"--ttl must be a positive number of seconds, got {ttl}")
+    if id_scope is not None:
+        scope = validate_id_scope(id_scope)
+    else:
+        from dpsctl.core.service import load_service
+
+        with session() as tx:
+            scope = load_service(tx, now()).id_scope
+    se = expiry if expiry is not None else int(now().timestamp()) + (ttl or 3600)
+    if se < 0 or se > 253402300799:
+        raise InvalidInput(f"--expiry {se} is outside 0..253402300799 (the year 9999)")
+    resource = device_resource_uri(scope, reg_id)
+    token = build_sas_token(resource, key, se)
+    if output == Output.table:
+        print(token)
+        return
+    expires = datetime.fromtimestamp(se, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    emit({"registrationId": reg_id, "idScope": scope, "resourceUri": resource, "expiry": se, "expiryUtc": expires, "sasToken": token}, output)
+
+
+@app.command("check")
+def check(registration_id: RegIdOpt, key: KeyOpt, output: OutputOpt = Output.table) -> None:
+    """Say which key this is for the device and whether DPS would accept it: exit 0 accepted, 2 not a key, 5 refused, 6 disabled."""
+    from dpsctl.core.diagnostics import check_key, format_steps
+
+    with session() as tx:
+        report = check_key(tx, registration_id, key, now())
+    if output == Output.table:
+        print(f"registration ID: {report.registration_id}")
+        print(f"diagnosis: {report.message}")
+        if report.explain:
+            print(format_steps(report.explain))
+        print("DPS would accept it" if report.accepted else "DPS would refuse it")
+    else:
+        emit(report.to_dict(), output)
+    if report.error is not None:
+        raise report.error
+    info(f"ok: a SAS token signed with this key is accepted for {report.registration_id}")

@@ -1,0 +1,240 @@
+"""The files of `dpsctl cert create-*`: load the issuing CA, refuse chains that could never verify, write PEM files.
+
+`pki` makes certificates and does not judge them; this module is where the command line's safety rules live:
+an issuer must be a CA whose path length leaves room, the key must belong to it, files are never overwritten
+silently, and a device's full chain lists its intermediates (never the root) in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509 as cx509
+
+from dpsctl.core import pki
+from dpsctl.core import x509
+from dpsctl.core.errors import Conflict, InvalidInput
+from dpsctl.core.x509 import PrivateKey
+
+Json = dict[str, Any]
+
+DEFAULT_ROOT_DAYS = 3650
+DEFAULT_INTERMEDIATE_DAYS = 1825
+DEFAULT_DEVICE_DAYS = 365
+DEFAULT_VERIFICATION_DAYS = 30  # used once, right away, by `ca verify`
+DEFAULT_ROOT_PATH_LENGTH = 2  # room for two tiers of intermediates without re-creating (and re-verifying) the root
+DEFAULT_INTERMEDIATE_PATH_LENGTH = 0  # the usual intermediate signs devices only
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """A signing CA: its certificate and key, and the certificates above it found in its file (nearest first)."""
+
+    cert: cx509.Certificate
+    key: PrivateKey
+    above: tuple[cx509.Certificate, ...] = ()
+    source: str = "CA certificate"
+
+    @property
+    def intermediates(self) -> list[cx509.Certificate]:
+        """What a certificate it signs must be sent with: the CA itself unless it is a root, then those above it."""
+        return [c for c in (self.cert, *self.above) if not is_self_signed(c)]
+
+
+@dataclass
+class Created:
+    """What a create command made: the certificate, the files written, and warnings worth telling the user."""
+
+    cert: cx509.Certificate
+    files: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> Json:
+        """The data a create command prints."""
+        cert = self.cert
+        return {
+            "subject": x509.distinguished_name(cert.subject),
+            "issuer": x509.distinguished_name(cert.issuer),
+            "thumbprint": x509.sha1_thumbprint(cert),
+            "notBeforeUtc": x509.utc_iso(cert.not_valid_before_utc),
+            "notAfterUtc": x509.utc_iso(cert.not_valid_after_utc),
+            "isCA": x509.is_ca(cert),
+            "files": self.files,
+        }
+
+
+def is_self_signed(cert: cx509.Certificate) -> bool:
+    """Whether the certificate names itself as issuer (a root, or a self-signed device certificate)."""
+    return cert.issuer == cert.subject
+
+
+def load_issuer(cert_data: bytes, cert_source: str, key_data: bytes, key_source: str) -> Issuer:
+    """The CA whose key is given; the certificate file may hold its chain, in any order."""
+    certs = x509.load_certificates(cert_data, source=cert_source)
+    key = x509.load_private_key(key_data, source=key_source)
+    own = [c for c in certs if _public_der(c) == _key_public_der(key)]
+    if not own:
+        raise InvalidInput(
+            f"{key_source}: the key does not belong to "
+            + (f"the certificate '{x509.subject_of(certs[0])}'" if len(certs) == 1 else f"any of the {len(certs)} certificates")
+            + f" in {cert_source}",
+            hint="pass the key file that was created together with the CA certificate",
+        )
+    ca = own[0]
+    _require_can_sign(ca, cert_source)
+    return Issuer(ca, key, tuple(_walk_up(ca, certs)), cert_source)
+
+
+def _walk_up(ca: cx509.Certificate, certs: list[cx509.Certificate]) -> list[cx509.Certificate]:
+    """The certificates above `ca` found in `certs`, followed by issuer name, nearest first (up to a root)."""
+    above: list[cx509.Certificate] = []
+    current = ca
+    while not is_self_signed(current):
+        parent = next((c for c in certs if c.subject == current.issuer and c != current and c not in above), None)
+        if parent is None:
+            break
+        above.append(parent)
+        current = parent
+    return above
+
+
+def _require_can_sign(ca: cx509.Certificate, source: str) -> None:
+    """Refuse an issuer whose certificates no verifier would accept: not a CA, or keyUsage without keyCertSign."""
+    if not x509.is_ca(ca):
+        raise InvalidInput(
+            f"{source}: '{x509.subject_of(ca)}' is not a CA certificate (no basicConstraints CA=true), so it cannot sign certificates",
+            hint="sign with a root or intermediate made by `dpsctl cert create-root` or `create-intermediate`",
+        )
+    try:
+        usage = ca.extensions.get_extension_for_class(cx509.KeyUsage).value
+    except cx509.ExtensionNotFound:
+        return
+    if not usage.key_cert_sign:
+        raise InvalidInput(f"{source}: '{x509.subject_of(ca)}' has a keyUsage without keyCertSign, so it cannot sign certificates")
+
+
+def _require_room_for_ca(issuer: Issuer) -> None:
+    """A new intermediate must fit every path length limit above it (RFC 5280 pathLenConstraint)."""
+    for below, ancestor in enumerate([issuer.cert, *issuer.above], start=1):
+        try:
+            limit = ancestor.extensions.get_extension_for_class(cx509.BasicConstraints).value.path_length
+        except cx509.ExtensionNotFound:
+            continue
+        if limit is not None and limit < below:
+            raise InvalidInput(
+                f"'{x509.subject_of(ancestor)}' has path length limit {limit}: it allows {limit} CA certificate(s) below it,"
+                f" and a new intermediate here would make {below}",
+                hint=f"re-create '{x509.subject_of(ancestor)}' with --path-length {below} or more, or sign with a CA higher up",
+            )
+
+
+def _public_der(cert: cx509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _key_public_der(key: PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+# --------------------------------------------------------------------------- file names
+
+
+def validate_base_name(name: str) -> str:
+    """A file base name: no directory parts, so NAME.cert.pem always lands in --out."""
+    if not name or name in (".", "..") or any(ch in name for ch in "/\\\0") or name.startswith("-"):
+        raise InvalidInput(f"{name!r} cannot be used as a file name", hint="use letters, digits, '-', '.' and '_'; choose the directory with --out")
+    return name
+
+
+def _paths(out_dir: Path, name: str, parts: tuple[str, ...]) -> dict[str, Path]:
+    """Target paths by role; all are checked before anything is written, so a refusal leaves no half set."""
+    if not out_dir.is_dir():
+        raise InvalidInput(f"output directory {out_dir} does not exist", hint="create it first, or pass another --out")
+    suffix = {"certificate": "cert.pem", "key": "key.pem", "fullchain": "fullchain.pem"}
+    return {part: out_dir / f"{name}.{suffix[part]}" for part in parts}
+
+
+def _refuse_existing(paths: dict[str, Path], force: bool) -> None:
+    if force:
+        return
+    existing = [str(p) for p in paths.values() if p.exists() or p.is_symlink()]
+    if existing:
+        raise Conflict(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}", hint="pass --force to overwrite, or choose another --out")
+
+
+def _write(paths: dict[str, Path], key: PrivateKey | None, certs: dict[str, list[cx509.Certificate]], force: bool) -> dict[str, str]:
+    """Write the key first (0600 from its first byte), then the certificate files."""
+    _refuse_existing(paths, force)
+    if key is not None:
+        pki.write_private_key(paths["key"], key, force=force)
+    for part, chain in certs.items():
+        pki.write_certificates(paths[part], chain, force=force)
+    return {part: str(path) for part, path in paths.items()}
+
+
+# --------------------------------------------------------------------------- create
+
+
+def create_root(name: str, out_dir: Path, *, common_name: str | None, key_type: str, rsa_bits: int, days: int, path_length: int | None, force: bool) -> Created:
+    """A self-signed root CA: NAME.cert.pem and NAME.key.pem."""
+    paths = _paths(out_dir, validate_base_name(name), ("certificate", "key"))
+    _refuse_existing(paths, force)
+    cert, key = pki.create_root(common_name or name, key_type=key_type, rsa_bits=rsa_bits, days=days, path_length=path_length)
+    return Created(cert, _write(paths, key, {"certificate": [cert]}, force))
+
+
+def create_intermediate(
+    name: str, issuer: Issuer, out_dir: Path, *, common_name: str | None, key_type: str, rsa_bits: int, days: int, path_length: int | None, force: bool, now: datetime
+) -> Created:
+    """An intermediate CA: NAME.cert.pem, NAME.key.pem, and NAME.fullchain.pem (it, then the intermediates above it)."""
+    paths = _paths(out_dir, validate_base_name(name), ("certificate", "key", "fullchain"))
+    _refuse_existing(paths, force)
+    _require_room_for_ca(issuer)
+    cert, key = pki.create_intermediate(common_name or name, issuer.cert, issuer.key, key_type=key_type, rsa_bits=rsa_bits, days=days, path_length=path_length)
+    files = _write(paths, key, {"certificate": [cert], "fullchain": [cert, *issuer.intermediates]}, force)
+    return Created(cert, files, _lifetime_warnings(cert, issuer, now))
+
+
+def create_device(registration_id: str, issuer: Issuer | None, out_dir: Path, *, key_type: str, rsa_bits: int, days: int, force: bool, now: datetime) -> Created:
+    """A device certificate (CN = registration ID): NAME.cert.pem, NAME.key.pem, NAME.fullchain.pem (leaf, then intermediates)."""
+    from dpsctl.core.ids import MAX_X509_REGISTRATION_ID, validate_registration_id
+
+    validate_registration_id(registration_id, max_length=MAX_X509_REGISTRATION_ID)
+    paths = _paths(out_dir, validate_base_name(registration_id), ("certificate", "key", "fullchain"))
+    _refuse_existing(paths, force)
+    cert, key = pki.create_device(
+        registration_id, issuer.cert if issuer else None, issuer.key if issuer else None, key_type=key_type, rsa_bits=rsa_bits, days=days
+    )
+    chain = [cert, *(issuer.intermediates if issuer else [])]
+    files = _write(paths, key, {"certificate": [cert], "fullchain": chain}, force)
+    return Created(cert, files, _lifetime_warnings(cert, issuer, now) if issuer else [])
+
+
+def create_verification(code: str, issuer: Issuer, out_dir: Path, *, name: str, days: int, force: bool) -> Created:
+    """A proof-of-possession certificate (CN = code, signed by the CA key): NAME.cert.pem only; its own key is never needed."""
+    paths = _paths(out_dir, validate_base_name(name), ("certificate",))
+    _refuse_existing(paths, force)
+    code = code.strip()
+    cert = pki.create_verification(code, issuer.cert, issuer.key, days=days)
+    return Created(cert, _write(paths, None, {"certificate": [cert]}, force))
+
+
+def _lifetime_warnings(cert: cx509.Certificate, issuer: Issuer | None, now: datetime) -> list[str]:
+    """Warn when the issuer has expired, or will expire before the new certificate does."""
+    if issuer is None:
+        return []
+    warnings = []
+    for ca in (issuer.cert, *issuer.above):
+        end = ca.not_valid_after_utc
+        if end < now:
+            warnings.append(f"'{x509.subject_of(ca)}' expired on {x509.utc_iso(end)}: the new certificate does not verify")
+        elif end < cert.not_valid_after_utc:
+            warnings.append(f"'{x509.subject_of(ca)}' expires on {x509.utc_iso(end)}, before this certificate: the chain stops verifying then")
+    return warnings
