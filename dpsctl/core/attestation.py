@@ -46,6 +46,10 @@ class TpmCredential:
 
 Credential = Union[SasCredential, X509Credential, TpmCredential]
 
+# The trace step for a chain whose key was proven outside the engine (a TLS handshake); tools that check a
+# certificate without its key recognise and drop this step.
+POSSESSION_BY_TLS = "possession of the leaf's private key was proven by the TLS handshake"
+
 
 def credential_type(credential: Credential) -> str:
     """The DPS attestation type a credential belongs to."""
@@ -155,7 +159,7 @@ def check_chain(credential: X509Credential, now: datetime, trace: Trace) -> bool
             return False
         trace.ok("the device proved possession of the leaf certificate's private key")
     else:
-        trace.ok("possession of the leaf's private key was proven by the TLS handshake")
+        trace.ok(POSSESSION_BY_TLS)
     checks = x509.verify_chain(list(credential.chain), now)
     for check in checks:
         (trace.ok if check.ok else trace.fail)(f"{check.subject}: {check.what}")

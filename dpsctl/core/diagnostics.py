@@ -18,6 +18,7 @@ from cryptography import x509 as cx509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dpsctl.core import x509
+from dpsctl.core.attestation import POSSESSION_BY_TLS
 from dpsctl.core.errors import DpsError, InvalidInput, Unauthorized
 from dpsctl.core.x509 import PrivateKey
 from dpsctl.store import Transaction
@@ -281,7 +282,7 @@ def _engine_steps(steps: list[Step], shown: list[Step], *, key_given: bool) -> l
     for step in steps:
         if step["message"] in seen:
             continue
-        if not key_given and step["result"] == "ok" and "TLS handshake" in step["message"]:
+        if not key_given and step["result"] == "ok" and step["message"] == POSSESSION_BY_TLS:
             continue  # without --key nothing was proven; the static checks say so
         out.append(step)
     return out

@@ -387,7 +387,7 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
                 if att.check_link_to_signer(top, signer_cert, depth, now, trace):
                     found = (group, label, signer, signer_cert)
                     break
-                raise _Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
+                raise _Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"), group)
             if found:
                 break
     if found is None:
@@ -406,8 +406,13 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
             raise _Refused(
                 _unauthorized(
                     f"CA certificate {ca['name']!r} is not verified",
-                    hint=f"dpsctl ca verification-code {ca['name']}, sign a certificate with that CN using the CA key, then dpsctl ca verify {ca['name']} --cert FILE",
-                )
+                    hint=(
+                        f"CODE=$(dpsctl ca verification-code {ca['name']}); "
+                        f"dpsctl cert create-verification $CODE --ca CA.cert.pem --ca-key CA.key.pem; "
+                        f"dpsctl ca verify {ca['name']} --cert verification.cert.pem"
+                    ),
+                ),
+                group,
             )
         trace.ok(f"CA certificate {ca['name']!r} is verified")
     info = x509.certificate_info(leaf)
