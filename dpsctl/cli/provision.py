@@ -14,10 +14,9 @@ from dpsctl.core.errors import InvalidInput
 SAS_TTL_SECONDS = 3600
 
 
-def _credential(tx: Any, reg_id: str | None, symmetric_key: str | None, sas_token: str | None, cert: str | None, key: str | None, chain: str | None, tpm: str | None) -> Any:
+def _credential(scope: str, reg_id: str | None, symmetric_key: str | None, sas_token: str | None, cert: str | None, key: str | None, chain: str | None, tpm: str | None) -> Any:
     """Build what the device presents; the engine verifies it (nothing is trusted because dpsctl built it)."""
     from dpsctl.core.attestation import SasCredential, TpmCredential, X509Credential
-    from dpsctl.core.service import load_service
 
     given = [name for name, value in (("--symmetric-key", symmetric_key), ("--sas-token", sas_token), ("--cert", cert), ("--tpm", tpm)) if value]
     if len(given) != 1:
@@ -27,7 +26,6 @@ def _credential(tx: Any, reg_id: str | None, symmetric_key: str | None, sas_toke
         )
     if (key or chain) and not cert:
         raise InvalidInput("--key and --chain go with --cert")
-    scope = load_service(tx, now()).id_scope
     if symmetric_key:
         from dpsctl.core.keys import decode_key
         from dpsctl.core.sas import build_sas_token, device_resource_uri
@@ -91,15 +89,35 @@ def register(app: typer.Typer) -> None:
         explain: Annotated[bool, typer.Option("--explain", help="Print the decision trace: matching, every check, allocation, reprovisioning.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Do everything but write to the store.")] = False,
         webhook_timeout: Annotated[float, typer.Option("--webhook-timeout", help="Seconds to wait for a custom allocation webhook or command.")] = 10.0,
+        batch: Annotated[str | None, typer.Option("--batch", help="Provision every device of a CSV (with header) or JSON Lines file; columns as the flags: registrationId, symmetricKey, sasToken, cert, key, chain, tpm, payload, region.", rich_help_panel="Many devices")] = None,
+        count: Annotated[int | None, typer.Option("--count", help="Storm: provision N devices of a symmetric-key group, each with its derived key.", rich_help_panel="Many devices")] = None,
+        id_pattern: Annotated[str, typer.Option("--id-pattern", help="Storm: registration IDs, {n} is the device number (1..N).", rich_help_panel="Many devices")] = "device-{n:06d}",
+        group: Annotated[str | None, typer.Option("--group", help="Storm: the enrollment group whose primary key the devices derive theirs from.", rich_help_panel="Many devices")] = None,
+        group_key: Annotated[str | None, typer.Option("--group-key", help="Storm: the group key itself (instead of --group).", rich_help_panel="Many devices")] = None,
+        chunk_size: Annotated[int, typer.Option("--chunk-size", help="Devices per store transaction in a batch or storm.", rich_help_panel="Many devices")] = 500,
         show_keys: ShowKeysOpt = False,
         output: OutputOpt = Output.table,
     ) -> None:
-        """Simulate a device registering: exit 0 assigned, 5 unauthorized, 6 disabled, 7 allocation failed."""
+        """Simulate a device registering: exit 0 assigned, 5 unauthorized, 6 disabled, 7 allocation failed.
+
+        With --batch or --count, many devices register in one process and a summary is printed;
+        the exit code is 0 only when every device was assigned.
+        """
         from dpsctl.core.provisioning import RegistrationRequest, provision as run
 
+        if batch is not None or count is not None:
+            from dpsctl.cli.storm import run_many
+
+            single = [f for f, v in (("--registration-id", registration_id), ("--symmetric-key", symmetric_key), ("--sas-token", sas_token), ("--cert", cert), ("--tpm", tpm), ("--explain", explain)) if v]
+            if single:
+                raise InvalidInput(f"{', '.join(single)} cannot be combined with --batch or --count")
+            run_many(batch=batch, count=count, id_pattern=id_pattern, group=group, group_key=group_key, chunk_size=chunk_size, region=region, webhook_timeout=webhook_timeout, output=output)
+            return
         body = json_arg(payload, "payload") if payload is not None else None
         with session(write=True) as tx:
-            credential = _credential(tx, registration_id, symmetric_key, sas_token, cert, key, chain, tpm)
+            from dpsctl.core.service import load_service
+
+            credential = _credential(load_service(tx, now()).id_scope, registration_id, symmetric_key, sas_token, cert, key, chain, tpm)
             result = run(tx, RegistrationRequest(credential, registration_id, body, region), now(), webhook_timeout=webhook_timeout)
             if dry_run:
                 tx.changes.clear()

@@ -300,7 +300,7 @@ def _match_symmetric_group(tx: Transaction, service: ServiceSettings, reg_id: st
     from dpsctl.core.keys import derive_device_key
 
     token = _token_for(cred, service, reg_id, now, trace)
-    groups = [EnrollmentGroup.from_dict(d) for d in tx.find("groups", "attestation", "symmetricKey")]
+    groups = tx.memo("groups", "symmetricKey", lambda: [EnrollmentGroup.from_dict(d) for d in tx.find("groups", "attestation", "symmetricKey")])
     for group in groups:
         a = group.attestation
         derived = [(label, derive_device_key(key, reg_id)) for label, key in (("primary", a.primary_key), ("secondary", a.secondary_key)) if key]
@@ -361,7 +361,8 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
     _check_cn(leaf, reg_id, trace)
     if not att.check_chain(cred, now, trace):
         raise _Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
-    candidates = _group_candidates(tx)
+    # Parsed once per transaction (until groups or CAs change): a batch of devices reuses them.
+    candidates = tx.memo(("groups", "cas"), "x509-candidates", lambda: _group_candidates(tx))
     found: tuple[EnrollmentGroup, str, Any, Any] | None = None
     for position, cert in enumerate(cred.chain[1:], start=1):
         for group, signers in candidates:
@@ -448,7 +449,7 @@ def _allocate(
     from dpsctl.core import allocation
 
     entry = match.entry
-    linked = [LinkedHub.from_dict(d) for d in tx.scan("hubs")]
+    linked = tx.memo("hubs", "linked", lambda: [LinkedHub.from_dict(d) for d in tx.scan("hubs")])
     if entry.iot_hubs:
         candidates = [h for h in linked if h.name in entry.iot_hubs]
         trace.note(f"candidate hubs (named by the entry): {', '.join(h.name for h in candidates) or 'none'}")

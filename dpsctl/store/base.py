@@ -23,20 +23,21 @@ class Transaction:
         self.writable = writable
         self.changes: dict[str, dict[str, Any]] = {}
         self._loaded: dict[str, dict[str, Doc]] = {}
-        self._memo: dict[tuple[str, str], Any] = {}
+        self._memo: dict[tuple[tuple[str, ...], str], Any] = {}
 
-    def memo(self, kind: str, name: str, build: Callable[[], Any]) -> Any:
-        """A value derived from the records of `kind` (parsed groups, say), kept until that kind changes.
+    def memo(self, kinds: str | tuple[str, ...], name: str, build: Callable[[], Any]) -> Any:
+        """A value derived from the records of `kinds` (parsed groups, say), kept until one of them changes.
 
         A batch of registrations in one transaction reads the same groups and hubs thousands of times;
         parsing them once per change instead of once per device is what makes batches fast.
         """
-        if (kind, name) not in self._memo:
-            self._memo[(kind, name)] = build()
-        return self._memo[(kind, name)]
+        kinds = (kinds,) if isinstance(kinds, str) else kinds
+        if (kinds, name) not in self._memo:
+            self._memo[(kinds, name)] = build()
+        return self._memo[(kinds, name)]
 
     def _forget(self, kind: str) -> None:
-        for memo_key in [k for k in self._memo if k[0] == kind]:
+        for memo_key in [k for k in self._memo if kind in k[0]]:
             del self._memo[memo_key]
 
     # -- for backends
