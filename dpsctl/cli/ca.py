@@ -9,7 +9,7 @@ import typer
 from dpsctl.cli.context import EtagOpt, OutputOpt, now, read_file, session
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(help="CA certificates for enrollment groups (--ca-ref): upload, prove possession, list, delete. At most 25.", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="CA certificates for enrollment groups (--ca-ref): upload, prove possession, list, delete. At most 25.", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Certificate name: letters, digits, '-', '.', '_' (case-insensitive).")]
 COLUMNS = ("NAME", "SUBJECT", "VERIFIED", "EXPIRY", "THUMBPRINT")

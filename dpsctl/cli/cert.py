@@ -11,7 +11,7 @@ from dpsctl.cli.context import OutputOpt, now, read_file, session
 from dpsctl.cli.render import Output, emit, info
 from dpsctl.core.errors import InvalidInput
 
-app = typer.Typer(help="Test certificates for DPS (EC P-256 by default) and `cert check`, which tells what DPS would say about one.", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="Test certificates for DPS (EC P-256 by default) and `cert check`, which tells what DPS would say about one.", no_args_is_help=True)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory for the files (default: the current directory).")]
 KeyTypeOpt = Annotated[str, typer.Option("--key-type", help="ec (NIST P-256) or rsa.")]

@@ -9,7 +9,7 @@ import typer
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, session
 from dpsctl.cli.render import Output, emit
 
-app = typer.Typer(help="Devices as the linked IoT hubs see them after provisioning (identity, auth, twin).", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="Devices as the linked IoT hubs see them after provisioning (identity, auth, twin).", no_args_is_help=True)
 
 IdArg = Annotated[str, typer.Argument(help="Device ID.")]
 HubOpt = Annotated[str | None, typer.Option("--hub", help="The hub (needed when the ID exists in several hubs).")]

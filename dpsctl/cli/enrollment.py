@@ -10,7 +10,7 @@ from dpsctl.cli import entry as e
 from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, now, session
 from dpsctl.cli.render import Output, info
 
-app = typer.Typer(help="Individual enrollments: one device each, by registration ID.", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="Individual enrollments: one device each, by registration ID.", no_args_is_help=True)
 
 IdArg = Annotated[str, typer.Argument(help="Registration ID (case-insensitive, up to 128 characters).")]
 CertOpt = Annotated[str | None, typer.Option("--cert", help="X.509: the device certificate (PEM or DER); its CN must be the registration ID.")]

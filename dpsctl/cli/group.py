@@ -10,7 +10,7 @@ from dpsctl.cli import entry as e
 from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, now, session
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(help="Enrollment groups: many devices sharing a group key or a signing CA.", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="Enrollment groups: many devices sharing a group key or a signing CA.", no_args_is_help=True)
 
 IdArg = Annotated[str, typer.Argument(help="Enrollment group ID.")]
 SigningCertOpt = Annotated[str | None, typer.Option("--signing-cert", help="X.509: the root or intermediate CA certificate (PEM or DER).")]

@@ -9,7 +9,7 @@ import typer
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, session
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(help="Link, list, change and unlink IoT hubs (NAME or NAME.azure-devices.net).", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="Link, list, change and unlink IoT hubs (NAME or NAME.azure-devices.net).", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Hub name or host name.")]
 LocationOpt = Annotated[str | None, typer.Option("--location", help="Azure region of the hub, e.g. westeurope.")]

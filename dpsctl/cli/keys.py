@@ -10,7 +10,7 @@ from dpsctl.cli.context import OutputOpt, now, session
 from dpsctl.cli.render import Output, emit, info
 from dpsctl.core.errors import InvalidInput
 
-app = typer.Typer(help="Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused.", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused.", no_args_is_help=True)
 
 RegIdOpt = Annotated[str, typer.Option("--registration-id", help="The device's registration ID (exactly as the device sends it).")]
 KeyOpt = Annotated[str, typer.Option("--key", help="The device's Base64 key (its enrollment key, or the key derived from a group key).")]

@@ -37,11 +37,19 @@ def root_command() -> Any:
     return typer.main.get_command(app)
 
 
+def subcommands(command: Any) -> dict[str, Any]:
+    """A group's sub-commands by name, through the Click API (the root group imports its commands lazily)."""
+    if not hasattr(command, "list_commands"):
+        return {}
+    return {name: command.get_command(None, name) for name in command.list_commands(None)}
+
+
 def walk(command: Any, path: tuple[str, ...] = (PROG,)) -> list[tuple[tuple[str, ...], Any]]:
     """Every (command path, command) pair, the root first, then sub-commands by name, depth first; hidden ones left out."""
     found = [(path, command)]
-    for name in sorted(getattr(command, "commands", {}) or {}):
-        sub = command.commands[name]
+    subs = subcommands(command)
+    for name in sorted(subs):
+        sub = subs[name]
         if getattr(sub, "hidden", False):
             continue
         found.extend(walk(sub, (*path, name)))
@@ -50,7 +58,7 @@ def walk(command: Any, path: tuple[str, ...] = (PROG,)) -> list[tuple[tuple[str,
 
 def is_group(command: Any) -> bool:
     """True for a command that has sub-commands."""
-    return bool(getattr(command, "commands", None))
+    return bool(subcommands(command))
 
 
 def help_text(command: Any) -> str:
@@ -213,8 +221,9 @@ def render_command(path: tuple[str, ...], command: Any) -> list[str]:
         lines.append("")
     if is_group(command):
         lines += ["| Command | Description |", "|---|---|"]
-        for name in sorted(command.commands):
-            sub = command.commands[name]
+        subs = subcommands(command)
+        for name in sorted(subs):
+            sub = subs[name]
             if getattr(sub, "hidden", False):
                 continue
             first = help_text(sub).split("\n\n", 1)[0]

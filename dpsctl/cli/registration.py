@@ -9,7 +9,7 @@ import typer
 from dpsctl.cli.context import EtagOpt, OutputOpt, session
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(help="Registration records (DeviceRegistrationState): created by provisioning, deletable, never updated.", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="Registration records (DeviceRegistrationState): created by provisioning, deletable, never updated.", no_args_is_help=True)
 
 IdArg = Annotated[str, typer.Argument(help="Registration ID.")]
 COLUMNS = ("REGISTRATION ID", "STATUS", "SUBSTATUS", "ASSIGNED HUB", "DEVICE ID", "GROUP", "LAST UPDATED", "ERROR")

@@ -9,7 +9,7 @@ import typer
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, now, session
 from dpsctl.cli.render import Output, emit
 
-app = typer.Typer(help="Show and change the service settings (ID scope, default allocation policy, location).", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="Show and change the service settings (ID scope, default allocation policy, location).", no_args_is_help=True)
 
 PolicyOpt = Annotated[str | None, typer.Option("--allocation-policy", help="Default policy: hashed, geoLatency or static.")]
 

@@ -9,7 +9,7 @@ import typer
 from dpsctl.cli.context import STATE, OutputOpt
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(help="The store itself: backend, size, record counts; migration between TinyDB and SQLite.", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="The store itself: backend, size, record counts; migration between TinyDB and SQLite.", no_args_is_help=True)
 
 
 @app.command("info")

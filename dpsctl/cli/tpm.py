@@ -10,7 +10,7 @@ import typer
 from dpsctl.cli.context import OutputOpt
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(help="Software TPMs: an RSA-2048 endorsement key pair and storage root key, kept in a 0600 file.", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="Software TPMs: an RSA-2048 endorsement key pair and storage root key, kept in a 0600 file.", no_args_is_help=True)
 
 FileArg = Annotated[Path, typer.Argument(help="The software TPM file.")]
 
