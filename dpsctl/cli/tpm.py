@@ -28,6 +28,7 @@ def create(file: FileArg, force: Annotated[bool, typer.Option("--force", help="O
     tpm = create_tpm()
     save_tpm(tpm, file, force=force)
     _show(tpm, output)
+    info(f"warning: {file} holds private keys of a software TPM for testing; never use it for a real device")
     info(f"enroll it: dpsctl enrollment add {tpm.registration_id} --attestation tpm --endorsement-key <endorsementKey above>")
 
 

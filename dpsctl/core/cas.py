@@ -96,13 +96,21 @@ def ca_users(tx: Transaction, name: str) -> list[str]:
 
 def add_ca(tx: Transaction, name: str, data: bytes, source: str, *, verified: bool, now: datetime) -> Json:
     """Upload a CA certificate (unverified unless `verified`, which skips proof of possession as `--verified` does in az)."""
-    from dpsctl.core import x509
-
     validate_ca_name(name)
     if tx.get("cas", name) is not None:
         raise Conflict(f"CA certificate {name!r} already exists", hint=f"delete it first: dpsctl ca delete {name}")
     if tx.count("cas") >= MAX_CAS:
         raise Conflict(f"the service already has {MAX_CAS} CA certificates, the DPS limit", hint="delete one with `dpsctl ca delete NAME`")
+    doc = ca_record(name, data, source, verified=verified, now=now)
+    tx.put("cas", doc)
+    return doc
+
+
+def ca_record(name: str, data: bytes | str, source: str, *, verified: bool, now: datetime) -> Json:
+    """A new CA record from one CA certificate (PEM or DER); its subject, expiry and thumbprint are derived."""
+    from dpsctl.core import x509
+
+    validate_ca_name(name)
     certs = x509.load_certificates(data, source=source)
     if len(certs) != 1:
         raise InvalidInput(
@@ -116,7 +124,7 @@ def add_ca(tx: Transaction, name: str, data: bytes, source: str, *, verified: bo
             hint="upload the root or intermediate CA that signs the device certificates",
         )
     stamp = rfc1123(now)
-    doc: Json = {
+    return {
         "name": name,
         "certificate": x509.cert_to_pem(cert),
         "subject": x509.distinguished_name(cert.subject),
@@ -128,8 +136,6 @@ def add_ca(tx: Transaction, name: str, data: bytes, source: str, *, verified: bo
         "verificationCode": None,
         "etag": new_etag(),
     }
-    tx.put("cas", doc)
-    return doc
 
 
 def generate_verification_code(tx: Transaction, name: str, *, now: datetime, etag: str | None = None) -> Json:

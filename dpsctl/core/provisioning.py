@@ -591,9 +591,10 @@ def _assign(
     )
     initial = webhook_twin if webhook_twin is not None else entry.initial_twin
     twin = twin_of(old_device) if twin_source in ("keep", "migrate") and old_device else twin_from_initial(initial)
+    source = "the webhook's initial twin" if webhook_twin is not None else ("the entry's initial twin" if entry.initial_twin else "nothing (the entry has no initial twin): empty")
     trace.note(
         {
-            "initial": "twin: set from the " + ("webhook's initial twin" if webhook_twin is not None else "entry's initial twin"),
+            "initial": f"twin: set from {source}",
             "migrate": f"twin: migrated from {current}",
             "keep": "twin: kept as it is on the hub",
         }[twin_source]

@@ -22,17 +22,21 @@ from dpsctl.core.models import (
 from dpsctl.core.service import load_service, save_service
 from dpsctl.store import Transaction
 
-DOCUMENT_FIELDS = {"service", "linkedHubs", "enrollments", "enrollmentGroups"}
+DOCUMENT_FIELDS = {"service", "linkedHubs", "certificates", "enrollments", "enrollmentGroups"}
+CA_FIELDS = {"name", "certificate", "isVerified", "created", "updated", "etag"}
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
+
+
+RECORD_SECTIONS = ("linkedHubs", "certificates", "enrollments", "enrollmentGroups")
 
 
 @dataclass
 class ImportPlan:
     """What an import will do (or did): IDs per action and record type."""
 
-    created: dict[str, list[str]] = field(default_factory=lambda: {"linkedHubs": [], "enrollments": [], "enrollmentGroups": []})
-    updated: dict[str, list[str]] = field(default_factory=lambda: {"linkedHubs": [], "enrollments": [], "enrollmentGroups": []})
-    unchanged: dict[str, list[str]] = field(default_factory=lambda: {"linkedHubs": [], "enrollments": [], "enrollmentGroups": []})
+    created: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in RECORD_SECTIONS})
+    updated: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in RECORD_SECTIONS})
+    unchanged: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in RECORD_SECTIONS})
     service: str = "unchanged"
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,14 +139,21 @@ def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
 
 
 def _keep_existing_keys(new: AnyEnrollment, old_doc: dict[str, Any] | None, given: dict[str, Any]) -> AnyEnrollment:
-    """An export without --show-keys has no keys: importing it must not replace the stored ones."""
+    """A key the file leaves out keeps its stored value (an export without --show-keys has none to give)."""
     keys = given.get("attestation", {}).get("symmetricKey") or {}
-    if old_doc is None or new.attestation.type != "symmetricKey" or keys.get("primaryKey"):
+    if old_doc is None or new.attestation.type != "symmetricKey":
         return new
     old = Attestation.from_dict(old_doc["attestation"], group=new.is_group)
     if old.type != "symmetricKey":
         return new
-    return replace(new, attestation=replace(new.attestation, primary_key=old.primary_key, secondary_key=keys.get("secondaryKey") or old.secondary_key))
+    return replace(
+        new,
+        attestation=replace(
+            new.attestation,
+            primary_key=keys.get("primaryKey") or old.primary_key,
+            secondary_key=keys.get("secondaryKey") or old.secondary_key,
+        ),
+    )
 
 
 def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_run: bool = False) -> ImportPlan:
@@ -166,6 +177,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
             raise InvalidInput(f"linkedHubs[{i}] repeats hub {hub.name}")
         seen.add(hub.name)
         hubs.append(hub)
+    cas = _parse_cas(doc, now)
     known_hubs = {d["name"] for d in tx.scan("hubs")} | seen
     if len(known_hubs) > 50:
         raise InvalidInput(f"the import would link {len(known_hubs)} hubs; DPS allows 50")
@@ -192,6 +204,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
             tx.put("hubs", hub.to_dict())
     if plan.service == "updated":
         save_service(tx, new_service)
+    _import_cas(tx, cas, plan)
 
     operations = 0
     ts = format_timestamp(now)
@@ -229,6 +242,47 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
     return plan
 
 
+def _parse_cas(doc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """CA certificates of the document, parsed and checked (subject, expiry, thumbprint are derived again)."""
+    from dpsctl.core.cas import ca_record
+
+    records: list[dict[str, Any]] = []
+    names: set[str] = set()
+    for i, raw in enumerate(_records(doc, "certificates")):
+        where = f"certificates[{i}]"
+        _expect(raw, dict, where)
+        _check_keys(raw, CA_FIELDS, where)
+        name = _expect(raw.get("name"), str, f"{where}.name")
+        if name.lower() in names:
+            raise InvalidInput(f"{where} repeats CA name {name!r}")
+        names.add(name.lower())
+        verified = _expect(raw.get("isVerified", False), bool, f"{where}.isVerified")
+        record = ca_record(name, _expect(raw.get("certificate"), str, f"{where}.certificate"), f"{where} ({name})", verified=verified, now=now)
+        for stamp in ("created", "updated", "etag"):
+            if raw.get(stamp):
+                record[stamp] = _expect(raw[stamp], str, f"{where}.{stamp}")
+        records.append(record)
+    return records
+
+
+def _import_cas(tx: Transaction, cas: list[dict[str, Any]], plan: ImportPlan) -> None:
+    """Create or update CA records (before the groups that reference them)."""
+    from dpsctl.core.cas import MAX_CAS
+
+    for record in cas:
+        old = tx.get("cas", record["name"])
+        same = old is not None and all(old.get(k) == record[k] for k in ("certificate", "isVerified"))
+        if same:
+            plan.unchanged["certificates"].append(record["name"])
+            continue
+        if old is not None:
+            record = {**record, "created": old.get("created", record["created"]), "verificationCode": None}
+        (plan.updated if old is not None else plan.created)["certificates"].append(record["name"])
+        tx.put("cas", record)
+    if tx.count("cas") > MAX_CAS:
+        raise InvalidInput(f"the import would exceed {MAX_CAS} CA certificates, the DPS limit")
+
+
 def _check_import_limits(tx: Transaction, group_types: dict[str, int]) -> None:
     from dpsctl.core.enrollments import MAX_GROUPS_PER_TYPE, MAX_INDIVIDUAL_ENROLLMENTS
 
@@ -248,6 +302,7 @@ def export_document(tx: Transaction, now: datetime, *, show_keys: bool = False) 
     return {
         "service": service,
         "linkedHubs": [LinkedHub.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("hubs")],
+        "certificates": [{k: d[k] for k in ("name", "certificate", "isVerified", "created", "updated", "etag") if d.get(k) is not None} for d in tx.scan("cas")],
         "enrollments": [IndividualEnrollment.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("enrollments")],
         "enrollmentGroups": [EnrollmentGroup.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("groups")],
     }

@@ -188,8 +188,9 @@ def _non_pem_certificate_ders(raw: bytes, *, source: str) -> list[bytes]:
             f"{source}: is Base64 of {_describe_der(decoded)}, not of a certificate",
             hint="pass a PEM, DER or Base64-encoded certificate",
         )
+    # Describe DER as given: stripping would cut a key whose last bytes happen to be whitespace values.
     raise InvalidInput(
-        f"{source}: found {_describe_der(stripped)}, not a PEM, DER or Base64 certificate",
+        f"{source}: found {_describe_der(raw if raw[:1] == b'0' else stripped)}, not a PEM, DER or Base64 certificate",
         hint="pass a PEM, DER or Base64-encoded certificate",
     )
 

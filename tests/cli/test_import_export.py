@@ -126,3 +126,29 @@ def test_import_of_many_enrollments_is_one_write(tmp_path, monkeypatch):
     assert dps.json("import", path)["counts"]["created"] == 2000
     assert len(writes) == 1
     assert len(dps.json("enrollment", "list")) == 2000
+
+
+def test_ca_certificates_travel_with_the_groups_that_reference_them(dps, tmp_path):
+    from dpsctl.core import pki
+
+    root, _ = pki.create_root("Transfer Root")
+    pki.write_certificates(tmp_path / "root.pem", [root])
+    dps.ok("ca", "add", "transfer-root", "--cert", str(tmp_path / "root.pem"), "--verified")
+    dps.ok("enrollment-group", "add", "cams", "--attestation", "x509", "--ca-ref", "transfer-root")
+    exported = dps.ok("export", "-o", "json").stdout
+    assert json.loads(exported)["certificates"][0]["name"] == "transfer-root"
+    copy = Dps(tmp_path / ("copy" + dps.store.suffix))
+    plan = copy.json("import", write(tmp_path, json.loads(exported), "with-ca.json"))
+    assert plan["created"]["certificates"] == ["transfer-root"] and plan["created"]["enrollmentGroups"] == ["cams"]
+    assert copy.json("ca", "show", "transfer-root")["properties"]["isVerified"] is True
+    assert copy.json("import", write(tmp_path, json.loads(exported), "again.json"))["counts"]["created"] == 0
+    assert copy.ok("export", "-o", "json").stdout == exported
+
+
+def test_a_partial_key_set_keeps_the_stored_other_key(dps, tmp_path):
+    only_primary = {"enrollments": [{"registrationId": "p", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": KEY}}}]}
+    dps.ok("import", write(tmp_path, only_primary, "p.json"))
+    secondary = dps.json("enrollment", "show", "p", "--show-keys")["attestation"]["symmetricKey"]["secondaryKey"]
+    again = dps.json("import", write(tmp_path, only_primary, "p.json"))
+    assert again["counts"]["updated"] == 0
+    assert dps.json("enrollment", "show", "p", "--show-keys")["attestation"]["symmetricKey"]["secondaryKey"] == secondary
