@@ -48,11 +48,10 @@ def now():  # noqa: ANN201 - datetime, imported lazily
     return utc_now()
 
 
-def read_file(path: str, what: str) -> bytes:
-    """Read a user file, turning OS errors into a one-line InvalidInput (size-capped)."""
+def read_file(path: str, what: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
+    """Read a user file, turning OS errors into a one-line InvalidInput (size-capped: no file is read unbounded)."""
     from dpsctl.core.errors import InvalidInput
 
-    limit = 16 * 1024 * 1024
     try:
         size = os.path.getsize(path)
         if size > limit:

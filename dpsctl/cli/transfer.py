@@ -20,9 +20,9 @@ def register(app: typer.Typer) -> None:
         output: OutputOpt = Output.table,
     ) -> None:
         """Create or update everything in FILE, all or nothing; running it twice changes nothing."""
-        from dpsctl.core.transfer import import_document, parse_document
+        from dpsctl.core.transfer import MAX_DOCUMENT_BYTES, import_document, parse_document
 
-        doc = parse_document(read_file(file, "import file"), file)
+        doc = parse_document(read_file(file, "import file", limit=MAX_DOCUMENT_BYTES), file)
         with session(write=True) as tx:  # a dry run plans with real writes, then discards them
             plan = import_document(tx, doc, now(), dry_run=dry_run).to_dict()
         rows = [
