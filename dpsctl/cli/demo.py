@@ -94,11 +94,18 @@ def register(app: typer.Typer) -> None:
         doc_file = directory / "demo-enrollments.yaml"
         doc_file.write_text(document)
         _dpsctl(["import", str(doc_file)])
-        key = _dpsctl(["enrollment-group", "compute-device-key", "demo-sensors", "--registration-id", "sensor-001"], capture=True).strip()
-        _dpsctl(["provision", "--registration-id", "sensor-001", "--symmetric-key", key])
+        for n in range(1, 4):
+            # Three sensors, so that the weighted hash (eastus has weight 2) visibly spreads them.
+            sensor = f"sensor-{n:03d}"
+            key = _dpsctl(["enrollment-group", "compute-device-key", "demo-sensors", "--registration-id", sensor], capture=True).strip()
+            _dpsctl(["provision", "--registration-id", sensor, "--symmetric-key", key])
         _dpsctl(["provision", "--cert", str(camera), "--key", str(directory / "camera-001.key.pem"), "--region", "northeurope"])
         _dpsctl(["provision", "--tpm", str(tpm_file)])
         _dpsctl(["registration", "list"])
         _dpsctl(["device", "list"])
         _dpsctl(["stats"])
-        info(f"\nthe store is {STATE.db}; the demo's test credentials are in {d}/. Try: dpsctl provision --registration-id sensor-001 --symmetric-key {key[:6]}... --explain")
+        info(
+            f"\nthe store is {STATE.db}; the demo's test credentials are in {d}/. Next, try:\n"
+            "  dpsctl provision --registration-id sensor-001 --explain \\\n"
+            '    --symmetric-key "$(dpsctl enrollment-group compute-device-key demo-sensors --registration-id sensor-001)"'
+        )
