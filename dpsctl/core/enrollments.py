@@ -236,7 +236,9 @@ def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> A
     """Validate the allocation settings against the linked hubs; returns the entry with hub names normalised."""
     from dpsctl.core.hubs import resolve_hubs
 
-    entry = replace(entry, iot_hubs=resolve_hubs(tx, entry.iot_hubs))
+    hubs = resolve_hubs(tx, entry.iot_hubs)
+    if hubs != entry.iot_hubs:  # dataclasses.replace is costly; an import of a million entries notices
+        entry = replace(entry, iot_hubs=hubs)
     policy = entry.allocation_policy or service_policy
     noun = f"{NOUN[entry.is_group]} {entry.id!r}"
     if policy == "static" and len(entry.iot_hubs) != 1:

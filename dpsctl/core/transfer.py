@@ -122,6 +122,8 @@ def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
     if att.type == "symmetricKey":
         from dpsctl.core.keys import generate_key
 
+        if att.primary_key and att.secondary_key:
+            return entry
         return replace(entry, attestation=replace(att, primary_key=att.primary_key or generate_key(), secondary_key=att.secondary_key or generate_key()))
     if att.type == "tpm":
         from dpsctl.core.tpm import validate_endorsement_key
@@ -141,7 +143,7 @@ def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
 def _keep_existing_keys(new: AnyEnrollment, old_doc: dict[str, Any] | None, given: dict[str, Any]) -> AnyEnrollment:
     """A key the file leaves out keeps its stored value (an export without --show-keys has none to give)."""
     keys = given.get("attestation", {}).get("symmetricKey") or {}
-    if old_doc is None or new.attestation.type != "symmetricKey":
+    if old_doc is None or new.attestation.type != "symmetricKey" or (keys.get("primaryKey") and keys.get("secondaryKey")):
         return new
     old = Attestation.from_dict(old_doc["attestation"], group=new.is_group)
     if old.type != "symmetricKey":
