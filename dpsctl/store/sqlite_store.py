@@ -127,7 +127,6 @@ class SqliteStore(Store):
         return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
 
     def _connect(self, writable: bool) -> sqlite3.Connection:
-        created = False
         if not self.path.exists():
             if not writable:
                 # Like the TinyDB file: reading a store that does not exist yet sees an empty one, and creates nothing.
@@ -137,15 +136,9 @@ class SqliteStore(Store):
                 return conn
             if not self.path.parent.is_dir():
                 raise StoreError(f"folder {self.path.parent} of store {self.path} does not exist")
-            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            created = True
+            self._create()
         try:
             conn = sqlite3.connect(self.path, timeout=lock_timeout(), isolation_level=None, check_same_thread=False)
-            if created:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(SCHEMA)
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))])
             self._check(conn)
             conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, never corrupt
             return conn
@@ -159,11 +152,56 @@ class SqliteStore(Store):
                 hint="point --db / DPSCTL_DB at another file, or restore it from a backup",
             ) from None
 
+    def _create(self) -> None:
+        """Make a new store beside its path and link it into place whole.
+
+        Creating it in place (empty file, then schema, then marker) let a parallel first command open the
+        half-made file and call it "not a dpsctl store", or lose the O_EXCL race with FileExistsError, and a
+        process killed in between left a file that no later command could open. Built aside, the path only
+        ever holds a complete store; when another process links first, theirs is kept and used.
+        """
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        parts = [tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm"), tmp.with_name(tmp.name + "-journal")]
+        for part in parts:  # left by a killed process that had our pid
+            part.unlink(missing_ok=True)
+        try:
+            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))])
+            finally:
+                conn.close()  # the last connection: checkpoints into the main file and removes the -wal
+            try:
+                os.link(tmp, self.path)  # never replaces: a store another process made meanwhile wins
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links: rename, unless someone was first
+                if not self.path.exists():
+                    os.rename(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path} cannot be created: {exc}") from None
+        finally:
+            for part in parts:
+                part.unlink(missing_ok=True)
+
     def _check(self, conn: sqlite3.Connection) -> None:
         """Refuse a SQLite file of another program, or of a newer dpsctl, without changing it."""
         try:
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
+            # Only a missing table means "not ours". "database is locked" (another process recovering or
+            # checkpointing the WAL, and the lock wait ran out) is raised on, to become StoreBusy (exit 8),
+            # instead of calling a good store foreign (exit 1).
+            if "no such table" not in str(exc):
+                raise
             meta = {}
         if meta.get("app") != APP_MARKER:
             raise StoreError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from pathlib import Path
@@ -148,6 +149,16 @@ def write_atomically(path: Path, payload: bytes) -> None:
         os.close(dir_fd)
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files of writers killed before their rename (call with the lock held).
+
+    Every writer holds the lock while its temporary file exists, so with the lock ours any such file is
+    left over from a dead process: a full copy of the store (keys included) that nothing would ever remove.
+    """
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 class _TinyTransaction(Transaction):
     def __init__(self, db: TinyDB, writable: bool, lock: FileLock | None, raw: bytes | None) -> None:
         super().__init__(writable)
@@ -177,6 +188,7 @@ class TinyDBStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.location = str(path)
+        self._swept = False
 
     def exists(self) -> bool:
         """True when the store file exists."""
@@ -194,6 +206,9 @@ class TinyDBStore(Store):
             lock = FileLock(self.path)
             lock.acquire()
         try:
+            if lock and not self._swept:  # once per command, not once per chunk of a batch
+                _remove_stale_temporaries(self.path)
+                self._swept = True
             loaded = _read(self.path)
             data, raw = loaded if loaded else ({META_TABLE: {"1": {"app": APP_MARKER, "schemaVersion": SCHEMA_VERSION}}}, None)
             return _TinyTransaction(TinyDB(storage=_SnapshotStorage, data=data), writable, lock, raw)
