@@ -38,6 +38,12 @@ def session(*, write: bool = False) -> Iterator[object]:
     store = open_store(STATE.db)
     # A store that does not exist yet is created by the first command that needs it, so that command writes.
     with store.transaction(write=write or not store.exists()) as tx:
+        if write:
+            from dpsctl.core.service import load_service
+
+            # A writing command creates the service settings with the store: a store begun by `hub add` would
+            # otherwise have none, and `service show`, `export` or `keys sas` would then fail on it (exit 1).
+            load_service(tx, now())
         yield tx
 
 
@@ -73,6 +79,7 @@ def json_arg(value: str, what: str) -> object:
     import json
 
     from dpsctl.core.errors import InvalidInput
+    from dpsctl.core.jsondepth import check_depth
 
     text = value
     if value.startswith("@"):
@@ -80,13 +87,13 @@ def json_arg(value: str, what: str) -> object:
     elif not value.lstrip().startswith(("{", "[", '"')) and os.path.exists(value):
         text = read_file(value, what).decode("utf-8", "replace")
     try:
-        return json.loads(text)
+        return check_depth(json.loads(text), what)
+    except RecursionError:  # json.loads recurses once per level of [ or {
+        raise InvalidInput(f"{what} nests objects or arrays too deeply") from None
     except ValueError as exc:
         if value.endswith((".yaml", ".yml")):
-            import yaml
+            from dpsctl.core.transfer import _load_yaml
 
-            try:
-                return yaml.safe_load(text)
-            except yaml.YAMLError:
-                pass
+            # The import loader: safe (no Python tags) and refusing anchors/aliases, whose expansion is exponential.
+            return check_depth(_load_yaml(text, what), what)
         raise InvalidInput(f"{what} is not valid JSON: {exc}", hint="give inline JSON, @FILE, or a file path") from None

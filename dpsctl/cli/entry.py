@@ -33,6 +33,10 @@ def options(*, hub, allocation_policy, webhook_url, allocation_command, api_vers
     """Build core EnrollmentOptions from parsed CLI values."""
     from dpsctl.core.enrollments import EnrollmentOptions
 
+    if allocation_command:
+        from dpsctl.core.models import validate_allocation_command
+
+        validate_allocation_command(allocation_command, "--allocation-command")
     twin = json_arg(initial_twin, "initial twin") if initial_twin is not None else None
     if twin is not None and not isinstance(twin, dict):
         from dpsctl.core.errors import InvalidInput

@@ -75,6 +75,8 @@ def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[Any]:
             )
             payload = json.loads(f["payload"]) if "payload" in f else None
             yield RegistrationRequest(credential, f.get("registrationId"), payload, f.get("region") or region)
+        except RecursionError:  # json.loads of a payload nested thousands of levels deep
+            yield InvalidInput(f"{path} line {line.number}: payload nests objects or arrays too deeply")
         except (DpsError, ValueError) as exc:
             message = getattr(exc, "message", None) or f"payload is not JSON ({exc})"
             yield InvalidInput(f"{path} line {line.number}: {message}")

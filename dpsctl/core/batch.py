@@ -76,8 +76,12 @@ def read_batch_file(text: str, source: str) -> list[BatchLine]:
                 continue
             try:
                 doc = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise InvalidInput(f"{source} line {number} is not valid JSON: {exc.msg}") from None
+            except ValueError:  # not a JSONDecodeError (no .msg): an integer beyond Python's 4300-digit limit
+                raise InvalidInput(f"{source} line {number} holds a number with more digits than dpsctl reads") from None
+            except RecursionError:  # the parser recurses once per level of [ or {
+                raise InvalidInput(f"{source} line {number} nests objects or arrays too deeply") from None
             if not isinstance(doc, dict):
                 raise InvalidInput(f"{source} line {number} must be a JSON object")
             lines.append(BatchLine(number, _check_columns(doc, source, number)))
@@ -85,11 +89,14 @@ def read_batch_file(text: str, source: str) -> list[BatchLine]:
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
         raise InvalidInput(f"{source} is empty", hint=f"CSV needs a header with some of: {', '.join(BATCH_COLUMNS)}")
-    for row in reader:
-        number = reader.line_num
-        if None in row:
-            raise InvalidInput(f"{source} line {number} has more fields than the header")
-        lines.append(BatchLine(number, _check_columns({k: v for k, v in row.items() if v not in (None, "")}, source, number)))
+    try:
+        for row in reader:
+            number = reader.line_num
+            if None in row:
+                raise InvalidInput(f"{source} line {number} has more fields than the header")
+            lines.append(BatchLine(number, _check_columns({k: v for k, v in row.items() if v not in (None, "")}, source, number)))
+    except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit: the file's fault, not a bug
+        raise InvalidInput(f"{source} line {reader.line_num + 1} is not valid CSV: {exc}") from None
     return lines
 
 

@@ -10,6 +10,7 @@ import shlex
 import socket
 import ssl
 import subprocess
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dpsctl.core.errors import AllocationFailed, InvalidInput
+from dpsctl.core.jsondepth import check_depth
 
 # Far above any sane answer (DPS messages are capped at 96 KB) yet small enough that a runaway
 # webhook or command cannot make us parse an unbounded document.
@@ -62,6 +64,8 @@ def build_allocation_request(
 def parse_allocation_response(body: bytes | str, linked_hubs: list[str], *, source: str) -> AllocationResponse:
     """Check an AllocationResponse body against the linked hubs; `source` names the allocator in errors."""
     document = _decode_json_object(body, source)
+    # The payload and twin are stored and printed: one nested too deep would fail there with RecursionError.
+    check_depth(document, f"the answer of {source}", AllocationFailed)
     hub = _linked_hub(document, linked_hubs, source)
     return AllocationResponse(
         iot_hub_host_name=hub,
@@ -221,25 +225,91 @@ def _json_kind(value: object) -> str:
 
 
 def _post(http_request: urllib.request.Request, source: str, timeout: float) -> bytes:
+    # `timeout` bounds the whole call, not each socket read: a server that drips one byte at a time would
+    # otherwise keep a provisioning run (and the store lock) waiting for ever. A watchdog shuts the socket
+    # down at the deadline, which wakes any blocked read.
+    connections: list[http.client.HTTPConnection] = []
+    fired = threading.Event()
+    watchdog = threading.Timer(timeout, _shut_down, args=(connections, fired))
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        with urllib.request.urlopen(http_request, timeout=timeout) as response:
+        with _opener(connections).open(http_request, timeout=timeout) as response:
             body: bytes = response.read(MAX_RESPONSE_BYTES + 1)
     except urllib.error.HTTPError as error:
         error.close()
+        if fired.is_set():
+            raise AllocationFailed(f"{source} did not answer within {timeout:g} s") from None
         raise _http_status_error(error.code, error.reason, source) from None
     except urllib.error.URLError as error:
-        raise _connection_error(error.reason, source, timeout) from None
+        reason = TimeoutError() if fired.is_set() else error.reason
+        raise _connection_error(reason, source, timeout) from None
     except TimeoutError:
         raise AllocationFailed(f"{source} did not answer within {timeout:g} s") from None
     except (OSError, http.client.HTTPException) as error:
-        raise _connection_error(error, source, timeout) from None
+        reason = TimeoutError() if fired.is_set() else error
+        raise _connection_error(reason, source, timeout) from None
+    finally:
+        watchdog.cancel()
+    if fired.is_set():
+        # The deadline passed while the body was being read: what arrived may be cut short.
+        raise AllocationFailed(f"{source} did not answer within {timeout:g} s")
     return body
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: it could lead to another scheme (file:, ftp:) or host, or turn the POST into a GET.
+
+    Declining every 3xx here (urllib's own handler follows http, https and ftp, and turns a POST into a GET)
+    makes urllib report the answer as an HTTPError, which becomes an allocation failure.
+    """
+
+    def _decline(self, req, fp, code, msg, headers):  # noqa: ANN001, ANN202 - urllib's signature
+        return None
+
+    http_error_301 = http_error_302 = http_error_303 = http_error_307 = http_error_308 = _decline
+
+
+def _opener(connections: list[http.client.HTTPConnection]) -> urllib.request.OpenerDirector:
+    """An opener that records its connections (for the watchdog) and follows no redirect."""
+
+    def track(cls: type[http.client.HTTPConnection]):  # noqa: ANN202
+        def make(*args: object, **kwargs: object) -> http.client.HTTPConnection:
+            connection = cls(*args, **kwargs)  # type: ignore[arg-type]
+            connections.append(connection)
+            return connection
+
+        return make
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req):  # noqa: ANN001, ANN201
+            return self.do_open(track(http.client.HTTPConnection), req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req):  # noqa: ANN001, ANN201
+            return self.do_open(track(http.client.HTTPSConnection), req, context=self._context)
+
+    return urllib.request.build_opener(_NoRedirects, Http, Https)
+
+
+def _shut_down(connections: list[http.client.HTTPConnection], fired: threading.Event) -> None:
+    """The watchdog's action: end every connection's I/O now."""
+    fired.set()
+    for connection in connections:
+        sock = connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def _http_status_error(status: int, reason: object, source: str) -> AllocationFailed:
     hint = None
     if status in (401, 403):
         hint = "an Azure Function needs its function key in the webhook URL (?code=...)"
+    if 300 <= status < 400:
+        hint = "dpsctl follows no redirect (not even http -> https): set the webhook URL to the address that answers"
     reason_text = f" {reason}" if isinstance(reason, str) and reason else ""
     return AllocationFailed(f"{source} answered HTTP {status}{reason_text}", hint=hint)
 
@@ -272,20 +342,63 @@ def _command_argv(command: str) -> list[str]:
 
 
 def _run(argv: list[str], stdin: bytes, source: str, timeout: float) -> bytes:
+    # Not subprocess.run(capture_output=True): it buffers all output, and a command printing garbage without
+    # end would fill memory (gigabytes within the timeout) before the size check. Here stdout is read up to
+    # MAX_RESPONSE_BYTES + 1 and the command is killed beyond that; stderr keeps only its first bytes.
     try:
-        # subprocess.run kills the child when the timeout expires.
-        finished = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise AllocationFailed(f"{source} did not answer within {timeout:g} s; it was stopped") from None
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:
         raise AllocationFailed(f"{source} was not found", hint="give the full path or check PATH") from None
     except PermissionError:
         raise AllocationFailed(f"{source} is not executable") from None
     except OSError as error:
         raise AllocationFailed(f"{source} could not be started ({error.strerror or type(error).__name__})") from None
-    if finished.returncode != 0:
-        raise AllocationFailed(f"{source} exited with status {finished.returncode}{_stderr_excerpt(finished.stderr)}")
-    return finished.stdout
+    stdout, stderr = bytearray(), bytearray()
+    too_long = threading.Event()
+    workers = [
+        threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True),
+        threading.Thread(target=_collect, args=(process.stdout, stdout, MAX_RESPONSE_BYTES + 1, process, too_long), daemon=True),
+        threading.Thread(target=_collect, args=(process.stderr, stderr, 4096, None, None), daemon=True),
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        returncode = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AllocationFailed(f"{source} did not answer within {timeout:g} s; it was stopped") from None
+    finally:
+        for worker in workers:
+            # A grandchild that keeps the pipes open must not hold us beyond the deadline.
+            worker.join(timeout=1.0)
+    if too_long.is_set():
+        raise AllocationFailed(f"{source} answered with more than {MAX_RESPONSE_BYTES} bytes; it was stopped")
+    if returncode != 0:
+        raise AllocationFailed(f"{source} exited with status {returncode}{_stderr_excerpt(bytes(stderr))}")
+    return bytes(stdout)
+
+
+def _feed(pipe, data: bytes) -> None:  # noqa: ANN001 - a binary pipe
+    """Write the request to the command's stdin; a command that does not read it is not an error."""
+    try:
+        pipe.write(data)
+        pipe.close()
+    except OSError:  # BrokenPipeError: the command exited or closed stdin without reading
+        pass
+
+
+def _collect(pipe, into: bytearray, limit: int, process, too_long) -> None:  # noqa: ANN001
+    """Read a pipe to its end, keeping at most `limit` bytes; with a process, kill it once the limit is passed."""
+    with pipe:
+        while chunk := pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536):
+            room = limit - len(into)
+            if room > 0:
+                into += chunk[:room]
+            if process is not None and len(into) >= limit:
+                too_long.set()
+                process.kill()
+                return
 
 
 def _stderr_excerpt(stderr: bytes) -> str:

@@ -105,7 +105,10 @@ class ReprovisionPolicy:
 
 def validate_initial_twin(doc: Any, where: str = "initialTwin") -> Json:
     """Check an initial twin `{"tags": {...}, "properties": {"desired": {...}}}` and return a clean copy."""
+    from dpsctl.core.jsondepth import check_depth
+
     _expect(doc, dict, where)
+    check_depth(doc, where)  # before json.dumps and deepcopy below, which recurse once per level
     _check_keys(doc, {"tags", "properties"}, where)
     twin: Json = {}
     if doc.get("tags") is not None:
@@ -147,9 +150,22 @@ class CustomAllocation:
         if url is not None:
             validate_webhook_url(_expect(url, str, f"{where}.webhookUrl"), f"{where}.webhookUrl")
         if command is not None:
-            _expect(command, str, f"{where}.allocationCommand")
+            validate_allocation_command(_expect(command, str, f"{where}.allocationCommand"), f"{where}.allocationCommand")
         api = _expect(doc.get("apiVersion") or DEFAULT_CUSTOM_API_VERSION, str, f"{where}.apiVersion")
         return cls(url or None, api, command or None)
+
+
+def validate_allocation_command(command: str, where: str = "allocation command") -> str:
+    """An allocation command must split into a program and its arguments (it runs without a shell)."""
+    import shlex
+
+    if command:  # empty means "none", as for the webhook URL
+        try:
+            shlex.split(command)
+        except ValueError as error:
+            # Refused when stored, not at the first device's registration.
+            raise InvalidInput(f"{where} cannot be parsed: {error}", hint="quote it as for a POSIX shell; it is split, never run by a shell") from None
+    return command
 
 
 def validate_webhook_url(url: str, where: str = "webhook URL") -> str:

@@ -65,8 +65,12 @@ def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
     if stripped.startswith("{") or stripped.startswith("["):
         try:
             doc = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise InvalidInput(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        except ValueError:  # not a JSONDecodeError (no .msg): an integer beyond Python's 4300-digit limit
+            raise InvalidInput(f"{source} is not valid JSON: it holds a number with more digits than dpsctl reads") from None
+        except RecursionError:  # the parser recurses once per level of [ or {
+            raise InvalidInput(f"{source} nests objects or arrays too deeply to be an import document") from None
     else:
         doc = _load_yaml(text, source)
     if doc is None:
@@ -87,6 +91,8 @@ def _load_yaml(text: str, source: str) -> Any:
             # Aliases are how "billion laughs" documents expand; enrollment files never need them.
             raise InvalidInput(f"{source} uses YAML anchors/aliases, which dpsctl does not accept", hint="write the values out in full")
         return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except RecursionError:  # composing and the alias check recurse once per level
+        raise InvalidInput(f"{source} nests YAML collections too deeply to be an import document") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -219,8 +225,10 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
             entry = _recheck_certificates(_keep_existing_keys(entry, old, raw))
             entry = check_entry(tx, entry, new_service.allocation_policy)
         except DpsError as exc:
-            exc.message = f"{name} {entry.id!r}: {exc.message}"
-            exc.args = (exc.message,)
+            where = f"{name} {entry.id!r}"
+            if not exc.message.startswith(where):  # certificate errors name the record already
+                exc.message = f"{where}: {exc.message}"
+                exc.args = (exc.message,)
             raise
         if entry.is_group:
             group_types[entry.attestation.type] = group_types.get(entry.attestation.type, 0) + 1

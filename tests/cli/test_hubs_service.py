@@ -17,6 +17,16 @@ def test_first_command_creates_the_store_with_a_dps_style_id_scope(dps):
     assert dps.json("service", "show")["properties"]["idScope"] == props["idScope"]
 
 
+def test_a_store_begun_by_a_write_has_service_settings(dps):
+    # A store whose first command was `hub add` used to have no service record: `service show`, `export` and
+    # `keys sas` then failed with exit 1 ("the store has no service settings yet").
+    dps.ok("hub", "add", "hub-a")
+    scope = dps.json("service", "show")["properties"]["idScope"]
+    assert re.fullmatch(r"0ne[0-9A-F]{8}", scope)
+    assert dps.json("export")["service"]["idScope"] == scope
+    assert f"sr={scope}%2Fregistrations%2Fdev-01" in dps.ok("keys", "sas", "--registration-id", "dev-01", "--key", "AAAAAAAAAAAAAAAAAAAAAA==").stdout
+
+
 def test_init_sets_scope_and_policy_and_refuses_to_overwrite(dps):
     created = dps.json("init", "--id-scope", "0ne00ABCDEF", "--allocation-policy", "geoLatency")
     assert created["properties"]["idScope"] == "0ne00ABCDEF"
