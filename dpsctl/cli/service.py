@@ -51,6 +51,22 @@ def update(
         _show(tx, output)
 
 
+@app.command("connection-string")
+def connection_string(
+    host: Annotated[str, typer.Option("--host", help="Host name the client connects to (the server certificate names localhost and 127.0.0.1).")] = "localhost",
+    port: Annotated[int, typer.Option("--port", help="Port of `dpsctl serve`; 443 leaves it out of HostName.", min=1, max=65535)] = 8443,
+) -> None:
+    """Print the service connection string (owner policy) that `dpsctl serve` accepts on its service API."""
+    from dpsctl.core.service import connection_string as build, ensure_service_key, load_service
+
+    with session() as tx:
+        settings = load_service(tx, now())
+    if not settings.service_key:  # a store made before service keys existed gets one now
+        with session(write=True) as tx:
+            settings = ensure_service_key(tx, now())
+    print(build(settings, host if port == 443 else f"{host}:{port}"))
+
+
 def register_init(root: typer.Typer) -> None:
     """Add `dpsctl init` to the root app."""
 

@@ -37,11 +37,17 @@ class X509Credential:
 
 @dataclass(frozen=True)
 class TpmCredential:
-    """A TPM's public keys and its answer to DPS's challenge (authentication key blob -> SAS token)."""
+    """A TPM's public keys and its answer to DPS's challenge (authentication key blob -> SAS token).
+
+    `challenge_key` is set when the challenge was issued by an earlier request (over HTTP the 401 carrying
+    `authenticationKey` and the signed retry are two requests): the engine then checks the answer against
+    that key instead of issuing a new challenge, and `answer` is called with an empty blob.
+    """
 
     endorsement_key: str
     storage_root_key: str | None
     answer: Callable[[str], str]
+    challenge_key: bytes | None = field(default=None, repr=False)
 
 
 Credential = Union[SasCredential, X509Credential, TpmCredential]
@@ -196,8 +202,12 @@ def run_tpm_challenge(credential: TpmCredential, endorsement_key: str, id_scope:
         trace.fail("the device's endorsement key is not the one in its enrollment")
         return False
     trace.ok("the device's endorsement key matches the enrollment")
-    nonce_key, blob = issue_challenge(endorsement_key)
-    trace.note("challenge: a fresh 32-byte key, RSA-OAEP-encrypted to the endorsement key, sent as authenticationKey")
+    if credential.challenge_key is not None:
+        nonce_key, blob = credential.challenge_key, ""
+        trace.note("challenge: issued by an earlier request (a 401 carrying authenticationKey); this request brings the answer")
+    else:
+        nonce_key, blob = issue_challenge(endorsement_key)
+        trace.note("challenge: a fresh 32-byte key, RSA-OAEP-encrypted to the endorsement key, sent as authenticationKey")
     try:
         token_text = credential.answer(blob)
         token = parse_sas_token(token_text)

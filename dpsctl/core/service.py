@@ -82,6 +82,30 @@ def count_operations(tx: Transaction, now: datetime, added: int = 1) -> None:
         save_service(tx, load_service(tx, now).with_operations(added))
 
 
+SERVICE_POLICY = "provisioningserviceowner"
+
+
+def ensure_service_key(tx: Transaction, now: datetime) -> ServiceSettings:
+    """The settings with a service key, creating the key (in a writable transaction) for a store that lacks one."""
+    from dataclasses import replace
+
+    from dpsctl.core.keys import generate_key
+
+    settings = load_service(tx, now)
+    if settings.service_key:
+        return settings
+    if not tx.writable:
+        raise StoreError("the store has no service key yet", hint="run `dpsctl service connection-string` once to create it")
+    settings = replace(settings, service_key=generate_key(32))
+    save_service(tx, settings)
+    return settings
+
+
+def connection_string(settings: ServiceSettings, host_name: str) -> str:
+    """The service connection string of the owner policy, as `dpsctl serve` checks its SAS tokens."""
+    return f"HostName={host_name};SharedAccessKeyName={SERVICE_POLICY};SharedAccessKey={settings.service_key}"
+
+
 def service_view(settings: ServiceSettings, hubs: list[dict]) -> dict:
     """The ARM `ProvisioningServiceDescription`-like view shown by `service show`."""
     return {

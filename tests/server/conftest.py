@@ -1,0 +1,177 @@
+"""`dpsctl serve` in-process on a free port, over the same store file as the `dps` CLI runner, and an HTTPS client."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import queue
+import re
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dpsctl.core.sas import build_sas_token, device_resource_uri
+from dpsctl.server.api import Emulator, Options
+from dpsctl.server.httpd import RequestLog, Running, start
+from dpsctl.server.tls import TlsFiles, dev_tls
+
+ID_SCOPE = "0ne00000A0A"
+SERVICE_API = "2021-10-01"
+DEVICE_API = "2019-03-31"
+
+
+@dataclass
+class Reply:
+    """One HTTP answer: status, headers (lower-case names) and the parsed JSON body."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.body!r})"
+
+
+class Client:
+    """An HTTPS client trusting the development CA, optionally presenting a client certificate."""
+
+    def __init__(self, port: int, ca: Path, cert: str | None = None, key: str | None = None, host: str = "localhost") -> None:
+        self.port = port
+        self.host = host
+        self.context = ssl.create_default_context(cafile=str(ca))
+        if cert:
+            self.context.load_cert_chain(cert, key)
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, *, api: str | None = SERVICE_API) -> Reply:
+        if api and "api-version=" not in path:
+            path += ("&" if "?" in path else "?") + f"api-version={api}"
+        data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=30)
+        try:
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+            response = conn.getresponse()
+            raw = response.read()
+            reply_headers = {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            conn.close()
+        if raw:
+            assert reply_headers.get("content-type", "").startswith("application/json"), reply_headers
+        return Reply(response.status, reply_headers, json.loads(raw) if raw else None)
+
+
+@dataclass
+class Served:
+    """A running emulator and what tests need to talk to it."""
+
+    running: Running
+    tls: TlsFiles
+    log: io.StringIO
+    service_key: str
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    def client(self, cert: str | None = None, key: str | None = None) -> Client:
+        return Client(self.port, self.tls.ca, cert, key)  # type: ignore[arg-type]
+
+    def service(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, *, token: str | None = None) -> Reply:
+        """A service API call signed like the Node service client (raw host as `sr`, the owner policy)."""
+        auth = token or build_sas_token("localhost", self.service_key, int(time.time()) + 3600, key_name="provisioningserviceowner", encode_sr=False)
+        return self.client().call(method, path, body, {"Authorization": auth, **(headers or {})})
+
+    def register(self, registration_id: str, key: str | None = None, *, payload: Any = None, client: Client | None = None, scope: str = ID_SCOPE, encode_sr: bool = False, headers: dict[str, str] | None = None) -> Reply:
+        """PUT .../register as the Node HTTP transport sends it (a SAS token when a key is given)."""
+        body: dict[str, Any] = {"registrationId": registration_id}
+        if payload is not None:
+            body["payload"] = payload
+        all_headers = dict(headers or {})
+        if key:
+            all_headers["Authorization"] = device_token(registration_id, key, encode_sr=encode_sr, scope=scope)
+        return (client or self.client()).call("PUT", f"/{scope}/registrations/{registration_id}/register", body, all_headers, api=DEVICE_API)
+
+    def poll(self, registration_id: str, operation_id: str, key: str | None = None, *, client: Client | None = None) -> Reply:
+        headers = {"Authorization": device_token(registration_id, key)} if key else {}
+        return (client or self.client()).call("GET", f"/{ID_SCOPE}/registrations/{registration_id}/operations/{operation_id}", "{}", headers, api=DEVICE_API)
+
+    def log_lines(self) -> list[str]:
+        return [line for line in self.log.getvalue().splitlines() if line]
+
+
+def device_token(registration_id: str, key: str, *, encode_sr: bool = False, scope: str = ID_SCOPE) -> str:
+    """A device SAS token: raw `sr` as Node signs it, or URL-encoded as the Python SDK does."""
+    return build_sas_token(device_resource_uri(scope, registration_id), key, int(time.time()) + 3600, encode_sr=encode_sr)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """The development CA and server certificate, made once for the session."""
+    return dev_tls(tmp_path_factory.mktemp("serve-tls"), "127.0.0.1")
+
+
+@pytest.fixture
+def serve(dps, tls_files):
+    """A factory: start the emulator over the `dps` store (initialised with ID_SCOPE and a hub) with options."""
+    started: list[Running] = []
+
+    def make(*, init: bool = True, hubs: tuple[str, ...] = ("hub-a",), **options: Any) -> Served:
+        if init:
+            dps.ok("init", "--id-scope", ID_SCOPE)
+            for hub in hubs:
+                dps.ok("hub", "add", hub)
+        from dpsctl.store import open_store
+
+        app = Emulator(open_store(dps.store), Options(**options))
+        settings = app.prepare()
+        log = io.StringIO()
+        running = start(app, host="127.0.0.1", port=0, cert=tls_files.cert, key=tls_files.key, ca=tls_files.ca, log=RequestLog(log))
+        started.append(running)
+        return Served(running, tls_files, log, settings.service_key)
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)")
+
+
+def start_serve(store: Path, *args: str) -> tuple[subprocess.Popen[str], int, str, Path]:
+    """`python -m dpsctl --db STORE serve --port 0 ...`: the process, its port, the banner, and its stderr file.
+
+    stderr goes to a file (serve.log beside the store), so a long run never blocks on a full pipe.
+    """
+    log = store.parent / "serve.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dpsctl", "--db", str(store), "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in iter(proc.stdout.readline, "")] and None, daemon=True).start()  # type: ignore[union-attr]
+    banner = ""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        banner += line
+        if line.startswith("Stop with"):
+            match = LISTENING.search(banner)
+            assert match, banner
+            return proc, int(match.group(1)), banner, log
+    proc.kill()
+    raise AssertionError(f"dpsctl serve did not start: {banner}{log.read_text()}")
