@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, ShowKeysOpt, now, session
+from dpsctl.cli.context import OutputOpt, now, session
 from dpsctl.cli.render import Output, emit
 
 app = typer.Typer(add_completion=False, help="Show and change the service settings (ID scope, default allocation policy, location).", no_args_is_help=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from dpsctl.cli.context import STATE, now
 from dpsctl.cli.render import Output, emit, print_bars, print_table
-from dpsctl.core.errors import Disabled, DpsError, ExitCode, InvalidInput
+from dpsctl.core.errors import DpsError, ExitCode, InvalidInput
 
 
 def _scope() -> str:

@@ -8,7 +8,7 @@ only for input errors of the caller (an invalid registration ID, an unknown regi
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Union
 
@@ -16,7 +16,8 @@ from dpsctl.core import attestation as att
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, Trace, X509Credential
 from dpsctl.core.clock import format_timestamp, new_operation_id, new_registration_etag
 from dpsctl.core.errors import AllocationFailed, Disabled, DpsError, InvalidInput, Unauthorized
-from dpsctl.core.ids import MAX_X509_REGISTRATION_ID, validate_registration_id
+from dpsctl.core.ids import validate_registration_id
+from dpsctl.core.matching import Match, Refused, match_and_attest
 from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment, LinkedHub, ServiceSettings
 from dpsctl.core.service import load_service, save_service
 from dpsctl.store import Transaction
@@ -57,26 +58,6 @@ class ProvisionResult:
         return self.status == "assigned"
 
 
-@dataclass
-class _Match:
-    """The enrollment entry a device matched and what its credential told us."""
-
-    entry: Entry
-    hub_auth: Json = field(default_factory=dict)  # hub device authentication
-    device_key: str | None = None  # the symmetric key the device will use on its hub
-    attestation_state: Json = field(default_factory=dict)  # registrationState sub-object
-    runtime_attestation: Json = field(default_factory=dict)  # deviceRuntimeContext sub-object for webhooks
-
-
-class _Refused(Exception):
-    """Internal: the device is refused; carries the outcome."""
-
-    def __init__(self, error: DpsError, entry: Entry | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.entry = entry
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -98,18 +79,18 @@ def provision(tx: Transaction, request: RegistrationRequest, now: datetime, *, w
         normalize_region(request.region)
     trace.note(f"device {reg_id!r} registers with {att.credential_type(request.credential)} attestation in ID scope {service.id_scope}")
     previous = tx.get("registrations", reg_id)
-    match: _Match | None = None
+    match: Match | None = None
     try:
-        match = _match_and_attest(tx, service, reg_id, request.credential, now, trace)
+        match = match_and_attest(tx, service, reg_id, request.credential, now, trace)
         if not match.entry.enabled:
             noun = "enrollment group" if match.entry.is_group else "individual enrollment"
             trace.fail(f"{noun} {match.entry.id!r} is disabled")
-            raise _Refused(Disabled(f"{noun} {match.entry.id!r} is disabled", hint="enable it with --enabled, or the device stays blocked"), match.entry)
+            raise Refused(Disabled(f"{noun} {match.entry.id!r} is disabled", hint="enable it with --enabled, or the device stays blocked"), match.entry)
         hub, twin_override, payload = _allocate(tx, service, reg_id, match, previous, request, trace, webhook_timeout)
         state = _assign(tx, reg_id, match, previous, hub, twin_override, payload, now, trace)
         status = "assigned"
         error: DpsError | None = None
-    except _Refused as refused:
+    except Refused as refused:
         error = refused.error
         status = {Unauthorized: "unauthorized", Disabled: "disabled"}.get(type(error), "failed")
         entry = refused.entry or (match.entry if match else None)
@@ -135,8 +116,8 @@ def diagnose(tx: Transaction, request: RegistrationRequest, now: datetime) -> Di
     trace = Trace()
     reg_id = _registration_id(request)
     try:
-        match = _match_and_attest(tx, service, reg_id, request.credential, now, trace)
-    except _Refused as refused:
+        match = match_and_attest(tx, service, reg_id, request.credential, now, trace)
+    except Refused as refused:
         return Diagnosis(reg_id, refused.entry, trace.steps, refused.error)
     if not match.entry.enabled:
         trace.fail(f"{'enrollment group' if match.entry.is_group else 'individual enrollment'} {match.entry.id!r} is disabled")
@@ -179,258 +160,6 @@ def _registration_id_from_token(token: str) -> str | None:
     return parts[2] if len(parts) == 3 and parts[1].lower() == "registrations" else None
 
 
-# --------------------------------------------------------------------------- matching and attestation
-
-
-def _match_and_attest(tx: Transaction, service: ServiceSettings, reg_id: str, cred: Credential, now: datetime, trace: Trace) -> _Match:
-    """Individual enrollment first (whatever its type), then groups; returns the match or raises _Refused."""
-    kind = att.credential_type(cred)
-    doc = tx.get("enrollments", reg_id)
-    if doc is not None:
-        entry = IndividualEnrollment.from_dict(doc)
-        trace.note(
-            f"individual enrollment {entry.id!r} found ({entry.attestation.type}, {entry.provisioning_status}); "
-            "it takes precedence over any group"
-        )
-        if entry.attestation.type == kind:
-            try:
-                return _attest_individual(entry, service, reg_id, cred, now, trace)
-            except _Refused:
-                # A disabled entry refuses with its own credential (provision() reports that after attestation), and
-                # with any other one: the docs block one device of a group by adding a disabled enrollment with
-                # generated keys, so the device's group-derived key never matches it and must not make this a 401.
-                if entry.enabled:
-                    raise
-        elif entry.enabled:
-            trace.fail(f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, but the device presented {kind}")
-            raise _Refused(_unauthorized(f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, not {kind}"))
-        trace.fail(f"individual enrollment {entry.id!r} is disabled: it blocks this registration ID whatever the credential")
-        raise _Refused(Disabled(f"individual enrollment {entry.id!r} is disabled and blocks this device"), entry)
-    trace.note(f"no individual enrollment for {reg_id!r}; trying enrollment groups")
-    if isinstance(cred, SasCredential):
-        return _match_symmetric_group(tx, service, reg_id, cred, now, trace)
-    if isinstance(cred, X509Credential):
-        return _match_x509_group(tx, reg_id, cred, now, trace)
-    trace.fail("TPM devices need an individual enrollment (DPS has no TPM enrollment groups)")
-    raise _Refused(_unauthorized(f"no individual enrollment for TPM device {reg_id!r}", hint=f"enroll it: dpsctl enrollment add {reg_id} --attestation tpm --endorsement-key ..."))
-
-
-def _unauthorized(message: str, hint: str | None = None) -> Unauthorized:
-    return Unauthorized(message, hint=hint)
-
-
-def _attest_individual(entry: IndividualEnrollment, service: ServiceSettings, reg_id: str, cred: Credential, now: datetime, trace: Trace) -> _Match:
-    a = entry.attestation
-    if isinstance(cred, SasCredential):
-        token = _token_for(cred, service, reg_id, now, trace)
-        label = att.match_key(token, [("primary", a.primary_key or ""), ("secondary", a.secondary_key or "")])
-        if label is None:
-            trace.fail(f"the SAS signature matches neither the primary nor the secondary key of enrollment {entry.id!r}")
-            raise _Refused(_unauthorized(f"the SAS token is not signed with a key of enrollment {entry.id!r}", hint="sign it with the enrollment's primary or secondary key (dpsctl enrollment show ID --show-keys)"))
-        trace.ok(f"the SAS signature matches the {label} key of enrollment {entry.id!r}")
-        key = a.primary_key if label == "primary" else a.secondary_key
-        return _Match(
-            entry,
-            hub_auth={"type": "sas", "symmetricKey": {"primaryKey": a.primary_key, "secondaryKey": a.secondary_key}},
-            device_key=key,
-            attestation_state={"symmetricKey": {}},
-            runtime_attestation={"symmetricKey": {}},
-        )
-    if isinstance(cred, X509Credential):
-        from dpsctl.core import x509
-
-        leaf = cred.chain[0]
-        _check_cn(leaf, reg_id, trace)
-        if not att.check_chain(cred, now, trace):
-            raise _Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
-        slot = next((s for s, ref in (("primary", a.primary_cert), ("secondary", a.secondary_cert)) if ref and _same_cert(ref.certificate, leaf)), None)
-        if slot is None:
-            trace.fail(f"the device certificate (SHA-1 {x509.sha1_thumbprint(leaf)}) is neither the primary nor the secondary certificate of enrollment {entry.id!r}")
-            raise _Refused(_unauthorized(f"the device certificate is not the one enrolled for {entry.id!r}", hint="compare thumbprints: dpsctl enrollment show ID"))
-        trace.ok(f"the device certificate is the {slot} certificate of enrollment {entry.id!r}")
-        info = x509.certificate_info(leaf)
-        return _Match(
-            entry,
-            hub_auth={"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": info["sha1Thumbprint"], "secondaryThumbprint": None}},
-            attestation_state={"x509": {"certificateInfo": info}},
-            runtime_attestation={"x509": {"clientCertificate": {"info": info}}},
-        )
-    assert isinstance(cred, TpmCredential)
-    if not att.run_tpm_challenge(cred, a.endorsement_key or "", service.id_scope, reg_id, now, trace):
-        raise _Refused(_unauthorized(_last_failure(trace)))
-    key = att.random_device_key()
-    secondary = att.random_device_key()
-    return _Match(
-        entry,
-        hub_auth={"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": secondary}},
-        device_key=key,
-        attestation_state={"tpm": {}},
-        runtime_attestation={"tpm": {"endorsementKey": a.endorsement_key, "storageRootKey": a.storage_root_key}},
-    )
-
-
-def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: datetime, trace: Trace) -> Any:
-    token = att.parse_token(cred, trace)
-    if token is None:
-        raise _Refused(_unauthorized(_last_failure(trace), hint="a device SAS token looks like: SharedAccessSignature sr=...&sig=...&se=...&skn=registration"))
-    if not att.check_token_scope(token, service.id_scope, reg_id, now, trace):
-        raise _Refused(_unauthorized(_last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key KEY"))
-    return token
-
-
-def _last_failure(trace: Trace) -> str:
-    return trace.last_failure()
-
-
-def _same_cert(pem: str, cert: Any) -> bool:
-    from dpsctl.core import x509
-
-    return x509.same_certificate(x509.load_certificates(pem, source="enrolled certificate")[0], cert)
-
-
-def _check_cn(leaf: Any, reg_id: str, trace: Trace) -> None:
-    from dpsctl.core import x509
-
-    cn = x509.common_name(leaf)
-    if cn is None or cn.lower() != reg_id.lower():
-        trace.fail(f"the device certificate's CN is {cn!r}, but the registration ID is {reg_id!r}")
-        raise _Refused(_unauthorized(f"the device certificate's CN {cn!r} is not the registration ID {reg_id!r}", hint="DPS takes the registration ID from the certificate CN; omit --registration-id or fix the CN"))
-    if len(reg_id) > MAX_X509_REGISTRATION_ID:
-        trace.fail(f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters")
-        raise _Refused(_unauthorized(f"X.509 registration ID {reg_id!r} is longer than {MAX_X509_REGISTRATION_ID} characters"))
-    trace.ok(f"the device certificate's CN is the registration ID {reg_id!r}")
-
-
-def _match_symmetric_group(tx: Transaction, service: ServiceSettings, reg_id: str, cred: SasCredential, now: datetime, trace: Trace) -> _Match:
-    from dpsctl.core.keys import derive_device_key
-
-    token = _token_for(cred, service, reg_id, now, trace)
-    groups = tx.memo("groups", "symmetricKey", lambda: [EnrollmentGroup.from_dict(d) for d in tx.find("groups", "attestation", "symmetricKey")])
-    for group in groups:
-        a = group.attestation
-        derived = [(label, derive_device_key(key, reg_id)) for label, key in (("primary", a.primary_key), ("secondary", a.secondary_key)) if key]
-        label = att.match_key(token, derived)
-        if label is not None:
-            trace.ok(f"the SAS signature matches the key derived from the {label} key of enrollment group {group.id!r}")
-            keys = dict(derived)
-            return _Match(
-                group,
-                hub_auth={"type": "sas", "symmetricKey": {"primaryKey": keys.get("primary"), "secondaryKey": keys.get("secondary")}},
-                device_key=keys[label],
-                attestation_state={"symmetricKey": {"enrollmentGroupId": group.id}},
-                runtime_attestation={"symmetricKey": {}},
-            )
-        if att.match_key(token, [("primary", a.primary_key or ""), ("secondary", a.secondary_key or "")]):
-            trace.fail(f"the token is signed with the group key of {group.id!r} itself, not with a key derived from it")
-            raise _Refused(
-                _unauthorized(
-                    f"the device signed with the group key of enrollment group {group.id!r} instead of its own derived key",
-                    # The most common DPS mistake: say exactly how to get the right key.
-                    hint=f"derive the device key: dpsctl enrollment-group compute-device-key {group.id} --registration-id {reg_id}",
-                )
-            ) from None
-    trace.fail(f"the SAS signature matches no key derived from the {len(groups)} symmetric-key group(s)")
-    raise _Refused(
-        _unauthorized(
-            f"no enrollment matches {reg_id!r}: there is no individual enrollment, and the token is not signed with a key derived from any symmetric-key group",
-            hint=f"a group device's key is: dpsctl enrollment-group compute-device-key GROUP --registration-id {reg_id}",
-        )
-    )
-
-
-def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple[str, Any]]]]:
-    """X.509 groups with their signing certificates (uploaded, or referenced CA certificates)."""
-    from dpsctl.core import x509
-
-    out = []
-    for doc in tx.find("groups", "attestation", "x509"):
-        group = EnrollmentGroup.from_dict(doc)
-        a = group.attestation
-        signers: list[tuple[str, Any]] = []
-        for slot, ref in (("primary", a.primary_cert), ("secondary", a.secondary_cert)):
-            if ref:
-                signers.append((f"{slot} signing certificate", x509.load_certificates(ref.certificate, source="signing certificate")[0]))
-        for slot, name in (("primary", a.primary_ca), ("secondary", a.secondary_ca)):
-            ca = tx.get("cas", name) if name else None
-            if ca is not None:
-                signers.append((f"{slot} CA reference {name!r}", (x509.load_certificates(ca["certificate"], source=f"CA {name}")[0], ca)))
-        out.append((group, signers))
-    return out
-
-
-def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: datetime, trace: Trace) -> _Match:
-    """Walk the chain leaf to root; the first group whose signer is in the chain (or issued its top) wins."""
-    from dpsctl.core import x509
-
-    leaf = cred.chain[0]
-    _check_cn(leaf, reg_id, trace)
-    if not att.check_chain(cred, now, trace):
-        raise _Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
-    # Parsed once per transaction (until groups or CAs change): a batch of devices reuses them.
-    candidates = tx.memo(("groups", "cas"), "x509-candidates", lambda: _group_candidates(tx))
-    found: tuple[EnrollmentGroup, str, Any, Any] | None = None
-    for position, cert in enumerate(cred.chain[1:], start=1):
-        for group, signers in candidates:
-            for label, signer in signers:
-                signer_cert = signer[0] if isinstance(signer, tuple) else signer
-                if x509.same_certificate(signer_cert, cert):
-                    found = (group, label, signer, cert)
-                    trace.ok(f"chain certificate {position} ({x509.subject_of(cert)!r}) is the {label} of enrollment group {group.id!r}")
-                    break
-            if found:
-                break
-        if found:
-            break
-    if found is None:
-        top = cred.chain[-1]
-        depth = sum(1 for c in cred.chain[1:] if x509.is_ca(c))
-        for group, signers in candidates:
-            for label, signer in signers:
-                signer_cert = signer[0] if isinstance(signer, tuple) else signer
-                if x509.subject_of(signer_cert) != x509.issuer_of(top):
-                    continue
-                trace.note(f"the chain's top certificate names issuer {x509.issuer_of(top)!r}, the {label} of enrollment group {group.id!r}")
-                if att.check_link_to_signer(top, signer_cert, depth, now, trace):
-                    found = (group, label, signer, signer_cert)
-                    break
-                raise _Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"), group)
-            if found:
-                break
-    if found is None:
-        trace.fail("no individual enrollment, and no X.509 enrollment group's signing certificate is in the chain or issued it")
-        raise _Refused(
-            _unauthorized(
-                f"no enrollment matches the certificate chain of {x509.common_name(leaf)!r} (issuer {x509.issuer_of(cred.chain[-1])!r})",
-                hint="enroll the device certificate, or add a group whose --signing-cert is the CA that issued it",
-            )
-        )
-    group, label, signer, signer_cert = found
-    if isinstance(signer, tuple):
-        _, ca = signer
-        if not ca.get("isVerified"):
-            trace.fail(f"CA certificate {ca['name']!r} referenced by group {group.id!r} is not verified (no proof of possession)")
-            raise _Refused(
-                _unauthorized(
-                    f"CA certificate {ca['name']!r} is not verified",
-                    hint=(
-                        f"CODE=$(dpsctl ca verification-code {ca['name']}); "
-                        f"dpsctl cert create-verification $CODE --ca CA.cert.pem --ca-key CA.key.pem; "
-                        f"dpsctl ca verify {ca['name']} --cert verification.cert.pem"
-                    ),
-                ),
-                group,
-            )
-        trace.ok(f"CA certificate {ca['name']!r} is verified")
-    info = x509.certificate_info(leaf)
-    signer_info = x509.certificate_info(signer_cert)
-    return _Match(
-        group,
-        hub_auth={"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": info["sha1Thumbprint"], "secondaryThumbprint": None}},
-        attestation_state={"x509": {"certificateInfo": info, "enrollmentGroupId": group.id, "signingCertificateInfo": signer_info}},
-        runtime_attestation={"x509": {"clientCertificate": {"info": info}}},
-    )
-
-
 # --------------------------------------------------------------------------- allocation
 
 
@@ -444,7 +173,7 @@ def _allocate(
     tx: Transaction,
     service: ServiceSettings,
     reg_id: str,
-    match: _Match,
+    match: Match,
     previous: Json | None,
     request: RegistrationRequest,
     trace: Trace,
@@ -494,7 +223,7 @@ def _allocate(
             trace.note("hashed: weighted rendezvous hash of the registration ID; weights: " + ", ".join(f"{h.name}={h.weight}" for h in candidates))
     except AllocationFailed as exc:
         trace.fail(f"allocation failed: {exc.message}")
-        raise _Refused(exc, entry) from None
+        raise Refused(exc, entry) from None
     trace.ok(f"assigned hub: {hub}")
     return hub, None, None
 
@@ -502,7 +231,7 @@ def _allocate(
 def _custom(
     entry: Entry,
     reg_id: str,
-    match: _Match,
+    match: Match,
     hubs: list[str],
     current: str | None,
     previous: Json | None,
@@ -516,7 +245,7 @@ def _custom(
     if not hubs:
         exc = AllocationFailed("no linked IoT hub is available for custom allocation")
         trace.fail(exc.message)
-        raise _Refused(exc, entry)
+        raise Refused(exc, entry)
     body = build_allocation_request(
         enrollment=entry.to_dict(show_keys=False),
         is_group=entry.is_group,
@@ -538,7 +267,7 @@ def _custom(
             raise AllocationFailed(f"entry {entry.id!r} uses custom allocation but has no webhook URL or allocation command")
     except AllocationFailed as exc:
         trace.fail(f"custom allocation failed: {exc.message}")
-        raise _Refused(exc, entry) from None
+        raise Refused(exc, entry) from None
     trace.ok(f"custom allocation chose {answer.iot_hub_host_name}" + (" and returned an initial twin" if answer.initial_twin else ""))
     return answer.iot_hub_host_name, answer.initial_twin, answer.payload
 
@@ -567,7 +296,7 @@ def decide_reprovision(*, previous_hub: str | None, initial_hub: str | None, new
 def _assign(
     tx: Transaction,
     reg_id: str,
-    match: _Match,
+    match: Match,
     previous: Json | None,
     hub: str,
     webhook_twin: Json | None,
@@ -649,7 +378,7 @@ def _assign(
     return state
 
 
-def _refusal_state(tx: Transaction, reg_id: str, previous: Json | None, status: str, error: DpsError, entry: Entry | None, match: _Match | None, now: datetime) -> Json:
+def _refusal_state(tx: Transaction, reg_id: str, previous: Json | None, status: str, error: DpsError, entry: Entry | None, match: Match | None, now: datetime) -> Json:
     """The registration record after a refusal; attempts that never reached an entry leave none (401)."""
     if status == "unauthorized" or entry is None:
         return {"registrationId": reg_id, "status": status}
@@ -680,7 +409,7 @@ def _refusal_state(tx: Transaction, reg_id: str, previous: Json | None, status: 
 # --------------------------------------------------------------------------- results and history
 
 
-def _result(reg_id: str, status: str, state: Json, trace: Trace, error: DpsError | None, match: _Match | None, now: datetime) -> ProvisionResult:
+def _result(reg_id: str, status: str, state: Json, trace: Trace, error: DpsError | None, match: Match | None, now: datetime) -> ProvisionResult:
     from dpsctl.core.registrations import public_registration
 
     if status == "unauthorized":
@@ -709,7 +438,7 @@ def _record_attempt(
     status: str,
     state: Json,
     error: DpsError | None,
-    match: _Match | None,
+    match: Match | None,
 ) -> None:
     """Count the operation and append the attempt to the bounded history (the oldest entry falls out)."""
     from dataclasses import replace
