@@ -35,16 +35,16 @@ def session(*, write: bool = False) -> Iterator[object]:
     """Open the store for one command: one read, at most one atomic write, locked when writing."""
     from dpsctl.store import open_store
 
-    store = open_store(STATE.db)
-    # A store that does not exist yet is created by the first command that needs it, so that command writes.
-    with store.transaction(write=write or not store.exists()) as tx:
-        if write:
-            from dpsctl.core.service import load_service
+    with open_store(STATE.db) as store:
+        # A store that does not exist yet is created by the first command that needs it, so that command writes.
+        with store.transaction(write=write or not store.exists()) as tx:
+            if write:
+                from dpsctl.core.service import load_service
 
-            # A writing command creates the service settings with the store: a store begun by `hub add` would
-            # otherwise have none, and `service show`, `export` or `keys sas` would then fail on it (exit 1).
-            load_service(tx, now())
-        yield tx
+                # A writing command creates the service settings with the store: a store begun by `hub add` would
+                # otherwise have none, and `service show`, `export` or `keys sas` would then fail on it (exit 1).
+                load_service(tx, now())
+            yield tx
 
 
 def now():  # noqa: ANN201 - datetime, imported lazily

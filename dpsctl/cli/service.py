@@ -82,9 +82,9 @@ def register_init(root: typer.Typer) -> None:
         from dpsctl.cli.context import STATE
         from dpsctl.store import open_store
 
-        store = open_store(STATE.db)
-        if store.exists():
-            raise Conflict(f"store {STATE.db} already exists", hint="use another --db path, or `dpsctl service update`")
-        with store.transaction(write=True) as tx:
-            init_service(tx, now(), id_scope=id_scope, allocation_policy=allocation_policy)
-            _show(tx, output)
+        with open_store(STATE.db) as store:
+            if store.exists():
+                raise Conflict(f"store {STATE.db} already exists", hint="use another --db path, or `dpsctl service update`")
+            with store.transaction(write=True) as tx:
+                init_service(tx, now(), id_scope=id_scope, allocation_policy=allocation_policy)
+                _show(tx, output)

@@ -18,9 +18,9 @@ def show_info(output: OutputOpt = Output.table) -> None:
     from dpsctl.store import open_store
     from dpsctl.store.migrate import record_counts
 
-    store = open_store(STATE.db)
-    counts = record_counts(store)
-    doc = {"backend": store.backend, "path": store.location, "exists": store.exists(), "sizeBytes": store.size_bytes(), "records": counts}
+    with open_store(STATE.db) as store:
+        counts = record_counts(store)
+        doc = {"backend": store.backend, "path": store.location, "exists": store.exists(), "sizeBytes": store.size_bytes(), "records": counts}
     emit(doc, output)
 
 
@@ -33,12 +33,11 @@ def migrate(
     from dpsctl.store import open_store
     from dpsctl.store.migrate import migrate as copy
 
-    source = open_store(STATE.db)
-    if not source.exists():
-        from dpsctl.core.errors import NotFound
+    with open_store(STATE.db) as source, open_store(to) as target:
+        if not source.exists():
+            from dpsctl.core.errors import NotFound
 
-        raise NotFound(f"store {STATE.db} does not exist")
-    target = open_store(to)
-    counts = copy(source, target)
+            raise NotFound(f"store {STATE.db} does not exist")
+        counts = copy(source, target)
     emit({"from": source.location, "to": target.location, "backend": target.backend, "records": counts}, output)
     info(f"copied {sum(counts.values())} records; use it with --db {to} (or DPSCTL_DB={to})")

@@ -18,8 +18,7 @@ def _scope() -> str:
     from dpsctl.core.service import load_service
     from dpsctl.store import open_store
 
-    store = open_store(STATE.db)
-    with store.transaction(write=not store.exists()) as tx:
+    with open_store(STATE.db) as store, store.transaction(write=not store.exists()) as tx:
         return load_service(tx, now()).id_scope
 
 
@@ -34,7 +33,7 @@ def _group_key(group: str | None, group_key: str | None) -> str:
     from dpsctl.core.enrollments import get_group
     from dpsctl.store import open_store
 
-    with open_store(STATE.db).transaction() as tx:
+    with open_store(STATE.db) as store, store.transaction() as tx:
         entry = get_group(tx, group or "")
     if entry.attestation.type != "symmetricKey":
         raise InvalidInput(f"enrollment group {entry.id!r} uses {entry.attestation.type} attestation; a storm needs a symmetric-key group")
@@ -126,7 +125,8 @@ def run_many(
     if bar:
         bar.start()
     try:
-        summary = run_batch(open_store(STATE.db), requests, clock=utc_now, chunk_size=chunk_size, webhook_timeout=webhook_timeout, progress=advance)
+        with open_store(STATE.db) as store:
+            summary = run_batch(store, requests, clock=utc_now, chunk_size=chunk_size, webhook_timeout=webhook_timeout, progress=advance)
     finally:
         if bar:
             bar.stop()

@@ -57,6 +57,7 @@ def run(
         check_server_files(Path(tls_cert), Path(tls_key))
     log = RequestLog(sys.stderr, quiet=quiet)
     server = bind(host, port, log)  # before the store or the TLS files are touched
+    store = None
     try:
         store = open_store(db)
         app = Emulator(store, options)
@@ -65,6 +66,8 @@ def run(
         running = launch(server, app, cert=files.cert, key=files.key, ca=files.ca)
     except BaseException:
         server.server_close()
+        if store is not None:
+            store.close()
         raise
     _banner(running.host, running.port, db, store.backend, settings.id_scope, files, options)
 
@@ -81,6 +84,7 @@ def run(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         finished = running.stop()
+        store.close()
         cut = "" if finished else "; requests still running were cut short (their transactions were not committed)"
         log.line(f"dpsctl serve stopped after {running.server.requests} requests{cut}", always=True)
     return 0

@@ -151,6 +151,15 @@ class Store(abc.ABC):
         """True when the store has been created."""
         return True
 
+    def close(self) -> None:
+        """Release what the store keeps open between transactions (nothing, for most backends)."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def size_bytes(self) -> int:
         """Size of the store on disk (0 for memory)."""
         return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 from dpsctl.core.errors import StoreBusy, StoreError
@@ -58,6 +59,7 @@ class _SqliteTransaction(Transaction):
         super().__init__(writable)
         self.conn = conn
         self.path = path
+        self.stand_in = False
 
     def _load(self, kind: str) -> dict[str, Doc]:
         rows = self.conn.execute("SELECT key, doc FROM records WHERE kind = ?", (kind,))
@@ -116,6 +118,17 @@ class SqliteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.location = str(path)
+        # Checked connections, kept across transactions and handed to one transaction at a time: opening and
+        # checking a connection costs more than a registration, and a server or a batch does thousands.
+        self._idle: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the idle connections (a command calls this when it ends)."""
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def exists(self) -> bool:
         """True when the database file exists."""
@@ -127,6 +140,9 @@ class SqliteStore(Store):
         return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
 
     def _connect(self, writable: bool) -> sqlite3.Connection:
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()
         if not self.path.exists():
             if not writable:
                 # Like the TinyDB file: reading a store that does not exist yet sees an empty one, and creates nothing.
@@ -137,20 +153,34 @@ class SqliteStore(Store):
             if not self.path.parent.is_dir():
                 raise StoreError(f"folder {self.path.parent} of store {self.path} does not exist")
             self._create()
+        elif self.path.is_file() and self.path.stat().st_size == 0:
+            raise StoreError(
+                f"store {self.path} is empty (perhaps a crash of another program, or a truncated copy); it was left untouched",
+                hint="point --db / DPSCTL_DB at another file, or restore it from a backup",
+            )
+        conn = None
         try:
             conn = sqlite3.connect(self.path, timeout=lock_timeout(), isolation_level=None, check_same_thread=False)
             self._check(conn)
             conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, never corrupt
-            return conn
-        except sqlite3.OperationalError as exc:
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()  # a refused file must not stay open (a server would leak it, with its -wal)
+            raise self._translate(exc) from None
+        return conn
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        """SQLite's errors on opening a store, as dpsctl's: busy (exit 8) or a store it will not touch (exit 1)."""
+        if isinstance(exc, sqlite3.OperationalError):
             if "locked" in str(exc) or "busy" in str(exc):
-                raise _busy(self.path) from None
-            raise StoreError(f"store {self.path} cannot be opened: {exc}; it was left untouched") from None
-        except sqlite3.DatabaseError:
-            raise StoreError(
+                return _busy(self.path)
+            return StoreError(f"store {self.path} cannot be opened: {exc}; it was left untouched")
+        if isinstance(exc, sqlite3.DatabaseError):
+            return StoreError(
                 f"store {self.path} is not a SQLite database (damaged, or another kind of file); it was left untouched",
                 hint="point --db / DPSCTL_DB at another file, or restore it from a backup",
-            ) from None
+            )
+        return exc
 
     def _create(self) -> None:
         """Make a new store beside its path and link it into place whole.
@@ -223,7 +253,9 @@ class SqliteStore(Store):
         except sqlite3.OperationalError:
             conn.close()
             raise _busy(self.path) from None
-        return _SqliteTransaction(conn, writable, self.path)
+        tx = _SqliteTransaction(conn, writable, self.path)
+        tx.stand_in = conn.execute("PRAGMA database_list").fetchone()[2] == ""
+        return tx
 
     def _commit(self, tx: Transaction) -> None:
         assert isinstance(tx, _SqliteTransaction)
@@ -247,5 +279,9 @@ class SqliteStore(Store):
         assert isinstance(tx, _SqliteTransaction)
         if tx.conn.in_transaction:
             tx.conn.execute("ROLLBACK")
-        tx.conn.close()
+        if tx.stand_in:
+            tx.conn.close()  # the in-memory stand-in for a store that does not exist yet
+        else:
+            with self._pool_lock:
+                self._idle.append(tx.conn)
 
