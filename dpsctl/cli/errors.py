@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
 from dpsctl.core.errors import DpsError, ExitCode
+
+
+# A Base64 run long enough to be a key (16 bytes and up) or a SAS signature.
+_SECRET_LOOKING = re.compile(r"[A-Za-z0-9+/]{22,}={0,2}")
+
+
+def _redact(text: str) -> str:
+    """Usage errors quote what was typed; a key typed in the wrong place must not end up in CI logs."""
+    return _SECRET_LOOKING.sub("<redacted>", text)
 
 
 def _say(message: str, hint: str | None = None) -> None:
@@ -34,7 +44,7 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click usage errors
             ctx = getattr(exc, "ctx", None)
             where = ctx.command_path if ctx is not None else prog_name
-            _say(exc.format_message(), f"see `{where} --help`")
+            _say(_redact(exc.format_message()), f"see `{where} --help`")
             return int(getattr(exc, "exit_code", ExitCode.INVALID_INPUT) or ExitCode.INVALID_INPUT)
         if type(exc).__name__ == "Abort":
             _say("aborted")

@@ -103,8 +103,9 @@ def build_attestation(kind: str, cred: CredentialInput, *, group: bool, registra
     kind = _choice(kind, ("symmetricKey", "x509") if group else ("symmetricKey", "x509", "tpm"), "attestation type")
     if kind == "symmetricKey":
         _refuse_other(cred, kind, ("primary_key", "secondary_key"))
-        primary = cred.primary_key or generate_key()
-        secondary = cred.secondary_key or generate_key()
+        # None means "not given": generate, as DPS does. An empty string was given, and is refused as a bad key.
+        primary = generate_key() if cred.primary_key is None else cred.primary_key
+        secondary = generate_key() if cred.secondary_key is None else cred.secondary_key
         decode_key(primary, what="primary key")
         decode_key(secondary, what="secondary key")
         return Attestation(kind, primary_key=primary.strip(), secondary_key=secondary.strip())

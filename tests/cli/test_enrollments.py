@@ -168,3 +168,15 @@ def test_output_env_default(dps, monkeypatch):
     import yaml
 
     assert yaml.safe_load(dps.ok("enrollment", "list", "-o", "yaml").stdout)[0]["registrationId"] == "a"
+
+
+def test_an_empty_key_is_refused_not_replaced_by_a_generated_one(dps):
+    run = dps("enrollment", "add", "dev", "--attestation", "symmetricKey", "--primary-key", "")
+    assert run.exit_code == 2, run
+    assert dps("enrollment", "show", "dev").exit_code == 3
+
+
+def test_a_key_typed_in_the_wrong_place_is_not_echoed(dps):
+    run = dps("enrollment", "add", "dev", "--attestation", "symmetricKey", KEY_A)  # option name forgotten
+    assert run.exit_code == 2, run
+    assert KEY_A not in run.stderr and "<redacted>" in run.stderr
