@@ -236,7 +236,7 @@ def assert_store_whole(store: Path) -> dict[str, list[dict[str, Any]]]:
             # stopped between the records and their index would show here.
             from dpsctl.store.sqlite_store import _index_rows
 
-            stored = set(conn.execute("SELECT kind, name, value, key FROM record_index"))
+            stored = set(conn.execute("SELECT kind, key, name, value FROM record_index"))
             expected = {row for kind, docs in snapshot.items() for doc in docs for row in _index_rows(kind, key_of(kind, doc), doc)}
             assert stored == expected, f"record_index disagrees with records in {store}"
         finally:

@@ -301,3 +301,27 @@ def test_a_store_written_by_plain_tinydb_is_read_and_rewritten(tmp_path):
         tx.delete("enrollments", "a")
     with store.transaction() as tx:
         assert [d["registrationId"] for d in tx.scan("enrollments")] == ["b", "c"]
+
+
+def test_sqlite_statements_never_scan_a_whole_kind(tmp_path):
+    # A commit used to delete a record's index rows with a scan of all the kind's rows (the key was not a
+    # prefix of the index), so a batch slowed down as the store grew. Every statement must use an index.
+    import sqlite3
+
+    path = tmp_path / "dps.sqlite"
+    with SqliteStore(path).transaction(write=True) as tx:
+        tx.put("registrations", {"registrationId": "a", "status": "assigned"})
+    conn = sqlite3.connect(path)
+    statements = [
+        ("DELETE FROM record_index WHERE kind = ? AND key IN (?, ?)", ("registrations", "a", "b")),
+        ("SELECT doc FROM records WHERE kind = ? AND key = ?", ("registrations", "a")),
+        (
+            "SELECT r.key, r.doc FROM record_index i CROSS JOIN records r ON r.kind = i.kind AND r.key = i.key "
+            "WHERE i.kind = ? AND i.name = ? AND i.value = ? ORDER BY r.key",
+            ("registrations", "status", "assigned"),
+        ),
+    ]
+    for sql, args in statements:
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert "SCAN" not in plan, f"{sql}: {plan}"
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
