@@ -76,10 +76,8 @@ def read_file(path: str, what: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
 
 def json_arg(value: str, what: str) -> object:
     """A JSON value given inline, or `@FILE`, or a file path (for --initial-twin FILE_OR_JSON)."""
-    import json
-
     from dpsctl.core.errors import InvalidInput
-    from dpsctl.core.jsondepth import check_depth
+    from dpsctl.core.jsondepth import check_depth, parse_json
 
     text = value
     if value.startswith("@"):
@@ -87,13 +85,12 @@ def json_arg(value: str, what: str) -> object:
     elif not value.lstrip().startswith(("{", "[", '"')) and os.path.exists(value):
         text = read_file(value, what).decode("utf-8", "replace")
     try:
-        return check_depth(json.loads(text), what)
-    except RecursionError:  # json.loads recurses once per level of [ or {
-        raise InvalidInput(f"{what} nests objects or arrays too deeply") from None
-    except ValueError as exc:
+        return parse_json(text, what, limit_depth=True)
+    except InvalidInput as exc:
         if value.endswith((".yaml", ".yml")):
             from dpsctl.core.transfer import _load_yaml
 
             # The import loader: safe (no Python tags) and refusing anchors/aliases, whose expansion is exponential.
             return check_depth(_load_yaml(text, what), what)
-        raise InvalidInput(f"{what} is not valid JSON: {exc}", hint="give inline JSON, @FILE, or a file path") from None
+        exc.hint = exc.hint or "give inline JSON, @FILE, or a file path"
+        raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -57,6 +56,7 @@ def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[Any]:
     """One request per line; a line whose credential cannot be built becomes a counted refusal, not a crash."""
     from dpsctl.cli.provision import _credential
     from dpsctl.core.batch import read_batch_file, read_text
+    from dpsctl.core.jsondepth import parse_json
     from dpsctl.core.provisioning import RegistrationRequest
 
     base = path.parent
@@ -72,13 +72,10 @@ def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[Any]:
                 scope, f.get("registrationId"), f.get("symmetricKey"), f.get("sasToken"),
                 local(f.get("cert")), local(f.get("key")), local(f.get("chain")), local(f.get("tpm")),
             )
-            payload = json.loads(f["payload"]) if "payload" in f else None
+            payload = parse_json(f["payload"], "payload") if "payload" in f else None
             yield RegistrationRequest(credential, f.get("registrationId"), payload, f.get("region") or region)
-        except RecursionError:  # json.loads of a payload nested thousands of levels deep
-            yield InvalidInput(f"{path} line {line.number}: payload nests objects or arrays too deeply")
-        except (DpsError, ValueError) as exc:
-            message = getattr(exc, "message", None) or f"payload is not JSON ({exc})"
-            yield InvalidInput(f"{path} line {line.number}: {message}")
+        except DpsError as exc:
+            yield InvalidInput(f"{path} line {line.number}: {exc.message}")
 
 
 def _progress(total: int | None) -> tuple[Any, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
+from dpsctl.core.jsondepth import parse_json
 from dpsctl.core.provisioning import RegistrationRequest, provision
 
 BATCH_COLUMNS = ("registrationId", "symmetricKey", "sasToken", "cert", "key", "chain", "tpm", "payload", "region")
@@ -74,14 +75,7 @@ def read_batch_file(text: str, source: str) -> list[BatchLine]:
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{source} line {number} is not valid JSON: {exc.msg}") from None
-            except ValueError:  # not a JSONDecodeError (no .msg): an integer beyond Python's 4300-digit limit
-                raise InvalidInput(f"{source} line {number} holds a number with more digits than dpsctl reads") from None
-            except RecursionError:  # the parser recurses once per level of [ or {
-                raise InvalidInput(f"{source} line {number} nests objects or arrays too deeply") from None
+            doc = parse_json(line, f"{source} line {number}")
             if not isinstance(doc, dict):
                 raise InvalidInput(f"{source} line {number} must be a JSON object")
             lines.append(BatchLine(number, _check_columns(doc, source, number)))

@@ -1,4 +1,4 @@
-"""A nesting limit for free-form JSON from outside (twins, payloads, webhook answers).
+"""Untrusted JSON: parsing it with one-line errors, and a nesting limit (twins, payloads, webhook answers).
 
 Python's JSON parser, `copy.deepcopy` and the JSON encoder all recurse once per level, so a document nested a
 few hundred levels deep parses and then fails later with RecursionError, far from where it came in (and after
@@ -8,6 +8,7 @@ twins. Anything deeper than MAX_JSON_DEPTH is refused where it enters, with the 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
@@ -38,3 +39,16 @@ def check_depth(value: Any, what: str, error: type[DpsError] = InvalidInput) -> 
     if too_deep(value):
         raise error(f"{what} nests objects or arrays more than {MAX_JSON_DEPTH} levels deep")
     return value
+
+
+def parse_json(text: str | bytes, what: str, *, limit_depth: bool = False) -> Any:
+    """json.loads for text from outside: every way it can fail becomes one InvalidInput naming `what`."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:  # not a JSONDecodeError: an integer beyond Python's 4300-digit limit
+        raise InvalidInput(f"{what} holds a number with more digits than dpsctl reads") from None
+    except RecursionError:  # the parser recurses once per level of [ or {
+        raise InvalidInput(f"{what} nests objects or arrays too deeply") from None
+    return check_depth(value, what) if limit_depth else value

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
+from dpsctl.core.jsondepth import parse_json
 from dpsctl.core.enrollments import KIND, AnyEnrollment, certificate_ref, check_entry
 from dpsctl.core.models import (
     Attestation,
@@ -63,14 +63,7 @@ def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
             raise InvalidInput(f"{source} is not UTF-8 text") from None
     stripped = text.lstrip()
     if stripped.startswith("{") or stripped.startswith("["):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-        except ValueError:  # not a JSONDecodeError (no .msg): an integer beyond Python's 4300-digit limit
-            raise InvalidInput(f"{source} is not valid JSON: it holds a number with more digits than dpsctl reads") from None
-        except RecursionError:  # the parser recurses once per level of [ or {
-            raise InvalidInput(f"{source} nests objects or arrays too deeply to be an import document") from None
+        doc = parse_json(text, source)
     else:
         doc = _load_yaml(text, source)
     if doc is None:
