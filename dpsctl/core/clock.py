@@ -3,13 +3,58 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
 
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(timezone.utc)
+
+
+class Clock(Protocol):
+    """Where long-running code (the server) reads the time, so that tests can move it instead of sleeping."""
+
+    def now(self) -> datetime:
+        """The current UTC time (stored stamps and expiries use it: it means the same in every process)."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (deadlines and rate windows inside one process)."""
+
+
+class SystemClock:
+    """The real time."""
+
+    def now(self) -> datetime:
+        """The current UTC time."""
+        return utc_now()
+
+    def monotonic(self) -> float:
+        """time.monotonic()."""
+        return time.monotonic()
+
+
+class ManualClock:
+    """A clock that moves only when told to: tests of expiry, Retry-After and quotas without sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self._mono = 1000.0
+
+    def now(self) -> datetime:
+        """The clock's current time."""
+        return self._now
+
+    def monotonic(self) -> float:
+        """The clock's monotonic seconds."""
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self._now += timedelta(seconds=seconds)
+        self._mono += seconds
 
 
 def format_timestamp(moment: datetime) -> str:

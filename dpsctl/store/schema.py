@@ -34,6 +34,10 @@ KEYS: dict[str, Callable[[Doc], str]] = {
     "devices": lambda doc: f"{doc['hub']}/{doc['deviceId']}".lower(),
     "history": lambda doc: str(doc["sequence"]),
     "cas": _lower("name"),
+    # `dpsctl serve`'s device operations and pending TPM challenges: kept in the store (not in one process's
+    # memory) so that a poll after a restart, or on another instance sharing the store, is answered.
+    "operations": _lower("operationId"),
+    "challenges": _lower("slot"),
 }
 
 # kind -> index name -> function giving the indexed value (None: not indexed for that record)

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from dpsctl.core.sas import build_sas_token, device_resource_uri
-from dpsctl.server.api import Emulator, Options
-from dpsctl.server.httpd import RequestLog, Running, start
+from dpsctl.server.faults import Options
+from dpsctl.server.log import RequestLog
+from dpsctl.server.runtime import Running, prepare, start
 from dpsctl.server.tls import TlsFiles, dev_tls
 
 ID_SCOPE = "0ne00000A0A"
@@ -98,9 +99,15 @@ class Served:
             all_headers["Authorization"] = device_token(registration_id, key, encode_sr=encode_sr, scope=scope)
         return (client or self.client()).call("PUT", f"/{scope}/registrations/{registration_id}/register", body, all_headers, api=DEVICE_API)
 
-    def poll(self, registration_id: str, operation_id: str, key: str | None = None, *, client: Client | None = None) -> Reply:
+    def poll(self, registration_id: str, operation_id: str, key: str | None = None, *, client: Client | None = None, settle: bool = True) -> Reply:
+        if settle:
+            self.settle()
         headers = {"Authorization": device_token(registration_id, key)} if key else {}
         return (client or self.client()).call("GET", f"/{ID_SCOPE}/registrations/{registration_id}/operations/{operation_id}", "{}", headers, api=DEVICE_API)
+
+    def settle(self) -> None:
+        """Wait until the allocations in flight are committed: a poll then sees the outcome (no sleeping)."""
+        assert self.running.devices.wait_idle(30)
 
     def log_lines(self) -> list[str]:
         return [line for line in self.log.getvalue().splitlines() if line]
@@ -122,17 +129,29 @@ def serve(dps, tls_files):
     """A factory: start the emulator over the `dps` store (initialised with ID_SCOPE and a hub) with options."""
     started: list[Running] = []
 
-    def make(*, init: bool = True, hubs: tuple[str, ...] = ("hub-a",), **options: Any) -> Served:
+    def make(*, init: bool = True, hubs: tuple[str, ...] = ("hub-a",), mqtt: bool = True, clock: Any = None, limits: Any = None, **options: Any) -> Served:
         if init:
             dps.ok("init", "--id-scope", ID_SCOPE)
             for hub in hubs:
                 dps.ok("hub", "add", hub)
         from dpsctl.store import open_store
 
-        app = Emulator(open_store(dps.store), Options(**options))
-        settings = app.prepare()
+        store = open_store(dps.store)
+        settings = prepare(store)
         log = io.StringIO()
-        running = start(app, host="127.0.0.1", port=0, cert=tls_files.cert, key=tls_files.key, ca=tls_files.ca, log=RequestLog(log))
+        running = start(
+            store,
+            Options(**options),
+            host="127.0.0.1",
+            port=0,
+            mqtt_port=0 if mqtt else None,
+            cert=tls_files.cert,
+            key=tls_files.key,
+            ca=tls_files.ca,
+            log=RequestLog(log),
+            clock=clock,
+            limits=limits,
+        )
         started.append(running)
         return Served(running, tls_files, log, settings.service_key)
 
