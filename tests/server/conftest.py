@@ -160,7 +160,7 @@ def serve(dps, tls_files):
         running.stop()
 
 
-LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"listening on https://[\w.:\[\]-]+:(\d+)")
 
 
 def start_serve(store: Path, *args: str) -> tuple[subprocess.Popen[str], int, str, Path]:
@@ -169,6 +169,8 @@ def start_serve(store: Path, *args: str) -> tuple[subprocess.Popen[str], int, st
     stderr goes to a file (serve.log beside the store), so a long run never blocks on a full pipe.
     """
     log = store.parent / "serve.log"
+    if "--mqtt-port" not in args:
+        args = (*args, "--mqtt-port", "0")  # MQTT's default port 8883 may be taken on this machine; any free one
     with open(log, "w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dpsctl", "--db", str(store), "serve", "--port", "0", *args],
