@@ -81,6 +81,11 @@ class Served:
     def port(self) -> int:
         return self.running.port
 
+    @property
+    def mqtt_port(self) -> int:
+        assert self.running.mqtt_port is not None
+        return self.running.mqtt_port
+
     def client(self, cert: str | None = None, key: str | None = None) -> Client:
         return Client(self.port, self.tls.ca, cert, key)  # type: ignore[arg-type]
 
