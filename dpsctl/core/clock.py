@@ -40,7 +40,7 @@ class ManualClock:
     """A clock that moves only when told to: tests of expiry, Retry-After and quotas without sleeping."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self._now = start or utc_now()  # real "now" by default: SAS tokens made with time.time() stay valid
         self._mono = 1000.0
 
     def now(self) -> datetime:

@@ -12,7 +12,9 @@ import pytest
 
 from dpsctl.core.keys import derive_device_key
 from dpsctl.core.sas import build_sas_token, device_resource_uri
+from dpsctl.core.clock import ManualClock
 from dpsctl.server.faults import Fault
+from dpsctl.store import open_store
 from tests.server.conftest import DEVICE_API, ID_SCOPE, device_token
 
 ERROR_FIELDS = {"errorCode", "trackingId", "message", "timestampUtc"}
@@ -106,15 +108,58 @@ def test_disabled_enrollment_is_202_then_200_disabled(dps, serve):
 
 
 def test_assigning_delay_keeps_polls_at_202_with_retry_after(dps, serve):
-    served = serve(assigning_delay=1.2)
+    clock = ManualClock()
+    served = serve(assigning_delay=1.2, clock=clock)
     dps.ok("enrollment", "add", "dev-5", "--attestation", "symmetricKey")
     key = _key(dps, "dev-5")
     first = served.register("dev-5", key)
     assert first.headers["retry-after"] == "2"
     early = served.poll("dev-5", first.body["operationId"], key)
-    assert early.status == 202 and early.body["status"] == "assigning" and early.headers["retry-after"] in ("1", "2"), early
-    time.sleep(1.3)
+    assert early.status == 202 and early.body["status"] == "assigning" and early.headers["retry-after"] == "2", early
+    clock.advance(0.5)
+    assert served.poll("dev-5", first.body["operationId"], key).headers["retry-after"] == "1"
+    clock.advance(0.7)
     assert served.poll("dev-5", first.body["operationId"], key).body["status"] == "assigned"
+
+
+def test_operations_expire_after_thirty_minutes(dps, serve):
+    clock = ManualClock()
+    served = serve(clock=clock)
+    dps.ok("enrollment", "add", "dev-5e", "--attestation", "symmetricKey")
+    key = _key(dps, "dev-5e")
+    operation = served.register("dev-5e", key).body["operationId"]
+    clock.advance(1799)
+    assert served.poll("dev-5e", operation, key).status == 200
+    clock.advance(2)
+    _dps_error(served.poll("dev-5e", operation, key), 404, 404203)
+    assert served.running.devices.purge() == 1  # the expired record is removed, not only hidden
+    with open_store(dps.store).transaction() as tx:
+        assert tx.count("operations") == 0
+
+
+def test_a_poll_after_a_restart_is_answered(dps, serve):
+    first_server = serve()
+    dps.ok("enrollment", "add", "dev-5r", "--attestation", "symmetricKey")
+    key = _key(dps, "dev-5r")
+    operation = first_server.register("dev-5r", key).body["operationId"]
+    first_server.settle()
+    first_server.running.stop()
+    second_server = serve(init=False)  # a new process would see the same: the operation is in the store
+    done = second_server.poll("dev-5r", operation, key)
+    assert done.status == 200 and done.body["status"] == "assigned" and done.body["operationId"] == operation
+
+
+def test_the_quota_window_moves_with_the_clock(dps, serve):
+    clock = ManualClock()
+    served = serve(fast=True, registrations_per_minute=1, clock=clock)
+    dps.ok("enrollment", "add", "dev-9c", "--attestation", "symmetricKey")
+    key = _key(dps, "dev-9c")
+    assert served.register("dev-9c", key).status == 200
+    clock.advance(20)
+    throttled = served.register("dev-9c", key)
+    assert throttled.status == 429 and throttled.headers["retry-after"] == "40"
+    clock.advance(40)
+    assert served.register("dev-9c", key).status == 200
 
 
 def test_polls_are_authenticated_and_operations_are_per_device(dps, serve):
