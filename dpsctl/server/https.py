@@ -133,6 +133,10 @@ class HttpsConnection:
                 continue
             if isinstance(event, h11.Request):
                 head = event
+                if event.http_version not in (b"1.0", b"1.1"):
+                    raise Refusal(505, E_BAD_REQUEST, f"HTTP/{event.http_version.decode()} is not spoken here", hint="use HTTP/1.1")
+                if len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD_BYTES:
+                    raise Refusal(431, E_BAD_REQUEST, f"the request head is larger than {MAX_HEAD_BYTES} bytes")
                 limit = _body_limit(event)
                 declared = _declared_length(event)
                 if declared is not None and declared > limit:
