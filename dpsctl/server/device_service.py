@@ -23,7 +23,7 @@ from cryptography.x509 import Certificate
 
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, X509Credential
 from dpsctl.core.clock import Clock, SystemClock, new_operation_id
-from dpsctl.core.errors import Disabled, DpsError, InvalidInput, Unauthorized
+from dpsctl.core.errors import Disabled, DpsError, InvalidInput, StoreBusy, Unauthorized
 from dpsctl.core.jsondepth import parse_json
 from dpsctl.core.provisioning import RegistrationRequest, diagnose, provision
 from dpsctl.core.registrations import public_registration
@@ -50,6 +50,7 @@ Json = dict[str, Any]
 # The device API's documented message limit (reference §1: 96 KB per request).
 MAX_DEVICE_BODY_BYTES = 96 * 1024
 TPM_KEY_NAME = "registration"
+BUSY_RETRIES = 3  # allocations on the pool tried again when the store stays busy past the lock timeout
 
 _log = logging.getLogger("dpsctl.serve")
 
@@ -140,7 +141,7 @@ class DeviceService:
         tpm_keys = {"endorsementKey": _ek(tpm), "storageRootKey": tpm.get("storageRootKey")} if isinstance(tpm, dict) else None
         operation = self.book.new(new_operation_id(), id_scope, registration_id, delay=self.options.assigning_delay, tpm=tpm_keys)
         if self.options.fast:
-            self._allocate(operation, request)
+            self._allocate(operation, request, busy_retries=0)  # a busy store is the device's 503 (Retry-After)
             with self.access.read() as tx:
                 done = self.book.get(tx, operation.operation_id)
             result = done.result if done and done.result else _internal_error(operation)
@@ -195,25 +196,43 @@ class DeviceService:
 
     # -- allocation, on the pool
 
-    def _allocate(self, operation: Operation, request: RegistrationRequest) -> None:
-        """Provision and store the outcome in the operation, in one transaction."""
+    def _allocate(self, operation: Operation, request: RegistrationRequest, *, busy_retries: int = BUSY_RETRIES) -> None:
+        """Provision and store the outcome in the operation, in one transaction.
+
+        On the pool, a store busy for longer than the lock timeout is tried again (the device keeps polling
+        "assigning"); with --fast the StoreBusy goes back to the device as 503 with Retry-After.
+        """
         try:
-            with self.access.write() as tx:
-                result = provision(tx, request, self.clock.now(), webhook_timeout=self.options.webhook_timeout)
-                operation.result = {**result.operation, "operationId": operation.operation_id}
-                operation.status = result.status
-                self.book.save(tx, operation)
+            for attempt in range(busy_retries + 1):
+                try:
+                    with self.access.write() as tx:
+                        result = provision(tx, request, self.clock.now(), webhook_timeout=self.options.webhook_timeout)
+                        operation.result = {**result.operation, "operationId": operation.operation_id}
+                        operation.status = result.status
+                        self.book.save(tx, operation)
+                    return
+                except StoreBusy:
+                    if attempt == busy_retries:
+                        raise
+        except StoreBusy:
+            if busy_retries == 0:
+                raise
+            self._fail(operation, "the store stayed busy; register again")
         except Exception as exc:  # noqa: BLE001 - the device must learn the outcome whatever went wrong
             message = exc.message if isinstance(exc, DpsError) else f"unexpected {type(exc).__name__} while allocating"
-            _log.warning("allocation of %s failed: %s", operation.registration_id, message)
-            operation.result = {"operationId": operation.operation_id, "status": "failed", "registrationState": {
-                "registrationId": operation.registration_id, "status": "failed", "errorCode": E_INTERNAL, "errorMessage": message}}
-            operation.status = "failed"
-            try:
-                with self.access.write() as tx:
-                    self.book.save(tx, operation)
-            except DpsError:
-                pass  # the store is unusable: the operation expires and the device registers again
+            self._fail(operation, message)
+
+    def _fail(self, operation: Operation, message: str) -> None:
+        """Record a failed outcome that the engine did not produce (an error while allocating)."""
+        _log.warning("allocation of %s failed: %s", operation.registration_id, message)
+        state = {"registrationId": operation.registration_id, "status": "failed", "errorCode": E_INTERNAL, "errorMessage": message}
+        operation.result = {"operationId": operation.operation_id, "status": "failed", "registrationState": state}
+        operation.status = "failed"
+        try:
+            with self.access.write() as tx:
+                self.book.save(tx, operation)
+        except DpsError:
+            pass  # the store is unusable: the operation expires and the device registers again
 
     def purge(self) -> int:
         """Remove expired operations and challenges; how many went."""

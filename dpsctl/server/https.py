@@ -78,8 +78,8 @@ class HttpsConnection:
             except _Closed:
                 return
             except Refusal as refusal:
-                await self._send(refusal_response(refusal), close=True)
                 self._log("-", "-", refusal_response(refusal), started)
+                await self._send(refusal_response(refusal), close=True)
                 return
             pending = b""
             if request is None:
@@ -91,8 +91,8 @@ class HttpsConnection:
             response = await self._answer(request)
             self.server.count_request()
             close = self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE
+            self._log(request.method, request.target, response, started)  # before the send: a client never outruns its line
             await self._send(response, close=close, head_only=request.method == "HEAD")
-            self._log(request.method, request.target, response, started)
             if self.conn.our_state is h11.MUST_CLOSE or close:
                 return
             try:

@@ -339,9 +339,9 @@ class MqttSession:
         status, body, retry_after, note = await self._answer(call)
         self.server.count_request()
         answer_topic = f"$dps/registrations/res/{status}/?$rid={rid}" + (f"&retry-after={retry_after}" if retry_after is not None else "")
-        await self._respond(answer_topic, body)
         elapsed = (time.perf_counter() - started) * 1000
         self.server.log.line(f"{self.address} {self.transport} {name} {identity.registration_id} {status} {elapsed:.1f}ms{' ' + note if note else ''}")
+        await self._respond(answer_topic, body)
 
     async def _answer(self, call: Callable[[], DeviceReply]) -> tuple[int, Any, int | None, str]:
         try:

@@ -95,7 +95,7 @@ class OperationBook:
 
     def seconds_until_ready(self, operation: Operation) -> float:
         """How long polls still answer 'assigning' for a decided operation (0 when ready)."""
-        return max(0.0, operation.ready_at - self._epoch())
+        return max(0.0, round(operation.ready_at - self._epoch(), 3))  # stamps are microseconds: no float residue
 
     # -- TPM challenges
 
