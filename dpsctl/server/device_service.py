@@ -142,9 +142,7 @@ class DeviceService:
         operation = self.book.new(new_operation_id(), id_scope, registration_id, delay=self.options.assigning_delay, tpm=tpm_keys)
         if self.options.fast:
             self._allocate(operation, request, busy_retries=0)  # a busy store is the device's 503 (Retry-After)
-            with self.access.read() as tx:
-                done = self.book.get(tx, operation.operation_id)
-            result = done.result if done and done.result else _internal_error(operation)
+            result = operation.result or _internal_error(operation)
             return DeviceReply(200, result, note=_outcome_note(registration_id, result))
         with self.access.write() as tx:
             self.book.save(tx, operation)
