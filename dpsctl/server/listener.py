@@ -5,8 +5,9 @@ or thousands of slow clients cannot exhaust threads or descriptors; every phase 
 deadline. The engine and the store are synchronous, so requests run on a bounded thread pool; a request that
 cannot get a worker or the store in time is refused with 503 and Retry-After instead of queueing without bound.
 
-Each accepted connection gets the TLS context of that moment (`ClientTrust`), so a device enrolled a second
-ago is trusted by its next handshake, and the verified client chain goes straight to the engine.
+TLS is pyOpenSSL's over memory BIOs (tls_stream.py): the handshake takes any client certificate, the engine
+judges the chain the client sent against the enrollments of that moment, and a certificate that matches no
+enrollment gets DPS's 401, not a failed handshake.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import errno
 import os
 import socket
-import ssl
 import threading
 import time
 from collections import Counter
@@ -27,9 +27,12 @@ from typing import Any, TypeVar
 
 from cryptography.x509 import Certificate
 
+from OpenSSL import SSL
+
 from dpsctl.core.errors import Conflict, DpsError, InvalidInput, StoreBusy
 from dpsctl.server.log import RequestLog
-from dpsctl.server.tls import ClientTrust, describe_handshake_failure, peer_chain
+from dpsctl.server.tls import describe_handshake_failure
+from dpsctl.server.tls_stream import TlsConnection, TlsError
 
 T = TypeVar("T")
 
@@ -53,12 +56,21 @@ class Limits:
 
 @dataclass
 class Peer:
-    """One accepted connection: the client address, its streams, and its verified TLS client chain."""
+    """One accepted connection after its TLS handshake: the client address, the TLS stream, the client's chain."""
 
     address: str
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    tls: TlsConnection
     chain: tuple[Certificate, ...] = ()
+
+    @property
+    def reader(self) -> TlsConnection:
+        """Where plaintext is read."""
+        return self.tls
+
+    @property
+    def writer(self) -> TlsConnection:
+        """Where plaintext is written."""
+        return self.tls
 
 
 Handler = Callable[["Server", Peer], Coroutine[Any, Any, None]]
@@ -67,8 +79,8 @@ Handler = Callable[["Server", Peer], Coroutine[Any, Any, None]]
 class Server:
     """Listening sockets, the event loop that serves them (in a thread of its own), and the worker pool."""
 
-    def __init__(self, trust: ClientTrust | None, log: RequestLog, *, limits: Limits | None = None, ca: Path | None = None) -> None:
-        self.trust = trust
+    def __init__(self, tls: SSL.Context | None, log: RequestLog, *, limits: Limits | None = None, ca: Path | None = None) -> None:
+        self.tls = tls
         self.log = log
         self.limits = _fit_to_descriptors(limits or Limits())
         self.ca = ca
@@ -204,7 +216,7 @@ class Server:
                 peer = await self._handshake(reader, writer, address, name)
                 if peer is not None:
                     await handler(self, peer)
-            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+            except (ConnectionError, asyncio.IncompleteReadError, TlsError, TimeoutError):
                 pass  # the client went away: nothing to tell anyone
             except asyncio.CancelledError:
                 pass  # the server is stopping
@@ -219,17 +231,17 @@ class Server:
         return accepted
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, name: str) -> Peer | None:
-        trust = self.trust
-        if trust is None:
+        if self.tls is None:
             return None  # bound but not launched: nothing to serve yet
-        context = await self._loop.run_in_executor(self._pool, trust.context)
+        tls = TlsConnection(self.tls, reader, writer)
+        if isinstance(writer.transport, asyncio.ReadTransport):
+            writer.transport.resume_reading()  # paused at accept (_PausedAtConnect)
         try:
-            await asyncio.wait_for(writer.start_tls(context, ssl_handshake_timeout=self.limits.handshake_timeout), self.limits.handshake_timeout + 1)
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            await asyncio.wait_for(tls.handshake(), self.limits.handshake_timeout)
+        except (TlsError, OSError, TimeoutError) as exc:
             self.log.line(f"{address} {name} TLS {describe_handshake_failure(exc, self.ca)}")
             return None
-        ssl_object = writer.get_extra_info("ssl_object")
-        return Peer(address, reader, writer, peer_chain(ssl_object) if ssl_object is not None else ())
+        return Peer(address, tls, tls.client_chain())
 
     def _log_refusal(self, address: str, name: str) -> None:
         now = time.monotonic()
@@ -265,11 +277,7 @@ class Server:
 
 
 class _PausedAtConnect(asyncio.StreamReaderProtocol):
-    """A stream protocol that reads nothing until TLS is set up.
-
-    The TLS context is chosen after the connection is accepted (it follows the enrollments of that moment);
-    bytes of the ClientHello read into the plain stream before then would be lost to the handshake.
-    """
+    """A stream protocol that reads nothing until the connection is admitted (the caps) and TLS is set up."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

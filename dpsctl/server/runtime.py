@@ -23,7 +23,7 @@ from dpsctl.server.log import RequestLog
 from dpsctl.server.mqtt import ByteStream, MqttSession, serve_mqtt
 from dpsctl.server.service_api import ServiceApi
 from dpsctl.server.store_access import StoreAccess
-from dpsctl.server.tls import ClientTrust
+from dpsctl.server.tls_stream import server_context
 from dpsctl.server.websocket import serve_websocket
 from dpsctl.store import Store
 
@@ -60,9 +60,9 @@ class Running:
         return finished
 
 
-def bind(host: str, port: int, mqtt_port: int | None, log: RequestLog, *, trust: ClientTrust | None = None, limits: Limits | None = None, ca: Path | None = None) -> Bound:
+def bind(host: str, port: int, mqtt_port: int | None, log: RequestLog, *, limits: Limits | None = None, ca: Path | None = None) -> Bound:
     """Take the HTTPS port (and the MQTT port unless None) before anything is written."""
-    server = Server(trust, log, limits=limits, ca=ca)
+    server = Server(None, log, limits=limits, ca=ca)
     try:
         bound_port = server.bind(host, port, "https")
         bound_mqtt = server.bind(host, mqtt_port, "mqtt") if mqtt_port is not None else None
@@ -86,7 +86,7 @@ def launch(bound: Bound, store: Store, options: Options, *, cert: Path, key: Pat
     devices = DeviceService(access, options, clock=clock)
     api = HttpApi(devices, ServiceApi(access, options, clock=clock))
     server = bound.server
-    server.trust = ClientTrust(store, cert, key, access.read)
+    server.tls = server_context(cert, key)
     server.ca = ca
     server.on_tick = devices.purge
 

@@ -296,11 +296,6 @@ class ServiceApi:
 # --------------------------------------------------------------------------- helpers
 
 
-def _require_api_version(query: dict[str, list[str]]) -> None:
-    if not query.get("api-version"):
-        raise Refusal(400, E_API_VERSION, "the api-version query parameter is missing", hint="add ?api-version=2021-10-01 (devices may use 2019-03-31)")
-
-
 def _json_body(request: HttpRequest, default: Any = ...) -> Any:
     """The request's JSON body, through the one parser for untrusted JSON (nesting limited)."""
     if not request.body.strip():

@@ -163,7 +163,8 @@ def test_the_server_logged_every_request_and_stopped_cleanly(node_run):
     assert " PUT /0ne00000A0A/registrations/node-individual/register 401 " in log  # the wrong key
     assert " MQTT PUT register node-individual 202 " in log and " MQTT PUT register node-individual 401 " in log
     assert " MQTT GET operationstatus node-x509-device 200 " in log
-    assert "client certificate refused" in log  # the untrusted certificate
+    assert " PUT /0ne00000A0A/registrations/node-intruder/register 401 " in log  # the untrusted certificate: DPS's 401
+    assert " MQTT PUT register node-intruder 401 " in log
     assert " POST /enrollmentgroups/node-group/attestationmechanism 200 " in log
     assert " POST /enrollments/ 200 " in log  # bulk, with the trailing slash
     assert "Traceback" not in log

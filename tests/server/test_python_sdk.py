@@ -27,7 +27,7 @@ from tests.server.conftest import ID_SCOPE
 
 sdk = pytest.importorskip("azure.iot.device", reason="azure-iot-device (the Python device SDK) is not installed: pip install '.[test]'")
 from azure.iot.device import ProvisioningDeviceClient, X509  # noqa: E402
-from azure.iot.device.exceptions import ClientError, ConnectionFailedError  # noqa: E402
+from azure.iot.device.exceptions import ClientError  # noqa: E402
 
 _hosts = itertools.count(1)
 REFUSAL_BOUND = 5.0  # the bound for a refusal; they take milliseconds, so this cannot flake
@@ -153,9 +153,11 @@ def test_wrong_key_wrong_scope_and_untrusted_certificate_are_refused_quickly(dps
     _refused_quickly(lambda: server.symmetric("py-sensor-2", key, scope="0ne00000BAD"), ClientError)
     (tmp_path / "stranger").mkdir()
     pki = make_pki(dps, tmp_path / "stranger", device="py-stranger")  # a PKI no enrollment names
-    _refused_quickly(lambda: server.x509("py-stranger", pki.path("py-stranger", "fullchain"), pki.path("py-stranger", "key")), ConnectionFailedError)
+    # The handshake takes the certificate; DPS's 401 refuses it (reference §2.5), which the SDK raises as ClientError.
+    untrusted = _refused_quickly(lambda: server.x509("py-stranger", pki.path("py-stranger", "fullchain"), pki.path("py-stranger", "key")), ClientError)
+    assert "401" in str(untrusted.__cause__)
     assert dps.json("registration", "list") == []  # refusals write nothing
-    assert "client certificate refused" in server.log.getvalue()
+    assert "MQTT PUT register py-stranger 401" in server.log.getvalue()
 
 
 def test_a_disabled_enrollment_is_reported_as_disabled(dps, sdk_serve):
