@@ -177,3 +177,34 @@ def test_websockets_on_port_443(dps, sdk_serve):
     assert result.status == "assigned" and result.registration_state.device_id == "py-ws-1"
     assert "GET /$iothub/websocket 101" in server.log.getvalue()
     assert "MQTT-WS PUT register py-ws-1 200" in server.log.getvalue()
+
+
+def test_the_python_example_of_serve_md_works_as_printed(dps, tmp_path, monkeypatch):
+    """docs/serve.md's Python SDK example, run as printed (its `device_key` supplied) against `dpsctl serve` defaults."""
+    import re
+    import socket
+
+    probe = socket.socket()
+    try:
+        probe.bind(("127.0.0.1", 8883))
+    except OSError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("port 8883 on 127.0.0.1 is taken on this machine")
+    finally:
+        probe.close()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "serve.md").read_text()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "create_from_symmetric_key" in block)
+    dps.ok("init", "--id-scope", "0ne00000A0A")
+    dps.ok("hub", "add", "hub-a")
+    key = _enroll(dps, "dev-1")
+    tls = dev_tls(tmp_path / "dpsctl-serve", "127.0.0.1")
+    store = open_store(dps.store)
+    running = start(store, Options(fast=True), host="127.0.0.1", port=0, mqtt_port=8883, cert=tls.cert, key=tls.key, ca=tls.ca, log=RequestLog(io.StringIO()))
+    monkeypatch.chdir(tmp_path)
+    printed = io.StringIO()
+    try:
+        exec(compile(example, "docs/serve.md", "exec"), {"device_key": key, "print": lambda *a: printed.write(" ".join(map(str, a)))})
+    finally:
+        running.stop()
+    assert printed.getvalue() == "assigned hub-a.azure-devices.net"
