@@ -84,7 +84,8 @@ def claims_in(path: Path, root: Path = ROOT) -> list[Claim]:
 def markers(tests: Path = TESTS, root: Path = ROOT) -> list[Claim]:
     """Every claim of every test file, in file and line order."""
     out: list[Claim] = []
-    for path in sorted(tests.rglob("test_*.py")):
+    # pytest's default test file names: test_*.py and *_test.py.
+    for path in sorted({*tests.rglob("test_*.py"), *tests.rglob("*_test.py")}):
         out.extend(claims_in(path, root))
     return out
 
