@@ -29,6 +29,7 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     # §1 hosts, protocols, api-versions
+    Rule("§1/tpm-not-over-mqtt", "TPM attestation is not supported over MQTT.", "DOC:iot-dps-mqtt-support"),
     Rule("§1/custom-allocation-api-version-minimum", "`customAllocationDefinition.apiVersion` is an api-version no older than 2018-09-01-preview.", "SPEC-SVC"),
     # §2 device runtime API
     Rule("§2.1/register-202-then-poll-200", "Register answers 202 `assigning` with an operation ID, `Location` and `Retry-After`; polling answers 202 until the outcome, then 200.", "SPEC-DEV, DOC:iot-dps-https-sym-key-support"),
@@ -39,6 +40,9 @@ RULES: tuple[Rule, ...] = (
     Rule("§2.5/group-key-itself-refused", "A device of a symmetric-key group that signs with the group key instead of its derived key is refused (401).", "CLI integration tests [O]"),
     Rule("§2.5/x509-without-enrollment-401", "An X.509 device whose certificate matches no enrollment gets HTTP 401 with a DPS error body.", "CLI integration tests [O]"),
     Rule("§2.6/error-body-shape", "Errors carry `{errorCode, trackingId, message, timestampUtc}`, the code being HTTP status × 1000 + sub-code.", "SPEC-DEV, EMB"),
+    # §3 MQTT
+    Rule("§3/mqtt-register-and-poll", "Over MQTT a device publishes to `$dps/registrations/PUT/iotdps-register/?$rid=` and polls `iotdps-get-operationstatus`; answers come on `$dps/registrations/res/{status}/?$rid=...&retry-after=`.", "DOC:iot-dps-mqtt-support, PY, EMB"),
+    Rule("§3/mqtt-bad-credential-on-the-response-topic", "Over MQTT a bad credential is answered on the response topic with 401 and the DPS error body.", "CLI integration tests [O], EMB"),
     # §4 symmetric keys
     Rule("§4.1/sas-signature-over-literal-sr", "Every SDK's SAS token verifies: raw or URL-encoded `sr`, with or without `skn`, fields in any order.", "DOC:concepts-symmetric-key-attestation, PY, NODE, CSDK"),
     Rule("§4.1/sas-expiry", "A token whose `se` has passed is refused.", "DOC:concepts-symmetric-key-attestation"),
