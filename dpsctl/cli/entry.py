@@ -18,7 +18,7 @@ WebhookOpt = Annotated[str | None, typer.Option("--webhook-url", help="Custom al
 CommandOpt = Annotated[
     str | None, typer.Option("--allocation-command", help="Custom allocation by a local command (no shell): request JSON on stdin, answer on stdout.")
 ]
-ApiVersionOpt = Annotated[str | None, typer.Option("--api-version", help="Custom allocation API version, kept in customAllocationDefinition and so in the enrollment the webhook receives (default 2021-10-01).")]
+ApiVersionOpt = Annotated[str | None, typer.Option("--api-version", help="Custom allocation API version, kept in customAllocationDefinition and so in the enrollment the webhook receives (default 2021-10-01; at least 2018-09-01-preview).")]
 TwinOpt = Annotated[str | None, typer.Option("--initial-twin", help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.')]
 EdgeOpt = Annotated[bool | None, typer.Option("--edge/--no-edge", help="The device is an IoT Edge device.")]
 ReprovisionOpt = Annotated[

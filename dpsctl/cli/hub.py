@@ -12,7 +12,7 @@ from dpsctl.cli.render import Output, emit, info
 app = typer.Typer(add_completion=False, help="Link, list, change and unlink IoT hubs (NAME or NAME.azure-devices.net).", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Hub name or host name.")]
-LocationOpt = Annotated[str | None, typer.Option("--location", help="Azure region of the hub, e.g. westeurope.")]
+LocationOpt = Annotated[str | None, typer.Option("--location", help="Azure region of the hub, e.g. westeurope (add: default the service's location, else eastus).")]
 WeightOpt = Annotated[int | None, typer.Option("--weight", help="Allocation weight, 1 to 1000 (default 1).")]
 ApplyOpt = Annotated[
     bool | None,

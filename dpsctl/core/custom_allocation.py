@@ -53,7 +53,7 @@ def build_allocation_request(
     enrollment_key = "enrollmentGroup" if is_group else "individualEnrollment"
     return {
         # Copies, so a webhook result or later edits never alias the caller's records.
-        enrollment_key: copy.deepcopy(enrollment),
+        enrollment_key: _masked_enrollment(enrollment),
         "deviceRuntimeContext": _device_runtime_context(
             registration_id, current_hub, current_device_id, attestation, payload
         ),
@@ -118,6 +118,26 @@ def redacted_url(url: str) -> str:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     authority = f"{host}:{port}" if port is not None else host
     return f"{parts.scheme.lower()}://{authority}{parts.path}"
+
+
+def masked_webhook_url(url: str) -> str:
+    """The webhook URL as DPS shows it in an AllocationRequest: a query (the `?code=` function key) becomes `?****`."""
+    base, sep, _ = url.partition("?")
+    return f"{base.partition('#')[0]}?****" if sep else url
+
+
+def _masked_enrollment(enrollment: dict) -> dict:
+    """A copy of the enrollment with its webhook key masked (DOC:concepts-custom-allocation shows `...?****`).
+
+    dpsctl's `allocationCommand` is left out: it is no field of DPS's request, and a command line may carry a token.
+    """
+    masked = copy.deepcopy(enrollment)
+    definition = masked.get("customAllocationDefinition")
+    if isinstance(definition, dict):
+        definition.pop("allocationCommand", None)
+        if isinstance(definition.get("webhookUrl"), str):
+            definition["webhookUrl"] = masked_webhook_url(definition["webhookUrl"])
+    return masked
 
 
 def _device_runtime_context(

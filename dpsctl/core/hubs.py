@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-
-
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
 from dpsctl.core.ids import hub_host_name
 from dpsctl.core.models import LinkedHub, default_hub_connection_string, validate_weight
 from dpsctl.store import Transaction
 
 MAX_LINKED_HUBS = 50
+# The location of a hub linked without one when the service has none either: the region of the reference's
+# example instance (§13). ARM requires a location on every linked hub (IotHubDefinitionDescription).
+DEFAULT_HUB_LOCATION = "eastus"
+
+
+def default_hub_location(tx: Transaction) -> str:
+    """Where a hub linked without --location is: the service's location, else DEFAULT_HUB_LOCATION."""
+    from dpsctl.core.models import ServiceSettings
+
+    doc = tx.get("service", "service")
+    location = ServiceSettings.from_dict(doc).location if doc is not None else None
+    return location or DEFAULT_HUB_LOCATION
 
 
 def get_hub(tx: Transaction, name: str) -> LinkedHub:
@@ -59,7 +69,7 @@ def add_hub(
         raise Conflict(f"IoT hub {host} is already linked", hint=f"change it with `dpsctl hub update {host}`")
     if tx.count("hubs") >= MAX_LINKED_HUBS:
         raise Conflict(f"the service already has {MAX_LINKED_HUBS} linked hubs, the DPS limit")
-    hub = _build(host, location, weight, apply_allocation_policy, connection_string)
+    hub = _build(host, location or default_hub_location(tx), weight, apply_allocation_policy, connection_string)
     tx.put("hubs", hub.to_dict())
     return hub
 
@@ -88,7 +98,7 @@ def update_hub(
     hub = get_hub(tx, name)
     hub = _build(
         hub.name,
-        location if location is not None else hub.location,
+        location if location is not None else (hub.location or default_hub_location(tx)),
         weight if weight is not None else hub.allocation_weight,
         apply_allocation_policy if apply_allocation_policy is not None else hub.apply_allocation_policy,
         connection_string if connection_string is not None else hub.connection_string,

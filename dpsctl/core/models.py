@@ -22,6 +22,7 @@ ALLOCATION_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static", "custo
 SERVICE_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static")
 PROVISIONING_STATUSES: tuple[str, ...] = ("enabled", "disabled")
 DEFAULT_CUSTOM_API_VERSION = "2021-10-01"
+MIN_CUSTOM_API_VERSION = "2018-09-01-preview"  # the oldest the service accepts (reference §1, SPEC-SVC)
 MAX_TWIN_BYTES = 32 * 1024  # IoT Hub's limit for desired properties and tags, each; DPS documents none of its own
 
 Json = dict[str, Any]
@@ -153,6 +154,26 @@ class CustomAllocation:
             validate_allocation_command(_expect(command, str, f"{where}.allocationCommand"), f"{where}.allocationCommand")
         api = _expect(doc.get("apiVersion") or DEFAULT_CUSTOM_API_VERSION, str, f"{where}.apiVersion")
         return cls(url or None, api, command or None)
+
+
+def validate_custom_api_version(version: str, where: str = "customAllocationDefinition.apiVersion") -> str:
+    """A DPS api-version (`YYYY-MM-DD` or `YYYY-MM-DD-preview`) no older than 2018-09-01-preview; returned in lower case."""
+    import re
+    from datetime import date
+
+    match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})(-preview)?", version.strip().lower()) if isinstance(version, str) else None
+    try:
+        day = date(int(match[1]), int(match[2]), int(match[3])) if match else None
+    except ValueError:
+        day = None
+    hint = f"use an api-version such as {DEFAULT_CUSTOM_API_VERSION} (the oldest DPS accepts is {MIN_CUSTOM_API_VERSION})"
+    if match is None or day is None:
+        shown = repr(version[:40]) if isinstance(version, str) else "?"
+        raise InvalidInput(f"{where} {shown} is not an api-version (YYYY-MM-DD or YYYY-MM-DD-preview)", hint=hint)
+    # On the same day a preview comes before the stable version.
+    if (day, match[4] is None) < (date(2018, 9, 1), False):
+        raise InvalidInput(f"{where} {version!r} is older than {MIN_CUSTOM_API_VERSION}, the oldest DPS accepts", hint=hint)
+    return version.strip().lower()
 
 
 def validate_allocation_command(command: str, where: str = "allocation command") -> str:

@@ -308,6 +308,7 @@ def _assign(
     from dpsctl.core.devices import device_doc, twin_from_initial, twin_of
 
     entry = match.entry
+    reg_id = _record_spelling(reg_id, previous, entry)
     device_id = getattr(entry, "device_id", None) or reg_id
     current = _current_hub(tx, previous)
     old_key = f"{current}/{previous.get('_currentDeviceId')}" if current and previous else None
@@ -323,6 +324,11 @@ def _assign(
         migrate=policy.migrate_device_data,
         previous_substatus=(previous or {}).get("substatus") or (previous or {}).get("_substatus"),
     )
+    # DOC:concepts-custom-allocation: when reprovisioning, the webhook's initialTwin counts only if the hub changes and
+    # the policy resets to the initial config; "in all other cases, DPS ignores the initialTwin property".
+    if webhook_twin is not None and current is not None and not (hub != current and twin_source == "initial"):
+        trace.note("the webhook's initialTwin is ignored: on reprovisioning DPS uses it only when the hub changes and the data is reset")
+        webhook_twin = None
     initial = webhook_twin if webhook_twin is not None else entry.initial_twin
     twin = twin_of(old_device) if twin_source in ("keep", "migrate") and old_device else twin_from_initial(initial)
     source = "the webhook's initial twin" if webhook_twin is not None else ("the entry's initial twin" if entry.initial_twin else "nothing (the entry has no initial twin): empty")
@@ -378,10 +384,22 @@ def _assign(
     return state
 
 
+def _record_spelling(reg_id: str, previous: Json | None, entry: Entry) -> str:
+    """The spelling a registration keeps: registration IDs are case-insensitive, hub device IDs are not.
+
+    One registration has one record and one hub device, so `SYMDEV` after `symdev` is `symdev` again: the record's
+    spelling, else the individual enrollment's, else the one the device sent first (docs/choices.md).
+    """
+    if previous and previous.get("registrationId"):
+        return str(previous["registrationId"])
+    return reg_id if entry.is_group else entry.id
+
+
 def _refusal_state(tx: Transaction, reg_id: str, previous: Json | None, status: str, error: DpsError, entry: Entry | None, match: Match | None, now: datetime) -> Json:
     """The registration record after a refusal; attempts that never reached an entry leave none (401)."""
     if status == "unauthorized" or entry is None:
         return {"registrationId": reg_id, "status": status}
+    reg_id = _record_spelling(reg_id, previous, entry)
     ts = format_timestamp(now)
     state: Json = {
         "registrationId": reg_id,

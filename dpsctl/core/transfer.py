@@ -199,6 +199,11 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         if "=****" in hub.connection_string:
             # An export without --show-keys masks hub keys: keep the stored key, or simulate a new one.
             hub = replace(hub, connection_string=old["connectionString"] if old else default_hub_connection_string(hub.name))
+        if hub.location is None:
+            from dpsctl.core.hubs import DEFAULT_HUB_LOCATION
+
+            # Every linked hub has a location (ARM requires one): the service's, as `hub add` defaults it.
+            hub = replace(hub, location=new_service.location or DEFAULT_HUB_LOCATION)
         action = "created" if old is None else ("unchanged" if old == hub.to_dict() else "updated")
         getattr(plan, action)["linkedHubs"].append(hub.name)
         if action != "unchanged":

@@ -31,6 +31,7 @@ def _dps_error(reply, status: int, code: int) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", reply.body["timestampUtc"])
 
 
+@pytest.mark.rule("§2.1/register-202-then-poll-200")
 def test_symmetric_key_device_gets_202_then_200_and_the_cli_sees_it(dps, serve):
     served = serve()
     dps.ok("enrollment", "add", "dev-1", "--attestation", "symmetricKey")  # added while the server runs
@@ -85,6 +86,8 @@ def test_group_device_with_a_derived_key_and_the_group_key_refused(dps, serve):
     assert [r["registrationId"] for r in dps.json("registration", "list", "--enrollment-group", "fleet")] == ["sensor-7"]
 
 
+@pytest.mark.rule("§2.6/error-body-shape")
+@pytest.mark.rule("§2.5/bad-credential-401")
 def test_wrong_key_missing_credential_and_wrong_scope_are_401(dps, serve):
     served = serve()
     dps.ok("enrollment", "add", "dev-3", "--attestation", "symmetricKey")
@@ -243,6 +246,7 @@ def test_x509_individual_and_group_devices_over_mutual_tls(dps, serve, tmp_path)
     assert other.status == 401 and "CN" in other.body["message"], other
 
 
+@pytest.mark.rule("§2.5/x509-without-enrollment-401")
 def test_rule_2_5_an_x509_device_matching_no_enrollment_gets_401_not_a_failed_handshake(dps, serve, tmp_path):
     """Reference §2.5: "X.509 device with no matching enrollment → 401" (DPS answers, the handshake succeeds)."""
     pki = _pki(dps, tmp_path)
@@ -255,6 +259,7 @@ def test_rule_2_5_an_x509_device_matching_no_enrollment_gets_401_not_a_failed_ha
     assert any("register 401" in line for line in served.log_lines()), served.log_lines()
 
 
+@pytest.mark.rule("§5/group-chain-reaches-verified-certificate")
 def test_group_of_a_ca_reference_needs_the_ca_verified(dps, serve, tmp_path):
     pki = _pki(dps, tmp_path)
     served = serve(fast=True)
@@ -273,6 +278,7 @@ def test_group_of_a_ca_reference_needs_the_ca_verified(dps, serve, tmp_path):
 # --------------------------------------------------------------------------- TPM
 
 
+@pytest.mark.rule("§6/tpm-challenge-401")
 def test_tpm_challenge_over_http(dps, serve, tmp_path):
     from dpsctl.core.tpm import load_tpm
 

@@ -64,6 +64,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.rule("§12/message-size-96kb")
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_framing_is_refused_before_the_api(dps, serve, case):
     served = serve(fast=True)

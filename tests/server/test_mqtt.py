@@ -42,6 +42,7 @@ def _register(served, registration_id: str, key: str) -> tuple[str, dict]:
         client.close()
 
 
+@pytest.mark.rule("§3/mqtt-register-and-poll")
 def test_register_then_poll_over_raw_mqtt(dps, serve):
     served = serve()
     key = _key(dps, "raw-1")
@@ -63,6 +64,7 @@ def test_register_then_poll_over_raw_mqtt(dps, serve):
     assert client.closed_by_server()
 
 
+@pytest.mark.rule("§3/mqtt-bad-credential-on-the-response-topic")
 def test_a_wrong_key_gets_401_on_the_response_topic_and_writes_nothing(dps, serve):
     served = serve(fast=True)
     _key(dps, "raw-2")
@@ -73,6 +75,7 @@ def test_a_wrong_key_gets_401_on_the_response_topic_and_writes_nothing(dps, serv
     assert served.running.devices.refused == 1
 
 
+@pytest.mark.rule("§1/tpm-not-over-mqtt")
 def test_no_credential_and_a_tpm_body_are_refused(dps, serve):
     served = serve(fast=True)
     _key(dps, "raw-3")
