@@ -510,6 +510,27 @@ def validate_weight(weight: int) -> int:
     return weight
 
 
+def check_hub_connection_string(cs: str, host: str) -> str:
+    """A hub connection string must name the same hub and carry a valid Base64 key, as DPS checks when linking."""
+    fields = {}
+    for part in cs.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            fields[name.strip().lower()] = value
+    missing = [f for f in ("hostname", "sharedaccesskeyname", "sharedaccesskey") if not fields.get(f)]
+    if missing:
+        raise InvalidInput(
+            "hub connection string is missing " + ", ".join(missing),
+            hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>",
+        )
+    if not fields["hostname"].isascii() or fields["hostname"].lower() != host:
+        raise InvalidInput(f"the connection string is for {fields['hostname']}, not {host}")
+    from dpsctl.core.keys import decode_key
+
+    decode_key(fields["sharedaccesskey"], what="hub key (SharedAccessKey of the connection string)")
+    return cs
+
+
 def default_hub_connection_string(host: str) -> str:
     """A placeholder owner connection string for a simulated hub, with a stable fake key."""
     import base64

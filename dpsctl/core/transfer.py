@@ -14,6 +14,7 @@ from dpsctl.core.models import (
     EnrollmentGroup,
     IndividualEnrollment,
     LinkedHub,
+    check_hub_connection_string,
     default_hub_connection_string,
     ServiceSettings,
     _check_keys,
@@ -199,6 +200,8 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         if "=****" in hub.connection_string:
             # An export without --show-keys masks hub keys: keep the stored key, or simulate a new one.
             hub = replace(hub, connection_string=old["connectionString"] if old else default_hub_connection_string(hub.name))
+        else:
+            check_hub_connection_string(hub.connection_string, hub.name)
         action = "created" if old is None else ("unchanged" if old == hub.to_dict() else "updated")
         getattr(plan, action)["linkedHubs"].append(hub.name)
         if action != "unchanged":

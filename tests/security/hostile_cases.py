@@ -383,7 +383,7 @@ CASES: tuple[Case, ...] = (
     case("big-batch", BIG, "a 50 MB binary file as a batch file", "provision --batch {f}/big.bin", 2,
          "cannot read batch file {f}/big.bin: 'utf-8' codec can't decode byte … in position …: …"),
     case("big-tpm", BIG, "a 50 MB file as a TPM file", "tpm show {f}/big.bin", 2,
-         "cannot read TPM file {f}/big.bin: not UTF-8 text"),
+         "TPM file {f}/big.bin is 50 MiB; dpsctl reads files of at most 1 MiB"),
 )
 
 
