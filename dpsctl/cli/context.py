@@ -110,7 +110,7 @@ def secret_option(flag: str, what: str, help_text: str, *, envvar: str | None = 
 def json_arg(value: str, what: str) -> object:
     """A JSON value given inline, or `@FILE`, or a file path (for --initial-twin FILE_OR_JSON)."""
     from dpsctl.core.errors import InvalidInput
-    from dpsctl.core.jsondepth import check_depth, parse_json
+    from dpsctl.core.jsondepth import check_value, parse_json
 
     text = value
     if value.startswith("@"):
@@ -124,6 +124,6 @@ def json_arg(value: str, what: str) -> object:
             from dpsctl.core.transfer import _load_yaml
 
             # The import loader: safe (no Python tags) and refusing anchors/aliases, whose expansion is exponential.
-            return check_depth(_load_yaml(text, what), what)
+            return check_value(_load_yaml(text, what), what)
         exc.hint = exc.hint or "give inline JSON, @FILE, or a file path"
         raise

@@ -135,7 +135,7 @@ def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: 
     if token is None:
         raise Refused(_unauthorized(_last_failure(trace), hint="a device SAS token looks like: SharedAccessSignature sr=...&sig=...&se=...&skn=registration"))
     if not att.check_token_scope(token, service.id_scope, reg_id, now, trace):
-        raise Refused(_unauthorized(_last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key KEY"))
+        raise Refused(_unauthorized(_last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key @KEY_FILE"))
     return token
 
 

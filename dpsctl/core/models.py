@@ -103,6 +103,13 @@ class ReprovisionPolicy:
         return cls(update, migrate)
 
 
+def _device_information(info: Any, where: str) -> Json:
+    """optionalDeviceInformation: a JSON object within the one limit of values from outside (depth and size)."""
+    from dpsctl.core.jsondepth import check_value
+
+    return check_value(_expect(info, dict, f"{where}.optionalDeviceInformation"), f"{where}.optionalDeviceInformation")
+
+
 def validate_initial_twin(doc: Any, where: str = "initialTwin") -> Json:
     """Check an initial twin `{"tags": {...}, "properties": {"desired": {...}}}` and return a clean copy."""
     from dpsctl.core.jsondepth import check_depth
@@ -411,7 +418,7 @@ class IndividualEnrollment(Enrollment):
         return cls(
             registration_id=reg_id,
             device_id=validate_device_id(device_id) if device_id else None,
-            optional_device_information=_expect(info, dict, f"{where}.optionalDeviceInformation") if info is not None else None,
+            optional_device_information=_device_information(info, where) if info is not None else None,
             **cls._common_from_dict(doc, group=False, where=where),
         )
 

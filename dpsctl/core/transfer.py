@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
-from dpsctl.core.jsondepth import parse_json
+from dpsctl.core.jsondepth import MAX_DOCUMENT_DEPTH, check_depth, parse_json
 from dpsctl.core.enrollments import KIND, AnyEnrollment, certificate_ref, check_entry
 from dpsctl.core.models import (
     Attestation,
@@ -64,11 +64,12 @@ def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
             raise InvalidInput(f"{source} is not UTF-8 text") from None
     stripped = text.lstrip()
     if stripped.startswith("{") or stripped.startswith("["):
-        doc = parse_json(text, source)
+        doc = parse_json(text, source, document=True)
     else:
         doc = _load_yaml(text, source)
     if doc is None:
         doc = {}
+    check_depth(doc, source, limit=MAX_DOCUMENT_DEPTH)  # YAML too: the values in it are checked where they are read
     if not isinstance(doc, dict):
         raise InvalidInput(f"{source} must hold an object with linkedHubs, enrollments and enrollmentGroups")
     _check_keys(doc, DOCUMENT_FIELDS, source)

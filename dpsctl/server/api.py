@@ -775,12 +775,13 @@ def _json_body(request: Request, default: Any = ...) -> Any:
         if default is ...:
             raise ApiError(400, E_BAD_REQUEST, "the request needs a JSON body")
         return default
+    from dpsctl.core.jsondepth import parse_json
+
+    # The one parser of untrusted JSON: line and column in errors, and the nesting limit of documents.
     try:
-        return json.loads(request.body.decode("utf-8"))
-    except RecursionError:
-        raise ApiError(400, E_BAD_REQUEST, "the JSON body nests too deeply") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, E_BAD_REQUEST, f"the body is not valid JSON: {exc}") from None
+        return parse_json(request.body, "the JSON body", document=True)
+    except InvalidInput as exc:
+        raise ApiError(400, E_BAD_REQUEST, exc.message) from None
 
 
 def _retry_after(seconds: float) -> int:

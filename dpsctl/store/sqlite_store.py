@@ -145,7 +145,7 @@ class SqliteStore(Store):
 
     def exists(self) -> bool:
         """True when the database file exists."""
-        return self.path.exists()
+        return os.path.exists(self.path)  # False, not OSError, for a name too long: opening it says why
 
     def size_bytes(self) -> int:
         """Size of the database and its WAL file."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,7 @@ class TinyDBStore(Store):
 
     def exists(self) -> bool:
         """True when the store file exists."""
-        return self.path.exists()
+        return os.path.exists(self.path)  # False, not OSError, for a name too long: opening it says why
 
     def size_bytes(self) -> int:
         """Size of the store file."""
