@@ -67,6 +67,24 @@ def _busy(path: Path) -> StoreBusy:
     )
 
 
+# SQLite's words for the operating system's failures, as dpsctl's one-line errors (the transaction is rolled back).
+_WRITE_FAILURES = (
+    ("full", "the disk is full (no space left on device)", "free some space on that disk, or move the store to another one"),
+    ("readonly", "the store or its folder is read-only", "check the owner and mode of the store, its -wal and -shm files and its folder (ls -la)"),
+    ("disk i/o", "an input/output error (a failing disk?)", "check the disk (dmesg)"),
+)
+
+
+def _write_failure(path: Path, exc: sqlite3.OperationalError) -> Exception:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return _busy(path)
+    for words, reason, hint in _WRITE_FAILURES:
+        if words in text:
+            return StoreError(f"cannot write store {path}: {reason}; nothing was written", hint=hint)
+    return StoreError(f"cannot write store {path}: {exc}; nothing was written")
+
+
 class _SqliteTransaction(Transaction):
     def __init__(self, conn: sqlite3.Connection, writable: bool, path: Path) -> None:
         super().__init__(writable)
@@ -281,6 +299,12 @@ class SqliteStore(Store):
 
     def _commit(self, tx: Transaction) -> None:
         assert isinstance(tx, _SqliteTransaction)
+        try:
+            self._write(tx)
+        except sqlite3.OperationalError as exc:
+            raise _write_failure(self.path, exc) from None
+
+    def _write(self, tx: _SqliteTransaction) -> None:
         conn = tx.conn
         for kind, changes in tx.changes.items():
             if not changes:
