@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from dpsctl.cli.context import OutputOpt, now, secret_option, session
-from dpsctl.cli.render import Output, emit, info
+from dpsctl.cli.render import Output, emit, info, say
 from dpsctl.core.errors import InvalidInput
 
 app = typer.Typer(add_completion=False, help="Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused.", no_args_is_help=True)
@@ -100,10 +100,10 @@ def check(registration_id: RegIdOpt, key: KeyOpt, output: OutputOpt = Output.tab
     with session() as tx:
         report = check_key(tx, registration_id, key, now())
     if output == Output.table:
-        print(f"registration ID: {report.registration_id}")
-        print(f"diagnosis: {report.message}")
+        say(f"registration ID: {report.registration_id}")
+        say(f"diagnosis: {report.message}")
         if report.explain:
-            print(format_steps(report.explain))
+            say(format_steps(report.explain))
         print("DPS would accept it" if report.accepted else "DPS would refuse it")
     else:
         emit(report.to_dict(), output)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, secret_option, session
-from dpsctl.cli.render import Output, emit, print_table
+from dpsctl.cli.render import Output, emit, print_table, say
 from dpsctl.core.errors import InvalidInput
 
 SAS_TTL_SECONDS = 3600
@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
             if explain:
                 from dpsctl.core.attestation import format_trace
 
-                print(format_trace(result.explain))
+                say(format_trace(result.explain))  # the trace quotes allocators, payloads, certificate names
             state = doc.get("registrationState", {})
             print_table(
                 ("REGISTRATION ID", "STATUS", "SUBSTATUS", "ASSIGNED HUB", "DEVICE ID", "CONNECTION STRING"),

@@ -24,36 +24,19 @@ Row = Sequence[Any]
 
 def emit(data: Any, output: Output, *, columns: Sequence[str] = (), rows: Callable[[], list[Row]] | None = None, title: str | None = None) -> None:
     """Print `data` as JSON or YAML, or as a table of `rows()` under `columns`."""
-    _check_printable_depth(data)
-    if output == Output.json:
-        sys.stdout.write(safe_json(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
-    elif output == Output.yaml:
-        from dpsctl.cli.safetext import safe_yaml
+    from dpsctl.cli.safetext import too_deep_to_print
 
-        sys.stdout.write(safe_yaml(data))
-    elif rows is None:
-        print_mapping(data)
-    else:
-        print_table(columns, rows(), title=title)
+    with too_deep_to_print():
+        if output == Output.json:
+            sys.stdout.write(safe_json(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
+        elif output == Output.yaml:
+            from dpsctl.cli.safetext import safe_yaml
 
-
-MAX_PRINT_DEPTH = 100
-
-
-def _check_printable_depth(data: Any) -> None:
-    """Refuse, with one line, data nested deeper than any dpsctl accepts today (an old store, a hand edit).
-
-    The JSON and YAML writers and the table flattening recurse once per level; without this, such a record
-    made every `show`, `list` and `export` of it fail with RecursionError.
-    """
-    from dpsctl.core.errors import StoreError
-    from dpsctl.core.jsondepth import too_deep
-
-    if too_deep(data, MAX_PRINT_DEPTH):
-        raise StoreError(
-            f"what the store holds here nests objects or arrays more than {MAX_PRINT_DEPTH} levels deep (written by an older dpsctl or by hand); dpsctl does not print it",
-            hint="delete or replace the record that holds it (dpsctl enrollment delete / registration delete ID)",
-        )
+            sys.stdout.write(safe_yaml(data))
+        elif rows is None:
+            print_mapping(data)
+        else:
+            print_table(columns, rows(), title=title)
 
 
 def _console(stderr: bool = False) -> Any:

@@ -10,6 +10,8 @@ character is shown as a visible escape instead (`\\x1b`, `\\u202e`), so what is 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Bidirectional formatting characters: embeddings, overrides, isolates, marks; plus the line and paragraph separators.
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
@@ -49,6 +51,24 @@ def safe_yaml(data: object) -> str:
 
 
 _RAW_IN_DATA = re.compile("[\x7f-\x9f\u2028\u2029" + BIDI + "]")
+
+
+@contextmanager
+def too_deep_to_print() -> Iterator[None]:
+    """Data nested deeper than the JSON and YAML writers recurse (an old store, a hand edit): one line, not a crash.
+
+    Each writer builds its whole text before printing, so nothing half-printed precedes the error; checking
+    the depth first instead would walk every record of a million-record export.
+    """
+    try:
+        yield
+    except RecursionError:
+        from dpsctl.core.errors import StoreError
+
+        raise StoreError(
+            "what the store holds here nests objects or arrays too deeply to print (written by an older dpsctl or by hand)",
+            hint="delete or replace the record that holds it (dpsctl enrollment delete ID, dpsctl registration delete ID)",
+        ) from None
 
 
 def safe_json(text: str) -> str:

@@ -118,7 +118,7 @@ def secure_side_files(path: Path, target: Path, store_owner: int, *, create: tup
 
     SQLite opens an existing -wal or -shm as it finds it and writes pages (keys included) into it. One planted
     by another user, or left world-readable, would hand them the store; so each must be a regular file, not a
-    link, with one name, owned by this user or by the store's owner. Ours with a wider mode are narrowed to 0600.
+    link, with one name, owned by this user, by the store's owner or by root. Ours with a wider mode are narrowed to 0600.
     Creating the missing ones here (O_EXCL|O_NOFOLLOW, 0600) leaves no moment in which another user could plant one.
     Returns the files it created (to be removed if the store is then refused).
     """
@@ -146,7 +146,7 @@ def secure_side_files(path: Path, target: Path, store_owner: int, *, create: tup
         problem = None
         if not stat.S_ISREG(info.st_mode):
             problem = f"is a {file_kind(info.st_mode)}, not a regular file"
-        elif info.st_uid not in (me, store_owner):
+        elif info.st_uid not in (me, store_owner, 0):  # root could read the store anyway
             problem = f"belongs to another user (uid {info.st_uid}), who could read or change what SQLite writes there"
         elif info.st_nlink > 1:
             problem = f"has {info.st_nlink} hard links"
