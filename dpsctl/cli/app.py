@@ -106,6 +106,7 @@ def root(
 ) -> None:
     """Global options come before the sub-command: dpsctl --db ci.json enrollment list."""
     STATE.db = db
+    STATE.stdin_taken_by = None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, ShowKeysOpt, session
+from dpsctl.cli.context import OutputOpt, ShowKeysOpt, secret_option, session
 from dpsctl.cli.render import Output, emit, info
 
 app = typer.Typer(add_completion=False, help="Link, list, change and unlink IoT hubs (NAME or NAME.azure-devices.net).", no_args_is_help=True)
@@ -18,7 +18,7 @@ ApplyOpt = Annotated[
     bool | None,
     typer.Option("--apply-allocation-policy/--no-apply-allocation-policy", help="Take part in allocation when an enrollment names no hubs."),
 ]
-CsOpt = Annotated[str | None, typer.Option("--connection-string", help="The hub's owner connection string (a simulated one is made if absent).")]
+CsOpt = Annotated[str | None, secret_option("--connection-string", "hub connection string", "The hub's owner connection string (a simulated one is made if absent).")]
 
 COLUMNS = ("NAME", "LOCATION", "WEIGHT", "APPLY POLICY", "CONNECTION STRING")
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, session
-from dpsctl.cli.render import Output, emit, print_table
+from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, secret_option, session
+from dpsctl.cli.render import Output, emit, print_table, say
 from dpsctl.core.errors import InvalidInput
 
 SAS_TTL_SECONDS = 3600
@@ -78,8 +78,8 @@ def register(app: typer.Typer) -> None:
     @app.command("provision")
     def provision(
         registration_id: Annotated[str | None, typer.Option("--registration-id", help="Registration ID (X.509: defaults to the certificate CN; TPM: to the EK hash).")] = None,
-        symmetric_key: Annotated[str | None, typer.Option("--symmetric-key", help="The device's own key (enrollment key, or the key derived from a group key).")] = None,
-        sas_token: Annotated[str | None, typer.Option("--sas-token", help="A SAS token made elsewhere (firmware, an SDK).")] = None,
+        symmetric_key: Annotated[str | None, secret_option("--symmetric-key", "device key", "The device's own key (enrollment key, or the key derived from a group key).", envvar="DPSCTL_SYMMETRIC_KEY")] = None,
+        sas_token: Annotated[str | None, secret_option("--sas-token", "SAS token", "A SAS token made elsewhere (firmware, an SDK).", envvar="DPSCTL_SAS_TOKEN")] = None,
         cert: Annotated[str | None, typer.Option("--cert", help="X.509 device certificate (may hold the full chain, leaf first).")] = None,
         key: Annotated[str | None, typer.Option("--key", help="X.509 device private key (PEM or DER).")] = None,
         chain: Annotated[str | None, typer.Option("--chain", help="X.509 intermediate certificates, if not in --cert.")] = None,
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         count: Annotated[int | None, typer.Option("--count", help="Storm: provision N devices of a symmetric-key group, each with its derived key.", rich_help_panel="Many devices")] = None,
         id_pattern: Annotated[str, typer.Option("--id-pattern", help="Storm: registration IDs, {n} is the device number (1..N).", rich_help_panel="Many devices")] = "device-{n:06d}",
         group: Annotated[str | None, typer.Option("--group", help="Storm: the enrollment group whose primary key the devices derive theirs from.", rich_help_panel="Many devices")] = None,
-        group_key: Annotated[str | None, typer.Option("--group-key", help="Storm: the group key itself (instead of --group).", rich_help_panel="Many devices")] = None,
+        group_key: Annotated[str | None, secret_option("--group-key", "group key", "Storm: the group key itself (instead of --group).", envvar="DPSCTL_GROUP_KEY", rich_help_panel="Many devices")] = None,
         chunk_size: Annotated[int, typer.Option("--chunk-size", help="Devices per store transaction in a batch or storm.", rich_help_panel="Many devices")] = 500,
         show_keys: ShowKeysOpt = False,
         output: OutputOpt = Output.table,
@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
             if explain:
                 from dpsctl.core.attestation import format_trace
 
-                print(format_trace(result.explain))
+                say(format_trace(result.explain))  # the trace quotes allocators, payloads, certificate names
             state = doc.get("registrationState", {})
             print_table(
                 ("REGISTRATION ID", "STATUS", "SUBSTATUS", "ASSIGNED HUB", "DEVICE ID", "CONNECTION STRING"),

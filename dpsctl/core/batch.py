@@ -20,6 +20,7 @@ from dpsctl.core.provisioning import RegistrationRequest, provision
 
 BATCH_COLUMNS = ("registrationId", "symmetricKey", "sasToken", "cert", "key", "chain", "tpm", "payload", "region")
 DEFAULT_CHUNK = 500
+MAX_BATCH_BYTES = 256 * 1024 * 1024  # about two million devices of CSV; the whole file is held in memory
 
 
 @dataclass(frozen=True)
@@ -176,10 +177,10 @@ def _reason(status: str, message: str) -> str:
 
 
 def read_text(path: Path) -> str:
-    """Read a batch file as text."""
+    """Read a batch file as text (at most MAX_BATCH_BYTES; a FIFO or a device is refused, not read)."""
+    from dpsctl.core.safefiles import read_bounded
+
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InvalidInput(f"batch file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        return read_bounded(path, "batch file", MAX_BATCH_BYTES).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise InvalidInput(f"cannot read batch file {path}: {exc}") from None

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dpsctl.core.errors import AllocationFailed, InvalidInput
-from dpsctl.core.jsondepth import check_depth
+from dpsctl.core.jsondepth import check_depth, check_value
 
 # Far above any sane answer (DPS messages are capped at 96 KB) yet small enough that a runaway
 # webhook or command cannot make us parse an unbounded document.
@@ -66,6 +66,8 @@ def parse_allocation_response(body: bytes | str, linked_hubs: list[str], *, sour
     document = _decode_json_object(body, source)
     # The payload and twin are stored and printed: one nested too deep would fail there with RecursionError.
     check_depth(document, f"the answer of {source}", AllocationFailed)
+    if document.get("payload") is not None:  # kept in the registration record: the one limit of values from outside
+        check_value(document["payload"], f"the payload answered by {source}", AllocationFailed)
     hub = _linked_hub(document, linked_hubs, source)
     return AllocationResponse(
         iot_hub_host_name=hub,

@@ -450,7 +450,16 @@ def _updated_attestation(entry: AnyEnrollment, cred: CredentialInput) -> Attesta
 
 def delete_entry(tx: Transaction, entry_id: str, *, group: bool, etag: str | None) -> AnyEnrollment:
     """Remove an entry; registration records stay (DPS keeps them, orphaned for groups)."""
-    entry = get_entry(tx, entry_id, group=group)
+    try:
+        entry = get_entry(tx, entry_id, group=group)
+    except InvalidInput:
+        # A record an older dpsctl stored beyond today's limits (optionalDeviceInformation 400 levels deep):
+        # it no longer parses, but it must stay deletable. Read it without that field.
+        doc = tx.get(KIND[group], entry_id)
+        if doc is None or "optionalDeviceInformation" not in doc:
+            raise
+        model = EnrollmentGroup if group else IndividualEnrollment
+        entry = model.from_dict({k: v for k, v in doc.items() if k != "optionalDeviceInformation"})
     check_etag(entry, etag)
     tx.delete(KIND[group], entry.id)
     return entry

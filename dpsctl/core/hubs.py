@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
 from dpsctl.core.ids import hub_host_name
-from dpsctl.core.models import LinkedHub, default_hub_connection_string, validate_weight
+from dpsctl.core.models import LinkedHub, check_hub_connection_string, default_hub_connection_string, validate_weight
 from dpsctl.store import Transaction
 
 MAX_LINKED_HUBS = 50
@@ -36,24 +36,6 @@ def list_hubs(tx: Transaction) -> list[LinkedHub]:
     return [LinkedHub.from_dict(doc) for doc in tx.scan("hubs")]
 
 
-def _check_connection_string(cs: str, host: str) -> str:
-    """A hub connection string must name the same hub and carry a key, as DPS checks when linking."""
-    fields = {}
-    for part in cs.split(";"):
-        name, sep, value = part.partition("=")
-        if sep:
-            fields[name.strip().lower()] = value
-    missing = [f for f in ("hostname", "sharedaccesskeyname", "sharedaccesskey") if not fields.get(f)]
-    if missing:
-        raise InvalidInput(
-            "hub connection string is missing " + ", ".join(missing),
-            hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>",
-        )
-    if fields["hostname"].lower() != host:
-        raise InvalidInput(f"the connection string is for {fields['hostname']}, not {host}")
-    return cs
-
-
 def add_hub(
     tx: Transaction,
     name: str,
@@ -81,7 +63,7 @@ def _build(host: str, location: str | None, weight: int | None, apply: bool | No
         from dpsctl.core.regions import normalize_region
 
         location = normalize_region(location)
-    cs = _check_connection_string(cs, host) if cs else default_hub_connection_string(host)
+    cs = check_hub_connection_string(cs, host) if cs else default_hub_connection_string(host)
     return LinkedHub(host, cs, location, weight, apply)
 
 

@@ -90,6 +90,7 @@ def _attest_individual(
             trace.fail(f"the SAS signature matches neither the primary nor the secondary key of enrollment {entry.id!r}")
             raise Refused(_unauthorized(f"the SAS token is not signed with a key of enrollment {entry.id!r}", hint="sign it with the enrollment's primary or secondary key (dpsctl enrollment show ID --show-keys)"))
         trace.ok(f"the SAS signature matches the {label} key of enrollment {entry.id!r}")
+        _check_lifetime(token, now, trace)
         key = a.primary_key if label == "primary" else a.secondary_key
         return Match(
             entry,
@@ -189,8 +190,13 @@ def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: 
     if token is None:
         raise Refused(_unauthorized(_last_failure(trace), hint="a device SAS token looks like: SharedAccessSignature sr=...&sig=...&se=...&skn=registration"))
     if not att.check_token_scope(token, service.id_scope, reg_id, now, trace):
-        raise Refused(_unauthorized(_last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key KEY"))
+        raise Refused(_unauthorized(_last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key @KEY_FILE"))
     return token
+
+
+def _check_lifetime(token: Any, now: datetime, trace: Trace) -> None:
+    if not att.check_token_lifetime(token, now, trace):
+        raise Refused(_unauthorized(_last_failure(trace), hint="build a token that expires sooner: dpsctl keys sas --registration-id ID --key @KEY_FILE --ttl SECONDS"))
 
 
 def _last_failure(trace: Trace) -> str:
@@ -227,6 +233,7 @@ def _match_symmetric_group(tx: Transaction, service: ServiceSettings, reg_id: st
         label = att.match_key(token, derived)
         if label is not None:
             trace.ok(f"the SAS signature matches the key derived from the {label} key of enrollment group {group.id!r}")
+            _check_lifetime(token, now, trace)
             keys = dict(derived)
             return Match(
                 group,

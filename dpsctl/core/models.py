@@ -104,6 +104,13 @@ class ReprovisionPolicy:
         return cls(update, migrate)
 
 
+def _device_information(info: Any, where: str) -> Json:
+    """optionalDeviceInformation: a JSON object within the one limit of values from outside (depth and size)."""
+    from dpsctl.core.jsondepth import check_value
+
+    return check_value(_expect(info, dict, f"{where}.optionalDeviceInformation"), f"{where}.optionalDeviceInformation")
+
+
 def validate_initial_twin(doc: Any, where: str = "initialTwin") -> Json:
     """Check an initial twin `{"tags": {...}, "properties": {"desired": {...}}}` and return a clean copy."""
     from dpsctl.core.jsondepth import check_depth
@@ -432,7 +439,7 @@ class IndividualEnrollment(Enrollment):
         return cls(
             registration_id=reg_id,
             device_id=validate_device_id(device_id) if device_id else None,
-            optional_device_information=_expect(info, dict, f"{where}.optionalDeviceInformation") if info is not None else None,
+            optional_device_information=_device_information(info, where) if info is not None else None,
             **cls._common_from_dict(doc, group=False, where=where),
         )
 
@@ -529,6 +536,27 @@ def validate_weight(weight: int) -> int:
     if not 1 <= weight <= 1000:
         raise InvalidInput(f"allocation weight {weight} is out of range", hint="use a whole number from 1 to 1000")
     return weight
+
+
+def check_hub_connection_string(cs: str, host: str) -> str:
+    """A hub connection string must name the same hub and carry a valid Base64 key, as DPS checks when linking."""
+    fields = {}
+    for part in cs.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            fields[name.strip().lower()] = value
+    missing = [f for f in ("hostname", "sharedaccesskeyname", "sharedaccesskey") if not fields.get(f)]
+    if missing:
+        raise InvalidInput(
+            "hub connection string is missing " + ", ".join(missing),
+            hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>",
+        )
+    if not fields["hostname"].isascii() or fields["hostname"].lower() != host:
+        raise InvalidInput(f"the connection string is for {fields['hostname']}, not {host}")
+    from dpsctl.core.keys import decode_key
+
+    decode_key(fields["sharedaccesskey"], what="hub key (SharedAccessKey of the connection string)")
+    return cs
 
 
 def default_hub_connection_string(host: str) -> str:

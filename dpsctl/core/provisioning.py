@@ -67,10 +67,10 @@ def provision(tx: Transaction, request: RegistrationRequest, now: datetime, *, w
     trace = Trace()
     reg_id = _registration_id(request)
     if request.payload is not None:
-        from dpsctl.core.jsondepth import check_depth
+        from dpsctl.core.jsondepth import check_value
 
         # A payload nested too deep would fail later (deepcopy, store write, output) with RecursionError.
-        check_depth(request.payload, "the registration payload")
+        check_value(request.payload, "the registration payload")
     if request.region is not None:
         from dpsctl.core.regions import normalize_region
 

@@ -7,13 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
-from dpsctl.core.jsondepth import parse_json
+from dpsctl.core.jsondepth import MAX_DOCUMENT_DEPTH, check_depth, parse_json
 from dpsctl.core.enrollments import KIND, AnyEnrollment, certificate_ref, check_entry
 from dpsctl.core.models import (
     Attestation,
     EnrollmentGroup,
     IndividualEnrollment,
     LinkedHub,
+    check_hub_connection_string,
     default_hub_connection_string,
     ServiceSettings,
     _check_keys,
@@ -63,11 +64,12 @@ def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
             raise InvalidInput(f"{source} is not UTF-8 text") from None
     stripped = text.lstrip()
     if stripped.startswith("{") or stripped.startswith("["):
-        doc = parse_json(text, source)
+        doc = parse_json(text, source, document=True)
     else:
         doc = _load_yaml(text, source)
     if doc is None:
         doc = {}
+    check_depth(doc, source, limit=MAX_DOCUMENT_DEPTH)  # YAML too: the values in it are checked where they are read
     if not isinstance(doc, dict):
         raise InvalidInput(f"{source} must hold an object with linkedHubs, enrollments and enrollmentGroups")
     _check_keys(doc, DOCUMENT_FIELDS, source)
@@ -199,6 +201,8 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         if "=****" in hub.connection_string:
             # An export without --show-keys masks hub keys: keep the stored key, or simulate a new one.
             hub = replace(hub, connection_string=old["connectionString"] if old else default_hub_connection_string(hub.name))
+        else:
+            check_hub_connection_string(hub.connection_string, hub.name)
         if hub.location is None:
             from dpsctl.core.hubs import DEFAULT_HUB_LOCATION
 

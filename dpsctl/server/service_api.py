@@ -303,7 +303,7 @@ def _json_body(request: HttpRequest, default: Any = ...) -> Any:
             raise Refusal(400, E_BAD_REQUEST, "the request needs a JSON body")
         return default
     try:
-        return parse_json(request.body, "the request body", limit_depth=True)
+        return parse_json(request.body, "the request body", document=True)
     except InvalidInput as exc:
         raise Refusal(400, E_BAD_REQUEST, exc.message) from None
 

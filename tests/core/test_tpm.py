@@ -302,5 +302,5 @@ def test_missing_and_unreadable_tpm_files_are_invalid_input(tmp_path: Path) -> N
     with pytest.raises(InvalidInput, match="does not exist") as caught:
         load_tpm(tmp_path / "absent.json")
     assert "dpsctl tpm create" in (caught.value.hint or "")
-    with pytest.raises(InvalidInput, match="cannot read TPM file"):
+    with pytest.raises(InvalidInput, match="TPM file .* is a directory"):
         load_tpm(tmp_path)  # a directory
