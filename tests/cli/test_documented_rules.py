@@ -289,3 +289,30 @@ def test_ref7_registration_records_outlive_their_deleted_group(dps):
     dps.ok("enrollment-group", "delete", "fleet")
     record = registration(dps, "dev-9")
     assert (record["status"], record["assignedHub"], record["symmetricKey"]["enrollmentGroupId"]) == ("assigned", HUB_A, "fleet")
+
+
+# --------------------------------------------------------------------------- §2.5 the engine's answer to an unknown chain
+
+
+@pytest.mark.rule("§2.5/x509-without-enrollment-401")
+def test_ref2_an_unknown_chain_accepted_at_tls_is_refused_by_the_engine_with_the_dps_401(dps, chain):
+    """What a front end that accepts any client certificate at TLS hands the engine: the presented chain, possession
+    already proven by the handshake. The engine answers DPS's 401 body and writes no registration."""
+    from datetime import datetime, timezone
+
+    from dpsctl.core.attestation import X509Credential
+    from dpsctl.core.provisioning import RegistrationRequest
+    from dpsctl.core.provisioning import provision as run_engine
+    from dpsctl.store import open_store
+
+    init(dps, "hub-a")
+    stranger = pki.create_root("stranger root")
+    cert, _ = pki.create_device("lost-01", *stranger)
+    before = dps.snapshot()
+    with open_store(dps.store).transaction(write=True) as tx:
+        result = run_engine(tx, RegistrationRequest(X509Credential((cert, stranger[0]), prove=None)), datetime.now(timezone.utc))
+
+    assert result.status == "unauthorized" and result.error is not None
+    assert set(result.operation) == {"errorCode", "trackingId", "message", "timestampUtc"}
+    assert result.operation["errorCode"] == 401002 and "no enrollment matches" in result.operation["message"]
+    assert dps.snapshot()["registrations"] == before["registrations"] == []
