@@ -32,8 +32,11 @@ KEYS: dict[str, Callable[[Doc], str]] = {
     "groups": _lower("enrollmentGroupId"),
     "registrations": _lower("registrationId"),
     "devices": lambda doc: f"{doc['hub']}/{doc['deviceId']}".lower(),
+    # An int (stores before issue 12) or a time-ordered string ID (core/clock.new_history_id).
     "history": lambda doc: str(doc["sequence"]),
     "cas": _lower("name"),
+    # Shards of service-wide counters (`operations.07`): a writer adds to one shard, so none waits on a shared row.
+    "counters": _lower("name"),
 }
 
 # kind -> index name -> function giving the indexed value (None: not indexed for that record)
