@@ -17,7 +17,7 @@ from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
 from dpsctl.core.jsondepth import parse_json
-from dpsctl.core.provisioning import ALLOCATION_ROUNDS, Plan, ProvisionResult, RegistrationRequest, allocate, plan_registration, settle
+from dpsctl.core.provisioning import ALLOCATION_ROUNDS, Plan, ProvisionResult, RegistrationRequest, allocate, commit_plan, plan_registration, settle
 from dpsctl.store import Store
 
 BATCH_COLUMNS = ("registrationId", "symmetricKey", "sasToken", "cert", "key", "chain", "tpm", "payload", "region")
@@ -166,7 +166,7 @@ def run_batch(
                     if plan.needs_allocator:
                         waiting.append((plan, t0))
                     else:
-                        _tally(summary, settle(tx, plan, None, clock(), webhook_timeout=webhook_timeout), t0)  # type: ignore[arg-type]
+                        _tally(summary, commit_plan(tx, plan, None, clock(), webhook_timeout=webhook_timeout), t0)
             for round_ in range(ALLOCATION_ROUNDS):
                 if not waiting:
                     break

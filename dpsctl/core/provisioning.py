@@ -40,6 +40,7 @@ __all__ = [
     "Transactions",
     "allocate",
     "check_request",
+    "commit_plan",
     "plan_registration",
     "provision",
     "provision_phased",
@@ -127,7 +128,7 @@ class Plan:
 def provision(tx: Transaction, request: RegistrationRequest, now: datetime, *, webhook_timeout: float = 10.0, record_refusals: bool = True) -> ProvisionResult:
     """Run one registration in the caller's transaction `tx`, a custom allocation included (the caller commits, or discards)."""
     reg_id = check_request(request)
-    return settle(tx, plan_registration(tx, request, now, registration_id=reg_id), None, now, webhook_timeout=webhook_timeout, record_refusals=record_refusals, last=True)  # type: ignore[return-value]
+    return commit_plan(tx, plan_registration(tx, request, now, registration_id=reg_id), None, now, webhook_timeout=webhook_timeout, record_refusals=record_refusals)
 
 
 def provision_phased(
@@ -238,11 +239,12 @@ def settle(
         decision = None
         if plan.needs_allocator:
             return _conflict(tx, plan, changed, now, record_refusals) if last else plan
-    return _finish(tx, plan, decision, now, webhook_timeout, record_refusals)
+    return commit_plan(tx, plan, decision, now, webhook_timeout=webhook_timeout, record_refusals=record_refusals)
 
 
-def _finish(tx: Transaction, plan: Plan, decision: Decision | None, now: datetime, webhook_timeout: float, record_refusals: bool) -> ProvisionResult:
-    """Allocate (unless decided), write the registration and the hub's device, and record the attempt."""
+def commit_plan(tx: Transaction, plan: Plan, decision: Decision | None, now: datetime, *, webhook_timeout: float = 10.0, record_refusals: bool = True) -> ProvisionResult:
+    """Phase 3 for a plan made in this same transaction `tx` (nothing to check): allocate unless decided, write the
+    registration and the hub's device, and record the attempt. A custom plan without a decision allocates here, in `tx`."""
     reg_id, match, trace = plan.registration_id, plan.match, plan.trace
     error: DpsError | None = None
     try:
@@ -299,7 +301,14 @@ def _note_relied_on(tx: Transaction, plan: Plan) -> None:
     if entry is not None:
         a = entry.attestation
         keys += [("cas", name) for name in (getattr(a, "primary_ca", None), getattr(a, "secondary_ca", None)) if name]
-    plan.relied_on = {(kind, key.lower()): tx.get(kind, key) for kind, key in keys}
+    plan.relied_on = {(kind, key.lower()): plan.previous if kind == "registrations" else _read(tx, kind, key) for kind, key in keys}
+
+
+def _read(tx: Transaction, kind: str, key: str) -> Json | None:
+    """tx.get, kept for the transaction where many registrations read the same record (the service, a group)."""
+    if kind in ("service", "groups"):
+        return tx.memo(kind, f"record:{key.lower()}", lambda: tx.get(kind, key))
+    return tx.get(kind, key)
 
 
 _NOUNS = {"service": "the service settings", "registrations": "registration", "enrollments": "individual enrollment", "groups": "enrollment group", "cas": "CA certificate"}
@@ -310,7 +319,7 @@ def _changed(tx: Transaction, plan: Plan) -> list[str]:
     changed = [
         _NOUNS[kind] if kind == "service" else f"{_NOUNS[kind]} {key!r}"
         for (kind, key), doc in plan.relied_on.items()
-        if tx.get(kind, key) != doc
+        if _read(tx, kind, key) != doc
     ]
     if tx.memo("hubs", "docs", lambda: list(tx.scan("hubs"))) != plan.hubs:
         changed.append("the linked hubs")
