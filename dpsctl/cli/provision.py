@@ -76,9 +76,10 @@ def _mask(cs: str | None, show_keys: bool) -> str | None:
 def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: float) -> Any:
     """One device through the engine in phases: no store lock is held while a custom allocation runs.
 
-    A dry run plans and settles in one read transaction whose changes are dropped; it takes no write lock.
+    The snapshot that gives the ID scope (to build the device's credential) is the one the engine plans on; a
+    dry run plans and settles in one read transaction whose changes are dropped, and takes no write lock.
     """
-    from dpsctl.core.provisioning import StoreTransactions, check_request, provision_phased
+    from dpsctl.core.provisioning import StoreTransactions, check_request, plan_registration, provision_phased, provision_planned
     from dpsctl.core.service import load_service
     from dpsctl.core.transactions import dry_run as dry
     from dpsctl.store import open_store
@@ -88,19 +89,19 @@ def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: 
             with dry(store) as source, source.write() as tx:
                 built = request(load_service(tx, now()).id_scope)
                 return provision_phased(source, built, now, webhook_timeout=webhook_timeout)
-        with store.transaction() as tx:
-            doc = tx.get("service", "service")
-        if doc is None:
-            # A new store: its service settings (the ID scope the credential is built for) are written only if the
-            # request is valid, as one command's one write.
-            with store.transaction(write=True) as tx:
-                built = request(load_service(tx, now()).id_scope)
-                check_request(built)
-        else:
-            from dpsctl.core.models import ServiceSettings
-
-            built = request(ServiceSettings.from_dict(doc).id_scope)
-        return provision_phased(StoreTransactions(store), built, now, webhook_timeout=webhook_timeout)
+        source = StoreTransactions(store)
+        with source.read() as tx:
+            planned = None
+            if tx.get("service", "service") is not None:
+                planned = plan_registration(tx, request(load_service(tx, now()).id_scope), now())
+        if planned is not None:
+            return provision_planned(source, planned, now, webhook_timeout=webhook_timeout)
+        # A new store: its service settings (the ID scope the credential is built for) are written only if the
+        # request is valid, as one command's one write.
+        with source.write() as tx:
+            built = request(load_service(tx, now()).id_scope)
+            check_request(built)
+        return provision_phased(source, built, now, webhook_timeout=webhook_timeout)
 
 
 def register(app: typer.Typer) -> None:

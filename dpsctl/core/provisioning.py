@@ -44,6 +44,7 @@ __all__ = [
     "plan_registration",
     "provision",
     "provision_phased",
+    "provision_planned",
     "settle",
 ]
 
@@ -153,6 +154,20 @@ def provision_phased(
         # A store without service settings yet: the first write creates them (planning in the write is as valid).
         with source.write() as tx:
             current = plan_registration(tx, request, now(), registration_id=reg_id)
+    return provision_planned(source, current, now, webhook_timeout=webhook_timeout, record_refusals=record_refusals)
+
+
+def provision_planned(
+    source: Transactions,
+    plan: Plan,
+    now: Callable[[], datetime],
+    *,
+    webhook_timeout: float = 10.0,
+    record_refusals: bool = True,
+) -> ProvisionResult:
+    """The rest of `provision_phased` for a plan the caller made on a snapshot it read anyway (the CLI reads the
+    ID scope it builds the device's credential for in the same snapshot): allocate, then settle, deciding again once."""
+    current = plan
     if current.unauthorized and not record_refusals:
         return _unauthorized_result(current, now())
     for round_ in range(ALLOCATION_ROUNDS):
