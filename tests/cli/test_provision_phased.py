@@ -24,7 +24,6 @@ import pytest
 from dpsctl.core.keys import derive_device_key
 from tests.cli.provision_helpers import HUB_A, HUB_B, devices, failed_checks, init, registration
 from tests.cli.test_provision_allocation import GROUP_KEY, add_group, register, webhook  # noqa: F401 - the fixture
-from tests.conftest import dpsctl_process
 
 OTHER_KEY = "b3RoZXItZ3JvdXAta2V5LW90aGVyLWdyb3VwLWtleS1vdGhlci1ncm91cC1rZXk="
 # Another process waiting for the store fails fast (exit 8) instead of passing late.
