@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import secrets
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -97,3 +99,20 @@ def same_etag(given: str, current: str | None) -> bool:
 def new_operation_id() -> str:
     """An operation ID shaped like the ones DPS returns (`<n>.<16 hex>.<uuid>`)."""
     return f"5.{uuid.uuid4().hex[:16]}.{uuid.uuid4()}"
+
+
+_history_lock = threading.Lock()
+_last_history_ns = 0
+
+
+def new_history_id() -> str:
+    """A unique, time-ordered key for a history record: nanoseconds (never repeating in this process) and random bits.
+
+    Replaces a shared sequence number in the service record, which every registration had to rewrite: the
+    IDs of one process sort in the order it made them, and two writers never touch the same record.
+    """
+    global _last_history_ns
+    with _history_lock:
+        _last_history_ns = max(time.time_ns(), _last_history_ns + 1)
+        stamp = _last_history_ns
+    return f"{stamp:020d}.{secrets.token_hex(4)}"

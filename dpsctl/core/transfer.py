@@ -20,7 +20,7 @@ from dpsctl.core.models import (
     _check_keys,
     _expect,
 )
-from dpsctl.core.service import load_service, save_service
+from dpsctl.core.service import count_operations, load_service, save_service
 from dpsctl.store import Transaction
 
 DOCUMENT_FIELDS = {"service", "linkedHubs", "certificates", "enrollments", "enrollmentGroups"}
@@ -247,8 +247,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         operations += 1
         tx.put(kind, entry.to_dict())
     _check_import_limits(tx, group_types)
-    if operations:
-        save_service(tx, load_service(tx, now).with_operations(operations))
+    count_operations(tx, now, operations)
     if dry_run:
         tx.changes.clear()  # validate and plan everything, write nothing
     return plan
