@@ -6,7 +6,6 @@ bad chains too, and `dpsctl.core.x509.verify_chain` is the one judge of a chain.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from datetime import datetime, timedelta, timezone
