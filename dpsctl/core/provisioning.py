@@ -121,9 +121,9 @@ class Plan:
         return self.refused is None and self.match is not None and self.policy == "custom"
 
     @property
-    def unauthorized(self) -> bool:
-        """True when the device failed authentication."""
-        return self.refused is not None and isinstance(self.refused.error, Unauthorized)
+    def authenticated(self) -> bool:
+        """True when the device proved its credential against its entry (refusals after that are recorded anyway)."""
+        return self.match is not None
 
 
 def provision(tx: Transaction, request: RegistrationRequest, now: datetime, *, webhook_timeout: float = 10.0, record_refusals: bool = True) -> ProvisionResult:
@@ -144,7 +144,8 @@ def provision_phased(
 
     A custom allocation runs again once when the enrollment, its group, the linked hubs or the device's registration
     changed while it ran; if they changed again, the result is a refusal with `RegistrationConflict` (recorded in
-    the history). With `record_refusals=False` a device that fails authentication writes nothing to the store.
+    the history). With `record_refusals=False` a device that does not prove its credential writes nothing to the
+    store (unauthorized, or refused by a disabled individual enrollment before attesting) and takes no write lock.
     Raises only for the caller's input errors (see `check_request`).
     """
     reg_id = check_request(request)
@@ -168,8 +169,8 @@ def provision_planned(
     """The rest of `provision_phased` for a plan the caller made on a snapshot it read anyway (the CLI reads the
     ID scope it builds the device's credential for in the same snapshot): allocate, then settle, deciding again once."""
     current = plan
-    if current.unauthorized and not record_refusals:
-        return _unauthorized_result(current, now())
+    if not current.authenticated and not record_refusals:
+        return _unrecorded_result(current, now())
     for round_ in range(ALLOCATION_ROUNDS):
         decision = allocate(current, webhook_timeout) if current.needs_allocator else None
         with source.write() as tx:
@@ -275,9 +276,9 @@ def commit_plan(tx: Transaction, plan: Plan, decision: Decision | None, now: dat
         status = "assigned"
     except Refused as refused:
         error = refused.error
-        status = {Unauthorized: "unauthorized", Disabled: "disabled"}.get(type(error), "failed")
-        if status == "unauthorized" and not record_refusals:
-            return _unauthorized_result(plan, now)
+        status = _status_of(error)
+        if not plan.authenticated and not record_refusals:
+            return _unrecorded_result(plan, now)
         entry = refused.entry or (match.entry if match else None)
         state = _refusal_state(tx, reg_id, plan.previous, status, error, entry, match, now)
     result = _result(reg_id, status, state, trace, error, match, now)
@@ -285,11 +286,19 @@ def commit_plan(tx: Transaction, plan: Plan, decision: Decision | None, now: dat
     return result
 
 
-def _unauthorized_result(plan: Plan, now: datetime) -> ProvisionResult:
-    """The answer to a device that failed authentication, without writing anything."""
+def _status_of(error: DpsError) -> str:
+    """The registration status a refusal reports."""
+    return {Unauthorized: "unauthorized", Disabled: "disabled"}.get(type(error), "failed")
+
+
+def _unrecorded_result(plan: Plan, now: datetime) -> ProvisionResult:
+    """The answer to a device that did not prove its credential (unauthorized, or blocked by a disabled individual
+    enrollment before attesting), without writing anything: what `record_refusals=False` asks for."""
     assert plan.refused is not None
-    state = {"registrationId": plan.registration_id, "status": "unauthorized"}
-    return _result(plan.registration_id, "unauthorized", state, plan.trace, plan.refused.error, plan.match, now)
+    error = plan.refused.error
+    status = _status_of(error)
+    state = _refusal_state(None, plan.registration_id, plan.previous, status, error, plan.refused.entry, plan.match, now)
+    return _result(plan.registration_id, status, state, plan.trace, error, plan.match, now)
 
 
 def _conflict(tx: Transaction, plan: Plan, changed: list[str], now: datetime, record_refusals: bool) -> ProvisionResult:
@@ -626,8 +635,8 @@ def _record_spelling(reg_id: str, previous: Json | None, entry: Entry) -> str:
     return reg_id if entry.is_group else entry.id
 
 
-def _refusal_state(tx: Transaction, reg_id: str, previous: Json | None, status: str, error: DpsError, entry: Entry | None, match: Match | None, now: datetime) -> Json:
-    """The registration record after a refusal; attempts that never reached an entry leave none (401)."""
+def _refusal_state(tx: Transaction | None, reg_id: str, previous: Json | None, status: str, error: DpsError, entry: Entry | None, match: Match | None, now: datetime) -> Json:
+    """The registration record after a refusal, written in `tx` (None: only built); attempts that never reached an entry leave none (401)."""
     if status == "unauthorized" or entry is None:
         return {"registrationId": reg_id, "status": status}
     reg_id = _record_spelling(reg_id, previous, entry)
@@ -651,7 +660,8 @@ def _refusal_state(tx: Transaction, reg_id: str, previous: Json | None, status: 
     if previous and (previous.get("substatus") or previous.get("_substatus")):
         state["_substatus"] = previous.get("substatus") or previous["_substatus"]
     state["_entry"] = {"group": entry.is_group, "id": entry.id}
-    tx.put("registrations", state)
+    if tx is not None:
+        tx.put("registrations", state)
     return state
 
 

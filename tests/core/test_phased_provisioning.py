@@ -211,6 +211,22 @@ def test_a_failed_authentication_writes_nothing_when_refusals_are_not_recorded(s
         assert tx.get("registrations", "dev-1") is None
 
 
+def test_a_disabled_enrollment_refusing_an_unproven_credential_writes_nothing_either(store):
+    update(store, provisioningStatus="disabled")
+    source = Watched(store)
+    before = {kind: dict(docs) for kind, docs in store.data.items()}
+
+    unproven = provision_phased(source, request(key=WRONG), Clock(), record_refusals=False)
+    assert unproven.status == "disabled" and source.writes == 0 and store.data == before
+
+    # With its own key the device proved itself: the refusal is recorded whatever record_refusals says.
+    proven = provision_phased(source, request(), Clock(), record_refusals=False)
+    assert proven.status == "disabled" and source.writes == 1
+    with store.transaction() as tx:
+        assert tx.get("registrations", "dev-1")["status"] == "disabled"
+        assert [h["status"] for h in history(tx)] == ["disabled"]
+
+
 def test_a_fast_policy_plan_made_before_a_change_is_made_again_in_the_write(store):
     update(store, allocationPolicy="hashed", customAllocationDefinition=None)
     clock = Clock()
