@@ -165,9 +165,14 @@ def provision_planned(
     *,
     webhook_timeout: float = 10.0,
     record_refusals: bool = True,
+    alongside: Callable[[Transaction, ProvisionResult], None] | None = None,
 ) -> ProvisionResult:
     """The rest of `provision_phased` for a plan the caller made on a snapshot it read anyway (the CLI reads the
-    ID scope it builds the device's credential for in the same snapshot): allocate, then settle, deciding again once."""
+    ID scope it builds the device's credential for in the same snapshot): allocate, then settle, deciding again once.
+
+    `alongside` writes the caller's own record of the outcome in the same transaction as the outcome (a server's
+    operation, which a device polls): both are committed, or neither. It is not called for an unrecorded refusal.
+    """
     current = plan
     if not current.authenticated and not record_refusals:
         return _unrecorded_result(current, now())
@@ -175,6 +180,8 @@ def provision_planned(
         decision = allocate(current, webhook_timeout) if current.needs_allocator else None
         with source.write() as tx:
             outcome = settle(tx, current, decision, now(), webhook_timeout=webhook_timeout, record_refusals=record_refusals, last=round_ == ALLOCATION_ROUNDS - 1)
+            if isinstance(outcome, ProvisionResult) and alongside is not None:
+                alongside(tx, outcome)
         if isinstance(outcome, ProvisionResult):
             return outcome
         current = outcome

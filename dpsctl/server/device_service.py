@@ -25,7 +25,7 @@ from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, X5
 from dpsctl.core.clock import Clock, SystemClock, new_operation_id
 from dpsctl.core.errors import Disabled, DpsError, InvalidInput, StoreBusy, Unauthorized
 from dpsctl.core.jsondepth import parse_json
-from dpsctl.core.provisioning import RegistrationRequest, diagnose, provision
+from dpsctl.core.provisioning import Plan, ProvisionResult, RegistrationRequest, check_request, diagnose, plan_registration, provision_planned
 from dpsctl.core.registrations import public_registration
 from dpsctl.core.service import load_service
 from dpsctl.core.tpm import issue_challenge, seal_to_endorsement_key, validate_endorsement_key
@@ -130,23 +130,27 @@ class DeviceService:
             else:
                 credential = _credential(presented)
             if challenge is None:
-                self._authenticate(tx, credential, registration_id)
+                # Phase 1 of the engine, on this snapshot: match and attest. A device that fails is refused now.
+                request = RegistrationRequest(credential, registration_id, document.get("payload"))
+                plan = plan_registration(tx, request, self.clock.now(), registration_id=_checked(request))
+                if plan.refused is not None and isinstance(plan.refused.error, Unauthorized):
+                    self.refused += 1
+                    raise Refusal(401, E_UNAUTHORIZED, plan.refused.error.message, hint=plan.refused.error.hint)
         if challenge is not None:
             if challenge.new:
                 with self.access.write() as tx:
                     self.book.save_challenge(tx, registration_id, _ek(tpm), challenge.key)
             body = {"authenticationKey": challenge.blob, "keyName": TPM_KEY_NAME}
             return DeviceReply(401, body, note="TPM challenge issued (401 with authenticationKey)")
-        request = RegistrationRequest(credential, registration_id, document.get("payload"))
         tpm_keys = {"endorsementKey": _ek(tpm), "storageRootKey": tpm.get("storageRootKey")} if isinstance(tpm, dict) else None
         operation = self.book.new(new_operation_id(), id_scope, registration_id, delay=self.options.assigning_delay, tpm=tpm_keys)
         if self.options.fast:
-            self._allocate(operation, request, busy_retries=0)  # a busy store is the device's 503 (Retry-After)
+            self._allocate(operation, plan, busy_retries=0)  # a busy store is the device's 503 (Retry-After)
             result = operation.result or _internal_error(operation)
             return DeviceReply(200, result, note=_outcome_note(registration_id, result))
         with self.access.write() as tx:
             self.book.save(tx, operation)
-        future = self._pool.submit(self._allocate, operation, request)
+        future = self._pool.submit(self._allocate, operation, plan)
         with self._lock:
             self._in_flight.add(future)
         future.add_done_callback(self._done)
@@ -194,20 +198,28 @@ class DeviceService:
 
     # -- allocation, on the pool
 
-    def _allocate(self, operation: Operation, request: RegistrationRequest, *, busy_retries: int = BUSY_RETRIES) -> None:
-        """Provision and store the outcome in the operation, in one transaction.
+    def _allocate(self, operation: Operation, plan: Plan, *, busy_retries: int = BUSY_RETRIES) -> None:
+        """Phases 2 and 3 of the engine: allocate with no store lock held (a webhook may take seconds), then commit
+        the outcome and the operation in one short transaction.
 
         On the pool, a store busy for longer than the lock timeout is tried again (the device keeps polling
         "assigning"); with --fast the StoreBusy goes back to the device as 503 with Retry-After.
         """
+
+        def record(tx: Transaction, result: ProvisionResult) -> None:
+            operation.result = {**result.operation, "operationId": operation.operation_id}
+            operation.status = result.status
+            self.book.save(tx, operation)
+
         try:
             for attempt in range(busy_retries + 1):
                 try:
-                    with self.access.write() as tx:
-                        result = provision(tx, request, self.clock.now(), webhook_timeout=self.options.webhook_timeout)
-                        operation.result = {**result.operation, "operationId": operation.operation_id}
-                        operation.status = result.status
-                        self.book.save(tx, operation)
+                    result = provision_planned(self.access, plan, self.clock.now, webhook_timeout=self.options.webhook_timeout, record_refusals=False, alongside=record)
+                    if operation.result is None:  # refused without a record (a disabled entry before attesting)
+                        record_unwritten = {**result.operation, "operationId": operation.operation_id}
+                        operation.result, operation.status = record_unwritten, result.status
+                        with self.access.write() as tx:
+                            self.book.save(tx, operation)
                     return
                 except StoreBusy:
                     if attempt == busy_retries:
@@ -321,6 +333,14 @@ def _credential(presented: Presented) -> Credential:
         "the request carries no credential",
         hint="send a SAS token (HTTP Authorization or MQTT password) for a symmetric key, a TLS client certificate for X.509, or tpm keys in the body",
     )
+
+
+def _checked(request: RegistrationRequest) -> str:
+    """The request's registration ID after the engine's input checks; a failure is the device's 400."""
+    try:
+        return check_request(request)
+    except InvalidInput as exc:
+        raise Refusal(400, E_BAD_REQUEST, exc.message, hint=exc.hint) from None
 
 
 def _ek(tpm: Json) -> str:
