@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from dpsctl.core.errors import StoreBusy, StoreError
@@ -41,6 +42,8 @@ CREATE TABLE IF NOT EXISTS record_index (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS record_index_by_value ON record_index (kind, name, value);
 """
+
+CHANGES = "changes:"  # meta rows counting the commits that changed each kind
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -103,7 +106,6 @@ class _SqliteTransaction(Transaction):
 
     def find(self, kind: str, index: str, value: str) -> list[Doc]:
         """Indexed lookup in the database, merged with this transaction's pending changes."""
-        extract = INDEXES[kind][index]
         wanted = value.lower()
         rows = self.conn.execute(
             "SELECT r.key, r.doc FROM record_index i CROSS JOIN records r ON r.kind = i.kind AND r.key = i.key "
@@ -111,11 +113,7 @@ class _SqliteTransaction(Transaction):
             (kind, index, wanted),
         )
         found = {key: json.loads(doc) for key, doc in rows}
-        for key, doc in self.changes.get(kind, {}).items():
-            found.pop(key, None)
-            if doc is not _DELETED and (extract(doc) or "").lower() == wanted:
-                found[key] = doc
-        return [found[key] for key in sorted(found)]
+        return self._merge_found(kind, index, wanted, found)
 
 
 class SqliteStore(Store):
@@ -282,7 +280,28 @@ class SqliteStore(Store):
             conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", deleted)
             conn.executemany("INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)", [(kind, key, _dumps(doc)) for key, doc in kept])
             conn.executemany("INSERT INTO record_index (kind, key, name, value) VALUES (?, ?, ?, ?)", [row for key, doc in kept for row in _index_rows(kind, key, doc)])
+        # The change counters that change_stamp reads (meta rows `changes:<kind>`; a store without them reads 0).
+        conn.executemany(
+            "INSERT INTO meta (name, value) VALUES (?, '1') ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            [(CHANGES + kind,) for kind, changes in tx.changes.items() if changes],
+        )
         conn.execute("COMMIT")
+
+    def change_stamp(self, kinds: Iterable[str]) -> tuple[object, ...]:
+        """The database file's identity and the change counters of `kinds` (one indexed read of `meta`)."""
+        kinds = tuple(kinds)
+        try:
+            ino = os.stat(self.path).st_ino
+        except OSError:
+            return (None, *(0 for _ in kinds))
+        tx = self._begin(False)
+        try:
+            assert isinstance(tx, _SqliteTransaction)
+            marks = ",".join("?" * len(kinds))
+            counters = dict(tx.conn.execute(f"SELECT name, value FROM meta WHERE name IN ({marks})", [CHANGES + k for k in kinds]).fetchall())
+        finally:
+            self._end(tx)
+        return (ino, *(int(counters.get(CHANGES + kind, 0)) for kind in kinds))
 
     def _end(self, tx: Transaction) -> None:
         assert isinstance(tx, _SqliteTransaction)
