@@ -126,9 +126,9 @@ def _no_postgres(reason: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server URL: DPSCTL_TEST_POSTGRES_URL, else a throwaway server started for this session."""
-    try:
-        import psycopg  # noqa: F401 - only whether it imports
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
         _no_postgres("psycopg is not installed (pip install -e '.[test,postgres]')")
     url = os.environ.get(POSTGRES_URL_ENV)
     if url:

@@ -100,7 +100,7 @@ def _version(value: bool) -> None:
 def root(
     db: Annotated[
         str,
-        typer.Option("--db", envvar="DPSCTL_DB", help="Store file: a TinyDB JSON file, or SQLite for *.sqlite, *.sqlite3, *.db. Created 0600 on first use.", show_default=True),
+        typer.Option("--db", envvar="DPSCTL_DB", help="Store: a TinyDB JSON file, SQLite for *.sqlite, *.sqlite3, *.db (created 0600 on first use), or a postgresql:// URL (pip install 'dpsctl[postgres]').", show_default=True),
     ] = DEFAULT_DB,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import ssl
 import threading
 import time
@@ -200,26 +199,19 @@ def trusted_certificates(tx: Any) -> list[str]:
 
 
 def _store_stamp(store: Any) -> tuple[Any, ...] | None:
-    """A cheap fingerprint of the store files (None for a memory store: read it every time)."""
-    path = getattr(store, "path", None)
-    if path is None:
-        return None
-    stamp: list[Any] = []
-    for candidate in (Path(path), Path(f"{path}-wal")):
-        try:
-            st = os.stat(candidate)
-        except OSError:
-            stamp.append(None)
-            continue
-        stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
+    """The store's change counters of what the trust anchors come from, whoever wrote them (None: unknown now)."""
+    try:
+        return store.change_stamp(("enrollments", "groups", "cas"))
+    except DpsError:
+        return None  # the store is unreachable or busy: read it, which keeps the last trust if that fails too
 
 
 class ClientTrust:
     """Hands out the SSL context for each new connection, its trust anchors following the store's enrollments.
 
-    The anchors are re-read when the store files change (a stat per connection) and the context is rebuilt only
-    when the set of certificates differs, so connections of symmetric-key devices pay almost nothing.
+    The anchors are re-read when the store says enrollments, groups or CAs changed (Store.change_stamp, asked per
+    connection, counts the commits of every process) and the context is rebuilt only when the set of certificates
+    differs, so connections of symmetric-key devices pay almost nothing.
     """
 
     def __init__(self, store: Any, cert: Path, key: Path, read: Any) -> None:

@@ -70,6 +70,12 @@ class Transaction:
             return None if doc is _DELETED else doc
         return self._base_get(kind, key)
 
+    def prefetch(self, kind: str, keys: Iterable[str]) -> None:
+        """A hint: these records of `kind` are about to be read one by one (an import, say).
+
+        A backend across a network reads them in one go instead of one round trip each; the others ignore it.
+        """
+
     def put(self, kind: str, doc: Doc) -> None:
         """Create or replace a record."""
         self._check_writable()
