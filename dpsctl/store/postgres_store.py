@@ -176,6 +176,10 @@ class PostgresStore(Store):
         self._ready = False  # the schema exists and is up to date (checked once per process)
         self._store_id = ""
         self._pool: ConnectionPool[Any] | None = None
+        # The connection that checked the schema, handed to the first transaction and kept between them: a command
+        # (one transaction at a time) never needs the pool; a server's concurrent transactions take the pool's.
+        self._own: psycopg.Connection[Any] | None = None
+        self._spare: psycopg.Connection[Any] | None = None
         self._guard = threading.Lock()
 
     # -- connections
@@ -197,6 +201,9 @@ class PostgresStore(Store):
 
     def _getconn(self) -> psycopg.Connection[Any]:
         with self._guard:
+            if self._spare is not None:
+                conn, self._spare = self._spare, None
+                return conn
             if self._pool is None:
                 self._pool = ConnectionPool(
                     self.where.conninfo,
@@ -219,6 +226,15 @@ class PostgresStore(Store):
             ) from None
 
     def _putconn(self, conn: psycopg.Connection[Any]) -> None:
+        if conn is self._own:
+            if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+                with self._guard:
+                    if self._own is conn:
+                        self._spare = conn
+                        return
+            self._own = None
+            conn.close()
+            return
         pool = self._pool
         if pool is not None:
             pool.putconn(conn)  # a broken connection is discarded by the pool
@@ -226,9 +242,12 @@ class PostgresStore(Store):
             conn.close()
 
     def close(self) -> None:
-        """Close the pool's connections (a command calls this when it ends)."""
+        """Close the connections (a command calls this when it ends)."""
         with self._guard:
             pool, self._pool = self._pool, None
+            spare, self._spare, self._own = self._spare, None, None
+        if spare is not None:
+            spare.close()
         if pool is not None:
             pool.close()
 
@@ -305,7 +324,8 @@ class PostgresStore(Store):
         """True when the schema holds a store (checked once per process; an older layout is migrated then)."""
         if self._ready:
             return True
-        conn = self._connect()  # a connection of its own: a wrong URL or password fails here, with libpq's reason
+        conn = self._connect()  # not the pool's: a wrong URL or password fails here at once, with libpq's reason
+        keep = False
         try:
             meta = self._state(conn)
             if meta is None:
@@ -322,7 +342,12 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise self._translate(exc) from None
         finally:
-            conn.close()
+            with self._guard:
+                if self._own is None and not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+                    self._own = self._spare = conn  # the first transaction's connection
+                    keep = True
+            if not keep:
+                conn.close()
 
     def _migrate(self, conn: psycopg.Connection[Any], meta: dict[str, str]) -> None:
         """Bring the layout up to date and rebuild the index rows of indexes added (or drop those removed)."""

@@ -192,6 +192,14 @@ def test_a_damaged_store_is_refused_and_left_untouched(tmp_path, case):
 def test_open_store_picks_backends(tmp_path):
     assert isinstance(open_store(":memory:"), MemoryStore)
     assert isinstance(open_store(tmp_path / "x.json"), TinyDBStore)
+    assert isinstance(open_store(tmp_path / "x.sqlite"), SqliteStore)
+    pytest.importorskip("psycopg")
+    from dpsctl.store.postgres_store import PostgresStore
+
+    for url in ("postgresql://dps@db.lab/fleet", "postgres://dps:pw@db.lab:5433/fleet?schema=ci_1&sslmode=disable"):
+        opened = open_store(url)  # connects to nothing yet
+        assert isinstance(opened, PostgresStore) and opened.backend == "postgresql" and "pw" not in opened.location
+    assert open_store("postgres://dps:pw@db.lab:5433/fleet?schema=ci_1&sslmode=disable").schema == "ci_1"
 
 
 def test_no_temporary_files_are_left_behind(tmp_path):
@@ -517,3 +525,20 @@ def test_a_new_kind_and_a_new_index_work_on_an_existing_postgresql_store(postgre
             # the index added after these records were written was built for them when the store was opened
             assert [d["registrationId"] for d in tx.find("registrations", "parity", "odd")] == ["r1", "r3", "r5"]
         assert store.change_stamp(("operations",))[1] == 1
+
+
+def test_prefetch_is_only_a_hint(store):
+    with store.transaction(write=True) as tx:
+        tx.put_many("enrollments", [enrollment(f"d{i}") for i in range(3)])
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("d1", "disabled"))
+        tx.prefetch("enrollments", ["D0", "d1", "missing"])
+        assert tx.get("enrollments", "d0")["provisioningStatus"] == "enabled"
+        assert tx.get("enrollments", "d1")["provisioningStatus"] == "disabled"  # the pending change wins
+        assert tx.get("enrollments", "missing") is None
+        tx.delete("enrollments", "d0")
+        assert tx.get("enrollments", "d0") is None
+        tx.put("enrollments", enrollment("missing"))
+        assert tx.get("enrollments", "MISSING") is not None
+    with store.transaction() as tx:
+        assert [d["registrationId"] for d in tx.scan("enrollments")] == ["d1", "d2", "missing"]
