@@ -31,7 +31,7 @@ from dpsctl.store.base import _DELETED, Store, Transaction
 from dpsctl.store.locking import lock_timeout
 from dpsctl.store.memory import _MemoryTransaction
 from dpsctl.store.pglocation import PostgresLocation, parse, scrub
-from dpsctl.store.schema import APP_MARKER, INDEXES, KINDS, SCHEMA_VERSION, Doc
+from dpsctl.store.schema import APP_MARKER, INDEXES, KINDS, SCHEMA_VERSION, Doc, index_set
 
 # The layout's own version (the tables), apart from SCHEMA_VERSION (the records' format, shared by all backends).
 # Step N takes a store from layout N-1 to N; a store is brought up to date, in one transaction, when first opened.
@@ -52,11 +52,6 @@ COPY_THRESHOLD = 2000  # changes of one commit from which rows go by COPY instea
 LOCK_CLASS = 0x4450  # "DP": the first half of the advisory lock key; the second is the schema name's CRC
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def _index_set() -> list[str]:
-    """The indexes this dpsctl keeps, as `kind.name` (stored in meta: a change means rebuilding index rows)."""
-    return sorted(f"{kind}.{name}" for kind, names in INDEXES.items() for name in names)
 
 
 def _index_rows(kind: str, key: str, doc: Doc, names: Iterable[str] | None = None) -> list[tuple[str, str, str, str]]:
@@ -318,7 +313,7 @@ class PostgresStore(Store):
         )
 
     def _up_to_date(self, meta: dict[str, str]) -> bool:
-        return int(meta.get("layoutVersion", "0")) == LAYOUT_VERSION and meta.get("indexes") == json.dumps(_index_set())
+        return int(meta.get("layoutVersion", "0")) == LAYOUT_VERSION and meta.get("indexes") == index_set()
 
     def _check(self) -> bool:
         """True when the schema holds a store (checked once per process; an older layout is migrated then)."""
@@ -363,7 +358,7 @@ class PostgresStore(Store):
             self._store_id = meta.get("storeId", "")
         conn.execute(self.sql.set_meta, ("layoutVersion", str(LAYOUT_VERSION)))
         old = set(json.loads(meta.get("indexes", "[]"))) if meta.get("indexes") else set()
-        new = set(_index_set())
+        new = set(json.loads(index_set()))
         if meta and old != new:
             for removed in sorted(old - new):
                 kind, _, name = removed.partition(".")
@@ -378,7 +373,7 @@ class PostgresStore(Store):
                     for key, doc in records:
                         for row in _index_rows(kind, key, json.loads(doc), names):
                             copy.write_row(row)
-        conn.execute(self.sql.set_meta, ("indexes", json.dumps(_index_set())))
+        conn.execute(self.sql.set_meta, ("indexes", index_set()))
 
     def exists(self) -> bool:
         """True when the schema holds a dpsctl store."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from dpsctl.core.errors import StoreBusy, StoreError
 from dpsctl.store.base import _DELETED, Store, Transaction
 from dpsctl.store.locking import lock_timeout
-from dpsctl.store.schema import APP_MARKER, INDEXES, SCHEMA_VERSION, Doc
+from dpsctl.store.schema import APP_MARKER, INDEXES, SCHEMA_VERSION, Doc, index_set
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,10 +48,12 @@ CHANGES = "changes:"  # meta rows counting the commits that changed each kind
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _index_rows(kind: str, key: str, doc: Doc) -> list[tuple[str, str, str, str]]:
-    """(kind, key, name, value) rows for the indexed fields of one record."""
+def _index_rows(kind: str, key: str, doc: Doc, names: set[str] | None = None) -> list[tuple[str, str, str, str]]:
+    """(kind, key, name, value) rows for the indexed fields of one record (of the indexes `names` only, if given)."""
     rows = []
     for name, extract in INDEXES.get(kind, {}).items():
+        if names is not None and name not in names:
+            continue
         value = extract(doc)
         if value:
             rows.append((kind, key, name, str(value).lower()))
@@ -208,7 +210,7 @@ class SqliteStore(Store):
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))])
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION)), ("indexes", index_set())])
             finally:
                 conn.close()  # the last connection: checkpoints into the main file and removes the -wal
             try:
@@ -251,6 +253,30 @@ class SqliteStore(Store):
                 f"store {self.path} was written by a newer dpsctl (schema version {version}; this dpsctl reads {SCHEMA_VERSION}); it was left untouched",
                 hint="upgrade dpsctl (pip install -U dpsctl)",
             )
+        if meta.get("indexes", index_set()) != index_set():  # (a store from before the fingerprint: today's set)
+            self._reindex(conn)
+
+    def _reindex(self, conn: sqlite3.Connection) -> None:
+        """Build the index rows of indexes this dpsctl has and the store's writer had not; drop those it has not."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'indexes'").fetchone()
+            old, new = set(json.loads(row[0])) if row else set(), set(json.loads(index_set()))
+            for entry in sorted(old - new):
+                kind, _, name = entry.partition(".")
+                conn.execute("DELETE FROM record_index WHERE kind = ? AND name = ?", (kind, name))
+            added: dict[str, set[str]] = {}
+            for entry in sorted(new - old):
+                kind, _, name = entry.partition(".")
+                added.setdefault(kind, set()).add(name)
+            for kind, names in added.items():
+                records = conn.execute("SELECT key, doc FROM records WHERE kind = ?", (kind,)).fetchall()
+                conn.executemany("INSERT OR REPLACE INTO record_index VALUES (?, ?, ?, ?)", [r for key, doc in records for r in _index_rows(kind, key, json.loads(doc), names)])
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', ?)", (index_set(),))
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
 
     def _begin(self, writable: bool) -> Transaction:
         conn = self._connect(writable)
@@ -280,6 +306,7 @@ class SqliteStore(Store):
             conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", deleted)
             conn.executemany("INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)", [(kind, key, _dumps(doc)) for key, doc in kept])
             conn.executemany("INSERT INTO record_index (kind, key, name, value) VALUES (?, ?, ?, ?)", [row for key, doc in kept for row in _index_rows(kind, key, doc)])
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', ?)", (index_set(),))  # what the index rows hold
         # The change counters that change_stamp reads (meta rows `changes:<kind>`; a store without them reads 0).
         conn.executemany(
             "INSERT INTO meta (name, value) VALUES (?, '1') ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
