@@ -96,6 +96,10 @@ class _Sql:
         )
         self.stamps = f"SELECT kind, counter FROM {s}.changes WHERE kind = ANY(%s)"
         self.meta = f"SELECT name, value FROM {s}.meta"
+        self.tables = (
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname IN ('meta', 'records') AND c.relkind = 'r'"
+        )
         self.set_meta = f"INSERT INTO {s}.meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
         self.size = (
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -288,8 +292,10 @@ class PostgresStore(Store):
 
     def _state(self, conn: psycopg.Connection[Any]) -> dict[str, str] | None:
         """The store's meta rows, None when there is no store in the schema; refuses a foreign or newer one."""
-        row = conn.execute("SELECT to_regclass(%s), to_regclass(%s)", (f"{self.sql.schema}.meta", f"{self.sql.schema}.records")).fetchone()
-        has_meta, has_records = (row[0] is not None, row[1] is not None) if row else (False, False)
+        # From pg_class itself (read with this statement's snapshot), not to_regclass: that one trusts the backend's
+        # catalog cache, which can still remember "no such table" from before another process created the store.
+        tables = {name for (name,) in conn.execute(self.sql.tables, (self.schema,))}
+        has_meta, has_records = "meta" in tables, "records" in tables
         if not has_meta:
             if has_records:
                 raise self._foreign()
