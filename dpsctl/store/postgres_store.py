@@ -19,12 +19,11 @@ import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from dpsctl.core.errors import StoreBusy, StoreError
 from dpsctl.store.base import _DELETED, Store, Transaction
@@ -32,6 +31,9 @@ from dpsctl.store.locking import lock_timeout
 from dpsctl.store.memory import _MemoryTransaction
 from dpsctl.store.pglocation import PostgresLocation, parse, scrub
 from dpsctl.store.schema import APP_MARKER, INDEXES, KINDS, SCHEMA_VERSION, Doc, index_set
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 # The layout's own version (the tables), apart from SCHEMA_VERSION (the records' format, shared by all backends).
 # Step N takes a store from layout N-1 to N; a store is brought up to date, in one transaction, when first opened.
@@ -204,6 +206,8 @@ class PostgresStore(Store):
                 conn, self._spare = self._spare, None
                 return conn
             if self._pool is None:
+                from psycopg_pool import ConnectionPool  # only when transactions run concurrently (serve): not for a command
+
                 self._pool = ConnectionPool(
                     self.where.conninfo,
                     kwargs=self._connect_args(),
@@ -214,6 +218,8 @@ class PostgresStore(Store):
                     name=f"dpsctl-{self.schema}",
                 )
             pool = self._pool
+        from psycopg_pool import PoolTimeout
+
         try:
             return pool.getconn()
         except PoolTimeout:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -393,9 +394,11 @@ def test_the_change_stamp_ignores_other_kinds_where_the_backend_can_tell(twin_st
     assert watcher.change_stamp(("groups",)) != stamp
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["a-handle-each", "one-handle"])
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "memory"])
-def test_parallel_read_modify_writes_lose_no_update(backend, request, tmp_path):
-    """Threads with a store handle each (their own connections, as separate processes have) increment one counter."""
+def test_parallel_read_modify_writes_lose_no_update(backend, shared, request, tmp_path):
+    """Threads increment one counter: with a store handle each (their own connections, as separate processes
+    have), or sharing one (as a server's request threads do: PostgreSQL's pool, SQLite's idle connections)."""
     import threading
 
     first = make_store(backend, tmp_path, request)
@@ -406,7 +409,7 @@ def test_parallel_read_modify_writes_lose_no_update(backend, request, tmp_path):
 
     def bump(times):
         try:
-            with open_store(location) as mine:
+            with (contextlib.nullcontext(first) if shared else open_store(location)) as mine:
                 for _ in range(times):
                     with mine.transaction(write=True) as tx:
                         doc = tx.get("service", "service")
