@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "import": ("dpsctl.cli.transfer", "register", "Create or update everything in FILE, all or nothing; running it twice changes nothing."),
     "export": ("dpsctl.cli.transfer", "register", "Print the service settings, linked hubs, enrollments and groups as one importable document."),
     "stats": ("dpsctl.cli.stats", "register", "Counts of hubs, enrollments, groups, registrations by status, operations, and devices per hub."),
-    "store": ("dpsctl.cli.store", "app", "The store itself: backend, size, record counts; migration between TinyDB and SQLite."),
+    "store": ("dpsctl.cli.store", "app", "The store itself: backend, size, record counts; migration between TinyDB, SQLite and PostgreSQL."),
     "demo": ("dpsctl.cli.demo", "register", "Provision a symmetric-key, an X.509 and a TPM device against the current store (rerunnable)."),
     "serve": ("dpsctl.cli.serve", "register", "Serve the DPS device and service REST APIs over HTTPS, for the official Azure IoT SDK clients."),
 }
