@@ -169,3 +169,19 @@ def store_for(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> P
 def dpsctl_process(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The installed entry point in a subprocess (python -m dpsctl, the same code as the `dpsctl` script)."""
     return subprocess.run([sys.executable, "-m", "dpsctl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the conformance marker (docs/conformance.md is generated from it)."""
+    config.addinivalue_line("markers", 'rule(id, differs=None): the test shows DPS rule `id` of tests/conformance/catalogue.py (differs="how" for a deliberate difference)')
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A rule marker must name a rule of the catalogue: a typo fails the run at once, not only the drift test."""
+    from tests.conformance.catalogue import BY_ID
+
+    for item in items:
+        for mark in item.iter_markers("rule"):
+            rule_id = mark.args[0] if len(mark.args) == 1 else None
+            if rule_id not in BY_ID:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.rule({', '.join(map(repr, mark.args))}) names no rule of tests/conformance/catalogue.py")

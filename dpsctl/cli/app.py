@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "stats": ("dpsctl.cli.stats", "register", "Counts of hubs, enrollments, groups, registrations by status, operations, and devices per hub."),
     "store": ("dpsctl.cli.store", "app", "The store itself: backend, size, record counts; migration between TinyDB, SQLite and PostgreSQL."),
     "demo": ("dpsctl.cli.demo", "register", "Provision a symmetric-key, an X.509 and a TPM device against the current store (rerunnable)."),
-    "serve": ("dpsctl.cli.serve", "register", "Serve the DPS device and service REST APIs over HTTPS, for the official Azure IoT SDK clients."),
+    "serve": ("dpsctl.cli.serve", "register", "Serve DPS for the official Azure IoT SDK clients: HTTPS, MQTT over TLS, and MQTT over WebSockets."),
 }
 
 
@@ -106,6 +106,7 @@ def root(
 ) -> None:
     """Global options come before the sub-command: dpsctl --db ci.json enrollment list."""
     STATE.db = db
+    STATE.stdin_taken_by = None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from dpsctl.cli.context import OutputOpt, now, read_file, session
-from dpsctl.cli.render import Output, emit, info
+from dpsctl.cli.render import Output, emit, info, say
 from dpsctl.core.errors import InvalidInput
 
 app = typer.Typer(add_completion=False, help="Test certificates for DPS (EC P-256 by default) and `cert check`, which tells what DPS would say about one.", no_args_is_help=True)
@@ -155,14 +155,15 @@ def check(
         report = check_certificate(tx, certs, now(), key=private, registration_id=registration_id)
     if output == Output.table:
         facts = report.certificate
-        print(f"certificate: {facts['subject']} (issuer {facts['issuer']})")
-        print(f"thumbprint:  {facts['thumbprint']}, valid until {facts['notAfterUtc']}")
-        print(format_steps(report.checks))
+        # Subjects and issuers are the certificate's own text: say() shows any escape sequence in them escaped.
+        say(f"certificate: {facts['subject']} (issuer {facts['issuer']})")
+        say(f"thumbprint:  {facts['thumbprint']}, valid until {facts['notAfterUtc']}")
+        say(format_steps(report.checks))
         if report.explain:
-            print("enrollment:")
-            print(format_steps(report.explain))
+            say("enrollment:")
+            say(format_steps(report.explain))
         doc = report.to_dict()
-        print(doc["verdict"])
+        say(doc["verdict"])
     else:
         emit(report.to_dict(), output)
     if report.error is not None:

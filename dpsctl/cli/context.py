@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -18,6 +19,7 @@ class Invocation:
     """What the root callback parsed: where the store is."""
 
     db: str = DEFAULT_DB
+    stdin_taken_by: str | None = None  # the secret option that read stdin (`-`) in this invocation
 
 
 STATE = Invocation()
@@ -56,28 +58,59 @@ def now():  # noqa: ANN201 - datetime, imported lazily
 
 def read_file(path: str, what: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
     """Read a user file, turning OS errors into a one-line InvalidInput (size-capped: no file is read unbounded)."""
+    from dpsctl.core.safefiles import read_bounded
+
+    return read_bounded(path, what, limit)
+
+
+MAX_SECRET_BYTES = 64 * 1024
+SECRET_FORMS = "the value itself, @FILE (read from FILE) or - (read from stdin)"
+
+
+def secret_value(value: str | None, what: str) -> str | None:
+    """A secret given as itself, as `@FILE` or as `-` (stdin), so that it need not appear in argv (`ps`).
+
+    The file or stdin holds the secret alone; surrounding white space (the final newline) is dropped.
+    Keys, SAS tokens and connection strings never start with '@', and none is a lone '-'.
+    """
+    if value is None:
+        return None
     from dpsctl.core.errors import InvalidInput
 
+    if value == "-":
+        if STATE.stdin_taken_by is not None:
+            raise InvalidInput(f"{what} and {STATE.stdin_taken_by} both read stdin (-); only one can", hint="give the other one as @FILE")
+        STATE.stdin_taken_by = what
+        data = sys.stdin.buffer.read(MAX_SECRET_BYTES + 1) if hasattr(sys.stdin, "buffer") else sys.stdin.read(MAX_SECRET_BYTES + 1).encode()
+        if len(data) > MAX_SECRET_BYTES:
+            raise InvalidInput(f"{what} on stdin is longer than {MAX_SECRET_BYTES} bytes")
+        source = "stdin"
+    elif value.startswith("@"):
+        data = read_file(value[1:], what, limit=MAX_SECRET_BYTES)
+        source = value[1:]
+    else:
+        return value
     try:
-        size = os.path.getsize(path)
-        if size > limit:
-            raise InvalidInput(f"{what} {path} is {size // (1024 * 1024)} MiB; dpsctl reads files of at most {limit // (1024 * 1024)} MiB")
-        with open(path, "rb") as handle:
-            return handle.read(limit + 1)
-    except FileNotFoundError:
-        raise InvalidInput(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{what} {path} is a directory") from None
-    except PermissionError:
-        raise InvalidInput(f"{what} {path} is not readable (permission denied)") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} in {source} is not UTF-8 text") from None
+    if not text:
+        raise InvalidInput(f"{what} in {source} is empty")
+    if "\n" in text:
+        raise InvalidInput(f"{what} in {source} has more than one line; the file must hold the secret alone")
+    return text
+
+
+def secret_option(flag: str, what: str, help_text: str, *, envvar: str | None = None, **extra: object) -> object:
+    """A typer.Option for a secret: the value, @FILE or - (stdin), and an environment variable where scripts need one."""
+    more = f" Also {SECRET_FORMS.split(', ', 1)[1]}" + (f"; or set {envvar}." if envvar else ".")
+    return typer.Option(flag, help=help_text + more, envvar=envvar, show_envvar=False, callback=lambda value: secret_value(value, what), **extra)
 
 
 def json_arg(value: str, what: str) -> object:
     """A JSON value given inline, or `@FILE`, or a file path (for --initial-twin FILE_OR_JSON)."""
     from dpsctl.core.errors import InvalidInput
-    from dpsctl.core.jsondepth import check_depth, parse_json
+    from dpsctl.core.jsondepth import check_value, parse_json
 
     text = value
     if value.startswith("@"):
@@ -91,6 +124,6 @@ def json_arg(value: str, what: str) -> object:
             from dpsctl.core.transfer import _load_yaml
 
             # The import loader: safe (no Python tags) and refusing anchors/aliases, whose expansion is exponential.
-            return check_depth(_load_yaml(text, what), what)
+            return check_value(_load_yaml(text, what), what)
         exc.hint = exc.hint or "give inline JSON, @FILE, or a file path"
         raise

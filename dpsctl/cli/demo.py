@@ -43,16 +43,16 @@ enrollments:
 """
 
 
-def _dpsctl(args: list[str], *, capture: bool = False) -> str:
-    """Run one dpsctl command in this process, echoing it as a user would type it."""
+def _dpsctl(args: list[str], *, to_file: Path | None = None) -> None:
+    """Run one dpsctl command in this process, echoing it as a user would type it (`> FILE`: stdout to a 0600 file)."""
     from dpsctl.cli.app import app
     from dpsctl.cli.errors import run_guarded
     from dpsctl.core.errors import DpsError
 
-    info("$ dpsctl " + shlex.join(args))
+    info("$ dpsctl " + shlex.join(args) + (f" > {shlex.quote(str(to_file))}" if to_file else ""))
     argv = ["--db", STATE.db, *args]
     out = io.StringIO()
-    if capture:
+    if to_file:
         with redirect_stdout(out):
             code = run_guarded(typer.main.get_command(app), argv, "dpsctl")
     else:
@@ -60,7 +60,10 @@ def _dpsctl(args: list[str], *, capture: bool = False) -> str:
         sys.stdout.flush()
     if code != 0:
         raise DpsError(f"demo step `dpsctl {shlex.join(args)}` failed with exit code {code}")
-    return out.getvalue()
+    if to_file:
+        from dpsctl.core.safefiles import write_atomically
+
+        write_atomically(to_file, out.getvalue().encode(), mode=0o600)
 
 
 def register(app: typer.Typer) -> None:
@@ -97,8 +100,10 @@ def register(app: typer.Typer) -> None:
         for n in range(1, 4):
             # Three sensors, so that the weighted hash (eastus has weight 2) visibly spreads them.
             sensor = f"sensor-{n:03d}"
-            key = _dpsctl(["enrollment-group", "compute-device-key", "demo-sensors", "--registration-id", sensor], capture=True).strip()
-            _dpsctl(["provision", "--registration-id", sensor, "--symmetric-key", key])
+            # The key goes through a 0600 file, never the command line, where `ps` would show it.
+            key_file = directory / f"{sensor}.key"
+            _dpsctl(["enrollment-group", "compute-device-key", "demo-sensors", "--registration-id", sensor], to_file=key_file)
+            _dpsctl(["provision", "--registration-id", sensor, "--symmetric-key", f"@{key_file}"])
         _dpsctl(["provision", "--cert", str(camera), "--key", str(directory / "camera-001.key.pem"), "--region", "northeurope"])
         _dpsctl(["provision", "--tpm", str(tpm_file)])
         _dpsctl(["registration", "list"])
@@ -106,6 +111,5 @@ def register(app: typer.Typer) -> None:
         _dpsctl(["stats"])
         info(
             f"\nthe store is {STATE.db}; the demo's test credentials are in {d}/. Next, try:\n"
-            "  dpsctl provision --registration-id sensor-001 --explain \\\n"
-            '    --symmetric-key "$(dpsctl enrollment-group compute-device-key demo-sensors --registration-id sensor-001)"'
+            f"  dpsctl provision --registration-id sensor-001 --symmetric-key @{d}/sensor-001.key --explain"
         )

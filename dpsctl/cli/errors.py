@@ -7,23 +7,26 @@ import re
 import sys
 from typing import Any
 
+from dpsctl.cli.safetext import safe_text
 from dpsctl.core.errors import DpsError, ExitCode
 
-
-# A Base64 run long enough to be a key (16 bytes and up) or a SAS signature.
-_SECRET_LOOKING = re.compile(r"[A-Za-z0-9+/]{22,}={0,2}")
+# A Base64 run long enough to be a key (16 bytes and up) or a SAS signature, also URL-encoded (%2B, %2F, %3D).
+_SECRET_LOOKING = re.compile(r"(?:[A-Za-z0-9+/]|%2[BbFf]){22,}(?:=|%3[Dd]){0,2}")
+# Whatever follows a field that holds a secret, up to the next separator: sig= of a SAS token, a connection string's key.
+_SECRET_FIELD = re.compile(r"(?i)\b(sig|sharedaccesskey)=[^&;\s'\"]+")
 
 
 def _redact(text: str) -> str:
     """Usage errors quote what was typed; a key typed in the wrong place must not end up in CI logs."""
-    return _SECRET_LOOKING.sub("<redacted>", text)
+    return _SECRET_LOOKING.sub("<redacted>", _SECRET_FIELD.sub(lambda m: f"{m.group(1)}=<redacted>", text))
 
 
 def _say(message: str, hint: str | None = None) -> None:
-    # One line each, whatever the message holds: scripts grep stderr line by line.
-    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    # One line each, whatever the message holds: scripts grep stderr line by line. Then made safe for the
+    # terminal: a message may quote a device's, a webhook's or a file's text (escape sequences included).
+    print("error: " + safe_text(" ".join(str(message).split())), file=sys.stderr)
     if hint:
-        print("hint: " + " ".join(hint.split()), file=sys.stderr)
+        print("hint: " + safe_text(" ".join(hint.split())), file=sys.stderr)
 
 
 def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
@@ -40,6 +43,14 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
         # `dpsctl ... | head` closed the pipe: not an error worth a message.
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        # The operating system refused a file (permission, full disk, read-only folder, name too long...): the
+        # user's to fix, not a bug. Where a command did not say which file, the error itself does.
+        from dpsctl.core.safefiles import os_error
+
+        failure = os_error(exc, exc.filename, "use")
+        _say(failure.message, failure.hint)
+        return int(failure.exit_code)
     except Exception as exc:  # noqa: BLE001 - this is the boundary
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click usage errors
             ctx = getattr(exc, "ctx", None)

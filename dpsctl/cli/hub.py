@@ -6,19 +6,19 @@ from typing import Annotated
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, ShowKeysOpt, session
+from dpsctl.cli.context import OutputOpt, ShowKeysOpt, secret_option, session
 from dpsctl.cli.render import Output, emit, info
 
 app = typer.Typer(add_completion=False, help="Link, list, change and unlink IoT hubs (NAME or NAME.azure-devices.net).", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Hub name or host name.")]
-LocationOpt = Annotated[str | None, typer.Option("--location", help="Azure region of the hub, e.g. westeurope.")]
+LocationOpt = Annotated[str | None, typer.Option("--location", help="Azure region of the hub, e.g. westeurope (add: default the service's location, else eastus).")]
 WeightOpt = Annotated[int | None, typer.Option("--weight", help="Allocation weight, 1 to 1000 (default 1).")]
 ApplyOpt = Annotated[
     bool | None,
     typer.Option("--apply-allocation-policy/--no-apply-allocation-policy", help="Take part in allocation when an enrollment names no hubs."),
 ]
-CsOpt = Annotated[str | None, typer.Option("--connection-string", help="The hub's owner connection string (a simulated one is made if absent).")]
+CsOpt = Annotated[str | None, secret_option("--connection-string", "hub connection string", "The hub's owner connection string (a simulated one is made if absent).")]
 
 COLUMNS = ("NAME", "LOCATION", "WEIGHT", "APPLY POLICY", "CONNECTION STRING")
 

@@ -6,14 +6,14 @@ from typing import Annotated
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, now, session
-from dpsctl.cli.render import Output, emit, info
+from dpsctl.cli.context import OutputOpt, now, secret_option, session
+from dpsctl.cli.render import Output, emit, info, say
 from dpsctl.core.errors import InvalidInput
 
 app = typer.Typer(add_completion=False, help="Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused.", no_args_is_help=True)
 
 RegIdOpt = Annotated[str, typer.Option("--registration-id", help="The device's registration ID (exactly as the device sends it).")]
-KeyOpt = Annotated[str, typer.Option("--key", help="The device's Base64 key (its enrollment key, or the key derived from a group key).")]
+KeyOpt = Annotated[str, secret_option("--key", "device key", "The device's Base64 key (its enrollment key, or the key derived from a group key).", envvar="DPSCTL_SYMMETRIC_KEY")]
 
 
 def _print_value(value: str, output: Output) -> None:
@@ -37,7 +37,7 @@ def generate(
 
 @app.command("derive")
 def derive(
-    group_key: Annotated[str, typer.Option("--group-key", help="The enrollment group's Base64 primary or secondary key.")],
+    group_key: Annotated[str, secret_option("--group-key", "group key", "The enrollment group's Base64 primary or secondary key.", envvar="DPSCTL_GROUP_KEY")],
     registration_id: RegIdOpt,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -78,6 +78,11 @@ def sas(
     se = expiry if expiry is not None else int(now().timestamp()) + (ttl or 3600)
     if se < 0 or se > 253402300799:
         raise InvalidInput(f"--expiry {se} is outside 0..253402300799 (the year 9999)")
+    from dpsctl.core.sas import MAX_TOKEN_LIFETIME_SECONDS
+
+    if se - now().timestamp() > MAX_TOKEN_LIFETIME_SECONDS:
+        days = MAX_TOKEN_LIFETIME_SECONDS // 86400
+        raise InvalidInput(f"the token would be valid for more than {days} days; dpsctl accepts tokens valid for at most {days} days", hint=f"use --ttl of at most {MAX_TOKEN_LIFETIME_SECONDS} seconds")
     resource = device_resource_uri(scope, reg_id)
     token = build_sas_token(resource, key, se)
     if output == Output.table:
@@ -95,10 +100,10 @@ def check(registration_id: RegIdOpt, key: KeyOpt, output: OutputOpt = Output.tab
     with session() as tx:
         report = check_key(tx, registration_id, key, now())
     if output == Output.table:
-        print(f"registration ID: {report.registration_id}")
-        print(f"diagnosis: {report.message}")
+        say(f"registration ID: {report.registration_id}")
+        say(f"diagnosis: {report.message}")
         if report.explain:
-            print(format_steps(report.explain))
+            say(format_steps(report.explain))
         print("DPS would accept it" if report.accepted else "DPS would refuse it")
     else:
         emit(report.to_dict(), output)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, session
-from dpsctl.cli.render import Output, emit, print_table
+from dpsctl.cli.context import STATE, OutputOpt, ShowKeysOpt, json_arg, now, read_file, secret_option
+from dpsctl.cli.render import Output, emit, print_table, say
 from dpsctl.core.errors import InvalidInput
 
 SAS_TTL_SECONDS = 3600
@@ -72,14 +73,45 @@ def _mask(cs: str | None, show_keys: bool) -> str | None:
     return mask_connection_string(cs)
 
 
+def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: float) -> Any:
+    """One device through the engine in phases: no store lock is held while a custom allocation runs.
+
+    The snapshot that gives the ID scope (to build the device's credential) is the one the engine plans on; a
+    dry run plans and settles in one read transaction whose changes are dropped, and takes no write lock.
+    """
+    from dpsctl.core.provisioning import StoreTransactions, check_request, plan_registration, provision_phased, provision_planned
+    from dpsctl.core.service import load_service
+    from dpsctl.core.transactions import dry_run as dry
+    from dpsctl.store import open_store
+
+    with open_store(STATE.db) as store:
+        if dry_run:
+            with dry(store) as source, source.write() as tx:
+                built = request(load_service(tx, now()).id_scope)
+                return provision_phased(source, built, now, webhook_timeout=webhook_timeout)
+        source = StoreTransactions(store)
+        with source.read() as tx:
+            planned = None
+            if tx.get("service", "service") is not None:
+                planned = plan_registration(tx, request(load_service(tx, now()).id_scope), now())
+        if planned is not None:
+            return provision_planned(source, planned, now, webhook_timeout=webhook_timeout)
+        # A new store: its service settings (the ID scope the credential is built for) are written only if the
+        # request is valid, as one command's one write.
+        with source.write() as tx:
+            built = request(load_service(tx, now()).id_scope)
+            check_request(built)
+        return provision_phased(source, built, now, webhook_timeout=webhook_timeout)
+
+
 def register(app: typer.Typer) -> None:
     """Add `dpsctl provision` to the root app."""
 
     @app.command("provision")
     def provision(
         registration_id: Annotated[str | None, typer.Option("--registration-id", help="Registration ID (X.509: defaults to the certificate CN; TPM: to the EK hash).")] = None,
-        symmetric_key: Annotated[str | None, typer.Option("--symmetric-key", help="The device's own key (enrollment key, or the key derived from a group key).")] = None,
-        sas_token: Annotated[str | None, typer.Option("--sas-token", help="A SAS token made elsewhere (firmware, an SDK).")] = None,
+        symmetric_key: Annotated[str | None, secret_option("--symmetric-key", "device key", "The device's own key (enrollment key, or the key derived from a group key).", envvar="DPSCTL_SYMMETRIC_KEY")] = None,
+        sas_token: Annotated[str | None, secret_option("--sas-token", "SAS token", "A SAS token made elsewhere (firmware, an SDK).", envvar="DPSCTL_SAS_TOKEN")] = None,
         cert: Annotated[str | None, typer.Option("--cert", help="X.509 device certificate (may hold the full chain, leaf first).")] = None,
         key: Annotated[str | None, typer.Option("--key", help="X.509 device private key (PEM or DER).")] = None,
         chain: Annotated[str | None, typer.Option("--chain", help="X.509 intermediate certificates, if not in --cert.")] = None,
@@ -93,7 +125,7 @@ def register(app: typer.Typer) -> None:
         count: Annotated[int | None, typer.Option("--count", help="Storm: provision N devices of a symmetric-key group, each with its derived key.", rich_help_panel="Many devices")] = None,
         id_pattern: Annotated[str, typer.Option("--id-pattern", help="Storm: registration IDs, {n} is the device number (1..N).", rich_help_panel="Many devices")] = "device-{n:06d}",
         group: Annotated[str | None, typer.Option("--group", help="Storm: the enrollment group whose primary key the devices derive theirs from.", rich_help_panel="Many devices")] = None,
-        group_key: Annotated[str | None, typer.Option("--group-key", help="Storm: the group key itself (instead of --group).", rich_help_panel="Many devices")] = None,
+        group_key: Annotated[str | None, secret_option("--group-key", "group key", "Storm: the group key itself (instead of --group).", envvar="DPSCTL_GROUP_KEY", rich_help_panel="Many devices")] = None,
         chunk_size: Annotated[int, typer.Option("--chunk-size", help="Devices per store transaction in a batch or storm.", rich_help_panel="Many devices")] = 500,
         show_keys: ShowKeysOpt = False,
         output: OutputOpt = Output.table,
@@ -103,7 +135,7 @@ def register(app: typer.Typer) -> None:
         With --batch or --count, many devices register in one process and a summary is printed;
         the exit code is 0 only when every device was assigned.
         """
-        from dpsctl.core.provisioning import RegistrationRequest, provision as run
+        from dpsctl.core.provisioning import RegistrationRequest
 
         if batch is not None or count is not None:
             from dpsctl.cli.storm import run_many
@@ -114,13 +146,12 @@ def register(app: typer.Typer) -> None:
             run_many(batch=batch, count=count, id_pattern=id_pattern, group=group, group_key=group_key, chunk_size=chunk_size, region=region, webhook_timeout=webhook_timeout, output=output)
             return
         body = json_arg(payload, "payload") if payload is not None else None
-        with session(write=True) as tx:
-            from dpsctl.core.service import load_service
 
-            credential = _credential(load_service(tx, now()).id_scope, registration_id, symmetric_key, sas_token, cert, key, chain, tpm)
-            result = run(tx, RegistrationRequest(credential, registration_id, body, region), now(), webhook_timeout=webhook_timeout)
-            if dry_run:
-                tx.changes.clear()
+        def request(scope: str) -> RegistrationRequest:
+            credential = _credential(scope, registration_id, symmetric_key, sas_token, cert, key, chain, tpm)
+            return RegistrationRequest(credential, registration_id, body, region)
+
+        result = _register(request, dry_run=dry_run, webhook_timeout=webhook_timeout)
         doc = dict(result.operation)
         if result.connection_string:
             doc["connectionString"] = result.connection_string
@@ -130,7 +161,7 @@ def register(app: typer.Typer) -> None:
             if explain:
                 from dpsctl.core.attestation import format_trace
 
-                print(format_trace(result.explain))
+                say(format_trace(result.explain))  # the trace quotes allocators, payloads, certificate names
             state = doc.get("registrationState", {})
             print_table(
                 ("REGISTRATION ID", "STATUS", "SUBSTATUS", "ASSIGNED HUB", "DEVICE ID", "CONNECTION STRING"),

@@ -80,7 +80,8 @@ def history(registration_id: Annotated[str | None, typer.Argument(help="Only thi
         output,
         columns=("#", "TIME", "REGISTRATION ID", "ATTESTATION", "STATUS", "SUBSTATUS", "HUB", "ENROLLMENT", "ERROR"),
         rows=lambda: [
-            (d["sequence"], d["timestampUtc"], d["registrationId"], d["attestation"], d["status"], d.get("substatus"), d.get("assignedHub"), d.get("enrollment"), d.get("errorMessage"))
-            for d in docs
+            # The row number: `sequence` is a time-ordered ID (a string) since issue 12, too long for a column.
+            (n, d["timestampUtc"], d["registrationId"], d["attestation"], d["status"], d.get("substatus"), d.get("assignedHub"), d.get("enrollment"), d.get("errorMessage"))
+            for n, d in enumerate(docs, start=1)
         ],
     )

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
+from dpsctl.cli.safetext import safe_json, safe_lines, safe_text
+
 
 class Output(str, Enum):
     """Output formats of every command that shows data."""
@@ -22,16 +24,19 @@ Row = Sequence[Any]
 
 def emit(data: Any, output: Output, *, columns: Sequence[str] = (), rows: Callable[[], list[Row]] | None = None, title: str | None = None) -> None:
     """Print `data` as JSON or YAML, or as a table of `rows()` under `columns`."""
-    if output == Output.json:
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    elif output == Output.yaml:
-        import yaml
+    from dpsctl.cli.safetext import too_deep_to_print
 
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False))
-    elif rows is None:
-        print_mapping(data)
-    else:
-        print_table(columns, rows(), title=title)
+    with too_deep_to_print():
+        if output == Output.json:
+            sys.stdout.write(safe_json(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
+        elif output == Output.yaml:
+            from dpsctl.cli.safetext import safe_yaml
+
+            sys.stdout.write(safe_yaml(data))
+        elif rows is None:
+            print_mapping(data)
+        else:
+            print_table(columns, rows(), title=title)
 
 
 def _console(stderr: bool = False) -> Any:
@@ -53,15 +58,15 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return str(value)
+        return safe_text(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return safe_text(str(value))
 
 
 def print_table(columns: Sequence[str], rows: list[Row], *, title: str | None = None) -> None:
     """A Rich table on stdout."""
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False, header_style="bold")
+    table = Table(title=safe_text(title) if title else title, show_lines=False, header_style="bold")
     for name in columns:
         table.add_column(name, overflow="fold")
     for row in rows:
@@ -91,10 +96,15 @@ def print_bars(title: str, counts: dict[str, int], width: int = 30) -> None:
     table = Table("HUB", "DEVICES", "", title=title, header_style="bold")
     top = max(counts.values(), default=0) or 1
     for name, count in counts.items():
-        table.add_row(name, str(count), "█" * max(1 if count else 0, round(width * count / top)))
+        table.add_row(safe_text(name), str(count), "█" * max(1 if count else 0, round(width * count / top)))
     _console().print(table)
 
 
 def info(message: str) -> None:
-    """A message for the user (stderr, so that stdout stays data)."""
-    print(message, file=sys.stderr)
+    """A message for the user (stderr, so that stdout stays data), made safe for the terminal line by line."""
+    print(safe_lines(message), file=sys.stderr)
+
+
+def say(text: str) -> None:
+    """Plain text on stdout (a trace, a verdict), made safe for the terminal line by line."""
+    print(safe_lines(text))

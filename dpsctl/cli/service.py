@@ -16,9 +16,10 @@ PolicyOpt = Annotated[str | None, typer.Option("--allocation-policy", help="Defa
 
 def _show(tx, output: Output) -> None:
     from dpsctl.core.hubs import list_hubs
-    from dpsctl.core.service import load_service, service_view
+    from dpsctl.core.service import load_service, operations_count, service_view
 
-    view = service_view(load_service(tx, now()), [h.to_dict(show_keys=False) for h in list_hubs(tx)])
+    settings = load_service(tx, now())
+    view = service_view(settings, [h.to_dict(show_keys=False) for h in list_hubs(tx)], operations_count(tx, settings))
     props = view["properties"]
     emit(
         view,

@@ -25,7 +25,7 @@ def _group_key(group: str | None, group_key: str | None) -> str:
     from dpsctl.core.keys import decode_key
 
     if bool(group) == bool(group_key):
-        raise InvalidInput("a storm (--count) needs exactly one of --group GROUP_ID or --group-key KEY")
+        raise InvalidInput("a storm (--count) needs exactly one of --group GROUP_ID or --group-key @KEY_FILE")
     if group_key:
         decode_key(group_key, what="group key")
         return group_key
@@ -72,7 +72,7 @@ def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[Any]:
                 scope, f.get("registrationId"), f.get("symmetricKey"), f.get("sasToken"),
                 local(f.get("cert")), local(f.get("key")), local(f.get("chain")), local(f.get("tpm")),
             )
-            payload = parse_json(f["payload"], "payload") if "payload" in f else None
+            payload = parse_json(f["payload"], "payload", limit_depth=True) if "payload" in f else None
             yield RegistrationRequest(credential, f.get("registrationId"), payload, f.get("region") or region)
         except DpsError as exc:
             yield InvalidInput(f"{path} line {line.number}: {exc.message}")

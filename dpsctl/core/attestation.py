@@ -131,6 +131,18 @@ def check_token_scope(token: Any, id_scope: str, registration_id: str, now: date
     return True
 
 
+def check_token_lifetime(token: Any, now: datetime, trace: Trace) -> bool:
+    """The token does not stay valid for longer than dpsctl's maximum lifetime (one year); checked once it is signed."""
+    from dpsctl.core.sas import MAX_TOKEN_LIFETIME_SECONDS, lives_too_long
+
+    if lives_too_long(token, now.timestamp()):
+        expiry = datetime.fromtimestamp(min(token.se, 253402300799), tz=now.tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")
+        days = MAX_TOKEN_LIFETIME_SECONDS // 86400
+        trace.fail(f"SAS token is valid until {expiry} (se={token.se}), more than {days} days from now; dpsctl accepts at most {days} days")
+        return False
+    return True
+
+
 def match_key(token: Any, keys: list[tuple[str, str]]) -> str | None:
     """The label of the first key (Base64) whose HMAC over `sr + "\\n" + se` equals the token's signature."""
     from dpsctl.core.keys import decode_key
@@ -218,6 +230,8 @@ def run_tpm_challenge(credential: TpmCredential, endorsement_key: str, id_scope:
         return False
     if not signature_matches(token, nonce_key):
         trace.fail("the SAS token is not signed with the challenge key: the device does not hold the endorsement key's private key")
+        return False
+    if not check_token_lifetime(token, now, trace):
         return False
     trace.ok("the SAS token is signed with the challenge key: the device holds the endorsement key's private key")
     return True

@@ -8,6 +8,7 @@ import io
 import json
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,10 +17,13 @@ from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
 from dpsctl.core.jsondepth import parse_json
-from dpsctl.core.provisioning import RegistrationRequest, provision
+from dpsctl.core.provisioning import ALLOCATION_ROUNDS, Plan, ProvisionResult, RegistrationRequest, allocate, commit_plan, plan_registration, settle
+from dpsctl.store import Store
 
 BATCH_COLUMNS = ("registrationId", "symmetricKey", "sasToken", "cert", "key", "chain", "tpm", "payload", "region")
 DEFAULT_CHUNK = 500
+MAX_BATCH_BYTES = 256 * 1024 * 1024  # about two million devices of CSV; the whole file is held in memory
+ALLOCATION_WORKERS = 8  # custom allocations (webhooks, commands) of one chunk run this many at a time
 
 
 @dataclass(frozen=True)
@@ -121,15 +125,21 @@ def storm_ids(pattern: str, count: int, start: int = 1) -> Iterator[str]:
 
 
 def run_batch(
-    store: Any,
+    store: Store,
     requests: Iterable[RegistrationRequest | DpsError],
     *,
     clock: Callable[[], datetime],
     chunk_size: int = DEFAULT_CHUNK,
     webhook_timeout: float = 10.0,
     progress: Callable[[int], None] | None = None,
+    allocation_workers: int = ALLOCATION_WORKERS,
 ) -> BatchSummary:
-    """Provision every request; each chunk of `chunk_size` devices is one store transaction.
+    """Provision every request; each chunk of `chunk_size` devices is one store transaction, plus one per allocation round.
+
+    The engine's phases (core/provisioning.py), chunk by chunk: every device is planned in the chunk's write
+    transaction, and those with a fast policy are committed in it; devices with a custom allocation are set aside,
+    their webhooks or commands run `allocation_workers` at a time with no transaction held, and their decisions
+    are settled in one more write transaction (a device whose enrollment changed meanwhile goes round once more).
 
     A request may be a DpsError instead (a line whose credential could not even be built): it counts as
     refused for that reason, and the run goes on.
@@ -137,35 +147,62 @@ def run_batch(
     summary = BatchSummary()
     started = time.perf_counter()
     pending = iter(requests)
-    while True:
-        chunk = [r for _, r in zip(range(chunk_size), pending)]
-        if not chunk:
-            break
-        with store.transaction(write=True) as tx:
-            for request in chunk:
-                t0 = time.perf_counter()
-                if isinstance(request, DpsError):
-                    summary.by_status["invalid"] += 1
-                    summary.refusals[f"invalid: {request.message}"] += 1
-                else:
-                    try:
-                        result = provision(tx, request, clock(), webhook_timeout=webhook_timeout)
-                    except DpsError as exc:  # the request itself is unusable (an invalid registration ID, say)
-                        summary.by_status["invalid"] += 1
-                        summary.refusals[f"invalid: {exc.message}"] += 1
-                        summary.total += 1
+    with ThreadPoolExecutor(max_workers=max(1, allocation_workers), thread_name_prefix="allocation") as pool:
+        while True:
+            chunk = [r for _, r in zip(range(chunk_size), pending)]
+            if not chunk:
+                break
+            waiting: list[tuple[Plan, float]] = []
+            with store.transaction(write=True) as tx:
+                for request in chunk:
+                    t0 = time.perf_counter()
+                    if isinstance(request, DpsError):
+                        _tally_invalid(summary, request, t0)
                         continue
-                    summary.by_status[result.status] += 1
-                    if result.assigned:
-                        summary.per_hub[result.operation["registrationState"]["assignedHub"]] += 1
-                    elif result.error is not None:
-                        summary.refusals[_reason(result.status, result.error.message)] += 1
-                summary.latencies_ms.append((time.perf_counter() - t0) * 1000)
-                summary.total += 1
-        if progress:
-            progress(len(chunk))
+                    try:
+                        plan = plan_registration(tx, request, clock())
+                    except DpsError as exc:  # the request itself is unusable (an invalid registration ID, say)
+                        _tally_invalid(summary, exc, None)
+                        continue
+                    if plan.needs_allocator:
+                        waiting.append((plan, t0))
+                    else:
+                        _tally(summary, commit_plan(tx, plan, None, clock(), webhook_timeout=webhook_timeout), t0)
+            for round_ in range(ALLOCATION_ROUNDS):
+                if not waiting:
+                    break
+                decisions = list(pool.map(lambda item: allocate(item[0], webhook_timeout), waiting))
+                again: list[tuple[Plan, float]] = []
+                with store.transaction(write=True) as tx:
+                    for (plan, t0), decision in zip(waiting, decisions):
+                        outcome = settle(tx, plan, decision, clock(), webhook_timeout=webhook_timeout, last=round_ == ALLOCATION_ROUNDS - 1)
+                        if isinstance(outcome, ProvisionResult):
+                            _tally(summary, outcome, t0)
+                        else:
+                            again.append((outcome, t0))
+                waiting = again
+            if progress:
+                progress(len(chunk))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _tally(summary: BatchSummary, result: ProvisionResult, t0: float) -> None:
+    summary.by_status[result.status] += 1
+    if result.assigned:
+        summary.per_hub[result.operation["registrationState"]["assignedHub"]] += 1
+    elif result.error is not None:
+        summary.refusals[_reason(result.status, result.error.message)] += 1
+    summary.latencies_ms.append((time.perf_counter() - t0) * 1000)
+    summary.total += 1
+
+
+def _tally_invalid(summary: BatchSummary, error: DpsError, t0: float | None) -> None:
+    summary.by_status["invalid"] += 1
+    summary.refusals[f"invalid: {error.message}"] += 1
+    if t0 is not None:  # as before: a line that could not be built has a latency, a request the engine refused has none
+        summary.latencies_ms.append((time.perf_counter() - t0) * 1000)
+    summary.total += 1
 
 
 def _reason(status: str, message: str) -> str:
@@ -176,10 +213,10 @@ def _reason(status: str, message: str) -> str:
 
 
 def read_text(path: Path) -> str:
-    """Read a batch file as text."""
+    """Read a batch file as text (at most MAX_BATCH_BYTES; a FIFO or a device is refused, not read)."""
+    from dpsctl.core.safefiles import read_bounded
+
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InvalidInput(f"batch file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        return read_bounded(path, "batch file", MAX_BATCH_BYTES).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise InvalidInput(f"cannot read batch file {path}: {exc}") from None

@@ -7,6 +7,7 @@ silently, and a device's full chain lists its intermediates (never the root) in 
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -145,11 +146,23 @@ def _key_public_der(key: PrivateKey) -> bytes:
 
 # --------------------------------------------------------------------------- file names
 
+MAX_BASE_NAME_BYTES = 200
+
 
 def validate_base_name(name: str) -> str:
-    """A file base name: no directory parts, so NAME.cert.pem always lands in --out."""
+    """A file base name: no directory parts, so NAME.cert.pem always lands in --out; printable, and short enough.
+
+    Control characters (ESC, newline) and bidirectional overrides would make the file name print as something
+    else in `ls` and in dpsctl's own messages; 200 bytes leave room for the longest suffix (.fullchain.pem)
+    within the 255 bytes of a file name on Linux and macOS file systems.
+    """
+    hint = "use letters, digits, '-', '.' and '_'; choose the directory with --out"
     if not name or name in (".", "..") or any(ch in name for ch in "/\\\0") or name.startswith("-"):
-        raise InvalidInput(f"{name!r} cannot be used as a file name", hint="use letters, digits, '-', '.' and '_'; choose the directory with --out")
+        raise InvalidInput(f"{name!r} cannot be used as a file name", hint=hint)
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        raise InvalidInput(f"{name!r} cannot be used as a file name: it holds a control, format or bidirectional character", hint=hint)
+    if len(name.encode("utf-8")) > MAX_BASE_NAME_BYTES:
+        raise InvalidInput(f"name {name[:40]!r}... is {len(name.encode('utf-8'))} bytes long; as a file name it may have at most {MAX_BASE_NAME_BYTES}", hint=hint)
     return name
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dpsctl.core.errors import AllocationFailed, InvalidInput
-from dpsctl.core.jsondepth import check_depth
+from dpsctl.core.jsondepth import check_depth, check_value
 
 # Far above any sane answer (DPS messages are capped at 96 KB) yet small enough that a runaway
 # webhook or command cannot make us parse an unbounded document.
@@ -53,7 +53,7 @@ def build_allocation_request(
     enrollment_key = "enrollmentGroup" if is_group else "individualEnrollment"
     return {
         # Copies, so a webhook result or later edits never alias the caller's records.
-        enrollment_key: copy.deepcopy(enrollment),
+        enrollment_key: _masked_enrollment(enrollment),
         "deviceRuntimeContext": _device_runtime_context(
             registration_id, current_hub, current_device_id, attestation, payload
         ),
@@ -66,6 +66,8 @@ def parse_allocation_response(body: bytes | str, linked_hubs: list[str], *, sour
     document = _decode_json_object(body, source)
     # The payload and twin are stored and printed: one nested too deep would fail there with RecursionError.
     check_depth(document, f"the answer of {source}", AllocationFailed)
+    if document.get("payload") is not None:  # kept in the registration record: the one limit of values from outside
+        check_value(document["payload"], f"the payload answered by {source}", AllocationFailed)
     hub = _linked_hub(document, linked_hubs, source)
     return AllocationResponse(
         iot_hub_host_name=hub,
@@ -118,6 +120,26 @@ def redacted_url(url: str) -> str:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     authority = f"{host}:{port}" if port is not None else host
     return f"{parts.scheme.lower()}://{authority}{parts.path}"
+
+
+def masked_webhook_url(url: str) -> str:
+    """The webhook URL as DPS shows it in an AllocationRequest: a query (the `?code=` function key) becomes `?****`."""
+    base, sep, _ = url.partition("?")
+    return f"{base.partition('#')[0]}?****" if sep else url
+
+
+def _masked_enrollment(enrollment: dict) -> dict:
+    """A copy of the enrollment with its webhook key masked (DOC:concepts-custom-allocation shows `...?****`).
+
+    dpsctl's `allocationCommand` is left out: it is no field of DPS's request, and a command line may carry a token.
+    """
+    masked = copy.deepcopy(enrollment)
+    definition = masked.get("customAllocationDefinition")
+    if isinstance(definition, dict):
+        definition.pop("allocationCommand", None)
+        if isinstance(definition.get("webhookUrl"), str):
+            definition["webhookUrl"] = masked_webhook_url(definition["webhookUrl"])
+    return masked
 
 
 def _device_runtime_context(

@@ -450,7 +450,7 @@ def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
                     reg_id,
                     "groupKey",
                     f"the {slot} key of enrollment group {group.id!r} itself: a device must use the key derived from it"
-                    f" (dpsctl keys derive --group-key KEY --registration-id {reg_id})",
+                    f" (dpsctl keys derive --group-key @GROUP_KEY_FILE --registration-id {reg_id})",
                     {"enrollmentGroup": group.id, "key": slot},
                 )
     for spelling in _other_spellings(tx, reg_id):
@@ -464,7 +464,7 @@ def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
                         " the key is an HMAC of the exact registration ID text",
                         {"enrollmentGroup": group.id, "key": slot, "derivedFor": spelling},
                         hint=f"derive it from {reg_id!r} exactly (same letter case, no surrounding spaces or newline):"
-                        f" dpsctl keys derive --group-key KEY --registration-id {reg_id}",
+                        f" dpsctl keys derive --group-key @GROUP_KEY_FILE --registration-id {reg_id}",
                     )
     for other in tx.scan("enrollments"):
         enrollment = IndividualEnrollment.from_dict(other)

@@ -24,6 +24,7 @@ from dpsctl.core.models import (
     IndividualEnrollment,
     ReprovisionPolicy,
     _choice,
+    validate_custom_api_version,
     validate_initial_twin,
     validate_webhook_url,
 )
@@ -251,6 +252,10 @@ def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> A
         custom = entry.custom_allocation
         if custom is None or not (custom.webhook_url or custom.allocation_command):
             raise InvalidInput(f"{noun} uses custom allocation and needs --webhook-url or --allocation-command")
+    if entry.custom_allocation is not None:
+        version = validate_custom_api_version(entry.custom_allocation.api_version, f"the custom allocation api-version of {noun}")
+        if version != entry.custom_allocation.api_version:
+            entry = replace(entry, custom_allocation=replace(entry.custom_allocation, api_version=version))
     if entry.attestation.type == "symmetricKey":
         from dpsctl.core.keys import decode_key
 
@@ -260,6 +265,8 @@ def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> A
         for name in (entry.attestation.primary_ca, entry.attestation.secondary_ca):
             if name and tx.get("cas", name) is None:
                 raise InvalidInput(f"CA certificate {name!r} is not uploaded to the service", hint="add it with `dpsctl ca add NAME --cert FILE`")
+    if entry.attestation.type == "x509":
+        _check_certificates_unique(tx, entry)
     return entry
 
 
@@ -275,6 +282,67 @@ def _check_limits(tx: Transaction, entry: AnyEnrollment) -> None:
 def _stamp(entry: AnyEnrollment, now: datetime, *, created: bool) -> AnyEnrollment:
     ts = format_timestamp(now)
     return replace(entry, etag=new_etag(), updated=ts, created=ts if created else entry.created)
+
+
+# --------------------------------------------------------------------------- one entry per certificate
+
+
+def _entry_certificates(tx: Transaction, doc: dict[str, Any], *, group: bool) -> list[tuple[str, str]]:
+    """(SHA-1 thumbprint, how the entry names it) of each certificate a stored X.509 entry stands for."""
+    x509_doc = doc["attestation"].get("x509") or {}
+    certs = x509_doc.get("signingCertificates" if group else "clientCertificates") or {}
+    out = []
+    for slot, ref in certs.items():
+        thumbprint = ((ref or {}).get("info") or {}).get("sha1Thumbprint")
+        if thumbprint:
+            out.append((str(thumbprint).upper(), f"its {slot} {'signing' if group else 'device'} certificate"))
+    for slot, name in (x509_doc.get("caReferences") or {}).items():
+        ca = tx.get("cas", name) if isinstance(name, str) and name else None
+        if ca is not None:
+            out.append((str(ca["thumbprint"]).upper(), f"its {slot} CA reference {ca['name']!r}"))
+    return out
+
+
+def _group_certificate_owners(tx: Transaction) -> dict[str, list[tuple[str, str]]]:
+    """Thumbprint -> [(lower-case group ID, "enrollment group 'x' (its primary ...)")] over every X.509 group."""
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for doc in tx.find("groups", "attestation", "x509"):
+        group_id = doc["enrollmentGroupId"]
+        for thumbprint, how in _entry_certificates(tx, doc, group=True):
+            owners.setdefault(thumbprint, []).append((group_id.lower(), f"enrollment group {group_id!r} ({how})"))
+    return owners
+
+
+def _check_certificates_unique(tx: Transaction, entry: AnyEnrollment) -> None:
+    """DPS: a certificate can be specified in only one enrollment entry (reference §5, DOC:concepts-x509-attestation).
+
+    Groups hold CA certificates and individual enrollments device certificates, which a device may only present
+    as its leaf (a CA leaf is refused); two individual enrollments cannot share one (its CN is the unique
+    registration ID). So an entry is compared with the groups, which keeps an import of a million entries linear.
+    A group's --signing-cert may not be a CA certificate already uploaded to the service either: that CA is
+    named with --ca-ref, so the certificate stays in one place (a dpsctl choice, docs/choices.md).
+    """
+    mine = _entry_certificates(tx, entry.to_dict(), group=entry.is_group)
+    if not mine:
+        return
+    # Parsed once per transaction until groups or CAs change: an import of many enrollments reads them once.
+    owners = tx.memo(("groups", "cas"), "x509-group-certificates", lambda: _group_certificate_owners(tx))
+    noun = f"{NOUN[entry.is_group]} {entry.id!r}"
+    for thumbprint, how in mine:
+        others = [owner for group_id, owner in owners.get(thumbprint, []) if not (entry.is_group and group_id == entry.id.lower())]
+        if others:
+            raise Conflict(
+                f"{noun}: {how.removeprefix('its ')} (SHA-1 {thumbprint}) is already in {others[0]}; DPS allows a certificate in only one enrollment entry",
+                hint="use another certificate, or change or delete the entry that holds it",
+            )
+    if entry.is_group:
+        cas = {str(doc["thumbprint"]).upper(): doc["name"] for doc in tx.scan("cas")}
+        for thumbprint, how in mine:
+            if "signing certificate" in how and thumbprint in cas:
+                raise Conflict(
+                    f"{noun}: {how.removeprefix('its ')} (SHA-1 {thumbprint}) is the CA certificate {cas[thumbprint]!r} uploaded to the service",
+                    hint=f"refer to the uploaded CA instead: --ca-ref {cas[thumbprint]}",
+                )
 
 
 # --------------------------------------------------------------------------- writing
@@ -382,7 +450,16 @@ def _updated_attestation(entry: AnyEnrollment, cred: CredentialInput) -> Attesta
 
 def delete_entry(tx: Transaction, entry_id: str, *, group: bool, etag: str | None) -> AnyEnrollment:
     """Remove an entry; registration records stay (DPS keeps them, orphaned for groups)."""
-    entry = get_entry(tx, entry_id, group=group)
+    try:
+        entry = get_entry(tx, entry_id, group=group)
+    except InvalidInput:
+        # A record an older dpsctl stored beyond today's limits (optionalDeviceInformation 400 levels deep):
+        # it no longer parses, but it must stay deletable. Read it without that field.
+        doc = tx.get(KIND[group], entry_id)
+        if doc is None or "optionalDeviceInformation" not in doc:
+            raise
+        model = EnrollmentGroup if group else IndividualEnrollment
+        entry = model.from_dict({k: v for k, v in doc.items() if k != "optionalDeviceInformation"})
     check_etag(entry, etag)
     tx.delete(KIND[group], entry.id)
     return entry

@@ -76,3 +76,7 @@ class StoreBusy(DpsError):
     """Another dpsctl process held the store lock for longer than the wait timeout."""
 
     exit_code = ExitCode.STORE_BUSY
+
+
+class RegistrationConflict(Conflict):
+    """What a custom allocation relied on (the enrollment, its group, the linked hubs) changed while it ran, twice."""

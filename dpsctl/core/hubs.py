@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-
-
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
 from dpsctl.core.ids import hub_host_name
-from dpsctl.core.models import LinkedHub, default_hub_connection_string, validate_weight
+from dpsctl.core.models import LinkedHub, check_hub_connection_string, default_hub_connection_string, validate_weight
 from dpsctl.store import Transaction
 
 MAX_LINKED_HUBS = 50
+# The location of a hub linked without one when the service has none either: the region of the reference's
+# example instance (§13). ARM requires a location on every linked hub (IotHubDefinitionDescription).
+DEFAULT_HUB_LOCATION = "eastus"
+
+
+def default_hub_location(tx: Transaction) -> str:
+    """Where a hub linked without --location is: the service's location, else DEFAULT_HUB_LOCATION."""
+    from dpsctl.core.models import ServiceSettings
+
+    doc = tx.get("service", "service")
+    location = ServiceSettings.from_dict(doc).location if doc is not None else None
+    return location or DEFAULT_HUB_LOCATION
 
 
 def get_hub(tx: Transaction, name: str) -> LinkedHub:
@@ -24,24 +34,6 @@ def get_hub(tx: Transaction, name: str) -> LinkedHub:
 def list_hubs(tx: Transaction) -> list[LinkedHub]:
     """All linked hubs, by host name."""
     return [LinkedHub.from_dict(doc) for doc in tx.scan("hubs")]
-
-
-def _check_connection_string(cs: str, host: str) -> str:
-    """A hub connection string must name the same hub and carry a key, as DPS checks when linking."""
-    fields = {}
-    for part in cs.split(";"):
-        name, sep, value = part.partition("=")
-        if sep:
-            fields[name.strip().lower()] = value
-    missing = [f for f in ("hostname", "sharedaccesskeyname", "sharedaccesskey") if not fields.get(f)]
-    if missing:
-        raise InvalidInput(
-            "hub connection string is missing " + ", ".join(missing),
-            hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>",
-        )
-    if fields["hostname"].lower() != host:
-        raise InvalidInput(f"the connection string is for {fields['hostname']}, not {host}")
-    return cs
 
 
 def add_hub(
@@ -59,7 +51,7 @@ def add_hub(
         raise Conflict(f"IoT hub {host} is already linked", hint=f"change it with `dpsctl hub update {host}`")
     if tx.count("hubs") >= MAX_LINKED_HUBS:
         raise Conflict(f"the service already has {MAX_LINKED_HUBS} linked hubs, the DPS limit")
-    hub = _build(host, location, weight, apply_allocation_policy, connection_string)
+    hub = _build(host, location or default_hub_location(tx), weight, apply_allocation_policy, connection_string)
     tx.put("hubs", hub.to_dict())
     return hub
 
@@ -71,7 +63,7 @@ def _build(host: str, location: str | None, weight: int | None, apply: bool | No
         from dpsctl.core.regions import normalize_region
 
         location = normalize_region(location)
-    cs = _check_connection_string(cs, host) if cs else default_hub_connection_string(host)
+    cs = check_hub_connection_string(cs, host) if cs else default_hub_connection_string(host)
     return LinkedHub(host, cs, location, weight, apply)
 
 
@@ -88,7 +80,7 @@ def update_hub(
     hub = get_hub(tx, name)
     hub = _build(
         hub.name,
-        location if location is not None else hub.location,
+        location if location is not None else (hub.location or default_hub_location(tx)),
         weight if weight is not None else hub.allocation_weight,
         apply_allocation_policy if apply_allocation_policy is not None else hub.apply_allocation_policy,
         connection_string if connection_string is not None else hub.connection_string,

@@ -62,7 +62,8 @@ def hub_host_name(name: str) -> str:
     """Turn a bare hub name or a host name into the hub's host name (`NAME.azure-devices.net`)."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("hub name is empty")
-    host = name.strip().lower()
+    # ASCII first: lower() would fold the Kelvin sign (U+212A) into 'k' and accept a name that only looks valid.
+    host = name.strip().lower() if name.isascii() else name.strip()
     if "." not in host:
         host += HUB_DOMAIN
     labels = host.split(".")

@@ -54,7 +54,7 @@ def match_and_attest(tx: Transaction, service: ServiceSettings, reg_id: str, cre
         )
         if entry.attestation.type == kind:
             try:
-                return _attest_individual(entry, service, reg_id, cred, now, trace)
+                return _attest_individual(tx, entry, service, reg_id, cred, now, trace)
             except Refused:
                 # A disabled entry refuses with its own credential (provision() reports that after attestation), and
                 # with any other one: the docs block one device of a group by adding a disabled enrollment with
@@ -79,7 +79,9 @@ def _unauthorized(message: str, hint: str | None = None) -> Unauthorized:
     return Unauthorized(message, hint=hint)
 
 
-def _attest_individual(entry: IndividualEnrollment, service: ServiceSettings, reg_id: str, cred: Credential, now: datetime, trace: Trace) -> Match:
+def _attest_individual(
+    tx: Transaction, entry: IndividualEnrollment, service: ServiceSettings, reg_id: str, cred: Credential, now: datetime, trace: Trace
+) -> Match:
     a = entry.attestation
     if isinstance(cred, SasCredential):
         token = _token_for(cred, service, reg_id, now, trace)
@@ -88,6 +90,7 @@ def _attest_individual(entry: IndividualEnrollment, service: ServiceSettings, re
             trace.fail(f"the SAS signature matches neither the primary nor the secondary key of enrollment {entry.id!r}")
             raise Refused(_unauthorized(f"the SAS token is not signed with a key of enrollment {entry.id!r}", hint="sign it with the enrollment's primary or secondary key (dpsctl enrollment show ID --show-keys)"))
         trace.ok(f"the SAS signature matches the {label} key of enrollment {entry.id!r}")
+        _check_lifetime(token, now, trace)
         key = a.primary_key if label == "primary" else a.secondary_key
         return Match(
             entry,
@@ -108,6 +111,7 @@ def _attest_individual(entry: IndividualEnrollment, service: ServiceSettings, re
             trace.fail(f"the device certificate (SHA-1 {x509.sha1_thumbprint(leaf)}) is neither the primary nor the secondary certificate of enrollment {entry.id!r}")
             raise Refused(_unauthorized(f"the device certificate is not the one enrolled for {entry.id!r}", hint="compare thumbprints: dpsctl enrollment show ID"))
         trace.ok(f"the device certificate is the {slot} certificate of enrollment {entry.id!r}")
+        _check_chain_reaches_verified(tx, cred, now, trace)
         info = x509.certificate_info(leaf)
         return Match(
             entry,
@@ -129,13 +133,70 @@ def _attest_individual(entry: IndividualEnrollment, service: ServiceSettings, re
     )
 
 
+def _verified_certificates(tx: Transaction) -> list[tuple[str, Any]]:
+    """Certificates DPS counts as verified: uploaded CAs verified by proof of possession (or --verified), and the
+    signing certificates of X.509 enrollment groups (verified automatically when added; docs/choices.md)."""
+    from dpsctl.core import x509
+
+    out: list[tuple[str, Any]] = []
+    for ca in tx.scan("cas"):
+        if ca.get("isVerified"):
+            out.append((f"verified CA certificate {ca['name']!r}", x509.load_certificates(ca["certificate"], source=f"CA {ca['name']}")[0]))
+    for group, signers in _group_candidates(tx):
+        for label, signer in signers:
+            if not isinstance(signer, tuple):  # CA references are covered above, when verified
+                out.append((f"the {label} of enrollment group {group.id!r}", signer))
+    return out
+
+
+def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: datetime, trace: Trace) -> None:
+    """An individual enrollment's device with a CA-issued certificate must chain up to a verified certificate.
+
+    DOC:iot-dps-https-x509-support: "If you're using a certificate chain for either an individual enrollment or an
+    enrollment group, you must upload and verify at least one certificate in the device certificate's signing chain";
+    for an individual enrollment "this certificate can be any signing certificate in the device's certificate chain".
+    A self-signed device certificate has no chain and needs none.
+    """
+    from dpsctl.core import x509
+
+    leaf = cred.chain[0]
+    if len(cred.chain) == 1 and leaf.issuer == leaf.subject:
+        trace.ok("the device certificate is self-signed: no signing chain to verify")
+        return
+    anchors = tx.memo(("groups", "cas"), "verified-certificates", lambda: _verified_certificates(tx))
+    for position, cert in enumerate(cred.chain[1:], start=1):
+        for label, anchor in anchors:
+            if x509.same_certificate(anchor, cert):
+                trace.ok(f"chain certificate {position} ({x509.subject_of(cert)!r}) is {label}")
+                return
+    top = cred.chain[-1]
+    depth = sum(1 for c in cred.chain[1:] if x509.is_ca(c))
+    for label, anchor in anchors:
+        if top.issuer != top.subject and anchor.subject == top.issuer:
+            trace.note(f"the chain's top certificate names issuer {x509.issuer_of(top)!r}, {label}")
+            if att.check_link_to_signer(top, anchor, depth, now, trace):
+                return
+    trace.fail("the device certificate is CA-issued, but its chain reaches no verified certificate (no uploaded, verified CA and no group's signing certificate)")
+    raise Refused(
+        _unauthorized(
+            f"the certificate chain of {x509.common_name(leaf)!r} leads to no verified certificate (issuer {x509.issuer_of(cred.chain[-1])!r})",
+            hint="upload a CA of the device's chain and verify it: dpsctl ca add NAME --cert ROOT.cert.pem --verified (or prove possession)",
+        )
+    )
+
+
 def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: datetime, trace: Trace) -> Any:
     token = att.parse_token(cred, trace)
     if token is None:
         raise Refused(_unauthorized(_last_failure(trace), hint="a device SAS token looks like: SharedAccessSignature sr=...&sig=...&se=...&skn=registration"))
     if not att.check_token_scope(token, service.id_scope, reg_id, now, trace):
-        raise Refused(_unauthorized(_last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key KEY"))
+        raise Refused(_unauthorized(_last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key @KEY_FILE"))
     return token
+
+
+def _check_lifetime(token: Any, now: datetime, trace: Trace) -> None:
+    if not att.check_token_lifetime(token, now, trace):
+        raise Refused(_unauthorized(_last_failure(trace), hint="build a token that expires sooner: dpsctl keys sas --registration-id ID --key @KEY_FILE --ttl SECONDS"))
 
 
 def _last_failure(trace: Trace) -> str:
@@ -172,6 +233,7 @@ def _match_symmetric_group(tx: Transaction, service: ServiceSettings, reg_id: st
         label = att.match_key(token, derived)
         if label is not None:
             trace.ok(f"the SAS signature matches the key derived from the {label} key of enrollment group {group.id!r}")
+            _check_lifetime(token, now, trace)
             keys = dict(derived)
             return Match(
                 group,

@@ -22,6 +22,7 @@ ALLOCATION_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static", "custo
 SERVICE_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static")
 PROVISIONING_STATUSES: tuple[str, ...] = ("enabled", "disabled")
 DEFAULT_CUSTOM_API_VERSION = "2021-10-01"
+MIN_CUSTOM_API_VERSION = "2018-09-01-preview"  # the oldest the service accepts (reference §1, SPEC-SVC)
 MAX_TWIN_BYTES = 32 * 1024  # IoT Hub's limit for desired properties and tags, each; DPS documents none of its own
 
 Json = dict[str, Any]
@@ -103,6 +104,13 @@ class ReprovisionPolicy:
         return cls(update, migrate)
 
 
+def _device_information(info: Any, where: str) -> Json:
+    """optionalDeviceInformation: a JSON object within the one limit of values from outside (depth and size)."""
+    from dpsctl.core.jsondepth import check_value
+
+    return check_value(_expect(info, dict, f"{where}.optionalDeviceInformation"), f"{where}.optionalDeviceInformation")
+
+
 def validate_initial_twin(doc: Any, where: str = "initialTwin") -> Json:
     """Check an initial twin `{"tags": {...}, "properties": {"desired": {...}}}` and return a clean copy."""
     from dpsctl.core.jsondepth import check_depth
@@ -153,6 +161,26 @@ class CustomAllocation:
             validate_allocation_command(_expect(command, str, f"{where}.allocationCommand"), f"{where}.allocationCommand")
         api = _expect(doc.get("apiVersion") or DEFAULT_CUSTOM_API_VERSION, str, f"{where}.apiVersion")
         return cls(url or None, api, command or None)
+
+
+def validate_custom_api_version(version: str, where: str = "customAllocationDefinition.apiVersion") -> str:
+    """A DPS api-version (`YYYY-MM-DD` or `YYYY-MM-DD-preview`) no older than 2018-09-01-preview; returned in lower case."""
+    import re
+    from datetime import date
+
+    match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})(-preview)?", version.strip().lower()) if isinstance(version, str) else None
+    try:
+        day = date(int(match[1]), int(match[2]), int(match[3])) if match else None
+    except ValueError:
+        day = None
+    hint = f"use an api-version such as {DEFAULT_CUSTOM_API_VERSION} (the oldest DPS accepts is {MIN_CUSTOM_API_VERSION})"
+    if match is None or day is None:
+        shown = repr(version[:40]) if isinstance(version, str) else "?"
+        raise InvalidInput(f"{where} {shown} is not an api-version (YYYY-MM-DD or YYYY-MM-DD-preview)", hint=hint)
+    # On the same day a preview comes before the stable version.
+    if (day, match[4] is None) < (date(2018, 9, 1), False):
+        raise InvalidInput(f"{where} {version!r} is older than {MIN_CUSTOM_API_VERSION}, the oldest DPS accepts", hint=hint)
+    return version.strip().lower()
 
 
 def validate_allocation_command(command: str, where: str = "allocation command") -> str:
@@ -411,7 +439,7 @@ class IndividualEnrollment(Enrollment):
         return cls(
             registration_id=reg_id,
             device_id=validate_device_id(device_id) if device_id else None,
-            optional_device_information=_expect(info, dict, f"{where}.optionalDeviceInformation") if info is not None else None,
+            optional_device_information=_device_information(info, where) if info is not None else None,
             **cls._common_from_dict(doc, group=False, where=where),
         )
 
@@ -508,6 +536,27 @@ def validate_weight(weight: int) -> int:
     if not 1 <= weight <= 1000:
         raise InvalidInput(f"allocation weight {weight} is out of range", hint="use a whole number from 1 to 1000")
     return weight
+
+
+def check_hub_connection_string(cs: str, host: str) -> str:
+    """A hub connection string must name the same hub and carry a valid Base64 key, as DPS checks when linking."""
+    fields = {}
+    for part in cs.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            fields[name.strip().lower()] = value
+    missing = [f for f in ("hostname", "sharedaccesskeyname", "sharedaccesskey") if not fields.get(f)]
+    if missing:
+        raise InvalidInput(
+            "hub connection string is missing " + ", ".join(missing),
+            hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>",
+        )
+    if not fields["hostname"].isascii() or fields["hostname"].lower() != host:
+        raise InvalidInput(f"the connection string is for {fields['hostname']}, not {host}")
+    from dpsctl.core.keys import decode_key
+
+    decode_key(fields["sharedaccesskey"], what="hub key (SharedAccessKey of the connection string)")
+    return cs
 
 
 def default_hub_connection_string(host: str) -> str:

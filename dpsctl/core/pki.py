@@ -6,7 +6,6 @@ bad chains too, and `dpsctl.core.x509.verify_chain` is the one judge of a chain.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from datetime import datetime, timedelta, timezone
@@ -297,16 +296,15 @@ def _write_new_file(path: Path, content: bytes, *, mode: int, force: bool, what:
     """Create (or with force, truncate) a file with an exact mode set before any content is written."""
     # O_EXCL makes "does it exist?" and "create it" one step; O_NOFOLLOW stops a planted symlink from
     # redirecting a private key elsewhere.
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-    flags |= os.O_TRUNC if force else os.O_EXCL
+    # --force renames a new file over the old one, so a planted link is replaced, never written through.
+    from dpsctl.core.safefiles import os_error, write_atomically, write_new
+
     try:
-        fd = os.open(path, flags, mode)
+        if force:
+            write_atomically(Path(path), content, mode=mode)
+        else:
+            write_new(Path(path), content, mode=mode)
     except FileExistsError:
         raise Conflict(f"{path}: {what} already exists", hint="pass --force to overwrite it") from None
     except OSError as error:
-        raise InvalidInput(f"{path}: cannot write the {what}: {error.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        # An overwritten file keeps its old mode, and umask trims the new one; fix it while still empty.
-        if hasattr(os, "fchmod"):
-            os.fchmod(handle.fileno(), mode)
-        handle.write(content)
+        raise os_error(error, path, f"write the {what}", InvalidInput) from None

@@ -16,6 +16,9 @@ from dpsctl.core.keys import decode_key
 SAS_PREFIX = "SharedAccessSignature "
 DEVICE_KEY_NAME = "registration"
 
+MAX_TOKEN_LIFETIME_SECONDS = 365 * 24 * 3600
+"""The longest a token may still be valid when used (docs/choices.md): DPS documents no bound; one year is generous."""
+
 _REQUIRED_FIELDS = ("sr", "sig", "se")
 _KNOWN_FIELDS = frozenset((*_REQUIRED_FIELDS, "skn"))
 _SE_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: int() would also take "+1", " 1", "1_0" and Arabic-Indic digits
@@ -111,6 +114,11 @@ def resource_matches(token: SasToken, id_scope: str, registration_id: str) -> bo
 def is_expired(token: SasToken, now_epoch: float) -> bool:
     """Tell whether the token's expiry `se` lies in the past at `now_epoch`; a token is still valid at second `se`."""
     return token.se < now_epoch
+
+
+def lives_too_long(token: SasToken, now_epoch: float) -> bool:
+    """Tell whether the token stays valid for more than MAX_TOKEN_LIFETIME_SECONDS after `now_epoch`."""
+    return token.se - now_epoch > MAX_TOKEN_LIFETIME_SECONDS
 
 
 def _split_fields(body: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from dpsctl.core.service import load_service
+from dpsctl.core.service import load_service, operations_count
 from dpsctl.store import Transaction
 
 
@@ -23,6 +23,6 @@ def collect(tx: Transaction, now: datetime) -> dict[str, Any]:
         "enrollmentGroups": tx.count("groups"),
         "registrations": sum(by_status.values()),
         "registrationsByStatus": dict(sorted(by_status.items())),
-        "operations": load_service(tx, now).operations,
+        "operations": operations_count(tx, load_service(tx, now)),
         "devicesPerHub": per_hub,
     }

@@ -29,6 +29,7 @@ FILE_FORMAT = "dpsctl-software-tpm"
 FILE_VERSION = 1
 RSA_BITS = 2048
 CHALLENGE_KEY_BYTES = 32
+MAX_TPM_FILE_BYTES = 1024 * 1024  # a dpsctl TPM file is about 4 KB
 # TPM2 MakeCredential uses the label "IDENTITY\0" when encrypting the seed to the EK; reusing it keeps the model honest.
 _IDENTITY_LABEL = b"IDENTITY\x00"
 _WHITESPACE = re.compile(r"\s+")
@@ -96,22 +97,19 @@ def save_tpm(tpm: SoftwareTpm, path: Path, *, force: bool = False) -> None:
         "storageRootPrivateKey": _private_key_pem(tpm.storage_root_private_key),
     }
     payload = (json.dumps(document, indent=2) + "\n").encode("utf-8")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    from dpsctl.core.safefiles import os_error, write_atomically, write_new
+
+    # Never through a link planted at the path: a new file is created O_EXCL|O_NOFOLLOW, and --force renames a
+    # new file over whatever is there (a symbolic link is replaced, its target left alone).
     try:
-        fd = os.open(path, flags, 0o600)
+        if force:
+            write_atomically(Path(path), payload, mode=0o600)
+        else:
+            write_new(Path(path), payload, mode=0o600)
     except FileExistsError:
         raise Conflict(f"{path} already exists", hint="use --force to overwrite it") from None
     except OSError as exc:
-        raise InvalidInput(f"cannot write TPM file {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            # The mode argument only applies to new files; an overwritten file keeps its old mode unless narrowed.
-            os.fchmod(out.fileno(), 0o600)
-            out.write(payload)
-    except OSError as exc:
-        if not force:
-            Path(path).unlink(missing_ok=True)  # don't leave a half-written file that blocks the retry
-        raise InvalidInput(f"cannot write TPM file {path}: {exc.strerror}") from None
+        raise os_error(exc, path, "write TPM file", InvalidInput) from None
 
 
 def load_tpm(path: Path) -> SoftwareTpm:
@@ -197,13 +195,15 @@ def _private_key_pem(key: rsa.RSAPrivateKey) -> str:
 
 def _read_tpm_document(path: Path) -> dict[str, Any]:
     """Read and shape-check the JSON of a TPM file."""
+    from dpsctl.core.safefiles import read_bounded
+
+    if not os.path.lexists(path):
+        raise InvalidInput(f"TPM file {path} does not exist", hint="create one with `dpsctl tpm create`")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(f"TPM file {path} does not exist", hint="create one with `dpsctl tpm create`") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise InvalidInput(f"cannot read TPM file {path}: {reason}") from None
+        # A TPM file is about 4 KB: a FIFO, a device or a huge file is refused before it is read.
+        text = read_bounded(path, "TPM file", MAX_TPM_FILE_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"cannot read TPM file {path}: not UTF-8 text") from None
     try:
         document = json.loads(text)
     except (ValueError, RecursionError):

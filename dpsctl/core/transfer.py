@@ -7,19 +7,20 @@ from datetime import datetime
 from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
-from dpsctl.core.jsondepth import parse_json
+from dpsctl.core.jsondepth import MAX_DOCUMENT_DEPTH, check_depth, parse_json
 from dpsctl.core.enrollments import KIND, AnyEnrollment, certificate_ref, check_entry
 from dpsctl.core.models import (
     Attestation,
     EnrollmentGroup,
     IndividualEnrollment,
     LinkedHub,
+    check_hub_connection_string,
     default_hub_connection_string,
     ServiceSettings,
     _check_keys,
     _expect,
 )
-from dpsctl.core.service import load_service, save_service
+from dpsctl.core.service import count_operations, load_service, save_service
 from dpsctl.store import Transaction
 
 DOCUMENT_FIELDS = {"service", "linkedHubs", "certificates", "enrollments", "enrollmentGroups"}
@@ -63,11 +64,12 @@ def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
             raise InvalidInput(f"{source} is not UTF-8 text") from None
     stripped = text.lstrip()
     if stripped.startswith("{") or stripped.startswith("["):
-        doc = parse_json(text, source)
+        doc = parse_json(text, source, document=True)
     else:
         doc = _load_yaml(text, source)
     if doc is None:
         doc = {}
+    check_depth(doc, source, limit=MAX_DOCUMENT_DEPTH)  # YAML too: the values in it are checked where they are read
     if not isinstance(doc, dict):
         raise InvalidInput(f"{source} must hold an object with linkedHubs, enrollments and enrollmentGroups")
     _check_keys(doc, DOCUMENT_FIELDS, source)
@@ -199,6 +201,13 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         if "=****" in hub.connection_string:
             # An export without --show-keys masks hub keys: keep the stored key, or simulate a new one.
             hub = replace(hub, connection_string=old["connectionString"] if old else default_hub_connection_string(hub.name))
+        else:
+            check_hub_connection_string(hub.connection_string, hub.name)
+        if hub.location is None:
+            from dpsctl.core.hubs import DEFAULT_HUB_LOCATION
+
+            # Every linked hub has a location (ARM requires one): the service's, as `hub add` defaults it.
+            hub = replace(hub, location=new_service.location or DEFAULT_HUB_LOCATION)
         action = "created" if old is None else ("unchanged" if old == hub.to_dict() else "updated")
         getattr(plan, action)["linkedHubs"].append(hub.name)
         if action != "unchanged":
@@ -241,8 +250,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         operations += 1
         tx.put(kind, entry.to_dict())
     _check_import_limits(tx, group_types)
-    if operations:
-        save_service(tx, load_service(tx, now).with_operations(operations))
+    count_operations(tx, now, operations)
     if dry_run:
         tx.changes.clear()  # validate and plan everything, write nothing
     return plan

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from dpsctl import __version__
 from dpsctl.core.errors import InvalidInput
-from dpsctl.server.api import Emulator, Fault, Options
-from dpsctl.server.httpd import RequestLog, bind, launch
+from dpsctl.server.faults import Fault, Options
+from dpsctl.server.listener import disable_core_dumps
+from dpsctl.server.log import RequestLog
+from dpsctl.server.runtime import bind, launch, prepare
 from dpsctl.server.tls import DEV_FOLDER, TlsFiles, check_server_files, dev_tls
 
 
@@ -33,6 +35,7 @@ def run(
     db: str,
     host: str,
     port: int,
+    mqtt_port: int,
     tls_cert: str | None,
     tls_key: str | None,
     fast: bool,
@@ -40,6 +43,7 @@ def run(
     inject: list[str],
     registrations_per_minute: int | None,
     webhook_timeout: float,
+    allocation_workers: int,
     quiet: bool,
 ) -> int:
     """Serve until Ctrl-C or SIGTERM; returns the exit code."""
@@ -55,24 +59,25 @@ def run(
         registrations_per_minute=registrations_per_minute,
         webhook_timeout=webhook_timeout,
         host_names=frozenset({host.lower()}),
+        allocation_workers=allocation_workers,
     )
     if tls_cert and tls_key:
         check_server_files(Path(tls_cert), Path(tls_key))
+    disable_core_dumps()
     log = RequestLog(sys.stderr, quiet=quiet)
-    server = bind(host, port, log)  # before the store or the TLS files are touched
+    bound = bind(host, port, mqtt_port or None, log)  # before the store or the TLS files are touched
     store = None
     try:
         store = open_store(db)
-        app = Emulator(store, options)
-        settings = app.prepare()
+        settings = prepare(store)
         files = tls_files(db, host, tls_cert, tls_key)
-        running = launch(server, app, cert=files.cert, key=files.key, ca=files.ca)
+        running = launch(bound, store, options, cert=files.cert, key=files.key, ca=files.ca)
     except BaseException:
-        server.server_close()
+        bound.server.stop()
         if store is not None:
             store.close()
         raise
-    _banner(running.host, running.port, store.location, store.backend, settings.id_scope, files, options)
+    _banner(running.host, running.port, running.mqtt_port, store.location, store.backend, settings.id_scope, files, options)
 
     stop = threading.Event()
     previous = {}
@@ -81,7 +86,7 @@ def run(
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
-            if not running.thread.is_alive():
+            if not running.server.alive:
                 break
     finally:
         for signum, handler in previous.items():
@@ -89,34 +94,35 @@ def run(
         finished = running.stop()
         store.close()
         cut = "" if finished else "; requests still running were cut short (their transactions were not committed)"
-        log.line(f"dpsctl serve stopped after {running.server.requests} requests{cut}", always=True)
+        log.line(f"dpsctl serve stopped after {running.requests} requests{cut}", always=True)
     return 0
 
 
-def _banner(host: str, port: int, db: str, backend: str, id_scope: str, files: TlsFiles, options: Options) -> None:
+def _banner(host: str, port: int, mqtt_port: int | None, db: str, backend: str, id_scope: str, files: TlsFiles, options: Options) -> None:
     shown = f"[{host}]" if ":" in host else host
     name = "localhost" if host in ("127.0.0.1", "::1", "0.0.0.0", "::", "localhost") else host
-    lines = [
-        f"dpsctl serve {__version__}: listening on https://{shown}:{port}",
-        f"  store        {db} ({backend}), ID scope {id_scope}",
-    ]
+    lines = [f"dpsctl serve {__version__}: listening on https://{shown}:{port}"]
+    if mqtt_port is not None:
+        lines.append(f"  MQTT         mqtts://{shown}:{mqtt_port} (MQTT 3.1.1 over TLS); MQTT over WebSockets at wss://{shown}:{port}/$iothub/websocket")
+    lines.append(f"  store        {db} ({backend}), ID scope {id_scope}")
     if files.ca is not None:
         made = " (new: trust it once)" if files.created else ""
-        lines += [
-            f"  trust CA     {files.ca}{made}",
-            f"               Node: NODE_EXTRA_CA_CERTS={files.ca}",
-            f"               Python: server_verification_cert=open({str(files.ca)!r}).read()",
-        ]
+        lines.append(f"  trust CA     {files.ca}{made}")
     else:
         lines.append(f"  certificate  {files.cert} (clients must trust its issuer)")
+    ca = str(files.ca or "<the CA of your --tls-cert>")
+    python_port = "" if mqtt_port == 8883 else f" (the Python SDK connects to port 8883 only; this MQTT port is {mqtt_port})" if mqtt_port else " (MQTT is off: --mqtt-port 8883 turns it on)"
     lines += [
+        f"  Python SDK   ProvisioningDeviceClient.create_from_symmetric_key(provisioning_host={name!r}, registration_id=..., id_scope={id_scope!r}, symmetric_key=..., server_verification_cert=open({ca!r}).read()){python_port}",
+        f"               websockets=True uses wss://{name}:443: run `dpsctl serve --port 443`" + ("" if port == 443 else f" (this HTTPS port is {port})"),
+        f"  Node SDK     NODE_EXTRA_CA_CERTS={ca}; Http transport: https://{name}:{port}" + (f"; Mqtt transport: port {mqtt_port}" if mqtt_port else ""),
         f"  devices      PUT https://{name}:{port}/{id_scope}/registrations/{{registrationId}}/register",
         f"  service      https://{name}:{port} with `dpsctl service connection-string --port {port}`",
         "  answers      " + ("200 at once (--fast)" if options.fast else f"202 assigning, then 200 on the poll after {options.assigning_delay:g} s"),
     ]
     faults = [f"{f.status} on {f.rate:.0%} of device requests (Retry-After {f.retry_after} s)" for f in options.faults]
     if options.registrations_per_minute:
-        faults.append(f"quota {options.registrations_per_minute} registrations/minute")
+        faults.append(f"quota {options.registrations_per_minute} registrations/minute (this instance)")
     if faults:
         lines.append("  faults       " + "; ".join(faults))
     lines.append("Stop with Ctrl-C (or SIGTERM).")

@@ -1,19 +1,13 @@
-"""TLS for `dpsctl serve`: a local development CA and server certificate, and the trust store for device certificates.
+"""TLS material for `dpsctl serve`: a local development CA and server certificate, and handshake failures in words.
 
-DPS authenticates X.509 devices by their TLS client certificate. Python's `ssl` accepts a client certificate
-only when it chains to a trust anchor loaded in the context, so every connection gets a context whose anchors
-are the certificates the store's enrollments name *now*: individual enrollments' device certificates, X.509
-groups' signing certificates, and the verified CA certificates groups reference. The engine then decides,
-exactly as for `dpsctl provision --cert`, with the chain the handshake verified.
+Client certificates are not judged here: the handshake accepts any (tls_stream.py) and the engine decides
+with the chain the device sent, as for `dpsctl provision --cert`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import ssl
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -175,122 +169,9 @@ def check_server_files(cert: Path, key: Path) -> None:
         ) from None
 
 
-# --------------------------------------------------------------------------- device certificates
-
-
-def trusted_certificates(tx: Any) -> list[str]:
-    """PEM of every certificate an X.509 device may chain to, as the enrollments stand in this transaction."""
-    pems: set[str] = set()
-    for doc in tx.scan("enrollments"):
-        attestation = doc.get("attestation") or {}
-        if attestation.get("type") == "x509":
-            certs = (attestation.get("x509") or {}).get("clientCertificates") or {}
-            pems.update(c["certificate"] for c in certs.values() if isinstance(c, dict) and c.get("certificate"))
-    for doc in tx.find("groups", "attestation", "x509"):
-        x509 = doc["attestation"].get("x509") or {}
-        certs = x509.get("signingCertificates") or {}
-        pems.update(c["certificate"] for c in certs.values() if isinstance(c, dict) and c.get("certificate"))
-        for name in (x509.get("caReferences") or {}).values():
-            ca = tx.get("cas", name) if isinstance(name, str) and name else None
-            # Only a CA whose possession was proven may admit devices (DPS refuses the others too).
-            if ca is not None and ca.get("isVerified"):
-                pems.add(ca["certificate"])
-    return sorted(pems)
-
-
-def _store_stamp(store: Any) -> tuple[Any, ...] | None:
-    """The store's change counters of what the trust anchors come from, whoever wrote them (None: unknown now)."""
-    try:
-        return store.change_stamp(("enrollments", "groups", "cas"))
-    except DpsError:
-        return None  # the store is unreachable or busy: read it, which keeps the last trust if that fails too
-
-
-class ClientTrust:
-    """Hands out the SSL context for each new connection, its trust anchors following the store's enrollments.
-
-    The anchors are re-read when the store says enrollments, groups or CAs changed (Store.change_stamp, asked per
-    connection, counts the commits of every process) and the context is rebuilt only when the set of certificates
-    differs, so connections of symmetric-key devices pay almost nothing.
-    """
-
-    def __init__(self, store: Any, cert: Path, key: Path, read: Any) -> None:
-        self._store = store
-        self._cert = str(cert)
-        self._key = str(key)
-        self._read = read  # a context manager giving a read transaction (the emulator's, which serialises memory stores)
-        self._lock = threading.Lock()
-        self._stamp: tuple[Any, ...] | None = None
-        self._read_at = 0.0
-        self._digest: str | None = None
-        self._context = self._build([])
-        self.anchors = 0
-
-    def context(self) -> ssl.SSLContext:
-        """The context to wrap a new connection with."""
-        stamp = _store_stamp(self._store)
-        with self._lock:
-            fresh = time.monotonic() - self._read_at < TRUST_MAX_AGE
-            if stamp is not None and stamp == self._stamp and fresh:
-                return self._context
-            try:
-                with self._read() as tx:
-                    pems = trusted_certificates(tx)
-            except DpsError:
-                return self._context  # the store is busy: keep the last trust rather than refuse the device
-            digest = hashlib.sha256("\n".join(pems).encode()).hexdigest()
-            if digest != self._digest:
-                self._context = self._build(pems)
-                self._digest = digest
-                self.anchors = len(pems)
-            self._stamp = stamp
-            self._read_at = time.monotonic()
-            return self._context
-
-    def _build(self, pems: list[str]) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2  # the Python device SDK speaks TLS 1.2 only
-        context.load_cert_chain(self._cert, self._key)
-        # Ask every client for a certificate; symmetric-key and TPM devices simply send none.
-        context.verify_mode = ssl.CERT_OPTIONAL
-        # An enrolled intermediate or device certificate is an anchor by itself: no need for its root.
-        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        for pem in pems:
-            try:
-                context.load_verify_locations(cadata=pem)
-            except ssl.SSLError:
-                continue  # a certificate OpenSSL cannot load cannot admit anyone; the others still do
-        return context
-
-
-def peer_chain(sock: ssl.SSLSocket) -> tuple[Any, ...]:
-    """The client's certificate chain as the handshake verified it (leaf first), parsed; () without one."""
-    from cryptography import x509 as cx509
-
-    leaf = sock.getpeercert(binary_form=True)
-    if not leaf:
-        return ()
-    ders: list[bytes] = []
-    getter = getattr(sock, "get_verified_chain", None) or getattr(getattr(sock, "_sslobj", None), "get_verified_chain", None)
-    if getter is not None:
-        try:
-            for cert in getter() or []:
-                ders.append(cert if isinstance(cert, bytes) else cert.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]
-        except (AttributeError, ValueError, ssl.SSLError):
-            ders = []
-    if not ders or ders[0] != leaf:
-        ders = [leaf]
-    try:
-        return tuple(cx509.load_der_x509_certificate(der) for der in ders)
-    except ValueError:
-        return ()  # a certificate OpenSSL took but cryptography cannot read: the device presents nothing usable
-
-
 def describe_handshake_failure(exc: BaseException, ca: Path | None) -> str:
     """One line saying why a TLS handshake failed, in the terms of what the user should fix."""
-    text = str(exc)
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        return "client certificate refused: it is not enrolled, and no enrolled signing certificate or verified CA issued it"
+    text = str(exc).upper().replace(" ", "_")
     if "UNKNOWN_CA" in text or "BAD_CERTIFICATE" in text or "CERTIFICATE_UNKNOWN" in text:
         trust = f" (trust {ca})" if ca else ""
         return f"the client does not trust the server certificate{trust}"

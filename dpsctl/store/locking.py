@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 
-from dpsctl.core.errors import StoreBusy
+from dpsctl.core.errors import StoreBusy, StoreError
+from dpsctl.core.safefiles import CLOEXEC, NOFOLLOW, NONBLOCK, file_kind, os_error
 
 DEFAULT_LOCK_TIMEOUT = 30.0
 
@@ -21,7 +24,11 @@ def lock_timeout() -> float:
 
 
 class FileLock:
-    """flock(2) on a sidecar `<store>.lock` file; released when the process dies, so a crash never wedges it."""
+    """flock(2) on a sidecar `<store>.lock` file; released when the process dies, so a crash never wedges it.
+
+    The lock file is never followed: a symbolic link (dangling or not), a folder or a FIFO in its place is
+    refused with its path, instead of creating or locking a file somewhere else.
+    """
 
     def __init__(self, store_path: Path, timeout: float | None = None) -> None:
         self.path = store_path.with_name(store_path.name + ".lock")
@@ -30,7 +37,7 @@ class FileLock:
 
     def acquire(self) -> None:
         """Wait (polling, with back-off) until the lock is ours, or raise StoreBusy."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open()
         deadline = time.monotonic() + self.timeout
         delay = 0.002
         while True:
@@ -47,6 +54,22 @@ class FileLock:
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+
+    def _open(self) -> int:
+        hint = f"no dpsctl makes such a thing: remove it (rm -r {self.path}) and run the command again"
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW | NONBLOCK | CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(f"lock file {self.path} is a symbolic link; dpsctl never follows one", hint=hint) from None
+            if exc.errno == errno.EISDIR:
+                raise StoreError(f"lock file {self.path} is a directory", hint=hint) from None
+            raise os_error(exc, self.path, "create lock file") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise StoreError(f"lock file {self.path} is a {file_kind(mode)}, not a regular file", hint=hint)
+        return fd
 
     def release(self) -> None:
         """Give the lock back."""

@@ -32,8 +32,15 @@ KEYS: dict[str, Callable[[Doc], str]] = {
     "groups": _lower("enrollmentGroupId"),
     "registrations": _lower("registrationId"),
     "devices": lambda doc: f"{doc['hub']}/{doc['deviceId']}".lower(),
+    # An int (stores before issue 12) or a time-ordered string ID (core/clock.new_history_id).
     "history": lambda doc: str(doc["sequence"]),
     "cas": _lower("name"),
+    # `dpsctl serve`'s device operations and pending TPM challenges: kept in the store (not in one process's
+    # memory) so that a poll after a restart, or on another instance sharing the store, is answered.
+    "operations": _lower("operationId"),
+    "challenges": _lower("slot"),
+    # Shards of service-wide counters (`operations.07`): a writer adds to one shard, so none waits on a shared row.
+    "counters": _lower("name"),
 }
 
 # kind -> index name -> function giving the indexed value (None: not indexed for that record)

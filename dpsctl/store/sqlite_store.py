@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from dpsctl.core.errors import StoreBusy, StoreError
+from dpsctl.core.safefiles import CLOEXEC, NOFOLLOW, os_error, sync_folder
 from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.files import check_store_file, remove_empty, secure_side_files, store_target
 from dpsctl.store.locking import lock_timeout
 from dpsctl.store.schema import APP_MARKER, INDEXES, SCHEMA_VERSION, Doc, index_set
 
@@ -43,6 +46,7 @@ CREATE TABLE IF NOT EXISTS record_index (
 CREATE INDEX IF NOT EXISTS record_index_by_value ON record_index (kind, name, value);
 """
 
+_CREATING = (".new",)  # the suffix of a store being built beside its path (see SqliteStore._create)
 CHANGES = "changes:"  # meta rows counting the commits that changed each kind
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -65,6 +69,24 @@ def _busy(path: Path) -> StoreBusy:
         f"store {path} is locked by another dpsctl process (waited {lock_timeout():g} s)",
         hint="retry, or raise the wait with DPSCTL_LOCK_TIMEOUT=SECONDS",
     )
+
+
+# SQLite's words for the operating system's failures, as dpsctl's one-line errors (the transaction is rolled back).
+_WRITE_FAILURES = (
+    ("full", "the disk is full (no space left on device)", "free some space on that disk, or move the store to another one"),
+    ("readonly", "the store or its folder is read-only", "check the owner and mode of the store, its -wal and -shm files and its folder (ls -la)"),
+    ("disk i/o", "an input/output error (a failing disk?)", "check the disk (dmesg)"),
+)
+
+
+def _write_failure(path: Path, exc: sqlite3.OperationalError) -> Exception:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return _busy(path)
+    for words, reason, hint in _WRITE_FAILURES:
+        if words in text:
+            return StoreError(f"cannot write store {path}: {reason}; nothing was written", hint=hint)
+    return StoreError(f"cannot write store {path}: {exc}; nothing was written")
 
 
 class _SqliteTransaction(Transaction):
@@ -140,41 +162,47 @@ class SqliteStore(Store):
 
     def exists(self) -> bool:
         """True when the database file exists."""
-        return self.path.exists()
+        return os.path.exists(self.path)  # False, not OSError, for a name too long: opening it says why
 
     def size_bytes(self) -> int:
         """Size of the database and its WAL file."""
         wal = self.path.with_name(self.path.name + "-wal")
         return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
 
-    def _connect(self, writable: bool) -> sqlite3.Connection:
+    def _connect(self, writable: bool, target: Path) -> sqlite3.Connection:
         with self._pool_lock:
             if self._idle:
                 return self._idle.pop()
-        if not self.path.exists():
+        info = check_store_file(self.path, target, write=writable, creating=_CREATING)
+        if info is None:
             if not writable:
                 # Like the TinyDB file: reading a store that does not exist yet sees an empty one, and creates nothing.
                 conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
                 conn.executescript(SCHEMA)
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))])
                 return conn
-            if not self.path.parent.is_dir():
-                raise StoreError(f"folder {self.path.parent} of store {self.path} does not exist")
-            self._create()
-        elif self.path.is_file() and self.path.stat().st_size == 0:
+            if not target.parent.is_dir():
+                raise StoreError(f"folder {target.parent} of store {self.path} does not exist")
+            remove_empty(secure_side_files(self.path, target, os.geteuid()))  # before creating: a planted -wal is refused first
+            self._create(target)
+            info = check_store_file(self.path, target, write=writable, creating=_CREATING)
+            assert info is not None
+        if info.st_size == 0:
             raise StoreError(
                 f"store {self.path} is empty (perhaps a crash of another program, or a truncated copy); it was left untouched",
                 hint="point --db / DPSCTL_DB at another file, or restore it from a backup",
             )
+        created = secure_side_files(self.path, target, info.st_uid)
         conn = None
         try:
-            conn = sqlite3.connect(self.path, timeout=lock_timeout(), isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(target, timeout=lock_timeout(), isolation_level=None, check_same_thread=False)
             self._check(conn)
             conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, never corrupt
             conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: a million-record store stays mostly in memory
         except BaseException as exc:
             if conn is not None:
                 conn.close()  # a refused file must not stay open (a server would leak it, with its -wal)
+            remove_empty(created)
             raise self._translate(exc) from None
         return conn
 
@@ -191,7 +219,7 @@ class SqliteStore(Store):
             )
         return exc
 
-    def _create(self) -> None:
+    def _create(self, target: Path) -> None:
         """Make a new store beside its path and link it into place whole.
 
         Creating it in place (empty file, then schema, then marker) let a parallel first command open the
@@ -199,13 +227,12 @@ class SqliteStore(Store):
         process killed in between left a file that no later command could open. Built aside, the path only
         ever holds a complete store; when another process links first, theirs is kept and used.
         """
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
-        parts = [tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm"), tmp.with_name(tmp.name + "-journal")]
-        for part in parts:  # left by a killed process that had our pid
-            part.unlink(missing_ok=True)
+        # An unpredictable name, created O_EXCL|O_NOFOLLOW and 0600 before SQLite opens it (SQLite gives its
+        # -wal and -shm files the same mode): nothing planted beside the store can be adopted.
+        tmp = target.with_name(f".{target.name[:200]}.{secrets.token_hex(8)}{_CREATING[0]}")
+        parts = [tmp, *(tmp.with_name(tmp.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
         try:
-            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, 0o600))
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -214,19 +241,18 @@ class SqliteStore(Store):
             finally:
                 conn.close()  # the last connection: checkpoints into the main file and removes the -wal
             try:
-                os.link(tmp, self.path)  # never replaces: a store another process made meanwhile wins
+                os.link(tmp, target)  # never replaces: a store another process made meanwhile wins
             except FileExistsError:
                 pass
             except OSError:  # a file system without hard links: rename, unless someone was first
-                if not self.path.exists():
-                    os.rename(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+                if not target.exists():
+                    os.rename(tmp, target)
+            tmp.unlink(missing_ok=True)  # at once: until then the store has two links
+            sync_folder(target.parent)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path} cannot be created: {exc}") from None
+        except OSError as exc:
+            raise os_error(exc, self.path, "create store") from None
         finally:
             for part in parts:
                 part.unlink(missing_ok=True)
@@ -279,7 +305,11 @@ class SqliteStore(Store):
                 conn.execute("ROLLBACK")
 
     def _begin(self, writable: bool) -> Transaction:
-        conn = self._connect(writable)
+        # A symbolic link is followed to its target, which SQLite opens (its side files and locks are there).
+        target = store_target(self.path)
+        if writable and self._idle:  # a pooled connection: the file may have become read-only or linked since
+            check_store_file(self.path, target, write=True, creating=_CREATING)
+        conn = self._connect(writable, target)
         try:
             # IMMEDIATE takes the write lock now, so the whole read-modify-write is serialised like the TinyDB file.
             conn.execute("BEGIN IMMEDIATE" if writable else "BEGIN")
@@ -292,6 +322,12 @@ class SqliteStore(Store):
 
     def _commit(self, tx: Transaction) -> None:
         assert isinstance(tx, _SqliteTransaction)
+        try:
+            self._write(tx)
+        except sqlite3.OperationalError as exc:
+            raise _write_failure(self.path, exc) from None
+
+    def _write(self, tx: _SqliteTransaction) -> None:
         conn = tx.conn
         for kind, changes in tx.changes.items():
             if not changes:

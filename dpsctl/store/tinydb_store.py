@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections.abc import Iterable
@@ -13,7 +12,10 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from dpsctl.core.errors import StoreError
+from dpsctl.core.safefiles import os_error, remove_stale_temporaries
+from dpsctl.core.safefiles import write_atomically as _write_atomically
 from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.files import check_store_file, read_store_bytes, store_target
 from dpsctl.store.locking import FileLock
 from dpsctl.store.schema import APP_MARKER, SCHEMA_VERSION, Doc, key_of
 
@@ -42,26 +44,25 @@ def _damaged(path: Path, problem: str) -> StoreError:
 
 def read_store_file(path: Path) -> dict[str, Any] | None:
     """Read and check a store file; None if it does not exist. Never modifies the file."""
-    loaded = _read(path)
+    target = store_target(path)
+    check_store_file(path, target, write=False)
+    loaded = _read(path, target)
     return loaded[0] if loaded else None
 
 
-def _read(path: Path) -> tuple[dict[str, Any], bytes] | None:
+def _read(path: Path, target: Path) -> tuple[dict[str, Any], bytes] | None:
     """The parsed store and its raw bytes (kept so that untouched records are written back as they were)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = read_store_bytes(path, target)
+    if raw is None:
         return None
-    except IsADirectoryError:
-        raise _damaged(path, "is a directory") from None
-    except OSError as exc:
-        raise StoreError(f"cannot read store {path}: {exc.strerror}") from None
     if not raw.strip():
         raise _damaged(path, "is empty (perhaps a crash of another program, or a truncated copy)")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _damaged(path, "is not valid JSON (truncated or damaged)") from None
+    except RecursionError:  # hand-edited: nested deeper than Python's parser goes
+        raise _damaged(path, "nests objects or arrays too deeply to be a dpsctl store") from None
     meta = data.get(META_TABLE) if isinstance(data, dict) else None
     marker = next(iter(meta.values()), None) if isinstance(meta, dict) and meta else None
     if not isinstance(marker, dict) or marker.get("app") != APP_MARKER:
@@ -130,39 +131,17 @@ def _dump(data: dict[str, Any], raw_lines: dict[str, dict[str, bytes]], changed:
 
 
 def write_atomically(path: Path, payload: bytes) -> None:
-    """Write a temporary file (0600 from the first byte) beside `path`, fsync it, and rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Replace the store file by a new one, 0600 from its first byte (see dpsctl.core.safefiles.write_atomically)."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # The rename is durable only once the directory entry is on disk too.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete the temporary files of writers killed before their rename (call with the lock held).
-
-    Every writer holds the lock while its temporary file exists, so with the lock ours any such file is
-    left over from a dead process: a full copy of the store (keys included) that nothing would ever remove.
-    """
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)
+        _write_atomically(path, payload)
+    except OSError as exc:
+        raise os_error(exc, path, "write store") from None
 
 
 class _TinyTransaction(Transaction):
-    def __init__(self, db: TinyDB, writable: bool, lock: FileLock | None, raw: bytes | None) -> None:
+    def __init__(self, db: TinyDB, writable: bool, lock: FileLock | None, raw: bytes | None, target: Path) -> None:
         super().__init__(writable)
+        self.target = target
         self.db = db
         self.lock = lock
         self.raw = raw
@@ -193,7 +172,7 @@ class TinyDBStore(Store):
 
     def exists(self) -> bool:
         """True when the store file exists."""
-        return self.path.exists()
+        return os.path.exists(self.path)  # False, not OSError, for a name too long: opening it says why
 
     def size_bytes(self) -> int:
         """Size of the store file."""
@@ -209,18 +188,23 @@ class TinyDBStore(Store):
 
     def _begin(self, writable: bool) -> Transaction:
         lock = None
+        # A symbolic link is followed to its target, which is locked, read and replaced; the link stays.
+        target = store_target(self.path)
+        check_store_file(self.path, target, write=writable)
         if writable:
-            if not self.path.parent.is_dir():
-                raise StoreError(f"folder {self.path.parent} of store {self.path} does not exist")
-            lock = FileLock(self.path)
+            if not target.parent.is_dir():
+                raise StoreError(f"folder {target.parent} of store {self.path} does not exist")
+            lock = FileLock(target)
             lock.acquire()
         try:
-            if lock and not self._swept:  # once per command, not once per chunk of a batch
-                _remove_stale_temporaries(self.path)
-                self._swept = True
-            loaded = _read(self.path)
+            if lock:
+                check_store_file(self.path, target, write=True)  # again: it may have changed while we waited
+                if not self._swept:  # once per command, not once per chunk of a batch
+                    remove_stale_temporaries(target)
+                    self._swept = True
+            loaded = _read(self.path, target)
             data, raw = loaded if loaded else ({META_TABLE: {"1": {"app": APP_MARKER, "schemaVersion": SCHEMA_VERSION}}}, None)
-            return _TinyTransaction(TinyDB(storage=_SnapshotStorage, data=data), writable, lock, raw)
+            return _TinyTransaction(TinyDB(storage=_SnapshotStorage, data=data), writable, lock, raw, target)
         except BaseException:
             if lock:
                 lock.release()
@@ -252,7 +236,7 @@ class TinyDBStore(Store):
             if added:
                 changed.setdefault(kind, set()).update(str(i) for i in table.insert_multiple(added))
             changed.setdefault(kind, set()).update(str(ids[k]) for k in replaced)
-        write_atomically(self.path, _dump(tx.db.storage.data, raw_lines, changed))
+        write_atomically(tx.target, _dump(tx.db.storage.data, raw_lines, changed))
 
 
 def _replace(old: dict[str, Any], new: dict[str, Any]) -> None:

@@ -72,6 +72,7 @@ def test_add_refuses_bad_input(dps, pki, tmp_path):
     assert [c["name"] for c in dps.json("ca", "list")] == ["Root"]
 
 
+@pytest.mark.rule("§12/quotas")
 def test_at_most_25(dps, pki):
     for number in range(25):
         dps.ok("ca", "add", f"ca-{number:02d}", "--cert", pki.path("root"))
@@ -81,6 +82,7 @@ def test_at_most_25(dps, pki):
     dps.ok("ca", "add", "one-too-many", "--cert", pki.path("root"))
 
 
+@pytest.mark.rule("§5/proof-of-possession")
 def test_proof_of_possession(dps, pki, tmp_path):
     added = dps.json("ca", "add", "root", "--cert", pki.path("root"))
     coded = dps.json("ca", "verification-code", "root")
@@ -149,6 +151,7 @@ def test_openssl_made_verification_certificate(dps, pki, tmp_path):
     assert dps.json("ca", "show", "root")["properties"]["isVerified"] is True
 
 
+@pytest.mark.rule("§5/group-chain-reaches-verified-certificate")
 def test_provisioning_through_a_ca_reference_needs_verification(dps, pki, tmp_path):
     dps.ok("hub", "add", "hub-a")
     dps.ok("ca", "add", "root", "--cert", pki.path("root"))

@@ -191,7 +191,7 @@ def test_openssl_made_certificates_work_everywhere(dps, tmp_path):
     openssl_signed(tmp_path, "bare", "bare-dev", "oroot")  # no extensions at all, as `openssl x509 -req` makes by default
     dps.ok("hub", "add", "hub-a")
     dps.ok("ca", "add", "oroot", "--cert", str(tmp_path / "oroot.pem"), "--verified")
-    dps.ok("enrollment-group", "add", "ossl", "--attestation", "x509", "--signing-cert", str(tmp_path / "oroot.pem"))
+    dps.ok("enrollment-group", "add", "ossl", "--attestation", "x509", "--ca-ref", "oroot")  # the uploaded CA, referenced (§5: one entry per certificate)
     for name, reg_id in (("odev", "openssl-dev"), ("bare", "bare-dev")):
         checked = dps("cert", "check", str(tmp_path / f"{name}.pem"), "--key", str(tmp_path / f"{name}.key"), "-o", "json")
         assert checked.exit_code == 0, checked

@@ -41,6 +41,7 @@ def test_add_list_show_update_delete_session(dps):
     assert missing.stdout == ""
 
 
+@pytest.mark.rule("§4.3/generated-keys")
 def test_generated_keys_are_64_random_bytes(dps):
     shown = dps.json("enrollment", "add", "dev", "--attestation", "symmetricKey", "--show-keys")
     keys = shown["attestation"]["symmetricKey"]
@@ -66,6 +67,7 @@ def test_duplicate_ids_conflict_case_insensitively(dps):
     "reg_id",
     ["", "-leading-dash", "trailing.", "has space", "x" * 129, "dev/1", "dеv"],  # the last has a Cyrillic 'е'
 )
+@pytest.mark.rule("§12/registration-id-format")
 def test_invalid_registration_ids_are_refused_and_nothing_is_written(dps, reg_id):
     run = dps("enrollment", "add", reg_id, "--attestation", "symmetricKey")
     assert run.exit_code == 2, run
@@ -80,6 +82,7 @@ def test_bad_keys_are_refused_without_echoing_them(dps):
     assert "c2VjcmV0" not in run.stderr
 
 
+@pytest.mark.rule("§8/static-names-one-hub")
 def test_allocation_settings_are_checked_against_linked_hubs(dps):
     dps.ok("hub", "add", "hub-a", "--location", "westeurope")
     dps.ok("hub", "add", "hub-b.azure-devices.net")
@@ -130,6 +133,7 @@ def test_operations_count_creates_and_updates(dps):
     assert dps.json("service", "show")["properties"]["operationsCount"] == 3
 
 
+@pytest.mark.rule("§7.5/groups-are-not-tpm")
 def test_group_session_and_compute_device_key(dps):
     group_key = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
     dps.ok("enrollment-group", "add", "contoso", "--attestation", "symmetricKey", "--primary-key", group_key)
@@ -143,6 +147,7 @@ def test_group_session_and_compute_device_key(dps):
     assert dps("enrollment-group", "show", "contoso").exit_code == 3
 
 
+@pytest.mark.rule("§12/quotas")
 def test_group_limit_is_enforced(dps, monkeypatch):
     import dpsctl.core.enrollments as enrollments
 
@@ -153,6 +158,7 @@ def test_group_limit_is_enforced(dps, monkeypatch):
     assert run.exit_code == 4 and "limit" in run.stderr
 
 
+@pytest.mark.rule("§12/quotas")
 def test_individual_enrollment_limit_is_enforced(dps, monkeypatch):
     import dpsctl.core.enrollments as enrollments
 

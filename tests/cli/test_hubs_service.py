@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 
 def test_first_command_creates_the_store_with_a_dps_style_id_scope(dps):
     service = dps.json("service", "show")
@@ -46,6 +48,7 @@ def test_init_validates_its_input(tmp_path):
     assert not (tmp_path / "fresh.json").exists()
 
 
+@pytest.mark.rule("§8/custom-is-not-a-service-default")
 def test_service_update(dps):
     assert dps.json("service", "update", "--allocation-policy", "static")["properties"]["allocationPolicy"] == "Static"
     custom = dps("service", "update", "--allocation-policy", "custom")
@@ -56,6 +59,7 @@ def test_service_update(dps):
     assert unknown.exit_code == 2 and "atlantis" in unknown.stderr
 
 
+@pytest.mark.rule("§13/allocation-weight-range")
 def test_hub_session(dps):
     hub = dps.json("hub", "add", "factory-eu", "--location", "westeurope", "--weight", "3")
     assert hub == {
@@ -81,6 +85,7 @@ def test_hub_session(dps):
     assert dps("hub", "add", "bad_name!").exit_code == 2
 
 
+@pytest.mark.rule("§12/quotas")
 def test_hub_limit(dps, monkeypatch):
     import dpsctl.core.hubs as hubs
 

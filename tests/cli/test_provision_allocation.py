@@ -65,6 +65,7 @@ def test_hashed_is_stable_for_a_device(dps):
     assert devices(dps) == sorted((hub, reg_id) for reg_id, hub in first.items())
 
 
+@pytest.mark.rule("§8/hashed-spreads-by-weight")
 def test_hashed_spreads_devices_by_weight(dps):
     init(dps)
     dps.ok("hub", "add", "hub-a", "--weight", "1")
@@ -98,6 +99,7 @@ def test_hashed_spreads_devices_by_weight(dps):
     ("region", "hub"),
     [("northeurope", HUB_A), ("East US 2", HUB_B), ("japanwest", HUB_C), ("westus", HUB_B)],
 )
+@pytest.mark.rule("§8/geolatency-nearest-hub", differs="the great-circle distance between the region datacentres stands in for network latency")
 def test_geolatency_picks_the_nearest_hub(dps, region, hub):
     init(dps)
     dps.ok("hub", "add", "hub-a", "--location", "westeurope")
@@ -156,6 +158,7 @@ def test_service_default_static_policy(dps):
     assert any("static (the service default)" in step["message"] for step in doc["explain"])
 
 
+@pytest.mark.rule("§8/candidates-are-named-or-all-linked-hubs")
 def test_hubs_that_do_not_apply_allocation_policy_are_used_only_when_named(dps):
     init(dps, "hub-a", "hub-b")
     dps.ok("hub", "add", "hub-c", "--no-apply-allocation-policy", "--weight", "1000")
@@ -170,6 +173,7 @@ def test_hubs_that_do_not_apply_allocation_policy_are_used_only_when_named(dps):
     assert doc["registrationState"]["assignedHub"] == HUB_C
 
 
+@pytest.mark.rule("§2.5/no-hub-status-failed")
 def test_no_linked_hub_fails_with_a_failed_record(dps):
     init(dps)
     add_group(dps)
@@ -245,6 +249,7 @@ def webhook() -> Iterator[Webhook]:
     thread.join(5)
 
 
+@pytest.mark.rule("§9/webhook-request-shape")
 def test_custom_allocation_webhook(dps, webhook):
     init(dps, "hub-a", "hub-b")
     twin = {"tags": {"deviceType": "toaster"}, "properties": {"desired": {"state": "ready", "darknessSetting": "medium"}}}
@@ -295,6 +300,7 @@ def test_custom_allocation_webhook_sees_the_current_hub_on_reprovisioning(dps, w
     assert second["deviceRuntimeContext"]["currentDeviceId"] == "dev-1"
 
 
+@pytest.mark.rule("§9/never-offers-only-the-current-hub")
 def test_custom_allocation_with_never_reprovision_offers_only_the_current_hub(dps, webhook):
     init(dps, "hub-a", "hub-b")
     webhook.respond = lambda request: (200, {"iotHubHostName": request["linkedHubs"][-1]})
@@ -313,6 +319,7 @@ def test_custom_allocation_with_never_reprovision_offers_only_the_current_hub(dp
         ("twin not an object", (200, {"iotHubHostName": HUB_A, "initialTwin": [1]}), "initialTwin an array"),
     ],
 )
+@pytest.mark.rule("§9/webhook-hub-must-be-linked")
 def test_custom_allocation_webhook_failures(dps, webhook, case, answer, failed_check):
     init(dps, "hub-a", "hub-b")
     webhook.respond = lambda request: answer

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from tests.cli.provision_helpers import HUB_A, HUB_B, devices, history, init, operations, provision, refused, registration
 from tests.conftest import dpsctl_process
 
@@ -42,6 +44,8 @@ def back_end_changes_the_twin(dps) -> None:
 CHANGED_TWIN = {"tags": {"site": "plant-1", "room": "12"}, "properties": {"desired": {"interval": 5, "firmware": "2.1"}}}
 
 
+@pytest.mark.rule("§10/migrate-moves-device-and-twin")
+@pytest.mark.rule("§10/repeat-on-same-hub-keeps-initial-assignment")
 def test_migrate_moves_the_device_and_its_twin(dps):
     init(dps, "hub-a", "hub-b")
     enroll(dps)  # the default policy: reprovision and migrate data
@@ -82,6 +86,7 @@ def test_migrate_moves_the_device_and_its_twin(dps):
     assert [h["assignedHub"] for h in dps.json("registration", "history", "dev-1")] == [HUB_A, HUB_A, HUB_B, HUB_B, HUB_A]
 
 
+@pytest.mark.rule("§10/reset-applies-initial-config")
 def test_reset_moves_the_device_with_the_initial_twin(dps):
     init(dps, "hub-a", "hub-b")
     enroll(dps, "--reprovision-policy", "reprovisionandresetdata")
@@ -110,6 +115,7 @@ def test_reset_on_the_same_hub_is_a_factory_reset(dps):
     assert devices(dps) == [(HUB_A, "dev-1")]
 
 
+@pytest.mark.rule("§10/never-keeps-the-hub")
 def test_never_keeps_the_device_where_it_is(dps):
     init(dps, "hub-a", "hub-b")
     enroll(dps, "--reprovision-policy", "never")

@@ -80,6 +80,7 @@ def test_individual_enrollment_provisions_with_its_keys(dps):
     assert again["registrationState"]["etag"] != state["etag"]
 
 
+@pytest.mark.rule("§8.9/device-id")
 def test_enrollment_device_id_names_the_hub_device(dps):
     init(dps, "hub-a")
     dps.ok("enrollment", "add", "sn-4711", "--attestation", "symmetricKey", "--primary-key", KEY_A, "--device-id", "boiler-basement")
@@ -89,6 +90,7 @@ def test_enrollment_device_id_names_the_hub_device(dps):
     assert devices(dps) == [(HUB_A, "boiler-basement")]
 
 
+@pytest.mark.rule("§8.9/device-id")
 def test_group_devices_provision_with_derived_keys(dps):
     init(dps, "hub-a")
     dps.ok("enrollment-group", "add", "toasters", "--attestation", "symmetricKey", "--primary-key", GROUP_KEY, "--secondary-key", KEY_B)
@@ -133,6 +135,7 @@ def test_group_settings_reach_the_hub_device(dps):
         ("oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA==", "mainbuilding167-contoso-hpsd-088", "6uejA9PfkQgmYylj8Zerp3kcbeVrGZ172YLa7VSnJzg="),
     ],
 )
+@pytest.mark.rule("§4.2/derived-device-keys")
 def test_published_derived_key_vectors_then_provision(dps, group_key_b64, registration_id, derived):
     init(dps, "hub-a")
     dps.ok("enrollment-group", "add", "contoso", "--attestation", "symmetricKey", "--primary-key", group_key_b64)
@@ -165,6 +168,7 @@ def c_sdk_token(registration_id: str, key: str, expiry: int) -> str:
     return f"SharedAccessSignature sr={sr}&sig={sig}&se={expiry}&skn=registration"
 
 
+@pytest.mark.rule("§4.1/sas-signature-over-literal-sr")
 @pytest.mark.parametrize("make_token", [python_sdk_token, node_sdk_token, c_sdk_token])
 def test_sas_tokens_from_device_sdks_are_accepted(dps, make_token):
     init(dps, "hub-a")
@@ -200,6 +204,7 @@ def tampered(token: str) -> str:
         ("not a SAS token", "Bearer abc.def.ghi", "malformed"),
     ],
 )
+@pytest.mark.rule("§2.5/bad-credential-401")
 def test_bad_sas_tokens_are_unauthorized(dps, case, token, failed_check):
     init(dps, "hub-a")
     dps.ok("enrollment", "add", "dev-1", "--attestation", "symmetricKey", "--primary-key", KEY_A, "--secondary-key", KEY_B)
@@ -216,6 +221,7 @@ def test_bad_sas_tokens_are_unauthorized(dps, case, token, failed_check):
     assert history(dps, "dev-1") == [("unauthorized", None)]
 
 
+@pytest.mark.rule("§2.5/group-key-itself-refused")
 def test_group_key_used_directly_is_refused_with_a_hint(dps):
     init(dps, "hub-a")
     dps.ok("enrollment-group", "add", "toasters", "--attestation", "symmetricKey", "--primary-key", GROUP_KEY)
@@ -239,6 +245,7 @@ def test_key_derived_for_another_device_is_refused(dps):
 # --------------------------------------------------------------------------- precedence
 
 
+@pytest.mark.rule("§11/individual-enrollment-before-groups")
 def test_individual_enrollment_beats_a_group(dps):
     init(dps, "hub-a", "hub-b")
     dps.ok("enrollment-group", "add", "fleet", "--attestation", "symmetricKey", "--primary-key", GROUP_KEY, "--hub", "hub-a", "--allocation-policy", "static")
@@ -263,6 +270,7 @@ def test_individual_enrollment_of_another_type_beats_a_group(dps, tmp_path):
     assert "expects tpm attestation" in failed_checks(doc)[0]
 
 
+@pytest.mark.rule("§11/disabled-individual-enrollment-blocks-group-device")
 def test_disabled_individual_enrollment_blocks_a_group_device(dps):
     init(dps, "hub-a")
     dps.ok("enrollment-group", "add", "fleet", "--attestation", "symmetricKey", "--primary-key", GROUP_KEY)
@@ -346,7 +354,9 @@ def test_history_stats_and_operations_count_every_attempt(dps):
         ("dev-2", "disabled", "individual:dev-2"),
         ("nobody", "unauthorized", None),
     ]
-    assert [h["sequence"] for h in attempts] == [1, 2, 3, 4, 5]
+    # Each attempt has its own time-ordered ID (no shared counter that every registration rewrites), oldest first.
+    sequences = [h["sequence"] for h in attempts]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 5
     assert all(h["attestation"] == "symmetricKey" and TIMESTAMP.match(h["timestampUtc"]) for h in attempts)
     assert attempts[1]["errorMessage"] and attempts[0]["errorMessage"] is None
     assert history(dps, "dev-1") == [("assigned", "initialAssignment"), ("unauthorized", None), ("assigned", "initialAssignment")]

@@ -48,6 +48,7 @@ def test_tpm_create_and_show(tpms, tmp_path):
     assert again.exit_code == 4, again
 
 
+@pytest.mark.rule("§6/tpm-wire-structures", differs="no TPM 2.0 structures: the endorsement key is an RSA SubjectPublicKeyInfo and the challenge a key encrypted to it with RSA-OAEP")
 def test_tpm_individual_enrollment(dps, tpms):
     tpm = tpms["first"]
     init(dps, "hub-a")

@@ -60,6 +60,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 # --------------------------------------------------------------------------- the good paths
 
 
+@pytest.mark.rule("§2.3/registration-state-fields")
 def test_individual_enrollment_with_a_self_signed_certificate(dps, ca):
     init(dps, "hub-a")
     cert_file, key_file, cert = ca.device("camera-01", under="self")
@@ -138,6 +139,7 @@ def test_group_with_an_intermediate_signing_certificate(dps, ca, with_chain):
     assert devices(dps) == [(HUB_A, "camera-20")]
 
 
+@pytest.mark.rule("§5/first-entry-along-the-chain-wins")
 def test_nearest_group_in_the_chain_wins(dps, ca):
     init(dps, "hub-a", "hub-b")
     dps.ok("enrollment-group", "add", "by-root", "--attestation", "x509", "--signing-cert", ca.root_pem, "--hub", "hub-a")
@@ -148,6 +150,7 @@ def test_nearest_group_in_the_chain_wins(dps, ca):
     assert doc["registrationState"]["assignedHub"] == "hub-b.azure-devices.net"
 
 
+@pytest.mark.rule("§5/first-entry-along-the-chain-wins")
 def test_disabled_group_nearer_the_leaf_wins_until_it_is_deleted(dps, ca):
     # Docs: the first entry along leaf -> root decides, even a disabled one; deleting it lets the next one decide.
     init(dps, "hub-a")
@@ -162,6 +165,7 @@ def test_disabled_group_nearer_the_leaf_wins_until_it_is_deleted(dps, ca):
     assert provision(dps, "--cert", cert_file, "--key", key_file)["registrationState"]["x509"]["enrollmentGroupId"] == "by-root"
 
 
+@pytest.mark.rule("§5/hub-identity-is-the-leaf-thumbprint")
 def test_secondary_certificate_becomes_the_hub_thumbprint(dps, ca):
     init(dps, "hub-a")
     primary_file, _, _ = ca.device("camera-32", under="self")
@@ -198,6 +202,7 @@ def test_leaf_signed_by_another_cas_key(dps, ca, tmp_path):
     _refused_by_group(dps, ca, *files, cert, "signature does not verify with the key of 'CN=dpsctl test intermediate'")
 
 
+@pytest.mark.rule("§2.5/x509-without-enrollment-401")
 def test_chain_to_an_unknown_ca(dps, ca, tmp_path):
     stranger_root = pki.create_root("stranger root")
     cert, key = pki.create_device("camera-43", *stranger_root)
@@ -211,6 +216,7 @@ def test_key_that_does_not_match_the_certificate(dps, ca):
     _refused_by_group(dps, ca, cert_file, other_key, cert, "private key does not belong to the device certificate")
 
 
+@pytest.mark.rule("§5/cn-is-registration-id")
 def test_cn_that_is_not_the_registration_id(dps, ca):
     cert_file, key_file, cert = ca.device("camera-46", chain=True)
     _refused_by_group(dps, ca, cert_file, key_file, cert, "CN is 'camera-46', but the registration ID is 'other'", "--registration-id", "other")
@@ -254,6 +260,7 @@ def test_disabled_x509_individual_enrollment_blocks_a_group_device(dps, ca, tmp_
     assert registration(dps, "camera-50")["status"] == "disabled"
 
 
+@pytest.mark.rule("§11/disabled-individual-enrollment-blocks-group-device")
 def test_revoke_one_x509_group_device_with_a_disabled_symmetric_key_enrollment(dps, ca):
     # The docs' recipe: block a device of an X.509 group without its certificate, by its CN.
     init(dps, "hub-a")
@@ -273,6 +280,7 @@ def test_revoke_one_x509_group_device_with_a_disabled_symmetric_key_enrollment(d
     assert provision(dps, "--cert", cert_file, "--key", key_file)["registrationState"]["status"] == "assigned"
 
 
+@pytest.mark.rule("§11/individual-enrollment-before-groups")
 def test_enabled_individual_enrollment_beats_an_x509_group(dps, ca, tmp_path):
     init(dps, "hub-a", "hub-b")
     dps.ok("enrollment-group", "add", "cameras", "--attestation", "x509", "--signing-cert", ca.intermediate_pem, "--hub", "hub-a")
@@ -283,6 +291,7 @@ def test_enabled_individual_enrollment_beats_an_x509_group(dps, ca, tmp_path):
     assert "enrollmentGroupId" not in state["x509"]
 
 
+@pytest.mark.rule("§2.5/disabled-entry-status-disabled")
 def test_disabled_group_refuses_its_devices(dps, ca):
     init(dps, "hub-a")
     dps.ok("enrollment-group", "add", "cameras", "--attestation", "x509", "--signing-cert", ca.intermediate_pem, "--disabled")

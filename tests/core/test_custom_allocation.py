@@ -214,6 +214,7 @@ def test_a_webhook_answering_html_fails(webhook: Webhook) -> None:
         call_webhook(webhook.url(), group_request())
 
 
+@pytest.mark.rule("§9/webhook-hub-must-be-linked")
 def test_a_webhook_choosing_a_hub_that_is_not_linked_fails(webhook: Webhook) -> None:
     webhook.answer({"iotHubHostName": "other.azure-devices.net"})
     with pytest.raises(AllocationFailed) as caught:

@@ -90,6 +90,7 @@ def c_sdk_token() -> str:
     return f"SharedAccessSignature sr={sr}&sig={sig}&se={SE}&skn=registration"
 
 
+@pytest.mark.rule("§4.1/sas-signature-over-literal-sr")
 @pytest.mark.parametrize("make_token", [python_sdk_token, node_sdk_token, c_sdk_token], ids=["python", "node", "c"])
 def test_every_client_style_verifies(make_token) -> None:  # type: ignore[no-untyped-def]
     token = parse_sas_token(make_token())
@@ -186,6 +187,7 @@ def test_resource_matches(sr: str, scope: str, registration_id: str, matches: bo
 
 # --- expiry ---------------------------------------------------------------------------------------------------------
 
+@pytest.mark.rule("§4.1/sas-expiry")
 def test_a_token_is_valid_up_to_and_including_its_expiry_second() -> None:
     token = SasToken(sr=ENCODED_SR, sig=ENCODED_SIG, se=SE)
     assert not is_expired(token, SE - 1)

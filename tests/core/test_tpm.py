@@ -137,6 +137,7 @@ def test_keys_are_base64_der_rsa_2048(device_tpm: SoftwareTpm) -> None:
     assert device_tpm.endorsement_key != device_tpm.storage_root_key
 
 
+@pytest.mark.rule("§6/tpm-default-registration-id")
 def test_registration_id_is_node_style_base32_of_the_ek_hash(device_tpm: SoftwareTpm) -> None:
     digest = hashlib.sha256(base64.b64decode(device_tpm.endorsement_key)).digest()
     assert device_tpm.registration_id == base64.b32encode(digest).decode().lower().rstrip("=")
@@ -301,5 +302,5 @@ def test_missing_and_unreadable_tpm_files_are_invalid_input(tmp_path: Path) -> N
     with pytest.raises(InvalidInput, match="does not exist") as caught:
         load_tpm(tmp_path / "absent.json")
     assert "dpsctl tpm create" in (caught.value.hint or "")
-    with pytest.raises(InvalidInput, match="cannot read TPM file"):
+    with pytest.raises(InvalidInput, match="TPM file .* is a directory"):
         load_tpm(tmp_path)  # a directory

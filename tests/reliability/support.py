@@ -242,6 +242,11 @@ def service_of(snapshot: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return service
 
 
+def operations_of(snapshot: dict[str, list[dict[str, Any]]]) -> int:
+    """The billable operations count of a snapshot: the service record's (older stores) plus every counter shard."""
+    return service_of(snapshot)["operations"] + sum(doc["value"] for doc in snapshot.get("counters", []))
+
+
 def store_files(store: Path) -> set[str]:  # (file stores only)
     """The names a store may legitimately have beside it."""
     return {store.name, store.name + ".lock", store.name + "-wal", store.name + "-shm", store.name + "-journal"}

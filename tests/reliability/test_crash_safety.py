@@ -38,6 +38,7 @@ from tests.reliability.support import (
     frozen_base,
     label,
     make_base,
+    operations_of,
     reset_store,
     service_of,
     storm,
@@ -175,7 +176,7 @@ def test_a_killed_import_writes_all_or_nothing(store: Path, tmp_path: Path) -> N
     dps.ok("enrollment", "add", "existing-1", "--attestation", "symmetricKey")
     base = frozen_base(store)
     base_snapshot = contents(store)
-    base_ops = service_of(base_snapshot)["operations"]
+    base_ops = operations_of(base_snapshot)
     imported = {f"imp-{i:06d}" for i in range(IMPORT_RECORDS)}
     document = tmp_path / "import.json"
     document.write_text(json.dumps({"enrollments": [{"registrationId": i, "attestation": {"type": "symmetricKey"}} for i in sorted(imported)]}))
@@ -188,8 +189,8 @@ def test_a_killed_import_writes_all_or_nothing(store: Path, tmp_path: Path) -> N
             assert not outcome.commits_done, "the commit had returned, yet the import is missing"
             return "before"
         assert ids == {"existing-1"} | imported, f"half an import: {len(ids) - 1} of {IMPORT_RECORDS} records"
-        assert without(snapshot, "enrollments", "service") == without(base_snapshot, "enrollments", "service")
-        assert service_of(snapshot)["operations"] == base_ops + IMPORT_RECORDS
+        assert without(snapshot, "enrollments", "counters") == without(base_snapshot, "enrollments", "counters")
+        assert operations_of(snapshot) == base_ops + IMPORT_RECORDS
         assert outcome.commits_begun, "the import is there, yet it never began its commit"
         return "after"
 
@@ -214,7 +215,7 @@ def test_a_killed_storm_keeps_exactly_its_committed_chunks(store: Path) -> None:
     make_base(store)
     base = frozen_base(store)
     base_snapshot = contents(store)
-    base_ops = service_of(base_snapshot)["operations"]
+    base_ops = operations_of(base_snapshot)
     pattern = "storm-{n:05d}"
     expected = [pattern.format(n=n) for n in range(1, STORM_DEVICES + 1)]
 
@@ -231,10 +232,10 @@ def test_a_killed_storm_keeps_exactly_its_committed_chunks(store: Path) -> None:
         # the hubs' registries and the history agree with the registrations
         assert sorted((d["hub"], d["deviceId"]) for d in snapshot["devices"]) == sorted((r["assignedHub"], r["deviceId"]) for r in registrations)
         history = sorted(snapshot["history"], key=lambda h: h["sequence"])
-        assert [(h["sequence"], h["registrationId"]) for h in history] == [(i + 1, reg) for i, reg in enumerate(expected[:k])]
-        service = service_of(snapshot)
-        assert (service["operations"], service["historySequence"]) == (base_ops + k, k)
-        assert without(snapshot, "registrations", "devices", "history", "service") == without(base_snapshot, "registrations", "devices", "history", "service")
+        assert [h["registrationId"] for h in history] == expected[:k]
+        assert operations_of(snapshot) == base_ops + k
+        # the service record itself is no longer rewritten by registrations (issue 12)
+        assert without(snapshot, "registrations", "devices", "history", "counters") == without(base_snapshot, "registrations", "devices", "history", "counters")
         return "all" if k == STORM_DEVICES else ("none" if k == 0 else "some chunks")
 
     def delays(rng: random.Random, calibration: Outcome) -> float:
@@ -262,3 +263,148 @@ def test_a_first_command_killed_while_creating_the_store(store: Path) -> None:
         return rng.uniform(0.0, calibration.commits_done[-1] - calibration.started_at)
 
     kill_at_random_moments(store, None, commands, delays, check, f"store creation [{label(store)}]")
+
+
+# --------------------------------------------------------------------------- killed while allocations are in flight (issue 12)
+
+CUSTOM_GROUP, CUSTOM_KEY = "custom", "Y3VzdG9tLWdyb3VwLWtleS1jdXN0b20tZ3JvdXAta2V5LWN1c3RvbS1ncm91cA=="
+CUSTOM_DEVICES, CUSTOM_CHUNK = 12, 4
+
+
+class HeldWebhook:
+    """An allocation webhook in the test process; it can hold the request number `hold_at` (1-based) until released."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.count = 0
+        self.hold_at: int | None = None
+        self.arrived, self.release = threading.Event(), threading.Event()
+        self.lock = threading.Lock()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with hook.lock:
+                    hook.count += 1
+                    held = hook.count == hook.hold_at
+                if held:
+                    hook.arrived.set()
+                    hook.release.wait(60)
+                data = json.dumps({"iotHubHostName": body["linkedHubs"][-1]}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client was killed
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/allocate"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def reset(self, hold_at: int | None) -> None:
+        with self.lock:
+            self.count, self.hold_at = 0, hold_at
+        self.arrived.clear()
+        self.release.clear()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def held_webhook() -> Any:
+    hook = HeldWebhook()
+    yield hook
+    hook.close()
+
+
+def check_whole_registrations(store: Path, base_snapshot: dict[str, list[dict[str, Any]]], expected: list[str], base_ops: int) -> int:
+    """No half registration: registrations, hub devices, history and operations agree, in whole chunks; returns k."""
+    snapshot = assert_store_whole(store)
+    registrations = snapshot["registrations"]
+    ids = [r["registrationId"] for r in registrations]
+    k = len(ids)
+    assert ids == expected[:k], "the registrations are not a prefix of the storm"
+    assert all(r["status"] == "assigned" for r in registrations), registrations
+    assert k % CUSTOM_CHUNK == 0, f"{k} registrations: a chunk's allocations were half committed"
+    assert sorted((d["hub"], d["deviceId"]) for d in snapshot["devices"]) == sorted((r["assignedHub"], r["deviceId"]) for r in registrations)
+    assert sorted(h["registrationId"] for h in snapshot["history"]) == sorted(ids)
+    assert operations_of(snapshot) == base_ops + k
+    assert without(snapshot, "registrations", "devices", "history", "counters") == without(base_snapshot, "registrations", "devices", "history", "counters")
+    return k
+
+
+def test_a_storm_killed_while_its_allocations_are_in_flight_keeps_whole_chunks(store: Path, held_webhook: HeldWebhook) -> None:
+    dps = make_base(store)
+    dps.ok("enrollment-group", "add", CUSTOM_GROUP, "--attestation", "symmetricKey", "--primary-key", CUSTOM_KEY, "--webhook-url", held_webhook.url)
+    base = frozen_base(store)
+    base_snapshot = contents(store)
+    base_ops = operations_of(base_snapshot)
+    pattern = "alloc-{n:03d}"
+    expected = [pattern.format(n=n) for n in range(1, CUSTOM_DEVICES + 1)]
+    command = ["--db", str(store), "provision", "--count", str(CUSTOM_DEVICES), "--id-pattern", pattern, "--group", CUSTOM_GROUP, "--chunk-size", str(CUSTOM_CHUNK), "-o", "json"]
+
+    # Deterministic: killed while the allocation of the first device of chunk n+1 is held, n chunks are stored,
+    # whole (that chunk's allocations are in flight, and its own write has not begun).
+    for chunks in range(CUSTOM_DEVICES // CUSTOM_CHUNK):
+        reset_store(store, base)
+        held_webhook.reset(hold_at=chunks * CUSTOM_CHUNK + 1)
+        child = Child(markers=True)
+        child.wait_ready()
+        child.go([command])
+        child.wait_started()
+        assert held_webhook.arrived.wait(60), "the held allocation never arrived"
+        outcome = child.finish(kill=True)
+        held_webhook.release.set()
+        assert outcome.killed
+        assert check_whole_registrations(store, base_snapshot, expected, base_ops) == chunks * CUSTOM_CHUNK
+        after_the_kill(store, f"killed while allocation {chunks * CUSTOM_CHUNK + 1} was held")
+
+    # And at random moments of a run whose allocations answer at once (many kills land in a settling commit).
+    held_webhook.reset(hold_at=None)
+
+    def check(outcome: Outcome) -> str:
+        k = check_whole_registrations(store, base_snapshot, expected, base_ops)
+        return "all" if k == CUSTOM_DEVICES else ("none" if k == 0 else "some chunks")
+
+    def delays(rng: random.Random, calibration: Outcome) -> float:
+        assert calibration.finished_at
+        first, last = (calibration.commits_begun[0] - calibration.started_at, calibration.commits_done[-1] - calibration.started_at)
+        # Half anywhere in the run (mostly allocations in flight), half among the settling commits.
+        return rng.uniform(0.002, 0.95 * last) if rng.random() < 0.5 else rng.uniform(first, last)
+
+    kill_at_random_moments(store, base, [command], delays, check, f"custom-allocated storm of {CUSTOM_DEVICES} in chunks of {CUSTOM_CHUNK} [{label(store)}]")
+
+
+def test_a_provision_killed_while_its_webhook_is_held_writes_nothing(store: Path, held_webhook: HeldWebhook) -> None:
+    dps = make_base(store)
+    dps.ok("enrollment-group", "add", CUSTOM_GROUP, "--attestation", "symmetricKey", "--primary-key", CUSTOM_KEY, "--webhook-url", held_webhook.url)
+    before = contents(store)
+    held_webhook.reset(hold_at=1)
+    from dpsctl.core.keys import derive_device_key
+
+    child = Child(markers=True)
+    child.wait_ready()
+    child.go([["--db", str(store), "provision", "--registration-id", "alloc-1", "--symmetric-key", derive_device_key(CUSTOM_KEY, "alloc-1")]])
+    child.wait_started()
+    assert held_webhook.arrived.wait(60)
+    # While it is held, the store is free: another process writes at once.
+    assert dpsctl_process("--db", str(store), "hub", "add", "hub-c", env={**os.environ, "DPSCTL_LOCK_TIMEOUT": "2"}).returncode == 0
+    outcome = child.finish(kill=True)
+    held_webhook.release.set()
+    assert outcome.killed and outcome.commits_begun == []
+    after = assert_store_whole(store)
+    assert without(after, "hubs") == without(before, "hubs")

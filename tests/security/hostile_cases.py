@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import random
 import sys
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ COMMANDS = {
     "cmd-missing": "/nonexistent/allocator --hub 1",
     "cmd-wrong-hub": "{python} -c 'print(\"{{\\\"iotHubHostName\\\": \\\"evil.azure-devices.net\\\"}}\")'",
     "cmd-deep": "{python} -c 'print(\"{{\\\"iotHubHostName\\\": \\\"" + HUB + "\\\", \\\"payload\\\": \" + \"[\" * 500 + \"]\" * 500 + \"}}\")'",
+    "cmd-escapes": "{python} -c 'import sys; sys.stderr.write(\"\\x1b[2J\\x1b]0;pwned\\x07\\u202egnp.exe\"); sys.exit(3)'",
     "cmd-twin-list": "{python} -c 'print(\"{{\\\"iotHubHostName\\\": \\\"" + HUB + "\\\", \\\"initialTwin\\\": [1]}}\")'",
 }
 HOOKS = {
@@ -131,7 +133,7 @@ def case(id: str, area: str, what: str, args: str | tuple[str, ...], code: int, 
     return Case(id, area, what, tuple(args.split()) if isinstance(args, str) else args, code, error, writes)
 
 
-X509, KEYS, SAS, IDS, DOCS, TWINS, CUSTOM, TPM, BIG = (
+X509, KEYS, SAS, IDS, DOCS, TWINS, CUSTOM, TPM, BIG, FILES, TERMINAL = (
     "Certificates and private keys",
     "Symmetric keys and connection strings",
     "SAS tokens",
@@ -141,8 +143,10 @@ X509, KEYS, SAS, IDS, DOCS, TWINS, CUSTOM, TPM, BIG = (
     "Custom allocation: webhooks and commands",
     "Software TPM files and endorsement keys",
     "50 MB files",
+    "Store files, lock files and other files on disk",
+    "Text that reaches the terminal or becomes a file name",
 )
-AREAS = (X509, KEYS, SAS, IDS, DOCS, TWINS, CUSTOM, TPM, BIG)
+AREAS = (X509, KEYS, SAS, IDS, DOCS, TWINS, CUSTOM, TPM, BIG, FILES, TERMINAL)
 
 PROVISION_X509 = ("provision", "-o", "json", "--cert")
 SAS_AS_DEV01 = ("provision", "-o", "json", "--registration-id", "dev-01", "--sas-token")
@@ -359,6 +363,10 @@ CASES: tuple[Case, ...] = (
     case("command-twin-not-object", CUSTOM, "an allocation command answering an initial twin that is an array", ("provision", "-o", "json", "--registration-id", "cmd-twin-list", "--symmetric-key", KEY1), 7,
          "allocation command 'python' answered with initialTwin an array, not an object", "registration"),
     # ---------------------------------------------------------------- TPM
+    case("sas-lifetime", SAS, "a correctly signed token valid until the year 292277026596 (se=2^63-1)", (*SAS_AS_DEV01, _token("dev-01", KEY1, 2**63 - 1)), 5,
+         "SAS token is valid until 9999-12-31T23:59:59Z (se=9223372036854775807), more than 365 days from now; dpsctl accepts at most 365 days", "history"),
+    case("sas-lifetime-built", SAS, "asking `keys sas` for a token valid for two years", ("keys", "sas", "--registration-id", "dev-01", "--key", KEY1, "--ttl", str(2 * 365 * 86400)), 2,
+         "the token would be valid for more than 365 days; dpsctl accepts tokens valid for at most 365 days"),
     case("tpm-not-json", TPM, "a TPM file that is not JSON", "provision -o json --tpm {f}/tpm-not-json.json", 2,
          "TPM file {f}/tpm-not-json.json is not JSON"),
     case("tpm-der-not-pem", TPM, "a TPM file whose private key is Base64 DER where PEM is expected", "tpm show {f}/tpm-der.json", 2,
@@ -383,7 +391,65 @@ CASES: tuple[Case, ...] = (
     case("big-batch", BIG, "a 50 MB binary file as a batch file", "provision --batch {f}/big.bin", 2,
          "cannot read batch file {f}/big.bin: 'utf-8' codec can't decode byte … in position …: …"),
     case("big-tpm", BIG, "a 50 MB file as a TPM file", "tpm show {f}/big.bin", 2,
-         "cannot read TPM file {f}/big.bin: not UTF-8 text"),
+         "TPM file {f}/big.bin is 50 MiB; dpsctl reads files of at most 1 MiB"),
+    # ---------------------------------------------------------------- store files, lock files, files on disk
+    case("store-fifo", FILES, "a FIFO as the store (reading it would wait for a writer forever)", "--db {f}/fifo.json enrollment list", 1,
+         "store {f}/fifo.json is a FIFO (named pipe), not a regular file; it was left untouched"),
+    case("store-fifo-sqlite", FILES, "a FIFO as a SQLite store", "--db {f}/fifo.sqlite hub add hub-z", 1,
+         "store {f}/fifo.sqlite is a FIFO (named pipe), not a regular file; it was left untouched"),
+    case("store-dev-zero", FILES, "a store that is a symbolic link to /dev/zero (endless bytes)", "--db {f}/zero.json export", 1,
+         "store {f}/zero.json (a link to /dev/zero) is a character device, not a regular file; it was left untouched"),
+    case("store-hard-link", FILES, "a store with a second hard link (two names would not lock each other out)", "--db {f}/linked-b.json hub add hub-z", 1,
+         "store {f}/linked-b.json has 2 hard links; dpsctl refuses it, because writes through one name would not be seen (nor locked against) through the others"),
+    case("store-hard-link-sqlite", FILES, "a SQLite store with a second hard link", "--db {f}/linked-b.sqlite enrollment list", 1,
+         "store {f}/linked-b.sqlite has 2 hard links; dpsctl refuses it, because writes through one name would not be seen (nor locked against) through the others"),
+    case("store-dangling-link", FILES, "a store path that is a symbolic link to nothing", "--db {f}/dangling.json hub add hub-z", 1,
+         "store {f}/dangling.json is a symbolic link to {f}/nothing-here.json, which does not exist"),
+    case("store-read-only", FILES, "a store made read-only with chmod 400", "--db {f}/readonly.json hub add hub-z", 1,
+         "store {f}/readonly.json is read-only (mode 0400); dpsctl does not replace a store it may not write"),
+    case("store-name-too-long", FILES, "a store file name of 300 characters", ("--db", "{f}/" + "n" * 300 + ".json", "hub", "list"), 1,
+         "cannot open store {f}/" + "n" * 300 + ".json: the file name is too long for the file system"),
+    case("lock-dangling-link", FILES, "the store's lock file replaced by a dangling symbolic link", "--db {f}/locked.json hub add hub-z", 1,
+         "lock file {f}/locked.json.lock is a symbolic link; dpsctl never follows one"),
+    case("lock-is-folder", FILES, "the store's lock file replaced by a folder", "--db {f}/lockdir.json hub add hub-z", 1,
+         "lock file {f}/lockdir.json.lock is a directory"),
+    case("sqlite-wal-link", FILES, "a SQLite -wal file planted as a symbolic link before the store is made", "--db {f}/planted.sqlite hub add hub-z", 1,
+         "SQLite side file {f}/planted.sqlite-wal of store {f}/planted.sqlite is a symbolic link, not a regular file; dpsctl did not open the store"),
+    case("batch-fifo", FILES, "a FIFO as a batch file", "provision --batch {f}/fifo.json", 2,
+         "batch file {f}/fifo.json is a FIFO (named pipe), not a regular file"),
+    case("tpm-dev-zero", FILES, "a TPM file that is a symbolic link to /dev/zero", "tpm show {f}/zero.json", 2,
+         "TPM file {f}/zero.json is a character device, not a regular file"),
+    case("secret-file-folder", FILES, "a device key read from @FOLDER", ("provision", "-o", "json", "--registration-id", "dev-01", "--symmetric-key", "@{f}"), 2,
+         "device key . is a directory"),
+    case("secret-file-two-lines", FILES, "a key file holding two lines", ("keys", "check", "--registration-id", "dev-01", "--key", "@{f}/two-keys.txt"), 2,
+         "device key in {f}/two-keys.txt has more than one line; the file must hold the secret alone"),
+    case("device-info-deep", FILES, "optionalDeviceInformation nested 36 levels deep in an import file (limit 32)", "import {f}/device-info-deep.json", 2,
+         "enrollment 'deep-01'.optionalDeviceInformation nests objects or arrays more than 32 levels deep"),
+    case("device-info-400", FILES, "optionalDeviceInformation nested 400 levels deep in an import file", "import {f}/device-info-400.json", 2,
+         "{f}/device-info-400.json nests objects or arrays more than 40 levels deep"),
+    case("device-info-400-yaml", FILES, "optionalDeviceInformation nested 400 levels deep in YAML", "import {f}/device-info-400.yaml", 2,
+         "{f}/device-info-400.yaml nests YAML collections too deeply to be an import document"),
+    case("device-info-big", FILES, "optionalDeviceInformation of 100 KB", "import {f}/device-info-big.json", 2,
+         "enrollment 'big-01'.optionalDeviceInformation is 1000… bytes of JSON; the limit is 98304 (DPS's largest message)"),
+    case("payload-big", FILES, "a registration payload of 100 KB", ("provision", "-o", "json", "--registration-id", "dev-01", "--symmetric-key", KEY1, "--payload", "@{f}/payload-big.json"), 2,
+         "payload is 1000… bytes of JSON; the limit is 98304 (DPS's largest message)"),
+    # ---------------------------------------------------------------- terminal text and file names
+    case("command-escapes", TERMINAL, "an allocation command whose stderr clears the screen, sets the title and reverses text", ("provision", "-o", "json", "--registration-id", "cmd-escapes", "--symmetric-key", KEY1), 7,
+         "allocation command 'python' exited with status 3: \\x1b[2J\\x1b]0;pwned\\x07\\u202egnp.exe", "registration"),
+    case("cert-name-escape", TERMINAL, "a certificate name with ESC (it becomes a file name)", ("cert", "create-root", "evil\x1b[31m", "--out", "{f}"), 2,
+         "'evil\\x1b[31m' cannot be used as a file name: it holds a control, format or bidirectional character"),
+    case("cert-name-newline", TERMINAL, "a certificate name with a newline", ("cert", "create-root", "two\nlines", "--out", "{f}"), 2,
+         "'two\\nlines' cannot be used as a file name: it holds a control, format or bidirectional character"),
+    case("cert-name-bidi", TERMINAL, "a certificate name with a right-to-left override", ("cert", "create-device", "invoice-\u202egnp", "--out", "{f}"), 2,
+         "registration ID 'invoice-\\u202egnp' is not valid"),
+    case("cert-name-bidi-root", TERMINAL, "a root certificate name with a right-to-left override", ("cert", "create-root", "root-\u202etxt.exe", "--out", "{f}"), 2,
+         "'root-\\u202etxt.exe' cannot be used as a file name: it holds a control, format or bidirectional character"),
+    case("cert-name-too-long", TERMINAL, "a certificate name of 300 characters", ("cert", "create-root", "c" * 300, "--out", "{f}"), 2,
+         "name '" + "c" * 40 + "'... is 300 bytes long; as a file name it may have at most 200"),
+    case("hub-name-kelvin", TERMINAL, "a hub name with a Kelvin sign (U+212A), which lower() folds to 'k'", ("hub", "add", "hub-\u212a"), 2,
+         "hub name 'hub-\u212a' is not a valid host name"),
+    case("hub-key-invalid", TERMINAL, "a hub connection string whose key is not Base64", ("hub", "add", "hub-b", "--connection-string", "HostName=hub-b.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=not*a*key"), 2,
+         "hub key (SharedAccessKey of the connection string) is not valid Base64"),
 )
 
 
@@ -398,8 +464,13 @@ class Files:
         self._pki: dict[str, Any] = {}
 
     def path(self, name: str) -> Path:
-        """The file NAME, made if it does not exist yet."""
+        """The file NAME, made if it does not exist yet (a name no builder knows is one that must not exist)."""
         target = self.folder / name
+        if name in SPECIAL:
+            SPECIAL[name](target)  # FIFOs, links, stores with companions: made by a function, idempotently
+            return target
+        if name not in BUILDERS:
+            return target
         if not target.exists():
             builder = BUILDERS[name]
             data = builder(self) if callable(builder) else builder
@@ -633,6 +704,86 @@ BUILDERS: dict[str, Callable[[Files], bytes | str] | bytes | str] = {
     "big.bin": lambda f: _random(50 * 1024 * 1024),
     "big.json": lambda f: '{"enrollments": [], "padding": "' + "x" * (50 * 1024 * 1024) + '"}',
 }
+
+
+def _store_file(path: Path) -> None:
+    """An empty dpsctl store at `path` (TinyDB or SQLite by its name), made through the store layer."""
+    from dpsctl.store import open_store
+
+    if path.exists():
+        return
+    if path.suffix == ".json":
+        path.write_text('{"_dpsctl": {"1": {"app": "dpsctl", "schemaVersion": 1}}}\n')
+        path.chmod(0o600)
+        return
+    with open_store(path) as store, store.transaction(write=True):
+        pass  # SQLite: opening it for writing creates it
+
+
+def _fifo(path: Path) -> None:
+    if not os.path.lexists(path):
+        os.mkfifo(path)
+
+
+def _link(path: Path, to: str) -> None:
+    if not os.path.lexists(path):
+        os.symlink(to, path)
+
+
+def _hard_linked(path: Path) -> None:
+    first = path.with_name(path.name.replace("-b.", "-a."))
+    _store_file(first)
+    if not os.path.lexists(path):
+        os.link(first, path)
+
+
+def _read_only(path: Path) -> None:
+    _store_file(path)
+    path.chmod(0o400)
+
+
+def _store_with_lock(path: Path, lock: Callable[[Path], None]) -> None:
+    _store_file(path)
+    lock_path = path.with_name(path.name + ".lock")
+    if lock_path.is_file() and not lock_path.is_symlink():
+        lock_path.unlink()  # the ordinary lock file the store was made with
+    if not os.path.lexists(lock_path):
+        lock(lock_path)
+
+
+SPECIAL: dict[str, Callable[[Path], None]] = {
+    "fifo.json": _fifo,
+    "fifo.sqlite": _fifo,
+    "zero.json": lambda p: _link(p, "/dev/zero"),
+    "linked-b.json": _hard_linked,
+    "linked-b.sqlite": _hard_linked,
+    "dangling.json": lambda p: _link(p, "nothing-here.json"),
+    "readonly.json": _read_only,
+    "locked.json": lambda p: _store_with_lock(p, lambda lock: os.symlink("nowhere.lock", lock)),
+    "lockdir.json": lambda p: _store_with_lock(p, lambda lock: lock.mkdir()),
+    "planted.sqlite": lambda p: _link(p.with_name(p.name + "-wal"), "/tmp/dpsctl-planted-wal"),
+}
+
+
+def _device_info_doc(reg_id: str, info: Any) -> str:
+    return json.dumps({"enrollments": [{"registrationId": reg_id, "attestation": {"type": "symmetricKey"}, "optionalDeviceInformation": info}]})
+
+
+def _deep_object(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+BUILDERS.update({
+    "two-keys.txt": f"{KEY1}\n{KEY2}\n",
+    "device-info-deep.json": lambda f: _device_info_doc("deep-01", _deep_object(36)),
+    "device-info-400.json": lambda f: _device_info_doc("deep-01", _deep_object(400)),
+    "device-info-400.yaml": lambda f: "enrollments:\n  - registrationId: deep-02\n    attestation: {type: symmetricKey}\n    optionalDeviceInformation: " + "{a: " * 400 + "1" + "}" * 400 + "\n",
+    "device-info-big.json": lambda f: _device_info_doc("big-01", {"blob": "x" * 100_000}),
+    "payload-big.json": lambda f: json.dumps({"blob": "x" * 100_000}),
+})
 
 
 # --------------------------------------------------------------------------- arguments and the document

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from dpsctl.core.sas import build_sas_token, device_resource_uri
-from dpsctl.server.api import Emulator, Options
-from dpsctl.server.httpd import RequestLog, Running, start
+from dpsctl.server.faults import Options
+from dpsctl.server.log import RequestLog
+from dpsctl.server.runtime import Running, prepare, start
 from dpsctl.server.tls import TlsFiles, dev_tls
 
 ID_SCOPE = "0ne00000A0A"
@@ -80,6 +81,11 @@ class Served:
     def port(self) -> int:
         return self.running.port
 
+    @property
+    def mqtt_port(self) -> int:
+        assert self.running.mqtt_port is not None
+        return self.running.mqtt_port
+
     def client(self, cert: str | None = None, key: str | None = None) -> Client:
         return Client(self.port, self.tls.ca, cert, key)  # type: ignore[arg-type]
 
@@ -98,9 +104,15 @@ class Served:
             all_headers["Authorization"] = device_token(registration_id, key, encode_sr=encode_sr, scope=scope)
         return (client or self.client()).call("PUT", f"/{scope}/registrations/{registration_id}/register", body, all_headers, api=DEVICE_API)
 
-    def poll(self, registration_id: str, operation_id: str, key: str | None = None, *, client: Client | None = None) -> Reply:
+    def poll(self, registration_id: str, operation_id: str, key: str | None = None, *, client: Client | None = None, settle: bool = True) -> Reply:
+        if settle:
+            self.settle()
         headers = {"Authorization": device_token(registration_id, key)} if key else {}
         return (client or self.client()).call("GET", f"/{ID_SCOPE}/registrations/{registration_id}/operations/{operation_id}", "{}", headers, api=DEVICE_API)
+
+    def settle(self) -> None:
+        """Wait until the allocations in flight are committed: a poll then sees the outcome (no sleeping)."""
+        assert self.running.devices.wait_idle(30)
 
     def log_lines(self) -> list[str]:
         return [line for line in self.log.getvalue().splitlines() if line]
@@ -122,17 +134,29 @@ def serve(dps, tls_files):
     """A factory: start the emulator over the `dps` store (initialised with ID_SCOPE and a hub) with options."""
     started: list[Running] = []
 
-    def make(*, init: bool = True, hubs: tuple[str, ...] = ("hub-a",), **options: Any) -> Served:
+    def make(*, init: bool = True, hubs: tuple[str, ...] = ("hub-a",), mqtt: bool = True, clock: Any = None, limits: Any = None, **options: Any) -> Served:
         if init:
             dps.ok("init", "--id-scope", ID_SCOPE)
             for hub in hubs:
                 dps.ok("hub", "add", hub)
         from dpsctl.store import open_store
 
-        app = Emulator(open_store(dps.store), Options(**options))
-        settings = app.prepare()
+        store = open_store(dps.store)
+        settings = prepare(store)
         log = io.StringIO()
-        running = start(app, host="127.0.0.1", port=0, cert=tls_files.cert, key=tls_files.key, ca=tls_files.ca, log=RequestLog(log))
+        running = start(
+            store,
+            Options(**options),
+            host="127.0.0.1",
+            port=0,
+            mqtt_port=0 if mqtt else None,
+            cert=tls_files.cert,
+            key=tls_files.key,
+            ca=tls_files.ca,
+            log=RequestLog(log),
+            clock=clock,
+            limits=limits,
+        )
         started.append(running)
         return Served(running, tls_files, log, settings.service_key)
 
@@ -141,7 +165,7 @@ def serve(dps, tls_files):
         running.stop()
 
 
-LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"listening on https://[\w.:\[\]-]+:(\d+)")
 
 
 def start_serve(store: Path, *args: str) -> tuple[subprocess.Popen[str], int, str, Path]:
@@ -150,6 +174,8 @@ def start_serve(store: Path, *args: str) -> tuple[subprocess.Popen[str], int, st
     stderr goes to a file (serve.log beside the store), so a long run never blocks on a full pipe.
     """
     log = store.parent / "serve.log"
+    if "--mqtt-port" not in args:
+        args = (*args, "--mqtt-port", "0")  # MQTT's default port 8883 may be taken on this machine; any free one
     with open(log, "w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dpsctl", "--db", str(store), "serve", "--port", "0", *args],

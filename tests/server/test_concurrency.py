@@ -10,7 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dpsctl.core.hubs import add_hub
 from dpsctl.core.keys import derive_device_key, generate_key
 from dpsctl.core.sas import build_sas_token, device_resource_uri
-from dpsctl.server.api import Emulator, Options, Request
+from dpsctl.server.device_service import DeviceService
+from dpsctl.server.faults import Options
+from dpsctl.server.http_api import HttpApi
+from dpsctl.server.http_types import HttpRequest
+from dpsctl.server.runtime import prepare
+from dpsctl.server.service_api import ServiceApi
+from dpsctl.server.store_access import StoreAccess
 from dpsctl.store.memory import MemoryStore
 
 
@@ -41,21 +47,24 @@ def test_concurrent_devices_and_cli_writes_share_the_store(dps, serve):
     assert len([line for line in served.log_lines() if "/register 200 " in line]) == len(ids)
 
 
-def _register_request(id_scope: str, registration_id: str, key: str) -> Request:
+def _register_request(id_scope: str, registration_id: str, key: str) -> HttpRequest:
     token = build_sas_token(device_resource_uri(id_scope, registration_id), key, int(time.time()) + 3600, encode_sr=False)
     body = json.dumps({"registrationId": registration_id}).encode()
-    return Request("PUT", f"/{id_scope}/registrations/{registration_id}/register?api-version=2019-03-31", {"Authorization": token}, body)
+    return HttpRequest("PUT", f"/{id_scope}/registrations/{registration_id}/register?api-version=2019-03-31", {"authorization": token}, body)
 
 
 def test_memory_store_is_serialised_between_request_threads():
-    app = Emulator(MemoryStore(), Options(fast=True))
-    settings = app.prepare()
+    """The HTTP API without any transport: request objects in, responses out, from 16 threads at once."""
+    store = MemoryStore()
+    settings = prepare(store)
+    access = StoreAccess(store)
+    app = HttpApi(DeviceService(access, Options(fast=True)), ServiceApi(access, Options(fast=True)))
     service_token = build_sas_token("localhost", settings.service_key, int(time.time()) + 3600, key_name="provisioningserviceowner", encode_sr=False)
     group_key = generate_key(32)
     group = {"enrollmentGroupId": "mem", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": group_key, "secondaryKey": generate_key(32)}}}
-    with app.write() as tx:
+    with access.write() as tx:
         add_hub(tx, "hub-a")
-    created = app.handle(Request("PUT", "/enrollmentGroups/mem?api-version=2021-10-01", {"Authorization": service_token}, json.dumps(group).encode()))
+    created = app.handle(HttpRequest("PUT", "/enrollmentGroups/mem?api-version=2021-10-01", {"authorization": service_token}, json.dumps(group).encode()))
     assert created.status == 200, created.body
     ids = [f"mem-{n:03d}" for n in range(200)]
     statuses: list[int] = []
@@ -69,7 +78,7 @@ def test_memory_store_is_serialised_between_request_threads():
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(run, ids))
     assert statuses == [200] * len(ids)
-    with app.read() as tx:
+    with access.read() as tx:
         assert sorted(d["registrationId"] for d in tx.scan("registrations")) == ids
         assert tx.count("devices") == len(ids)
 

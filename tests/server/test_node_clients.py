@@ -24,6 +24,7 @@ NODE_DIR = Path(__file__).parent / "node"
 PACKAGES = (
     "azure-iot-provisioning-device",
     "azure-iot-provisioning-device-http",
+    "azure-iot-provisioning-device-mqtt",
     "azure-iot-security-symmetric-key",
     "azure-iot-security-x509",
     "azure-iot-provisioning-service",
@@ -38,6 +39,11 @@ SCENARIOS = (
     "device-x509-group",
     "device-wrong-key",
     "device-untrusted-certificate",
+    "mqtt-device-symmetric-individual",
+    "mqtt-device-symmetric-group",
+    "mqtt-device-x509-group",
+    "mqtt-device-wrong-key",
+    "mqtt-device-untrusted-certificate",
     "service-enrollments",
     "service-groups",
     "service-bulk-and-query",
@@ -83,11 +89,13 @@ def node_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     dps.ok("cert", "create-root", "stranger", "--out", str(pki))
     dps.ok("cert", "create-device", "node-intruder", "--ca", str(pki / "stranger.cert.pem"), "--ca-key", str(pki / "stranger.key.pem"), "--out", str(pki))
 
-    proc, port, banner, log = start_serve(store)
+    host = f"127.{50 + os.getpid() % 50}.0.1"  # MQTT's port is fixed (8883): an address of our own avoids collisions
+    proc, port, banner, log = start_serve(store, "--host", host, "--mqtt-port", "8883")
     try:
         ca = work / "dpsctl-serve" / "ca.pem"
         service_key = dps.ok("service", "connection-string", "--port", str(port)).stdout.strip().rsplit("SharedAccessKey=", 1)[1]
         config = {
+            "host": host,
             "port": port,
             "idScope": ID_SCOPE,
             "hub": HUB,
@@ -153,7 +161,10 @@ def test_the_server_logged_every_request_and_stopped_cleanly(node_run):
     assert node_run["returncode"] == 0, log
     assert " PUT /0ne00000A0A/registrations/node-individual/register 202 " in log
     assert " PUT /0ne00000A0A/registrations/node-individual/register 401 " in log  # the wrong key
-    assert "client certificate refused" in log  # the untrusted certificate
+    assert " MQTT PUT register node-individual 202 " in log and " MQTT PUT register node-individual 401 " in log
+    assert " MQTT GET operationstatus node-x509-device 200 " in log
+    assert " PUT /0ne00000A0A/registrations/node-intruder/register 401 " in log  # the untrusted certificate: DPS's 401
+    assert " MQTT PUT register node-intruder 401 " in log
     assert " POST /enrollmentgroups/node-group/attestationmechanism 200 " in log
     assert " POST /enrollments/ 200 " in log  # bulk, with the trailing slash
     assert "Traceback" not in log

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from dpsctl.core.sas import build_sas_token
 from tests.server.conftest import ID_SCOPE
 
@@ -35,6 +37,7 @@ def test_service_auth(dps, serve):
     assert printed == f"HostName=localhost:8443;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey={served.service_key}"
 
 
+@pytest.mark.rule("§7.9/stale-etag-refused")
 def test_individual_enrollment_crud_with_etags(dps, serve):
     served = serve()
     created = served.service("PUT", "/enrollments/dev-1", _sym("dev-1", initialTwin={"tags": {"floor": 3}}))

@@ -145,9 +145,10 @@ def test_one_read_and_one_atomic_write_per_transaction(tmp_path, monkeypatch):
     with store.transaction(write=True) as tx:
         tx.put("enrollments", enrollment("seed"))
     reads, writes = [], []
-    real_read = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real_read(self))
     import dpsctl.store.tinydb_store as mod
+
+    real_read = mod.read_store_bytes
+    monkeypatch.setattr(mod, "read_store_bytes", lambda path, target: reads.append(path) or real_read(path, target))
 
     real_write = mod.write_atomically
     monkeypatch.setattr(mod, "write_atomically", lambda p, b: writes.append(p) or real_write(p, b))

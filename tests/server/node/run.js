@@ -17,12 +17,14 @@ const { Http: HttpBase, RestApiClient } = require('azure-iot-http-base');
 const { SharedAccessSignature, anHourFromNow } = require('azure-iot-common');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http: DeviceHttp } = require('azure-iot-provisioning-device-http');
+const { Mqtt: DeviceMqtt } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-const HOST = 'localhost';
+// The server listens on a loopback address of its own (MQTT's port 8883 is fixed in the client).
+const HOST = config.host;
 
 // The clients connect to port 443 only (`https.request({host})`); an agent that forces the port is the
 // test hook the transports accept (an azure-iot-http-base Http with options.http.agent).
@@ -38,8 +40,8 @@ function httpBase() {
   return base;
 }
 
-function register(security) {
-  const client = ProvisioningDeviceClient.create(HOST, config.idScope, new DeviceHttp(httpBase()), security);
+function register(security, transport) {
+  const client = ProvisioningDeviceClient.create(HOST, config.idScope, transport || new DeviceHttp(httpBase()), security);
   client.setProvisioningPayload({ modelId: 'dtmi:dpsctl:test;1' });
   return new Promise((resolve, reject) => {
     client.register((err, result) => (err ? reject(err) : resolve(result)));
@@ -70,15 +72,26 @@ async function refusedWith(promise, status) {
   throw new Error(`expected HTTP ${status}, but the call succeeded`);
 }
 
-function symmetricDevice(device) {
-  return register(new SymmetricKeySecurityClient(device.registrationId, device.key));
+function symmetricDevice(device, transport) {
+  return register(new SymmetricKeySecurityClient(device.registrationId, device.key), transport);
 }
 
-function x509Device(device) {
+function x509Device(device, transport) {
   return register(new X509Security(device.registrationId, {
     cert: fs.readFileSync(device.cert, 'utf8'),
     key: fs.readFileSync(device.key, 'utf8'),
-  }));
+  }), transport);
+}
+
+async function refusedDevice(attempt) {
+  let failed;
+  try {
+    await attempt();
+  } catch (err) {
+    failed = err;
+  }
+  assert(failed, 'a device that should be refused was provisioned');
+  return failed;
 }
 
 function checkAssigned(result, device) {
@@ -126,6 +139,33 @@ const scenarios = {
       failed = err;
     }
     assert(failed, 'a device with an untrusted certificate was provisioned');
+    return { error: failed.constructor.name, code: failed.code, message: String(failed.message).slice(0, 200) };
+  },
+
+  // The same devices over MQTT (azure-iot-provisioning-device-mqtt, mqtts://HOST:8883): re-registrations.
+  async 'mqtt-device-symmetric-individual'() {
+    const device = config.devices.individual;
+    return checkAssigned(await symmetricDevice(device, new DeviceMqtt()), device);
+  },
+
+  async 'mqtt-device-symmetric-group'() {
+    const device = config.devices.group;
+    return checkAssigned(await symmetricDevice(device, new DeviceMqtt()), device);
+  },
+
+  async 'mqtt-device-x509-group'() {
+    const device = config.devices.x509;
+    return checkAssigned(await x509Device(device, new DeviceMqtt()), device);
+  },
+
+  async 'mqtt-device-wrong-key'() {
+    const failed = await refusedDevice(() => symmetricDevice(config.devices.wrongKey, new DeviceMqtt()));
+    assert.strictEqual(failed.constructor.name, 'UnauthorizedError', `${failed.constructor.name}: ${failed.message}`);
+    return { error: failed.constructor.name, message: failed.message };
+  },
+
+  async 'mqtt-device-untrusted-certificate'() {
+    const failed = await refusedDevice(() => x509Device(config.devices.untrusted, new DeviceMqtt()));
     return { error: failed.constructor.name, code: failed.code, message: String(failed.message).slice(0, 200) };
   },
 
