@@ -5,6 +5,10 @@ several times, and prints median / min / max with the Python version and CPU cou
 
     python benchmarks/run.py            # the full figures of docs/performance.md (minutes)
     python benchmarks/run.py --quick    # a small version of each, in under a minute
+    python benchmarks/run.py --only provision_sqlite,provision_postgresql   # PostgreSQL against SQLite, same run
+
+The PostgreSQL figures use --postgres URL (or DPSCTL_BENCH_POSTGRES_URL), else a throwaway server started
+with PostgreSQL's default durability (tests/postgres_server.py; needs initdb and pg_ctl, and psycopg).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: the whole run in under a minute")
     parser.add_argument("--only", help="comma-separated figure names to run (see the table)")
+    parser.add_argument("--postgres", default=os.environ.get("DPSCTL_BENCH_POSTGRES_URL"), help="a PostgreSQL server URL for the postgresql figures (default: a throwaway server)")
     args = parser.parse_args()
     quick = args.quick
     sizes = {
@@ -119,14 +124,15 @@ def main() -> None:
             ratio = statistics.median(version_times) / statistics.median(typer_times)
             results.append(("startup", "dpsctl --version (s)", version_times, f"{ratio:.2f} x import typer (target <= 1.3 x; import typer median {statistics.median(typer_times):.3f} s)"))
 
-        def provision_figure(name: str, db: Path, count: int, target: str) -> None:
+        def provision_figure(name: str, db: Path | str, count: int, target: str) -> None:
+            backend = "postgresql" if isinstance(db, str) else db.suffix[1:]
             doc = folder / f"{name}.json"
             enrollments_document(doc, count)
             seconds, _ = run([*dps, "--db", str(db), "import", str(doc), "-o", "json"])
             doc.unlink()
             one = [*dps, "--db", str(db), "provision", "--registration-id", f"dev-{count // 2:07d}", "--symmetric-key", KEY, "-o", "json"]
-            results.append((name, f"one provision, {count:,} enrollments, {db.suffix[1:]} (s)", timed(one, repeat), target))
-            results.append((f"{name}-import", f"import {count:,} enrollments, {db.suffix[1:]} (s)", [seconds], "(set-up of the figure above)"))
+            results.append((name, f"one provision, {count:,} enrollments, {backend} (s)", timed(one, repeat), target))
+            results.append((f"{name}-import", f"import {count:,} enrollments, {backend} (s)", [seconds], "(set-up of the figure above)"))
 
         if want("provision_tinydb"):
             provision_figure("provision_tinydb", folder / "p.json", sizes["tiny_enrollments"], "<= 0.300 s median at 10,000")
@@ -137,6 +143,22 @@ def main() -> None:
             results.append(("import_tinydb", f"import {sizes['import_tinydb']:,} enrollments, tinydb (s)", times, "<= 10 s at 100,000"))
         if want("provision_sqlite"):
             provision_figure("provision_sqlite", folder / "p.sqlite", sizes["import_sqlite"], "<= 0.200 s median at 1,000,000; import <= 60 s")
+
+        if want("provision_postgresql"):
+            server = None
+            url = args.postgres
+            if not url:
+                sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+                from tests.postgres_server import start
+
+                server = start(durable=True)
+                url = server.url
+            schema = f"bench_{os.getpid()}"
+            try:
+                provision_figure("provision_postgresql", f"{url}{'&' if '?' in url else '?'}schema={schema}", sizes["import_sqlite"], "<= 1.5 x sqlite (same run); import <= 2 x")
+            finally:
+                if server is not None:
+                    server.stop()
 
         if want("storm_sqlite"):
             db = str(folder / "storm.sqlite")
@@ -174,6 +196,11 @@ def main() -> None:
     print(f"{'figure':<70} {'median':>10} {'min':>10} {'max':>10}  target / note")
     for _, label, values, note in results:
         print(f"{label:<70} {statistics.median(values):>10.3f} {min(values):>10.3f} {max(values):>10.3f}  {note}")
+    medians = {name: statistics.median(values) for name, _, values, _ in results}
+    for what, name in (("one provision", "provision"), ("import", "provision-import")):
+        pg, lite = medians.get(name.replace("provision", "provision_postgresql")), medians.get(name.replace("provision", "provision_sqlite"))
+        if pg is not None and lite is not None:
+            print(f"postgresql / sqlite, {what} (same run): {pg:.3f} s / {lite:.3f} s = {pg / lite:.2f} x")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import uuid
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +38,9 @@ class Run:
 
 
 class Dps:
-    """Runs `dpsctl --db STORE ...` in-process, as a user would type it."""
+    """Runs `dpsctl --db STORE ...` in-process, as a user would type it (STORE: a file, or a PostgreSQL URL)."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path | str) -> None:
         self.store = store
         self.runner = CliRunner()
         self.command = typer.main.get_command(app)
@@ -65,10 +69,34 @@ class Dps:
         from dpsctl.store import open_store
         from dpsctl.store.schema import KINDS
 
-        if not self.store.exists():
+        if not self.exists():
             return {}
-        with open_store(self.store).transaction() as tx:
+        with open_store(self.store) as store, store.transaction() as tx:
             return {kind: list(tx.scan(kind)) for kind in KINDS}
+
+    @property
+    def is_file(self) -> bool:
+        """True for a file store (TinyDB, SQLite), False for a PostgreSQL URL."""
+        return isinstance(self.store, Path)
+
+    def exists(self) -> bool:
+        """True when the store has been created."""
+        if self.is_file:
+            return self.store.exists()  # type: ignore[union-attr]
+        from dpsctl.store import open_store
+
+        with open_store(self.store) as store:
+            return store.exists()
+
+    def sibling(self, name: str) -> Dps:
+        """A dpsctl on another, new store of the same backend (for copies and round trips)."""
+        if isinstance(self.store, Path):
+            return Dps(self.store.with_name(name + self.store.suffix))
+        return Dps(re.sub(r"schema=([a-z0-9_]+)", lambda m: f"schema={m.group(1)}_{name}", self.store))
+
+    def fingerprint(self) -> object:
+        """What proves the store unchanged: a file's bytes; a database's records."""
+        return self.store.read_bytes() if isinstance(self.store, Path) else self.snapshot()
 
 
 @pytest.fixture(autouse=True)
@@ -78,12 +106,64 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 STORE_FILES = {"tinydb": "dps.json", "sqlite": "dps.sqlite"}
+BACKENDS = [*sorted(STORE_FILES), "postgresql"]  # every backend a store can be opened with (memory aside)
+POSTGRES_URL_ENV = "DPSCTL_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(params=sorted(STORE_FILES))
 def dps(request: pytest.FixtureRequest, tmp_path: Path) -> Dps:
-    """A dpsctl bound to a fresh store file; every CLI test runs once per file backend."""
+    """A dpsctl bound to a fresh store file; every test using it runs once per file backend (tests/cli adds PostgreSQL)."""
     return Dps(tmp_path / STORE_FILES[request.param])
+
+
+def _no_postgres(reason: str) -> None:
+    """Skip the PostgreSQL tests (one line: why), or fail under CI, where they must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL tests cannot run under CI=true: {reason}", pytrace=False)
+    pytest.skip(f"no PostgreSQL server: {reason} (set {POSTGRES_URL_ENV}, or install PostgreSQL's initdb and pg_ctl)")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server URL: DPSCTL_TEST_POSTGRES_URL, else a throwaway server started for this session."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        _no_postgres("psycopg is not installed (pip install -e '.[test,postgres]')")
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if url:
+        yield url
+        return
+    from tests.postgres_server import start
+
+    try:
+        server = start()
+    except RuntimeError as exc:
+        _no_postgres(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A store URL of its own for one test: a fresh schema (and the schemas of its siblings), dropped afterwards."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{postgres_server}{'&' if '?' in postgres_server else '?'}schema={schema}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        names = [row[0] for row in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (schema + "%",))]
+        for name in names:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def store_for(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Path | str:
+    """A new store location of `backend`: a file in tmp_path, or a fresh PostgreSQL schema."""
+    if backend == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return tmp_path / STORE_FILES[backend]
 
 
 def dpsctl_process(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

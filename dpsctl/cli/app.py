@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "import": ("dpsctl.cli.transfer", "register", "Create or update everything in FILE, all or nothing; running it twice changes nothing."),
     "export": ("dpsctl.cli.transfer", "register", "Print the service settings, linked hubs, enrollments and groups as one importable document."),
     "stats": ("dpsctl.cli.stats", "register", "Counts of hubs, enrollments, groups, registrations by status, operations, and devices per hub."),
-    "store": ("dpsctl.cli.store", "app", "The store itself: backend, size, record counts; migration between TinyDB and SQLite."),
+    "store": ("dpsctl.cli.store", "app", "The store itself: backend, size, record counts; migration between TinyDB, SQLite and PostgreSQL."),
     "demo": ("dpsctl.cli.demo", "register", "Provision a symmetric-key, an X.509 and a TPM device against the current store (rerunnable)."),
     "serve": ("dpsctl.cli.serve", "register", "Serve DPS for the official Azure IoT SDK clients: HTTPS, MQTT over TLS, and MQTT over WebSockets."),
 }
@@ -100,7 +100,7 @@ def _version(value: bool) -> None:
 def root(
     db: Annotated[
         str,
-        typer.Option("--db", envvar="DPSCTL_DB", help="Store file: a TinyDB JSON file, or SQLite for *.sqlite, *.sqlite3, *.db. Created 0600 on first use.", show_default=True),
+        typer.Option("--db", envvar="DPSCTL_DB", help="Store: a TinyDB JSON file, SQLite for *.sqlite, *.sqlite3, *.db (created 0600 on first use), or a postgresql:// URL (pip install 'dpsctl[postgres]').", show_default=True),
     ] = DEFAULT_DB,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:

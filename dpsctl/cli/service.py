@@ -85,7 +85,7 @@ def register_init(root: typer.Typer) -> None:
 
         with open_store(STATE.db) as store:
             if store.exists():
-                raise Conflict(f"store {STATE.db} already exists", hint="use another --db path, or `dpsctl service update`")
+                raise Conflict(f"store {store.location} already exists", hint="use another --db path, or `dpsctl service update`")
             with store.transaction(write=True) as tx:
                 init_service(tx, now(), id_scope=id_scope, allocation_policy=allocation_policy)
                 _show(tx, output)

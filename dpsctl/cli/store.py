@@ -9,12 +9,12 @@ import typer
 from dpsctl.cli.context import STATE, OutputOpt
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(add_completion=False, help="The store itself: backend, size, record counts; migration between TinyDB and SQLite.", no_args_is_help=True)
+app = typer.Typer(add_completion=False, help="The store itself: backend, size, record counts; migration between TinyDB, SQLite and PostgreSQL.", no_args_is_help=True)
 
 
 @app.command("info")
 def show_info(output: OutputOpt = Output.table) -> None:
-    """Show the backend, path, size on disk and record counts."""
+    """Show the backend, path (a URL without its password), size on disk and record counts."""
     from dpsctl.store import open_store
     from dpsctl.store.migrate import record_counts
 
@@ -26,7 +26,7 @@ def show_info(output: OutputOpt = Output.table) -> None:
 
 @app.command("migrate")
 def migrate(
-    to: Annotated[str, typer.Option("--to", help="The new store: *.sqlite/*.sqlite3/*.db for SQLite, anything else for a TinyDB file.")],
+    to: Annotated[str, typer.Option("--to", help="The new store: a postgresql:// URL, *.sqlite/*.sqlite3/*.db for SQLite, any other file name for TinyDB.")],
     output: OutputOpt = Output.table,
 ) -> None:
     """Copy the whole store (service, hubs, enrollments, registrations, devices, history) into a new store."""
@@ -37,7 +37,8 @@ def migrate(
         if not source.exists():
             from dpsctl.core.errors import NotFound
 
-            raise NotFound(f"store {STATE.db} does not exist")
+            raise NotFound(f"store {source.location} does not exist")
         counts = copy(source, target)
     emit({"from": source.location, "to": target.location, "backend": target.backend, "records": counts}, output)
-    info(f"copied {sum(counts.values())} records; use it with --db {to} (or DPSCTL_DB={to})")
+    # The target as shown (a URL without its password: give that again as PGPASSWORD or in ~/.pgpass).
+    info(f"copied {sum(counts.values())} records; use it with --db {target.location} (or DPSCTL_DB={target.location})")

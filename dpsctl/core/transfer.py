@@ -216,6 +216,9 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         save_service(tx, new_service)
     _import_cas(tx, cas, plan)
 
+    # The stored versions in one read, not one per record (a round trip each on a database server).
+    for kind in sorted(set(KIND.values())):
+        tx.prefetch(kind, [entry.id for entry, _ in entries if KIND[entry.is_group] == kind])
     operations = 0
     ts = format_timestamp(now)
     group_types: dict[str, int] = {}

@@ -23,7 +23,10 @@ def tls_files(db: str, host: str, tls_cert: str | None, tls_key: str | None) -> 
         cert, key = Path(tls_cert), Path(tls_key)
         check_server_files(cert, key)
         return TlsFiles(cert, key, None)
-    folder = Path(tempfile.mkdtemp(prefix="dpsctl-serve-")) if db == ":memory:" else Path(db).resolve().parent / DEV_FOLDER
+    if db == ":memory:":
+        folder = Path(tempfile.mkdtemp(prefix="dpsctl-serve-"))
+    else:  # beside a store file; for a database URL, in the current folder (never in a folder named `postgresql:`)
+        folder = (Path.cwd() if "://" in db else Path(db).resolve().parent) / DEV_FOLDER
     return dev_tls(folder, host)
 
 
@@ -74,7 +77,7 @@ def run(
         if store is not None:
             store.close()
         raise
-    _banner(running.host, running.port, running.mqtt_port, db, store.backend, settings.id_scope, files, options)
+    _banner(running.host, running.port, running.mqtt_port, store.location, store.backend, settings.id_scope, files, options)
 
     stop = threading.Event()
     previous = {}

@@ -70,6 +70,12 @@ class Transaction:
             return None if doc is _DELETED else doc
         return self._base_get(kind, key)
 
+    def prefetch(self, kind: str, keys: Iterable[str]) -> None:
+        """A hint: these records of `kind` are about to be read one by one (an import, say).
+
+        A backend across a network reads them in one go instead of one round trip each; the others ignore it.
+        """
+
     def put(self, kind: str, doc: Doc) -> None:
         """Create or replace a record."""
         self._check_writable()
@@ -113,6 +119,15 @@ class Transaction:
         extract = INDEXES[kind][index]
         wanted = value.lower()
         return [doc for doc in self.scan(kind) if (extract(doc) or "").lower() == wanted]
+
+    def _merge_found(self, kind: str, index: str, wanted: str, found: dict[str, Doc]) -> list[Doc]:
+        """Records a database's index lookup `found` (key -> doc), corrected by this transaction's pending changes."""
+        extract = INDEXES[kind][index]
+        for key, doc in self.changes.get(kind, {}).items():
+            found.pop(key, None)
+            if doc is not _DELETED and (extract(doc) or "").lower() == wanted:
+                found[key] = doc
+        return [found[key] for key in sorted(found)]
 
     def _check_writable(self) -> None:
         if not self.writable:
@@ -163,3 +178,11 @@ class Store(abc.ABC):
     def size_bytes(self) -> int:
         """Size of the store on disk (0 for memory)."""
         return 0
+
+    @abc.abstractmethod
+    def change_stamp(self, kinds: Iterable[str]) -> tuple[object, ...]:
+        """A value that changes whenever a commit, by any process, changed a record of one of `kinds`.
+
+        Equal stamps mean no such commit in between (a backend may also change it for other commits, never
+        miss one). Cheap enough to ask on every TLS handshake: it never reads the records themselves.
+        """

@@ -58,6 +58,14 @@ INDEXES: dict[str, dict[str, Callable[[Doc], str | None]]] = {
 KINDS = tuple(KEYS)
 
 
+def index_set() -> str:
+    """The indexes of INDEXES as a stored fingerprint (JSON list of `kind.name`): a store written with another set
+    has the index rows of the difference rebuilt when it is opened (a new index is named anew, never redefined)."""
+    import json
+
+    return json.dumps(sorted(f"{kind}.{name}" for kind, names in INDEXES.items() for name in names))
+
+
 def key_of(kind: str, doc: Doc) -> str:
     """The unique key of `doc` within `kind`."""
     return KEYS[kind](doc)

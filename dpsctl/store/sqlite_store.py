@@ -12,6 +12,7 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from dpsctl.core.errors import StoreBusy, StoreError
@@ -19,7 +20,7 @@ from dpsctl.core.safefiles import CLOEXEC, NOFOLLOW, os_error, sync_folder
 from dpsctl.store.base import _DELETED, Store, Transaction
 from dpsctl.store.files import check_store_file, remove_empty, secure_side_files, store_target
 from dpsctl.store.locking import lock_timeout
-from dpsctl.store.schema import APP_MARKER, INDEXES, SCHEMA_VERSION, Doc
+from dpsctl.store.schema import APP_MARKER, INDEXES, SCHEMA_VERSION, Doc, index_set
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,14 +47,17 @@ CREATE INDEX IF NOT EXISTS record_index_by_value ON record_index (kind, name, va
 """
 
 _CREATING = (".new",)  # the suffix of a store being built beside its path (see SqliteStore._create)
+CHANGES = "changes:"  # meta rows counting the commits that changed each kind
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _index_rows(kind: str, key: str, doc: Doc) -> list[tuple[str, str, str, str]]:
-    """(kind, key, name, value) rows for the indexed fields of one record."""
+def _index_rows(kind: str, key: str, doc: Doc, names: set[str] | None = None) -> list[tuple[str, str, str, str]]:
+    """(kind, key, name, value) rows for the indexed fields of one record (of the indexes `names` only, if given)."""
     rows = []
     for name, extract in INDEXES.get(kind, {}).items():
+        if names is not None and name not in names:
+            continue
         value = extract(doc)
         if value:
             rows.append((kind, key, name, str(value).lower()))
@@ -126,7 +130,6 @@ class _SqliteTransaction(Transaction):
 
     def find(self, kind: str, index: str, value: str) -> list[Doc]:
         """Indexed lookup in the database, merged with this transaction's pending changes."""
-        extract = INDEXES[kind][index]
         wanted = value.lower()
         rows = self.conn.execute(
             "SELECT r.key, r.doc FROM record_index i CROSS JOIN records r ON r.kind = i.kind AND r.key = i.key "
@@ -134,11 +137,7 @@ class _SqliteTransaction(Transaction):
             (kind, index, wanted),
         )
         found = {key: json.loads(doc) for key, doc in rows}
-        for key, doc in self.changes.get(kind, {}).items():
-            found.pop(key, None)
-            if doc is not _DELETED and (extract(doc) or "").lower() == wanted:
-                found[key] = doc
-        return [found[key] for key in sorted(found)]
+        return self._merge_found(kind, index, wanted, found)
 
 
 class SqliteStore(Store):
@@ -238,7 +237,7 @@ class SqliteStore(Store):
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))])
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION)), ("indexes", index_set())])
             finally:
                 conn.close()  # the last connection: checkpoints into the main file and removes the -wal
             try:
@@ -280,6 +279,30 @@ class SqliteStore(Store):
                 f"store {self.path} was written by a newer dpsctl (schema version {version}; this dpsctl reads {SCHEMA_VERSION}); it was left untouched",
                 hint="upgrade dpsctl (pip install -U dpsctl)",
             )
+        if meta.get("indexes", index_set()) != index_set():  # (a store from before the fingerprint: today's set)
+            self._reindex(conn)
+
+    def _reindex(self, conn: sqlite3.Connection) -> None:
+        """Build the index rows of indexes this dpsctl has and the store's writer had not; drop those it has not."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'indexes'").fetchone()
+            old, new = set(json.loads(row[0])) if row else set(), set(json.loads(index_set()))
+            for entry in sorted(old - new):
+                kind, _, name = entry.partition(".")
+                conn.execute("DELETE FROM record_index WHERE kind = ? AND name = ?", (kind, name))
+            added: dict[str, set[str]] = {}
+            for entry in sorted(new - old):
+                kind, _, name = entry.partition(".")
+                added.setdefault(kind, set()).add(name)
+            for kind, names in added.items():
+                records = conn.execute("SELECT key, doc FROM records WHERE kind = ?", (kind,)).fetchall()
+                conn.executemany("INSERT OR REPLACE INTO record_index VALUES (?, ?, ?, ?)", [r for key, doc in records for r in _index_rows(kind, key, json.loads(doc), names)])
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', ?)", (index_set(),))
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
 
     def _begin(self, writable: bool) -> Transaction:
         # A symbolic link is followed to its target, which SQLite opens (its side files and locks are there).
@@ -319,7 +342,29 @@ class SqliteStore(Store):
             conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", deleted)
             conn.executemany("INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)", [(kind, key, _dumps(doc)) for key, doc in kept])
             conn.executemany("INSERT INTO record_index (kind, key, name, value) VALUES (?, ?, ?, ?)", [row for key, doc in kept for row in _index_rows(kind, key, doc)])
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', ?)", (index_set(),))  # what the index rows hold
+        # The change counters that change_stamp reads (meta rows `changes:<kind>`; a store without them reads 0).
+        conn.executemany(
+            "INSERT INTO meta (name, value) VALUES (?, '1') ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            [(CHANGES + kind,) for kind, changes in tx.changes.items() if changes],
+        )
         conn.execute("COMMIT")
+
+    def change_stamp(self, kinds: Iterable[str]) -> tuple[object, ...]:
+        """The database file's identity and the change counters of `kinds` (one indexed read of `meta`)."""
+        kinds = tuple(kinds)
+        try:
+            ino = os.stat(self.path).st_ino
+        except OSError:
+            return (None, *(0 for _ in kinds))
+        tx = self._begin(False)
+        try:
+            assert isinstance(tx, _SqliteTransaction)
+            marks = ",".join("?" * len(kinds))
+            counters = dict(tx.conn.execute(f"SELECT name, value FROM meta WHERE name IN ({marks})", [CHANGES + k for k in kinds]).fetchall())
+        finally:
+            self._end(tx)
+        return (ino, *(int(counters.get(CHANGES + kind, 0)) for kind in kinds))
 
     def _end(self, tx: Transaction) -> None:
         assert isinstance(tx, _SqliteTransaction)

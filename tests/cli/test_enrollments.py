@@ -73,7 +73,7 @@ def test_invalid_registration_ids_are_refused_and_nothing_is_written(dps, reg_id
     assert run.exit_code == 2, run
     assert "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) <= 2
-    assert not dps.store.exists() or dps.json("enrollment", "list") == []
+    assert not dps.exists() or dps.json("enrollment", "list") == []
 
 
 def test_bad_keys_are_refused_without_echoing_them(dps):

@@ -103,7 +103,7 @@ def test_export_then_import_reproduces_the_store(dps, tmp_path):
     dps.ok("import", write(tmp_path, DOC))
     dps.ok("enrollment", "add", "solo", "--attestation", "symmetricKey", "--edge")
     exported = dps.ok("export", "--show-keys", "-o", "json").stdout
-    copy = Dps(tmp_path / ("copy" + dps.store.suffix))
+    copy = dps.sibling("copy")
     copy.ok("import", write(tmp_path, json.loads(exported), "export.json"))
     assert copy.ok("export", "--show-keys", "-o", "json").stdout == exported
     # Without --show-keys the export hides keys, and importing it over the store keeps the stored keys.
@@ -137,7 +137,7 @@ def test_ca_certificates_travel_with_the_groups_that_reference_them(dps, tmp_pat
     dps.ok("enrollment-group", "add", "cams", "--attestation", "x509", "--ca-ref", "transfer-root")
     exported = dps.ok("export", "-o", "json").stdout
     assert json.loads(exported)["certificates"][0]["name"] == "transfer-root"
-    copy = Dps(tmp_path / ("copy" + dps.store.suffix))
+    copy = dps.sibling("copy")
     plan = copy.json("import", write(tmp_path, json.loads(exported), "with-ca.json"))
     assert plan["created"]["certificates"] == ["transfer-root"] and plan["created"]["enrollmentGroups"] == ["cams"]
     assert copy.json("ca", "show", "transfer-root")["properties"]["isVerified"] is True

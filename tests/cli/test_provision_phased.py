@@ -273,7 +273,7 @@ def test_a_held_allocation_slows_no_other_command(dps, webhook, tmp_path, alloca
 
     # The baseline runs on a twin of the store (same records, no allocation in flight), each command just before
     # and just after its held run: the two measurements of a pair see the same load of the machine.
-    twin = tmp_path / f"twin{dps.store.suffix}"
+    twin = dps.sibling("twin").store
     assert cli(dps.store, "store", "migrate", "--to", str(twin)).returncode == 0
     key = derive_device_key(GROUP_KEY, "device-a")
     slow = subprocess.Popen(
@@ -307,7 +307,7 @@ def test_a_held_allocation_slows_no_other_command(dps, webhook, tmp_path, alloca
 
     ratios = [h / b for h, b in zip(held, baseline)]
     print(
-        f"\n{allocator} held [{dps.store.suffix}]: baseline median {statistics.median(baseline) * 1000:.0f} ms, "
+        f"\n{allocator} held [{dps.store.suffix if dps.is_file else 'postgresql'}]: baseline median {statistics.median(baseline) * 1000:.0f} ms, "
         f"held median {statistics.median(held) * 1000:.0f} ms; held/baseline min {min(ratios):.2f} median {statistics.median(ratios):.2f} "
         f"max {max(ratios):.2f}; {again} of {len(ratios)} pairs measured again"
     )

@@ -321,7 +321,7 @@ def test_disabled_group_refuses_its_devices(dps):
 def test_dry_run_writes_nothing(dps):
     init(dps, "hub-a")
     dps.ok("enrollment", "add", "dev-1", "--attestation", "symmetricKey", "--primary-key", KEY_A)
-    before = dps.store.read_bytes()
+    before = dps.fingerprint()
 
     doc = provision(dps, "--registration-id", "dev-1", "--symmetric-key", KEY_A, "--dry-run")
     assert doc["status"] == "assigned" and doc["registrationState"]["assignedHub"] == HUB_A
@@ -329,7 +329,7 @@ def test_dry_run_writes_nothing(dps):
     table = dps.ok("provision", "--registration-id", "dev-1", "--symmetric-key", KEY_A, "--dry-run")
     assert "dry run: nothing was written" in table.stdout
 
-    assert dps.store.read_bytes() == before
+    assert dps.fingerprint() == before
     assert dps("registration", "show", "dev-1").exit_code == 3
     assert devices(dps) == [] and history(dps) == []
 

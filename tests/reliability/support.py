@@ -21,7 +21,9 @@ from dpsctl.store import open_store
 from dpsctl.store.schema import KINDS, key_of
 from tests.conftest import Dps
 
-BACKENDS = {"tinydb": "dps.json", "sqlite": "dps.sqlite"}
+BACKENDS = {"tinydb": "dps.json", "sqlite": "dps.sqlite", "postgresql": ""}  # postgresql: a fresh schema per test
+
+Location = Path | str  # a store file, or a PostgreSQL URL
 ID_SCOPE = "0ne00000A0A"
 GROUP = "fleet"
 GROUP_KEY = "oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA=="
@@ -46,9 +48,10 @@ CHILD = textwrap.dedent(
     from dpsctl.cli.errors import run_guarded
     from dpsctl.store.sqlite_store import SqliteStore
     from dpsctl.store.tinydb_store import TinyDBStore
+    from dpsctl.store.postgres_store import PostgresStore
 
     if sys.argv[1] == "markers":
-        for cls in (SqliteStore, TinyDBStore):
+        for cls in (SqliteStore, TinyDBStore, PostgresStore):
             def wrap(real):
                 def _commit(self, tx):
                     proto.write(f"c {time.monotonic()}\\n")
@@ -198,10 +201,40 @@ def make_base(store: Path) -> Dps:
     return dps
 
 
-def contents(store: Path) -> dict[str, list[dict[str, Any]]]:
+def contents(store: Location) -> dict[str, list[dict[str, Any]]]:
     """Every record of every kind, read through the store API (in one read transaction)."""
-    with open_store(store).transaction() as tx:
+    with open_store(store) as opened, opened.transaction() as tx:
         return {kind: list(tx.scan(kind)) for kind in KINDS}
+
+
+def label(store: Location) -> str:
+    """The backend, for test summaries: the file suffix, or postgresql."""
+    return store.suffix if isinstance(store, Path) else "postgresql"
+
+
+def exists(store: Location) -> bool:
+    """True when the store has been created."""
+    if isinstance(store, Path):
+        return store.exists()
+    with open_store(store) as opened:
+        return opened.exists()
+
+
+def _pg(store: str) -> tuple[Any, str]:
+    """A psycopg connection to the store's database, and the store's schema."""
+    import psycopg
+
+    from dpsctl.store.pglocation import parse
+
+    where = parse(store)
+    return psycopg.connect(where.conninfo, autocommit=True), where.schema
+
+
+def drop_pg_store(store: str) -> None:
+    """Remove a PostgreSQL store altogether (its schema)."""
+    conn, schema = _pg(store)
+    with conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def service_of(snapshot: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -214,17 +247,19 @@ def operations_of(snapshot: dict[str, list[dict[str, Any]]]) -> int:
     return service_of(snapshot)["operations"] + sum(doc["value"] for doc in snapshot.get("counters", []))
 
 
-def store_files(store: Path) -> set[str]:
+def store_files(store: Path) -> set[str]:  # (file stores only)
     """The names a store may legitimately have beside it."""
     return {store.name, store.name + ".lock", store.name + "-wal", store.name + "-shm", store.name + "-journal"}
 
 
-def stray_files(store: Path) -> list[str]:
+def stray_files(store: Location) -> list[str]:
     """Files in the store's folder that are not the store or its lock/WAL files (temporary files, say)."""
+    if not isinstance(store, Path):
+        return []  # a database has no files of its own beside it
     return sorted(p.name for p in store.parent.iterdir() if p.name not in store_files(store))
 
 
-def assert_store_whole(store: Path) -> dict[str, list[dict[str, Any]]]:
+def assert_store_whole(store: Location) -> dict[str, list[dict[str, Any]]]:
     """The store opens, every kind reads, keys are unique, and SQLite's own checks pass; returns its contents.
 
     (A TinyDB file that reads at all has passed its checks: JSON, the dpsctl marker, the schema version.)
@@ -233,6 +268,18 @@ def assert_store_whole(store: Path) -> dict[str, list[dict[str, Any]]]:
     for kind, docs in snapshot.items():
         keys = [key_of(kind, doc) for doc in docs]
         assert len(keys) == len(set(keys)), f"duplicate {kind} keys in {store}"
+    if not isinstance(store, Path):
+        from dpsctl.store.postgres_store import _index_rows as pg_index_rows
+
+        pg, schema = _pg(store)
+        with pg:
+            if pg.execute("SELECT to_regclass(%s)", (f'"{schema}".record_index',)).fetchone()[0] is None:
+                assert snapshot == {kind: [] for kind in KINDS}
+                return snapshot
+            stored = set(pg.execute(f'SELECT kind, key, name, value FROM "{schema}".record_index').fetchall())
+            expected = {row for kind, docs in snapshot.items() for doc in docs for row in pg_index_rows(kind, key_of(kind, doc), doc)}
+            assert stored == expected, f"record_index disagrees with records in {store}"
+        return snapshot
     if store.suffix == ".sqlite":
         conn = sqlite3.connect(store)
         try:
@@ -249,8 +296,14 @@ def assert_store_whole(store: Path) -> dict[str, list[dict[str, Any]]]:
     return snapshot
 
 
-def reset_store(store: Path, base: bytes) -> None:
+def reset_store(store: Location, base: Any) -> None:
     """Put the base store back (and nothing else: no WAL of an earlier run, no temporary files)."""
+    if not isinstance(store, Path):
+        drop_pg_store(store)
+        with open_store(store) as opened, opened.transaction(write=True) as tx:
+            for kind, docs in base.items():
+                tx.put_many(kind, docs)
+        return
     for path in store.parent.iterdir():
         if path.is_dir():
             shutil.rmtree(path)
@@ -261,8 +314,11 @@ def reset_store(store: Path, base: bytes) -> None:
         handle.write(base)
 
 
-def frozen_base(store: Path) -> bytes:
-    """The bytes of a closed store (for SQLite: checkpointed, so that the main file is the whole store)."""
+def frozen_base(store: Location) -> Any:
+    """The bytes of a closed store (for SQLite: checkpointed, so that the main file is the whole store);
+    a database's records."""
+    if not isinstance(store, Path):
+        return contents(store)
     if store.suffix == ".sqlite":
         conn = sqlite3.connect(store)
         try:

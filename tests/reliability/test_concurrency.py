@@ -2,7 +2,8 @@
 
 Each worker is one Python process that calls dpsctl's real entry point in-process once per command (so every
 command takes the store lock and commits on its own, as a separate `dpsctl` run would); all workers are
-released at the same moment. Both file backends: TinyDB (flock + atomic rename) and SQLite (BEGIN IMMEDIATE).
+released at the same moment. Both file backends: TinyDB (flock + atomic rename) and SQLite (BEGIN IMMEDIATE); and PostgreSQL
+(an advisory lock per writing transaction).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tests.reliability.support import (
     BUSY_MESSAGE,
     add_enrollment,
     assert_store_whole,
+    label,
     make_base,
     provision_one,
     run_workers,
@@ -37,7 +39,9 @@ READERS = ("enrollment", "registration", "device")
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
     folder = tmp_path / "store"
     folder.mkdir()
     return folder / BACKENDS[request.param]
@@ -178,7 +182,7 @@ def test_with_no_lock_wait_the_only_error_is_store_busy(store: Path) -> None:
     assert_provisioned(dps, ok_devices)
     assert {e["registrationId"] for e in dps.json("enrollment", "list")} == ok_enrollments
     assert dps.json("service", "show")["properties"]["operationsCount"] == 1 + len(ok_enrollments) + len(ok_devices)
-    print(f"[{store.suffix}] no-wait run: {busy} of {WORKERS * 25} commands got StoreBusy ({busy_readers} of them readers)")
+    print(f"[{label(store)}] no-wait run: {busy} of {WORKERS * 25} commands got StoreBusy ({busy_readers} of them readers)")
 
 
 def test_eight_processes_creating_the_same_new_store(store: Path) -> None:

@@ -33,7 +33,10 @@ from tests.reliability.support import (
     Outcome,
     assert_store_whole,
     contents,
+    drop_pg_store,
+    exists,
     frozen_base,
+    label,
     make_base,
     operations_of,
     reset_store,
@@ -58,11 +61,13 @@ class Tally:
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "store"
-    folder.mkdir()
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path | str:
     # Commands run after a kill must not wait: the dead process's lock has to be gone already.
     monkeypatch.setenv("DPSCTL_LOCK_TIMEOUT", "2")
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    folder = tmp_path / "store"
+    folder.mkdir()
     return folder / BACKENDS[request.param]
 
 
@@ -86,7 +91,9 @@ def kill_at_random_moments(
     rng = random.Random(f"{SEED}-{label}")
 
     def fresh() -> None:
-        if base is None:
+        if base is None and not isinstance(store, Path):
+            drop_pg_store(store)
+        elif base is None:
             for path in store.parent.iterdir():
                 path.unlink()
         else:
@@ -199,7 +206,7 @@ def test_a_killed_import_writes_all_or_nothing(store: Path, tmp_path: Path) -> N
         return rng.uniform(end - 0.3 * (end - begin), end)  # the end of it: the rename, the SQL COMMIT
 
     command = ["--db", str(store), "import", str(document), "-o", "json"]
-    kill_at_random_moments(store, base, [command], delays, check, f"import of {IMPORT_RECORDS} records [{store.suffix}]")
+    kill_at_random_moments(store, base, [command], delays, check, f"import of {IMPORT_RECORDS} records [{label(store)}]")
     # and the real entry point, in its own process, opens the last store too
     assert dpsctl_process("--db", str(store), "store", "info").returncode == 0
 
@@ -236,7 +243,7 @@ def test_a_killed_storm_keeps_exactly_its_committed_chunks(store: Path) -> None:
         return rng.uniform(0.002, 0.95 * (calibration.commits_done[-1] - calibration.started_at))
 
     command = storm(store, pattern, STORM_DEVICES, STORM_CHUNK)
-    kill_at_random_moments(store, base, [command], delays, check, f"storm of {STORM_DEVICES} in chunks of {STORM_CHUNK} [{store.suffix}]")
+    kill_at_random_moments(store, base, [command], delays, check, f"storm of {STORM_DEVICES} in chunks of {STORM_CHUNK} [{label(store)}]")
     assert dpsctl_process("--db", str(store), "store", "info").returncode == 0
 
 
@@ -245,7 +252,7 @@ def test_a_first_command_killed_while_creating_the_store(store: Path) -> None:
     commands = [["--db", str(store), "init", "--id-scope", ID_SCOPE], ["--db", str(store), "enrollment", "add", "e1", "--attestation", "symmetricKey"]]
 
     def check(outcome: Outcome) -> str:
-        if not store.exists():
+        if not exists(store):
             assert not outcome.commits_done, "a commit returned, yet there is no store"
             return "no store"
         snapshot = assert_store_whole(store)
@@ -255,7 +262,7 @@ def test_a_first_command_killed_while_creating_the_store(store: Path) -> None:
         assert calibration.finished_at
         return rng.uniform(0.0, calibration.commits_done[-1] - calibration.started_at)
 
-    kill_at_random_moments(store, None, commands, delays, check, f"store creation [{store.suffix}]")
+    kill_at_random_moments(store, None, commands, delays, check, f"store creation [{label(store)}]")
 
 
 # --------------------------------------------------------------------------- killed while allocations are in flight (issue 12)
@@ -379,7 +386,7 @@ def test_a_storm_killed_while_its_allocations_are_in_flight_keeps_whole_chunks(s
         # Half anywhere in the run (mostly allocations in flight), half among the settling commits.
         return rng.uniform(0.002, 0.95 * last) if rng.random() < 0.5 else rng.uniform(first, last)
 
-    kill_at_random_moments(store, base, [command], delays, check, f"custom-allocated storm of {CUSTOM_DEVICES} in chunks of {CUSTOM_CHUNK} [{store.suffix}]")
+    kill_at_random_moments(store, base, [command], delays, check, f"custom-allocated storm of {CUSTOM_DEVICES} in chunks of {CUSTOM_CHUNK} [{label(store)}]")
 
 
 def test_a_provision_killed_while_its_webhook_is_held_writes_nothing(store: Path, held_webhook: HeldWebhook) -> None:

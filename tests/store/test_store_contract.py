@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -15,16 +16,32 @@ from dpsctl.store.memory import MemoryStore
 from dpsctl.store.sqlite_store import SqliteStore
 from dpsctl.store.tinydb_store import TinyDBStore
 
-BACKENDS = ["memory", "tinydb", "sqlite"]
+BACKENDS = ["memory", "tinydb", "sqlite", "postgresql"]
+
+
+def make_store(backend, tmp_path, request):
+    if backend == "memory":
+        return MemoryStore()
+    if backend == "sqlite":
+        return SqliteStore(tmp_path / "dps.sqlite")
+    if backend == "postgresql":
+        return open_store(request.getfixturevalue("postgres_url"))
+    return TinyDBStore(tmp_path / "dps.json")
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request, tmp_path):
-    if request.param == "memory":
-        return MemoryStore()
-    if request.param == "sqlite":
-        return SqliteStore(tmp_path / "dps.sqlite")
-    return TinyDBStore(tmp_path / "dps.json")
+    with make_store(request.param, tmp_path, request) as opened:
+        yield opened
+
+
+@pytest.fixture(params=BACKENDS)
+def twin_stores(request, tmp_path):
+    """Two handles on one store, as two processes would have (the memory store: the same object)."""
+    first = make_store(request.param, tmp_path, request)
+    second = first if request.param == "memory" else open_store(first.location if request.param != "postgresql" else request.getfixturevalue("postgres_url"))
+    with first, second:
+        yield first, second
 
 
 def enrollment(reg_id: str, status: str = "enabled") -> dict:
@@ -177,6 +194,14 @@ def test_a_damaged_store_is_refused_and_left_untouched(tmp_path, case):
 def test_open_store_picks_backends(tmp_path):
     assert isinstance(open_store(":memory:"), MemoryStore)
     assert isinstance(open_store(tmp_path / "x.json"), TinyDBStore)
+    assert isinstance(open_store(tmp_path / "x.sqlite"), SqliteStore)
+    pytest.importorskip("psycopg")
+    from dpsctl.store.postgres_store import PostgresStore
+
+    for url in ("postgresql://dps@db.lab/fleet", "postgres://dps:pw@db.lab:5433/fleet?schema=ci_1&sslmode=disable"):
+        opened = open_store(url)  # connects to nothing yet
+        assert isinstance(opened, PostgresStore) and opened.backend == "postgresql" and "pw" not in opened.location
+    assert open_store("postgres://dps:pw@db.lab:5433/fleet?schema=ci_1&sslmode=disable").schema == "ci_1"
 
 
 def test_no_temporary_files_are_left_behind(tmp_path):
@@ -200,7 +225,7 @@ def test_sqlite_file_is_0600_with_wal(tmp_path):
 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert dict(conn.execute("SELECT name, value FROM meta")) == {"app": "dpsctl", "schemaVersion": "1"}
+        assert dict(conn.execute("SELECT name, value FROM meta WHERE name IN ('app', 'schemaVersion')")) == {"app": "dpsctl", "schemaVersion": "1"}
 
 
 def _foreign_sqlite(path):
@@ -326,3 +351,200 @@ def test_sqlite_statements_never_scan_a_whole_kind(tmp_path):
         plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
         assert "SCAN" not in plan, f"{sql}: {plan}"
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+# --------------------------------------------------------------------------- every backend: change stamps, lost updates
+
+
+def test_the_change_stamp_follows_commits_of_the_kinds_asked(twin_stores):
+    writer, watcher = twin_stores
+    trust = ("enrollments", "groups", "cas")
+    before = watcher.change_stamp(trust)
+    assert watcher.change_stamp(trust) == before  # asking changes nothing
+    with writer.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("a"))
+    after_put = watcher.change_stamp(trust)
+    assert after_put != before
+    with writer.transaction() as tx:  # a read commits nothing
+        tx.count("enrollments")
+    with writer.transaction(write=True) as tx:  # nor does a write transaction that changed nothing
+        tx.get("enrollments", "a")
+    assert watcher.change_stamp(trust) == after_put
+    with writer.transaction(write=True) as tx:
+        tx.delete("enrollments", "a")
+    assert watcher.change_stamp(trust) not in (before, after_put)
+    with pytest.raises(RuntimeError):
+        with writer.transaction(write=True) as tx:
+            tx.put("cas", {"name": "root", "certificate": "x"})
+            raise RuntimeError("rolled back")
+    after_delete = watcher.change_stamp(trust)
+    assert watcher.change_stamp(trust) == after_delete
+
+
+def test_the_change_stamp_ignores_other_kinds_where_the_backend_can_tell(twin_stores):
+    writer, watcher = twin_stores
+    with writer.transaction(write=True) as tx:
+        tx.put("groups", {"enrollmentGroupId": "g", "attestation": {"type": "x509"}})
+    stamp = watcher.change_stamp(("groups",))
+    with writer.transaction(write=True) as tx:
+        tx.put("registrations", {"registrationId": "r", "status": "assigned"})
+    if writer.backend != "tinydb":  # one file: any commit changes it
+        assert watcher.change_stamp(("groups",)) == stamp
+    with writer.transaction(write=True) as tx:
+        tx.put("groups", {"enrollmentGroupId": "g2", "attestation": {"type": "x509"}})
+    assert watcher.change_stamp(("groups",)) != stamp
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["a-handle-each", "one-handle"])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "memory"])
+def test_parallel_read_modify_writes_lose_no_update(backend, shared, request, tmp_path):
+    """Threads increment one counter: with a store handle each (their own connections, as separate processes
+    have), or sharing one (as a server's request threads do: PostgreSQL's pool, SQLite's idle connections)."""
+    import threading
+
+    first = make_store(backend, tmp_path, request)
+    location = request.getfixturevalue("postgres_url") if backend == "postgresql" else first.location
+    with first.transaction(write=True) as tx:
+        tx.put("service", {"counter": 0})
+    errors = []
+
+    def bump(times):
+        try:
+            with (contextlib.nullcontext(first) if shared else open_store(location)) as mine:
+                for _ in range(times):
+                    with mine.transaction(write=True) as tx:
+                        doc = tx.get("service", "service")
+                        tx.put("service", {"counter": doc["counter"] + 1})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump, args=(25,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with first, first.transaction() as tx:
+        assert tx.get("service", "service")["counter"] == 100
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture
+def pg(postgres_url):
+    with open_store(postgres_url) as store:
+        yield store
+
+
+def _psql(postgres_url):
+    import psycopg
+
+    from dpsctl.store.pglocation import parse
+
+    return psycopg.connect(parse(postgres_url).conninfo, autocommit=True)
+
+
+def test_postgresql_lookups_do_not_load_whole_tables_and_use_indexes(pg, postgres_url, monkeypatch):
+    with pg.transaction(write=True) as tx:
+        tx.put_many("enrollments", [enrollment(f"d{i}") for i in range(100)])
+        tx.put_many("registrations", [{"registrationId": f"d{i}", "status": "assigned", "symmetricKey": {"enrollmentGroupId": "g"}} for i in range(10)])
+    with pg.transaction() as tx:
+        monkeypatch.setattr(type(tx), "_load", lambda self, kind: pytest.fail(f"loaded all {kind}"))
+        assert tx.get("enrollments", "D7")["registrationId"] == "d7"
+        assert tx.count("enrollments") == 100
+        assert len(tx.find("registrations", "group", "G")) == 10
+    schema = pg.schema
+    with _psql(postgres_url) as conn:
+        conn.execute("SET enable_seqscan = off")  # a tiny table: ask whether an index *can* answer
+        for sql, args in (
+            (pg.sql.get, ("enrollments", "d1")),
+            (pg.sql.find, ("registrations", "group", "g")),
+            (pg.sql.delete_index.replace("DELETE FROM", "EXPLAIN DELETE FROM"), (["registrations"], ["d1"])),
+        ):
+            statement = sql if sql.startswith("EXPLAIN") else "EXPLAIN " + sql
+            plan = " | ".join(row[0] for row in conn.execute(statement, args))
+            assert "Seq Scan" not in plan, f"{sql}: {plan}"
+        assert schema in [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")]
+
+
+def test_postgresql_store_is_made_by_its_first_write_and_not_by_reads(postgres_url):
+    with open_store(postgres_url) as store:
+        assert not store.exists()
+        with store.transaction() as tx:
+            assert tx.count("enrollments") == 0
+        with store.transaction(write=True) as tx:
+            tx.get("enrollments", "nothing")  # writes nothing: rolled back, schema included
+        assert not store.exists()
+        with store.transaction(write=True) as tx:
+            tx.put("enrollments", enrollment("a"))
+        assert store.exists()
+    with _psql(postgres_url) as conn:
+        schema = postgres_url.rsplit("schema=", 1)[1]
+        meta = dict(conn.execute(f'SELECT name, value FROM "{schema}".meta').fetchall())
+    assert meta["app"] == "dpsctl" and meta["schemaVersion"] == "1" and meta["layoutVersion"] == "1"
+
+
+@pytest.mark.parametrize("case", ["foreign tables", "newer layout", "newer records"])
+def test_a_foreign_or_newer_postgresql_schema_is_refused_and_left_untouched(postgres_url, case):
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    with _psql(postgres_url) as conn:
+        if case == "foreign tables":
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+            conn.execute(f'CREATE TABLE "{schema}".records (id int)')
+        else:
+            with open_store(postgres_url) as store, store.transaction(write=True) as tx:
+                tx.put("enrollments", enrollment("a"))
+            name = "layoutVersion" if case == "newer layout" else "schemaVersion"
+            conn.execute(f"UPDATE \"{schema}\".meta SET value = '42' WHERE name = %s", (name,))
+        before = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,)).fetchall()
+        for write in (False, True):
+            with pytest.raises(StoreError) as info:
+                with open_store(postgres_url) as store, store.transaction(write=write) as tx:
+                    tx.count("enrollments")
+            assert "left untouched" in info.value.message and schema in postgres_url
+        after = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,)).fetchall()
+        assert before == after
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_new_kind_and_a_new_index_work_on_an_existing_store(backend, request, tmp_path, monkeypatch):
+    """What the server's next record kinds need: added to schema.py, they work on a store made before them."""
+    location = request.getfixturevalue("postgres_url") if backend == "postgresql" else str(tmp_path / "dps.sqlite")
+    with open_store(location) as store, store.transaction(write=True) as tx:
+        tx.put_many("registrations", [{"registrationId": f"r{i}", "status": "assigned" if i % 2 else "failed"} for i in range(6)])
+    import dpsctl.store.schema as schema
+
+    monkeypatch.setitem(schema.KEYS, "operations", lambda doc: str(doc["operationId"]).lower())
+    monkeypatch.setattr(schema, "KINDS", tuple(schema.KEYS))
+    monkeypatch.setitem(schema.INDEXES, "operations", {"registration": lambda doc: str(doc["registrationId"]).lower()})
+    monkeypatch.setitem(schema.INDEXES, "registrations", {**schema.INDEXES["registrations"], "parity": lambda doc: "odd" if int(doc["registrationId"][1:]) % 2 else "even"})
+    import dpsctl.store.base as base
+
+    monkeypatch.setattr(base, "KINDS", schema.KINDS)
+    with open_store(location) as store:
+        with store.transaction(write=True) as tx:
+            tx.put("operations", {"operationId": "Op-1", "registrationId": "r1", "status": "assigning"})
+        with store.transaction() as tx:
+            assert tx.get("operations", "op-1")["status"] == "assigning"
+            assert [d["operationId"] for d in tx.find("operations", "registration", "R1")] == ["Op-1"]
+            # the index added after these records were written was built for them when the store was opened
+            assert [d["registrationId"] for d in tx.find("registrations", "parity", "odd")] == ["r1", "r3", "r5"]
+        assert store.change_stamp(("operations",))[1] == 1
+
+
+def test_prefetch_is_only_a_hint(store):
+    with store.transaction(write=True) as tx:
+        tx.put_many("enrollments", [enrollment(f"d{i}") for i in range(3)])
+    with store.transaction(write=True) as tx:
+        tx.put("enrollments", enrollment("d1", "disabled"))
+        tx.prefetch("enrollments", ["D0", "d1", "missing"])
+        assert tx.get("enrollments", "d0")["provisioningStatus"] == "enabled"
+        assert tx.get("enrollments", "d1")["provisioningStatus"] == "disabled"  # the pending change wins
+        assert tx.get("enrollments", "missing") is None
+        tx.delete("enrollments", "d0")
+        assert tx.get("enrollments", "d0") is None
+        tx.put("enrollments", enrollment("missing"))
+        assert tx.get("enrollments", "MISSING") is not None
+    with store.transaction() as tx:
+        assert [d["registrationId"] for d in tx.scan("enrollments")] == ["d1", "d2", "missing"]

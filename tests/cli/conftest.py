@@ -1,0 +1,15 @@
+"""The CLI tests run over every backend: the two files and PostgreSQL (a fresh schema per test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BACKENDS, Dps, store_for
+
+
+@pytest.fixture(params=BACKENDS)
+def dps(request: pytest.FixtureRequest, tmp_path: Path) -> Dps:
+    """A dpsctl bound to a fresh store of each backend in turn."""
+    return Dps(store_for(request, tmp_path, request.param))
