@@ -168,20 +168,23 @@ def serve(dps, tls_files):
 LISTENING = re.compile(r"listening on https://[\w.:\[\]-]+:(\d+)")
 
 
-def start_serve(store: Path, *args: str) -> tuple[subprocess.Popen[str], int, str, Path]:
+def start_serve(store: Path | str, *args: str, folder: Path | None = None, log_name: str = "serve.log") -> tuple[subprocess.Popen[str], int, str, Path]:
     """`python -m dpsctl --db STORE serve --port 0 ...`: the process, its port, the banner, and its stderr file.
 
-    stderr goes to a file (serve.log beside the store), so a long run never blocks on a full pipe.
+    stderr goes to a file (`log_name` beside the store, or in `folder` for a database URL, which is also the
+    process's working folder), so a long run never blocks on a full pipe.
     """
-    log = store.parent / "serve.log"
+    folder = folder or Path(store).parent
+    log = folder / log_name
     if "--mqtt-port" not in args:
-        args = (*args, "--mqtt-port", "0")  # MQTT's default port 8883 may be taken on this machine; any free one
+        args = (*args, "--mqtt-port", "0")  # MQTT's default port 8883 may be taken on this machine: MQTT off
     with open(log, "w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dpsctl", "--db", str(store), "serve", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            cwd=folder,
         )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in iter(proc.stdout.readline, "")] and None, daemon=True).start()  # type: ignore[union-attr]
