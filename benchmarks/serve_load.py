@@ -17,6 +17,13 @@ assigned registration record and a hub identity.
     python benchmarks/serve_load.py --modes mqtt --hold 2000
     python benchmarks/serve_load.py --backend tinydb --devices 1000 --modes https-keepalive
     python benchmarks/serve_load.py --json               # the figures as one JSON object
+    python benchmarks/serve_load.py --backend postgresql --instances 1,2,3 --modes https --hold 0
+                                                         # 1, 2 and 3 instances sharing one PostgreSQL store
+
+With several instances, each listens on a loopback address of its own (127.77.0.N), with its own development
+CA (a store URL has no folder to share one in), and the clients spread their devices over them round-robin.
+With `--backend postgresql` the store is a schema of a throwaway PostgreSQL server (tests/postgres_server.py;
+its initdb and pg_ctl must be installed), or of `--postgres URL`.
 """
 
 from __future__ import annotations
@@ -41,24 +48,31 @@ from pathlib import Path
 
 ID_SCOPE = "0ne0000B0AD"
 GROUP_KEY = base64.b64encode(b"serve-load-benchmark-group-key-0").decode()  # 32 bytes
-STORE_NAMES = {"sqlite": "dps.sqlite", "tinydb": "dps.json"}
+STORE_NAMES = {"sqlite": "dps.sqlite", "tinydb": "dps.json", "postgresql": ""}
 HOST = "127.77.0.1"  # a loopback address of the benchmark's own: MQTT's port is 8883, as the SDKs expect
 
 
-def dpsctl(store: Path, *args: str) -> str:
+def host_of(instance: int) -> str:
+    """The loopback address of instance `instance` (0-based)."""
+    return f"127.77.0.{instance + 1}"
+
+
+def dpsctl(store: Path | str, *args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "dpsctl", "--db", str(store), *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"dpsctl {' '.join(args)} failed: {done.stderr}")
     return done.stdout
 
 
-def start_server(store: Path, log: Path) -> tuple[subprocess.Popen[str], int, int]:
+def start_server(store: Path | str, log: Path, host: str = HOST) -> tuple[subprocess.Popen[str], int, int]:
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dpsctl", "--db", str(store), "serve", "--host", HOST, "--port", "0", "--mqtt-port", "8883", "--fast", "--quiet"],
+            [sys.executable, "-m", "dpsctl", "--db", str(store), "serve", "--host", host, "--port", "0", "--mqtt-port", "8883", "--fast", "--quiet"],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            cwd=log.parent,
         )
     banner = ""
     for line in proc.stdout:  # type: ignore[union-attr]
@@ -73,16 +87,17 @@ def start_server(store: Path, log: Path) -> tuple[subprocess.Popen[str], int, in
     return proc, int(match.group(1)), int(mqtt.group(1))
 
 
-def _client(mode: str, port: int, ca: str, ids: list[str], out: list[tuple[str, float, int, int]]) -> None:
+def _client(mode: str, target: tuple[str, int, str], ids: list[str], out: list[tuple[str, float, int, int]]) -> None:
     """One client registering its devices in turn, each until assigned (retrying 429/5xx and resets)."""
+    host, port, ca = target
     if mode == "mqtt":
-        _mqtt_client(port, ca, ids, out)
+        _mqtt_client(host, port, ca, ids, out)
         return
     from dpsctl.core.keys import derive_device_key
     from dpsctl.core.sas import build_sas_token, device_resource_uri
 
     context = ssl.create_default_context(cafile=ca)
-    conn = http.client.HTTPSConnection(HOST, port, context=context, timeout=60)
+    conn = http.client.HTTPSConnection(host, port, context=context, timeout=60)
     for registration_id in ids:
         if mode == "https":
             conn.close()  # a device of its own: a new connection and TLS handshake
@@ -99,7 +114,7 @@ def _client(mode: str, port: int, ca: str, ids: list[str], out: list[tuple[str, 
                 payload = response.read()
             except (OSError, http.client.HTTPException):
                 conn.close()
-                conn = http.client.HTTPSConnection(HOST, port, context=context, timeout=60)
+                conn = http.client.HTTPSConnection(host, port, context=context, timeout=60)
                 retries += 1
                 continue
             if response.status == 429 or response.status >= 500:
@@ -112,7 +127,7 @@ def _client(mode: str, port: int, ca: str, ids: list[str], out: list[tuple[str, 
     conn.close()
 
 
-def _mqtt_client(port: int, ca: str, ids: list[str], out: list[tuple[str, float, int, int]]) -> None:
+def _mqtt_client(host: str, port: int, ca: str, ids: list[str], out: list[tuple[str, float, int, int]]) -> None:
     """Devices in turn, each with an MQTT session of its own, as the SDKs register."""
     from dpsctl.core.keys import derive_device_key
     from dpsctl.core.sas import build_sas_token, device_resource_uri
@@ -126,7 +141,7 @@ def _mqtt_client(port: int, ca: str, ids: list[str], out: list[tuple[str, float,
         while True:
             client = None
             try:
-                client = wire.RawMqtt(port, Path(ca), HOST, timeout=60)
+                client = wire.RawMqtt(port, Path(ca), host, timeout=60)
                 client.send(wire.connect(registration_id, wire.username(ID_SCOPE, registration_id), token))
                 client.send(wire.subscribe())
                 client.send(wire.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", json.dumps({"registrationId": registration_id}).encode()))
@@ -147,7 +162,7 @@ def _mqtt_client(port: int, ca: str, ids: list[str], out: list[tuple[str, float,
         out.append((registration_id, time.perf_counter() - started, status if body.get("status") == "assigned" else -status, retries))
 
 
-def _hold_sessions(port: int, ca: str, count: int, ready: threading.Event, stop: threading.Event, held: list[int]) -> None:
+def _hold_sessions(host: str, port: int, ca: str, count: int, ready: threading.Event, stop: threading.Event, held: list[int]) -> None:
     """COUNT MQTT sessions connected, subscribed and idle until told to stop (keep-alive 0: the server's idle limit)."""
     from tests.server import mqtt_wire as wire
 
@@ -155,7 +170,7 @@ def _hold_sessions(port: int, ca: str, count: int, ready: threading.Event, stop:
     try:
         for n in range(count):
             registration_id = f"idle-{n:05d}"
-            client = wire.RawMqtt(port, Path(ca), HOST, timeout=60)
+            client = wire.RawMqtt(port, Path(ca), host, timeout=60)
             client.send(wire.connect(registration_id, wire.username(ID_SCOPE, registration_id), None, keep_alive=0))
             client.send(wire.subscribe())
             assert client.read_packet() is not None and client.read_packet() is not None  # CONNACK, SUBACK
@@ -181,11 +196,11 @@ def _still_open(client: object) -> bool:
         return False
 
 
-def _process(mode: str, port: int, ca: str, slices: list[list[str]]) -> list[tuple[str, float, int, int]]:
-    """A client process: one thread per client slice."""
+def _process(mode: str, targets: list[tuple[str, int, str]], slices: list[tuple[int, list[str]]]) -> list[tuple[str, float, int, int]]:
+    """A client process: one thread per client slice, each client talking to the instance its number picks."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the raw MQTT client of the tests
     results: list[tuple[str, float, int, int]] = []
-    threads = [threading.Thread(target=_client, args=(mode, port, ca, ids, results)) for ids in slices]
+    threads = [threading.Thread(target=_client, args=(mode, targets[n % len(targets)], ids, results)) for n, ids in slices]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -198,13 +213,13 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def _run_mode(mode: str, port: int, mqtt_port: int, ca: str, ids: list[str], clients: int, processes: int) -> dict:
-    slices = [ids[i::clients] for i in range(clients)]
+def _run_mode(mode: str, servers: list[dict], ids: list[str], clients: int, processes: int) -> dict:
+    slices = [(i, ids[i::clients]) for i in range(clients)]
     groups = [slices[p::processes] for p in range(processes)]
-    target = mqtt_port if mode == "mqtt" else port
+    targets = [(s["host"], s["mqtt_port"] if mode == "mqtt" else s["port"], s["ca"]) for s in servers]
     wall_start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        parts = pool.starmap(_process, [(mode, target, ca, group) for group in groups])
+        parts = pool.starmap(_process, [(mode, targets, group) for group in groups])
     wall = time.perf_counter() - wall_start
     results = [r for part in parts for r in part]
     latencies = [r[1] * 1000 for r in results]
@@ -229,79 +244,114 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=5000, help="registrations per mode (default 5,000)")
     parser.add_argument("--processes", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="client processes the clients are spread over")
     parser.add_argument("--backend", choices=sorted(STORE_NAMES), default="sqlite", help="store backend (default sqlite)")
+    parser.add_argument("--postgres", default=os.environ.get("DPSCTL_BENCH_POSTGRES_URL"), help="a PostgreSQL server URL (default: a throwaway server)")
     parser.add_argument("--modes", default="https-keepalive,https,mqtt", help="comma-separated: https-keepalive, https, mqtt (default all, in that order)")
+    parser.add_argument("--instances", default="1", help="comma-separated counts of `serve` instances sharing the store, each measured in turn (default 1)")
     parser.add_argument("--hold", type=int, default=1000, help="idle MQTT sessions held open during the run (default 1,000)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not set(modes) <= {"https-keepalive", "https", "mqtt"}:
         raise SystemExit(f"unknown mode in {args.modes!r}")
+    counts = [int(n) for n in args.instances.split(",")]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
     with tempfile.TemporaryDirectory(prefix="dpsctl-serve-load-") as tmp:
         folder = Path(tmp)
-        store = folder / STORE_NAMES[args.backend]
-        dpsctl(store, "init", "--id-scope", ID_SCOPE)
-        dpsctl(store, "hub", "add", "hub-a")
-        dpsctl(store, "hub", "add", "hub-b")
-        dpsctl(store, "enrollment-group", "add", "load", "--attestation", "symmetricKey", "--primary-key", GROUP_KEY)
-        proc, port, mqtt_port = start_server(store, folder / "serve.log")
-        ca = str(folder / "dpsctl-serve" / "ca.pem")
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        figures: dict = {"backend": args.backend, "clients": args.clients, "clientProcesses": args.processes, "python": platform.python_version(), "cpus": os.cpu_count(), "modes": {}}
-        held: list[int] = []
-        stop_holding = threading.Event()
-        ready = threading.Event()
-        holder = threading.Thread(target=_hold_sessions, args=(mqtt_port, ca, args.hold, ready, stop_holding, held), daemon=True)
-        all_ids: list[str] = []
+        pg = None
+        if args.backend == "postgresql":
+            url = args.postgres
+            if url is None:
+                from tests.postgres_server import start as start_postgres
+
+                pg = start_postgres()
+                url = pg.url
+            store: Path | str = f"{url}{'&' if '?' in url else '?'}schema=serve_load"
+        else:
+            store = folder / STORE_NAMES[args.backend]
         try:
-            if args.hold:
-                holder.start()
-                ready.wait(600)
-            for mode in modes:
-                ids = [f"{mode}-{n:06d}" for n in range(args.devices)]
-                all_ids += ids
-                figures["modes"][mode] = _run_mode(mode, port, mqtt_port, ca, ids, args.clients, args.processes)
+            figures = _measure(args, modes, counts, folder, store)
         finally:
-            stop_holding.set()
-            if args.hold:
-                holder.join(600)
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=60)
-        figures["heldSessions"] = {"opened": held[0] if held else 0, "stillOpenAtEnd": held[1] if len(held) > 1 else 0, "wanted": args.hold}
-
-        from dpsctl.store import open_store
-
-        with open_store(store).transaction() as tx:
-            records = {doc["registrationId"]: doc for doc in tx.scan("registrations")}
-            devices = {doc["deviceId"] for doc in tx.scan("devices")}
-        assigned = [i for i in all_ids if records.get(i, {}).get("status") == "assigned"]
-        missing = [i for i in all_ids if i not in devices]
-        figures["accountedFor"] = {"assignedRecords": len(assigned), "hubIdentities": len(all_ids) - len(missing), "expected": len(all_ids)}
-        figures["serverExit"] = proc.returncode
-        if "mqtt" in figures["modes"] and "https" in figures["modes"]:
-            figures["mqttOverHttps"] = round(figures["modes"]["mqtt"]["throughputPerSecond"] / figures["modes"]["https"]["throughputPerSecond"], 2)
-        ok = (
-            all(m["refused"] == 0 and m["registrations"] == args.devices for m in figures["modes"].values())
-            and len(assigned) == len(all_ids)
-            and not missing
-            and proc.returncode == 0
-            and figures["heldSessions"]["stillOpenAtEnd"] == args.hold
-        )
+            if pg is not None:
+                pg.stop()
         if args.json:
             print(json.dumps(figures, indent=2))
         else:
             print(f"dpsctl serve --fast, {args.backend} store, {args.clients} clients over {args.processes} processes, Python {figures['python']}, {figures['cpus']} CPUs")
-            for mode, m in figures["modes"].items():
-                lat = m["latencyMs"]
-                print(f"  {mode:16} {m['registrations']} registrations in {m['seconds']:.2f} s: {m['throughputPerSecond']} /s; p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; retries {m['retries']}")
-            if "mqttOverHttps" in figures:
-                print(f"  MQTT / HTTPS (a connection per device, same run): {figures['mqttOverHttps']}")
+            for run in figures["runs"]:
+                for mode, m in run["modes"].items():
+                    lat = m["latencyMs"]
+                    print(f"  {run['instances']} instance(s) {mode:16} {m['registrations']} registrations in {m['seconds']:.2f} s: {m['throughputPerSecond']} /s; p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; retries {m['retries']}")
+                if "mqttOverHttps" in run:
+                    print(f"  {run['instances']} instance(s) MQTT / HTTPS (a connection per device, same run): {run['mqttOverHttps']}")
             h = figures["heldSessions"]
             print(f"  idle MQTT sessions held: {h['opened']} opened, {h['stillOpenAtEnd']} still open at the end")
-            print(f"  accounted for: {len(assigned)}/{len(all_ids)} assigned records, {len(all_ids) - len(missing)}/{len(all_ids)} hub identities")
-            print(f"  server stopped with exit code {proc.returncode}")
-        if not ok:
+            a = figures["accountedFor"]
+            print(f"  accounted for: {a['assignedRecords']}/{a['expected']} assigned records, {a['hubIdentities']}/{a['expected']} hub identities")
+            print(f"  servers stopped with exit codes {figures['serverExits']}")
+        if not figures["ok"]:
             raise SystemExit("FAILED: not every registration is accounted for")
+
+
+def _measure(args: argparse.Namespace, modes: list[str], counts: list[int], folder: Path, store: Path | str) -> dict:
+    dpsctl(store, "init", "--id-scope", ID_SCOPE)
+    dpsctl(store, "hub", "add", "hub-a")
+    dpsctl(store, "hub", "add", "hub-b")
+    dpsctl(store, "enrollment-group", "add", "load", "--attestation", "symmetricKey", "--primary-key", GROUP_KEY)
+    figures: dict = {"backend": args.backend, "clients": args.clients, "clientProcesses": args.processes, "python": platform.python_version(), "cpus": os.cpu_count(), "runs": []}
+    all_ids: list[str] = []
+    exits: list[int | None] = []
+    held: list[int] = []
+    for count in counts:
+        servers: list[dict] = []
+        procs: list[subprocess.Popen[str]] = []
+        stop_holding, ready = threading.Event(), threading.Event()
+        holder = None
+        try:
+            for n in range(count):
+                own = folder / f"run{count}-instance{n}"
+                proc, port, mqtt_port = start_server(store, own / "serve.log", host_of(n))
+                procs.append(proc)
+                ca = (Path(store).parent if isinstance(store, Path) else own) / "dpsctl-serve" / "ca.pem"
+                servers.append({"host": host_of(n), "port": port, "mqtt_port": mqtt_port, "ca": str(ca)})
+            if args.hold and count == counts[0]:
+                holder = threading.Thread(target=_hold_sessions, args=(servers[0]["host"], servers[0]["mqtt_port"], servers[0]["ca"], args.hold, ready, stop_holding, held), daemon=True)
+                holder.start()
+                ready.wait(600)
+            run: dict = {"instances": count, "modes": {}}
+            for mode in modes:
+                ids = [f"{count}-{mode}-{n:06d}" for n in range(args.devices)]
+                all_ids += ids
+                run["modes"][mode] = _run_mode(mode, servers, ids, args.clients, args.processes)
+            if "mqtt" in run["modes"] and "https" in run["modes"]:
+                run["mqttOverHttps"] = round(run["modes"]["mqtt"]["throughputPerSecond"] / run["modes"]["https"]["throughputPerSecond"], 2)
+            figures["runs"].append(run)
+        finally:
+            stop_holding.set()
+            if holder is not None:
+                holder.join(600)
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=60)
+                exits.append(proc.returncode)
+    figures["heldSessions"] = {"opened": held[0] if held else 0, "stillOpenAtEnd": held[1] if len(held) > 1 else 0, "wanted": args.hold}
+    from dpsctl.store import open_store
+
+    with open_store(store) as opened, opened.transaction() as tx:
+        records = {doc["registrationId"]: doc for doc in tx.scan("registrations")}
+        devices = {doc["deviceId"] for doc in tx.scan("devices")}
+    assigned = [i for i in all_ids if records.get(i, {}).get("status") == "assigned"]
+    missing = [i for i in all_ids if i not in devices]
+    figures["accountedFor"] = {"assignedRecords": len(assigned), "hubIdentities": len(all_ids) - len(missing), "expected": len(all_ids)}
+    figures["serverExits"] = exits
+    figures["ok"] = (
+        all(m["refused"] == 0 and m["registrations"] == args.devices for run in figures["runs"] for m in run["modes"].values())
+        and len(assigned) == len(all_ids)
+        and not missing
+        and all(code == 0 for code in exits)
+        and figures["heldSessions"]["stillOpenAtEnd"] == args.hold
+    )
+    return figures
 
 
 if __name__ == "__main__":
