@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import base64
 import http.client
+import http.server
 import json
 import multiprocessing
 import os
@@ -48,6 +49,12 @@ from pathlib import Path
 
 ID_SCOPE = "0ne0000B0AD"
 GROUP_KEY = base64.b64encode(b"serve-load-benchmark-group-key-0").decode()  # 32 bytes
+CUSTOM_KEY = base64.b64encode(b"serve-load-custom-allocation-key").decode()  # 32 bytes: the webhook group's
+
+
+def group_key_of(registration_id: str) -> str:
+    """Devices named `custom-...` belong to the webhook-allocated group, the others to the hashed one."""
+    return CUSTOM_KEY if registration_id.startswith("custom-") else GROUP_KEY
 STORE_NAMES = {"sqlite": "dps.sqlite", "tinydb": "dps.json", "postgresql": ""}
 HOST = "127.77.0.1"  # a loopback address of the benchmark's own: MQTT's port is 8883, as the SDKs expect
 
@@ -87,7 +94,7 @@ def start_server(store: Path | str, log: Path, host: str = HOST) -> tuple[subpro
     return proc, int(match.group(1)), int(mqtt.group(1))
 
 
-def _client(mode: str, target: tuple[str, int, str], ids: list[str], out: list[tuple[str, float, int, int]]) -> None:
+def _client(mode: str, target: tuple[str, int, str], ids: list[str], out: list[tuple[str, float, int, int, float]]) -> None:
     """One client registering its devices in turn, each until assigned (retrying 429/5xx and resets)."""
     host, port, ca = target
     if mode == "mqtt":
@@ -101,7 +108,7 @@ def _client(mode: str, target: tuple[str, int, str], ids: list[str], out: list[t
     for registration_id in ids:
         if mode == "https":
             conn.close()  # a device of its own: a new connection and TLS handshake
-        key = derive_device_key(GROUP_KEY, registration_id)
+        key = derive_device_key(group_key_of(registration_id), registration_id)
         token = build_sas_token(device_resource_uri(ID_SCOPE, registration_id), key, int(time.time()) + 3600, encode_sr=False)
         body = json.dumps({"registrationId": registration_id})
         headers = {"Authorization": token, "Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
@@ -123,11 +130,11 @@ def _client(mode: str, target: tuple[str, int, str], ids: list[str], out: list[t
                 continue
             break
         status = json.loads(payload).get("status") if payload else None
-        out.append((registration_id, time.perf_counter() - started, response.status if status == "assigned" else -response.status, retries))
+        out.append((registration_id, time.perf_counter() - started, response.status if status == "assigned" else -response.status, retries, time.time()))
     conn.close()
 
 
-def _mqtt_client(host: str, port: int, ca: str, ids: list[str], out: list[tuple[str, float, int, int]]) -> None:
+def _mqtt_client(host: str, port: int, ca: str, ids: list[str], out: list[tuple[str, float, int, int, float]]) -> None:
     """Devices in turn, each with an MQTT session of its own, as the SDKs register."""
     from dpsctl.core.keys import derive_device_key
     from dpsctl.core.sas import build_sas_token, device_resource_uri
@@ -159,7 +166,30 @@ def _mqtt_client(host: str, port: int, ca: str, ids: list[str], out: list[tuple[
                 time.sleep(1)
                 continue
             break
-        out.append((registration_id, time.perf_counter() - started, status if body.get("status") == "assigned" else -status, retries))
+        out.append((registration_id, time.perf_counter() - started, status if body.get("status") == "assigned" else -status, retries, time.time()))
+
+
+def _start_webhook(delay: float) -> http.server.ThreadingHTTPServer:
+    """A local custom-allocation webhook that takes `delay` seconds and picks the first linked hub."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            time.sleep(delay)
+            data = json.dumps({"iotHubHostName": request["linkedHubs"][0]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def _hold_sessions(host: str, port: int, ca: str, count: int, ready: threading.Event, stop: threading.Event, held: list[int]) -> None:
@@ -196,10 +226,10 @@ def _still_open(client: object) -> bool:
         return False
 
 
-def _process(mode: str, targets: list[tuple[str, int, str]], slices: list[tuple[int, list[str]]]) -> list[tuple[str, float, int, int]]:
+def _process(mode: str, targets: list[tuple[str, int, str]], slices: list[tuple[int, list[str]]]) -> list[tuple[str, float, int, int, float]]:
     """A client process: one thread per client slice, each client talking to the instance its number picks."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the raw MQTT client of the tests
-    results: list[tuple[str, float, int, int]] = []
+    results: list[tuple[str, float, int, int, float]] = []
     threads = [threading.Thread(target=_client, args=(mode, targets[n % len(targets)], ids, results)) for n, ids in slices]
     for thread in threads:
         thread.start()
@@ -217,11 +247,19 @@ def _run_mode(mode: str, servers: list[dict], ids: list[str], clients: int, proc
     slices = [(i, ids[i::clients]) for i in range(clients)]
     groups = [slices[p::processes] for p in range(processes)]
     targets = [(s["host"], s["mqtt_port"] if mode == "mqtt" else s["port"], s["ca"]) for s in servers]
-    wall_start = time.perf_counter()
+    wall_start, epoch_start = time.perf_counter(), time.time()
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = pool.starmap(_process, [(mode, targets, group) for group in groups])
     wall = time.perf_counter() - wall_start
     results = [r for part in parts for r in part]
+    others = [r for r in results if not r[0].startswith("custom-")]
+    if len(others) < len(results):
+        # The devices not allocated by the webhook: their throughput up to the last of them.
+        span = max(r[4] for r in others) - epoch_start
+        custom = [r[1] * 1000 for r in results if r[0].startswith("custom-")]
+        extra = {"others": {"registrations": len(others), "throughputPerSecond": round(len(others) / span, 1)}, "customLatencyMsP50": round(percentile(custom, 0.5), 1)}
+    else:
+        extra = {}
     latencies = [r[1] * 1000 for r in results]
     return {
         "registrations": len(results),
@@ -235,6 +273,7 @@ def _run_mode(mode: str, servers: list[dict], ids: list[str], clients: int, proc
         },
         "retries": sum(r[3] for r in results),
         "refused": sum(1 for r in results if r[2] != 200),
+        **extra,
     }
 
 
@@ -248,6 +287,8 @@ def main() -> None:
     parser.add_argument("--modes", default="https-keepalive,https,mqtt", help="comma-separated: https-keepalive, https, mqtt (default all, in that order)")
     parser.add_argument("--instances", default="1", help="comma-separated counts of `serve` instances sharing the store, each measured in turn (default 1)")
     parser.add_argument("--hold", type=int, default=1000, help="idle MQTT sessions held open during the run (default 1,000)")
+    parser.add_argument("--custom-share", type=float, default=0.0, help="also run https-keepalive with this share of devices allocated by a slow webhook, beside the same run without (issue 12)")
+    parser.add_argument("--webhook-ms", type=int, default=200, help="how long the webhook takes to answer (default 200 ms)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -284,6 +325,9 @@ def main() -> None:
                     print(f"  {run['instances']} instance(s) {mode:16} {m['registrations']} registrations in {m['seconds']:.2f} s: {m['throughputPerSecond']} /s; p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; retries {m['retries']}")
                 if "mqttOverHttps" in run:
                     print(f"  {run['instances']} instance(s) MQTT / HTTPS (a connection per device, same run): {run['mqttOverHttps']}")
+                if "othersKeep" in run:
+                    w, wo = run["withWebhook"], run["withoutWebhook"]
+                    print(f"  {run['instances']} instance(s) {args.custom_share:.0%} custom ({args.webhook_ms} ms webhook): the others {w['others']['throughputPerSecond']} /s against {wo['throughputPerSecond']} /s without = {run['othersKeep']} (custom p50 {w['customLatencyMsP50']} ms)")
             h = figures["heldSessions"]
             print(f"  idle MQTT sessions held: {h['opened']} opened, {h['stillOpenAtEnd']} still open at the end")
             a = figures["accountedFor"]
@@ -298,6 +342,11 @@ def _measure(args: argparse.Namespace, modes: list[str], counts: list[int], fold
     dpsctl(store, "hub", "add", "hub-a")
     dpsctl(store, "hub", "add", "hub-b")
     dpsctl(store, "enrollment-group", "add", "load", "--attestation", "symmetricKey", "--primary-key", GROUP_KEY)
+    webhook = None
+    if args.custom_share:
+        webhook = _start_webhook(args.webhook_ms / 1000)
+        url = f"http://127.0.0.1:{webhook.server_address[1]}/allocate"
+        dpsctl(store, "enrollment-group", "add", "custom", "--attestation", "symmetricKey", "--primary-key", CUSTOM_KEY, "--webhook-url", url)
     figures: dict = {"backend": args.backend, "clients": args.clients, "clientProcesses": args.processes, "python": platform.python_version(), "cpus": os.cpu_count(), "runs": []}
     all_ids: list[str] = []
     exits: list[int | None] = []
@@ -325,6 +374,18 @@ def _measure(args: argparse.Namespace, modes: list[str], counts: list[int], fold
                 run["modes"][mode] = _run_mode(mode, servers, ids, args.clients, args.processes)
             if "mqtt" in run["modes"] and "https" in run["modes"]:
                 run["mqttOverHttps"] = round(run["modes"]["mqtt"]["throughputPerSecond"] / run["modes"]["https"]["throughputPerSecond"], 2)
+            if args.custom_share:
+                # The same devices count and clients, without and with a share allocated by the slow webhook.
+                plain = [f"{count}-plain-{n:06d}" for n in range(args.devices)]
+                every = round(1 / args.custom_share)
+                # Client i registers ids[i::clients]: one client in `every` has the webhook's devices, as in a fleet
+                # where the slow devices are other devices (a client waiting for its own webhook is not "stalled").
+                mixed = [f"custom-{count}-{n:06d}" if (n % args.clients) % every == 0 else f"{count}-mixed-{n:06d}" for n in range(args.devices)]
+                all_ids += plain + mixed
+                run["withoutWebhook"] = _run_mode("https-keepalive", servers, plain, args.clients, args.processes)
+                run["withWebhook"] = _run_mode("https-keepalive", servers, mixed, args.clients, args.processes)
+                kept = run["withWebhook"]["others"]["throughputPerSecond"] / run["withoutWebhook"]["throughputPerSecond"]
+                run["othersKeep"] = round(kept, 2)
             figures["runs"].append(run)
         finally:
             stop_holding.set()
@@ -334,6 +395,8 @@ def _measure(args: argparse.Namespace, modes: list[str], counts: list[int], fold
                 proc.send_signal(signal.SIGTERM)
                 proc.communicate(timeout=60)
                 exits.append(proc.returncode)
+    if webhook is not None:
+        webhook.shutdown()
     figures["heldSessions"] = {"opened": held[0] if held else 0, "stillOpenAtEnd": held[1] if len(held) > 1 else 0, "wanted": args.hold}
     from dpsctl.store import open_store
 
@@ -346,6 +409,7 @@ def _measure(args: argparse.Namespace, modes: list[str], counts: list[int], fold
     figures["serverExits"] = exits
     figures["ok"] = (
         all(m["refused"] == 0 and m["registrations"] == args.devices for run in figures["runs"] for m in run["modes"].values())
+        and all(run[k]["refused"] == 0 for run in figures["runs"] for k in ("withoutWebhook", "withWebhook") if k in run)
         and len(assigned) == len(all_ids)
         and not missing
         and all(code == 0 for code in exits)
