@@ -894,7 +894,30 @@ def render_markdown() -> str:
             number += 1
             out.append(f"| {number} `{c.id}` | {cell(c.what)} | `{cell(shown_args(c))}` | {c.code} | {plain(shown_error(c))} | {WRITES[c.writes]} |")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + wire_rows())
+
+
+def wire_rows() -> list[str]:
+    """The wire-level cases of `dpsctl serve` (tests/server/test_mqtt.py and test_http_wire.py), as rows."""
+    from tests.server.test_http_wire import MALFORMED
+    from tests.server.test_mqtt import CONNACK_REFUSALS, HOSTILE
+
+    out = [
+        "## Wire input to `dpsctl serve`",
+        "",
+        "Each is sent over TLS by `tests/server/test_mqtt.py` or `tests/server/test_http_wire.py`, against both store",
+        "backends; the test checks the answer, that the store is unchanged, and that the server then serves a",
+        "well-behaved device. Slow and half-open connections, a chunked body streamed after its refusal (server memory",
+        "measured before and after), lock contention and 2,000 idle connections are tested there too.",
+        "",
+        "| Bad input | Port | Answer |",
+        "|---|---|---|",
+    ]
+    out += [f"| {name} | MQTT | connection closed (one log line) |" for name in sorted(HOSTILE)]
+    out += [f"| {name} | MQTT | `CONNACK` {code}, then closed |" for name, (_, code) in sorted(CONNACK_REFUSALS.items())]
+    out += [f"| {name} | HTTPS | {' or '.join(map(str, statuses))}, nothing routed |" for name, (_, statuses) in sorted(MALFORMED.items())]
+    out += ["| an MQTT `CONNECT`, an AMQP header or binary bytes on the HTTPS port | HTTPS | closed at once, one log line naming what arrived |", ""]
+    return out
 
 
 HOOK_BEHAVIOUR = {
