@@ -201,3 +201,14 @@ def test_two_thousand_half_open_connections_do_not_stop_a_device(dps, serve):
     finally:
         for sock in idle:
             sock.close()
+
+
+@pytest.mark.rule("§12/message-size-96kb")
+def test_a_registration_body_over_96_kb_gets_413_on_the_response_topic(dps, serve):
+    served = serve(fast=True)
+    key = _key(dps, "big-1")
+    client = _session(served, "big-1", key)
+    client.send(wire.publish(REGISTER, b'{"registrationId": "big-1", "payload": "' + b"x" * (100 * 1024) + b'"}'))
+    topic, body = client.response()
+    assert topic.startswith("$dps/registrations/res/413/?$rid=1") and body["errorCode"] == 413001, (topic, body)
+    assert dps.json("registration", "list") == []
