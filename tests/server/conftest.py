@@ -10,6 +10,7 @@ import re
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -168,12 +169,16 @@ def serve(dps, tls_files):
 LISTENING = re.compile(r"listening on https://[\w.:\[\]-]+:(\d+)")
 
 
-def start_serve(store: Path, *args: str) -> tuple[subprocess.Popen[str], int, str, Path]:
+def start_serve(store: Path | str, *args: str, folder: Path | None = None) -> tuple[subprocess.Popen[str], int, str, Path]:
     """`python -m dpsctl --db STORE serve --port 0 ...`: the process, its port, the banner, and its stderr file.
 
     stderr goes to a file (serve.log beside the store), so a long run never blocks on a full pipe.
     """
-    log = store.parent / "serve.log"
+    # A database store has no folder: the log and serve's development TLS files (made in the current folder for a URL
+    # store) go to a temporary one.
+    if folder is None:
+        folder = store.parent if isinstance(store, Path) else Path(tempfile.mkdtemp(prefix="dpsctl-serve-"))
+    log = folder / "serve.log"
     if "--mqtt-port" not in args:
         args = (*args, "--mqtt-port", "0")  # MQTT's default port 8883 may be taken on this machine; any free one
     with open(log, "w") as err:
@@ -182,6 +187,7 @@ def start_serve(store: Path, *args: str) -> tuple[subprocess.Popen[str], int, st
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            cwd=None if isinstance(store, Path) else folder,
         )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in iter(proc.stdout.readline, "")] and None, daemon=True).start()  # type: ignore[union-attr]

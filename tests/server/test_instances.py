@@ -7,7 +7,6 @@ balancer). Each instance keeps its own quota and pool; the store's transactions 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dpsctl.core.keys import derive_device_key, generate_key
+from tests.conftest import BACKENDS, Dps, store_for
 from tests.server import mqtt_wire as wire
 from tests.server.conftest import ID_SCOPE, Client, device_token, start_serve
+
+
+@pytest.fixture(params=BACKENDS)
+def dps(request: pytest.FixtureRequest, tmp_path) -> Dps:
+    """The instances share a store of each backend, PostgreSQL included (the backend made for sharing)."""
+    return Dps(store_for(request, tmp_path, request.param))
 
 
 def _mqtt_register(served, registration_id: str, key: str) -> dict:
@@ -66,16 +72,17 @@ def test_register_on_one_instance_and_poll_the_other_with_cli_writers_alongside(
 
 
 @pytest.mark.slow
-def test_a_killed_instance_loses_nothing_it_confirmed(dps):
+def test_a_killed_instance_loses_nothing_it_confirmed(dps, tmp_path):
     """SIGKILL one of two instances in the middle of a load: every registration it answered 200 is in the store."""
     dps.ok("init", "--id-scope", ID_SCOPE)
     dps.ok("hub", "add", "hub-a")
     group_key = generate_key(32)
     dps.ok("enrollment-group", "add", "herd", "--attestation", "symmetricKey", "--primary-key", group_key)
-    victim, victim_port, _, _ = start_serve(dps.store, "--fast", "--quiet")
-    (dps.store.parent / "serve.log").rename(dps.store.parent / "victim.log")
-    survivor, survivor_port, _, _ = start_serve(dps.store, "--fast", "--quiet")
-    ca = dps.store.parent / "dpsctl-serve" / "ca.pem"
+    folder = dps.store.parent if dps.is_file else tmp_path  # where both instances keep the development CA
+    victim, victim_port, _, _ = start_serve(dps.store, "--fast", "--quiet", folder=folder)
+    (folder / "serve.log").rename(folder / "victim.log")
+    survivor, survivor_port, _, _ = start_serve(dps.store, "--fast", "--quiet", folder=folder)
+    ca = folder / "dpsctl-serve" / "ca.pem"
     confirmed: dict[str, str] = {}
     lock = threading.Lock()
     killed = threading.Event()
@@ -110,4 +117,4 @@ def test_a_killed_instance_loses_nothing_it_confirmed(dps):
     assert lost == [], lost
     assert len(confirmed) > 60
     assert json.loads(json.dumps(dps.json("stats"))) is not None
-    assert os.path.exists(dps.store)
+    assert dps.exists()
