@@ -26,7 +26,7 @@ def show_info(output: OutputOpt = Output.table) -> None:
 
 @app.command("migrate")
 def migrate(
-    to: Annotated[str, typer.Option("--to", help="The new store: *.sqlite/*.sqlite3/*.db for SQLite, anything else for a TinyDB file.")],
+    to: Annotated[str, typer.Option("--to", metavar="FILE", help="The new store: *.sqlite/*.sqlite3/*.db for SQLite, anything else for a TinyDB file.")],
     output: OutputOpt = Output.table,
 ) -> None:
     """Copy the whole store (service, hubs, enrollments, registrations, devices, history) into a new store."""
