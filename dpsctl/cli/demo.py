@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        directory: Annotated[Path, typer.Option("--dir", help="Where the demo's test credentials go.")] = Path("dpsctl-demo"),
+        directory: Annotated[Path, typer.Option("--dir", metavar="DIR", help="Where the demo's test credentials go.")] = Path("dpsctl-demo"),
     ) -> None:
         """Provision a symmetric-key, an X.509 and a TPM device against the current store (rerunnable)."""
         from dpsctl.core.tpm import create_tpm, load_tpm, save_tpm
@@ -111,5 +111,6 @@ def register(app: typer.Typer) -> None:
         _dpsctl(["stats"])
         info(
             f"\nthe store is {STATE.db}; the demo's test credentials are in {d}/. Next, try:\n"
-            f"  dpsctl provision --registration-id sensor-001 --symmetric-key @{d}/sensor-001.key --explain"
+            f"  dpsctl provision --registration-id sensor-001 --symmetric-key @{d}/sensor-001.key --explain\n"
+            "  dpsctl registration list --query \"[?status=='assigned'].deviceId\" -o tsv"
         )

@@ -14,11 +14,14 @@ from dpsctl.core.errors import DpsError, ExitCode
 _SECRET_LOOKING = re.compile(r"(?:[A-Za-z0-9+/]|%2[BbFf]){22,}(?:=|%3[Dd]){0,2}")
 # Whatever follows a field that holds a secret, up to the next separator: sig= of a SAS token, a connection string's key.
 _SECRET_FIELD = re.compile(r"(?i)\b(sig|sharedaccesskey)=[^&;\s'\"]+")
+# ...unless it reads as words: CamelCase like DeviceRegistrationState, or one case throughout. A random key of
+# 22 characters or more has this shape with a probability below one in a billion.
+_WORDS = re.compile(r"(?:[A-Z][a-z]{2,})+|[a-z]+|[A-Z]+")
 
 
 def _redact(text: str) -> str:
     """Usage errors quote what was typed; a key typed in the wrong place must not end up in CI logs."""
-    return _SECRET_LOOKING.sub("<redacted>", _SECRET_FIELD.sub(lambda m: f"{m.group(1)}=<redacted>", text))
+    return _SECRET_LOOKING.sub(lambda m: m.group(0) if _WORDS.fullmatch(m.group(0)) else "<redacted>", _SECRET_FIELD.sub(lambda m: f"{m.group(1)}=<redacted>", text))
 
 
 def _say(message: str, hint: str | None = None) -> None:
@@ -52,6 +55,10 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
         _say(failure.message, failure.hint)
         return int(failure.exit_code)
     except Exception as exc:  # noqa: BLE001 - this is the boundary
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # Bare `dpsctl` or `dpsctl hub`: the help the user asked for in effect, on stdout, exit 0.
+            sys.stdout.write(exc.ctx.get_help() + "\n")
+            return 0
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click usage errors
             ctx = getattr(exc, "ctx", None)
             where = ctx.command_path if ctx is not None else prog_name

@@ -8,20 +8,13 @@ import typer
 
 from dpsctl.cli.context import OutputOpt, now, secret_option, session
 from dpsctl.cli.render import Output, emit, info, say
+from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
 
 app = typer.Typer(add_completion=False, help="Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused.", no_args_is_help=True)
 
 RegIdOpt = Annotated[str, typer.Option("--registration-id", help="The device's registration ID (exactly as the device sends it).")]
 KeyOpt = Annotated[str, secret_option("--key", "device key", "The device's Base64 key (its enrollment key, or the key derived from a group key).", envvar="DPSCTL_SYMMETRIC_KEY")]
-
-
-def _print_value(value: str, output: Output) -> None:
-    """A bare value: one line in a table, a JSON/YAML string otherwise."""
-    if output == Output.table:
-        print(value)
-    else:
-        emit(value, output)
 
 
 @app.command("generate")
@@ -32,7 +25,7 @@ def generate(
     """Print a fresh random Base64 key."""
     from dpsctl.core.keys import generate_key
 
-    _print_value(generate_key(nbytes), output)
+    emit(generate_key(nbytes), output)
 
 
 @app.command("derive")
@@ -45,7 +38,7 @@ def derive(
     from dpsctl.core.ids import validate_registration_id
     from dpsctl.core.keys import derive_device_key
 
-    _print_value(derive_device_key(group_key, validate_registration_id(registration_id)), output)
+    emit(derive_device_key(group_key, validate_registration_id(registration_id)), output)
 
 
 @app.command("sas")
@@ -85,11 +78,9 @@ def sas(
         raise InvalidInput(f"the token would be valid for more than {days} days; dpsctl accepts tokens valid for at most {days} days", hint=f"use --ttl of at most {MAX_TOKEN_LIFETIME_SECONDS} seconds")
     resource = device_resource_uri(scope, reg_id)
     token = build_sas_token(resource, key, se)
-    if output == Output.table:
-        print(token)
-        return
     expires = datetime.fromtimestamp(se, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    emit({"registrationId": reg_id, "idScope": scope, "resourceUri": resource, "expiry": se, "expiryUtc": expires, "sasToken": token}, output)
+    doc = {"registrationId": reg_id, "idScope": scope, "resourceUri": resource, "expiry": se, "expiryUtc": expires, "sasToken": token}
+    emit(doc, output, table=lambda: token + "\n")
 
 
 @app.command("check")
@@ -99,14 +90,12 @@ def check(registration_id: RegIdOpt, key: KeyOpt, output: OutputOpt = Output.tab
 
     with session() as tx:
         report = check_key(tx, registration_id, key, now())
-    if output == Output.table:
-        say(f"registration ID: {report.registration_id}")
-        say(f"diagnosis: {report.message}")
-        if report.explain:
-            say(format_steps(report.explain))
-        print("DPS would accept it" if report.accepted else "DPS would refuse it")
-    else:
-        emit(report.to_dict(), output)
+    def table() -> str:
+        lines = [f"registration ID: {report.registration_id}", f"diagnosis: {report.message}"]
+        lines += [format_steps(report.explain)] if report.explain else []
+        return safe_lines("\n".join(lines + ["DPS would accept it" if report.accepted else "DPS would refuse it"])) + "\n"
+
+    emit(report.to_dict(), output, table=table)
     if report.error is not None:
         raise report.error
     info(f"ok: a SAS token signed with this key is accepted for {report.registration_id}")
