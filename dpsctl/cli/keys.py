@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from dpsctl.cli.context import OutputOpt, now, secret_option, session
-from dpsctl.cli.render import Output, emit, info, say
+from dpsctl.cli.render import Output, emit, info
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
 
