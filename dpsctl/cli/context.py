@@ -74,7 +74,15 @@ def session(*, write: bool = False) -> Iterator[object]:
 
 def require_store(path: str) -> None:
     """A command that only reads refuses a store that does not exist (exit 3), creating no file, not even a lock."""
-    if path == ":memory:" or os.path.lexists(path):
+    if path == ":memory:":
+        return
+    if "://" in path:  # a database URL: the store exists when its schema holds one
+        from dpsctl.store import open_store
+
+        with open_store(path) as store:
+            if store.exists():
+                return
+    elif os.path.lexists(path):
         return
     from dpsctl.core.errors import NotFound
 
