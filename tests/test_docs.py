@@ -53,9 +53,9 @@ def test_reference_shows_options_defaults_and_env_vars():
     text = reference.generate()
     assert "| `--db TEXT` | `dps.json` |" in text
     assert "Env: `DPSCTL_DB`" in text
-    assert "| `-o, --output table\\|json\\|yaml` | `table` |" in text
+    assert "| `-o, --output table\\|json\\|yaml\\|tsv\\|none` | `table` |" in text
     assert "dpsctl [GLOBAL OPTIONS] enrollment add [OPTIONS] REGISTRATION_ID" in text
-    assert "| `--attestation TEXT` |  | Attestation type" in text and "Required." in text
+    assert "| `--attestation symmetricKey\\|x509\\|tpm` |  | Attestation type" in text and "Required." in text
     assert "Repeatable." in text  # --hub on enrollments
 
 

@@ -10,6 +10,9 @@ from typer.core import TyperGroup
 
 from dpsctl import __version__
 from dpsctl.cli.context import DEFAULT_DB, STATE
+from dpsctl.cli.render import SELECTION, Output
+
+from dpsctl.cli.completion import SHELLS
 
 # Every sub-command, with the module that defines it and its one-line help. Modules are imported only when
 # their command runs, so `dpsctl --version`, `--help` and each command pay only for what they use
@@ -38,8 +41,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def load_command(name: str) -> Any:
-    """Import the module of one sub-command and build its Click command."""
+    """Import the module of one sub-command and build its Click command, with dpsctl's conventions applied."""
     import importlib
+
+    from dpsctl.cli.conventions import apply
 
     module_name, kind, _ = COMMANDS[name]
     module = importlib.import_module(module_name)
@@ -50,19 +55,18 @@ def load_command(name: str) -> Any:
         holder = typer.Typer()
         getattr(module, kind)(holder)
         command = typer.main.get_group(holder).commands[name]
-    _plain_help(command)
+    apply(command, name)
     return command
-
-
-def _plain_help(command: Any) -> None:
-    """Plain-text help everywhere, like the root: no Rich panels (and no Rich import) for `--help`."""
-    command.rich_markup_mode = None
-    for sub in getattr(command, "commands", {}).values():
-        _plain_help(sub)
 
 
 class LazyGroup(TyperGroup):
     """The root group: lists sub-commands from COMMANDS and imports one only when it is used."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        from dpsctl.cli.conventions import placeholders
+
+        placeholders(self.params)
 
     def list_commands(self, ctx: Any) -> list[str]:
         """Sub-command names, in the order of COMMANDS."""
@@ -76,6 +80,27 @@ class LazyGroup(TyperGroup):
         """`dpsctl --help` lists commands from the table, importing none of them."""
         with formatter.section("Commands"):
             formatter.write_dl([(name, help_text) for name, (_, _, help_text) in COMMANDS.items()])
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """The sub-command named first in `args`; a typo gets the closest names (the table, not imports)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except typer._click.exceptions.UsageError as exc:
+            from difflib import get_close_matches
+
+            matches = get_close_matches(args[0], list(COMMANDS)) if args else []
+            if matches and "Did you mean" not in exc.message:
+                exc.message = exc.message.rstrip(".") + ". Did you mean " + ", ".join(repr(m) for m in matches) + "?"
+            raise
+
+    def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
+        """Complete sub-command names from the table (importing none), then the root's options."""
+        from typer._click.shell_completion import CompletionItem
+
+        found = [CompletionItem(name, help=text) for name, (_, _, text) in COMMANDS.items() if name.startswith(incomplete)]
+        if not incomplete or incomplete.startswith("-"):
+            found += typer.core._click.Command.shell_complete(self, ctx, incomplete)
+        return found
 
 
 app = typer.Typer(
@@ -96,21 +121,68 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _show_completion(value: bool) -> None:
+    if value:
+        from dpsctl.cli.completion import show
+
+        show(_ASKED_SHELL.get("shell"))
+        raise typer.Exit()
+
+
+def _install_completion(value: bool) -> None:
+    if value:
+        from dpsctl.cli.completion import install
+
+        install(_ASKED_SHELL.get("shell"))
+        raise typer.Exit()
+
+
+# `--show-completion zsh`: the shell named after the flag (taken out of argv by main before parsing).
+_ASKED_SHELL: dict[str, str] = {}
+
+
 @app.callback()
 def root(
     db: Annotated[
         str,
-        typer.Option("--db", envvar="DPSCTL_DB", help="Store file: a TinyDB JSON file, or SQLite for *.sqlite, *.sqlite3, *.db. Created 0600 on first use.", show_default=True),
+        typer.Option("--db", envvar="DPSCTL_DB", help="Store file: a TinyDB JSON file, or SQLite for *.sqlite, *.sqlite3, *.db. Created 0600 by the first command that writes.", show_default=True),
     ] = DEFAULT_DB,
+    output: Annotated[
+        Output | None,
+        typer.Option("--output", "-o", help="Output format for any command: table, json, yaml, tsv or none (default: the command's; env DPSCTL_OUTPUT).", case_sensitive=False, show_default=False),
+    ] = None,
+    query: Annotated[str | None, typer.Option("--query", help="JMESPath query applied to the data before any format, as in az: --query \"[?status=='assigned'].deviceId\".")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    install_completion: Annotated[
+        bool, typer.Option("--install-completion", callback=_install_completion, is_eager=True, help="Install completion for your shell (bash, zsh or fish; name it after the flag to choose).")
+    ] = False,
+    show_completion: Annotated[
+        bool, typer.Option("--show-completion", callback=_show_completion, is_eager=True, help="Print the completion script for your shell (bash, zsh or fish; name it after the flag to choose).")
+    ] = False,
 ) -> None:
-    """Global options come before the sub-command: dpsctl --db ci.json enrollment list."""
+    """Global options (--db, -o/--output, --query) go before or after the sub-command: dpsctl enrollment list --db ci.json -o tsv."""
     STATE.db = db
+    STATE.output = output
+    SELECTION.query = query
+    SELECTION.whole_values = False
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app behind the single error boundary."""
+    import os
+
     from dpsctl.cli.errors import run_guarded
 
+    args = list(argv if argv is not None else sys.argv[1:])
+    _ASKED_SHELL.clear()
+    for flag in ("--show-completion", "--install-completion"):
+        if flag in args:
+            at = args.index(flag)
+            if at + 1 < len(args) and args[at + 1] in SHELLS:
+                _ASKED_SHELL["shell"] = args.pop(at + 1)
+    if "_DPSCTL_COMPLETE" in os.environ:
+        from typer._completion_classes import completion_init
+
+        completion_init()  # registers the bash, zsh and fish completers: only when a shell asks for completions
     command = typer.main.get_command(app)
-    sys.exit(run_guarded(command, argv if argv is not None else sys.argv[1:], "dpsctl"))
+    sys.exit(run_guarded(command, args, "dpsctl"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -20,17 +21,17 @@ def _row(doc: dict[str, Any]) -> tuple:
     return (doc["name"], props["subject"], props["isVerified"], props["expiry"], props["thumbprint"])
 
 
-def _show(doc: dict[str, Any], output: Output) -> None:
+def _show(doc: dict[str, Any], output: Output, table: Callable[[], str] | None = None) -> None:
     """One certificate: FIELD/VALUE without the PEM body in a table; the whole ARM object otherwise."""
     from dpsctl.core.cas import public_ca
 
-    emit(public_ca(doc, with_certificate=output != Output.table), output)
+    emit(public_ca(doc, with_certificate=output != Output.table), output, table=table)
 
 
 @app.command("add")
 def add(
     name: NameArg,
-    cert: Annotated[str, typer.Option("--cert", help="The CA certificate (PEM, DER or Base64), one certificate.")],
+    cert: Annotated[str, typer.Option("--cert", metavar="FILE", help="The CA certificate (PEM, DER or Base64), one certificate.")],
     verified: Annotated[bool, typer.Option("--verified", help="Mark it verified now, skipping proof of possession.")] = False,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -52,7 +53,7 @@ def list_(output: OutputOpt = Output.table) -> None:
 
     with session() as tx:
         docs = [public_ca(d, with_certificate=output != Output.table) for d in list_cas(tx)]
-    emit(docs, output, columns=COLUMNS, rows=lambda: [_row(d) for d in docs])
+    emit(docs, output, columns=COLUMNS, rows=lambda: [_row(d) for d in docs], drop=("EXPIRY", "SUBJECT"))
 
 
 @app.command("show")
@@ -73,17 +74,14 @@ def verification_code(name: NameArg, etag: EtagOpt = None, output: OutputOpt = O
     with session(write=True) as tx:
         doc = generate_verification_code(tx, name, now=now(), etag=etag)
     code = doc["verificationCode"]
-    if output == Output.table:
-        print(code)
-    else:
-        _show(doc, output)
+    _show(doc, output, table=lambda: code + "\n")
     info(f"next: dpsctl cert create-verification {code} --ca CA.cert.pem --ca-key CA.key.pem, then dpsctl ca verify {doc['name']} --cert verification.cert.pem")
 
 
 @app.command("verify")
 def verify(
     name: NameArg,
-    cert: Annotated[str, typer.Option("--cert", help="The verification certificate: CN = the current code, signed by the CA's key.")],
+    cert: Annotated[str, typer.Option("--cert", metavar="FILE", help="The verification certificate: CN = the current code, signed by the CA's key.")],
     etag: EtagOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:

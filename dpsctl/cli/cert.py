@@ -13,13 +13,13 @@ from dpsctl.core.errors import InvalidInput
 
 app = typer.Typer(add_completion=False, help="Test certificates for DPS (EC P-256 by default) and `cert check`, which tells what DPS would say about one.", no_args_is_help=True)
 
-OutOpt = Annotated[Path, typer.Option("--out", help="Directory for the files (default: the current directory).")]
+OutOpt = Annotated[Path, typer.Option("--out", metavar="DIR", help="Directory for the files (default: the current directory).")]
 KeyTypeOpt = Annotated[str, typer.Option("--key-type", help="ec (NIST P-256) or rsa.")]
 RsaBitsOpt = Annotated[int, typer.Option("--rsa-bits", help="RSA key size with --key-type rsa (2048 to 8192).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing files.")]
 CnOpt = Annotated[str | None, typer.Option("--cn", help="Subject common name (default: NAME).")]
-CaOpt = Annotated[str, typer.Option("--ca", help="The issuing CA's certificate (the file may also hold the chain above it).")]
-CaKeyOpt = Annotated[str, typer.Option("--ca-key", help="The issuing CA's private key.")]
+CaOpt = Annotated[str, typer.Option("--ca", metavar="FILE", help="The issuing CA's certificate (the file may also hold the chain above it).")]
+CaKeyOpt = Annotated[str, typer.Option("--ca-key", metavar="FILE", help="The issuing CA's private key.")]
 
 TEST_CREDENTIALS = "these are test credentials: the private key is unencrypted; do not use it in production"
 
@@ -94,8 +94,8 @@ def create_intermediate(
 @app.command("create-device")
 def create_device(
     registration_id: Annotated[str, typer.Argument(help="The device's registration ID: the certificate's CN and the files' base name (at most 64 characters).")],
-    ca: Annotated[str | None, typer.Option("--ca", help="The issuing CA's certificate (may hold its chain); omit with --ca-key for a self-signed certificate.")] = None,
-    ca_key: Annotated[str | None, typer.Option("--ca-key", help="The issuing CA's private key.")] = None,
+    ca: Annotated[str | None, typer.Option("--ca", metavar="FILE", help="The issuing CA's certificate (may hold its chain); omit with --ca-key for a self-signed certificate.")] = None,
+    ca_key: Annotated[str | None, typer.Option("--ca-key", metavar="FILE", help="The issuing CA's private key.")] = None,
     out: OutOpt = Path("."),
     key_type: KeyTypeOpt = "ec",
     rsa_bits: RsaBitsOpt = 2048,
@@ -138,8 +138,8 @@ def create_verification(
 @app.command("check")
 def check(
     cert: Annotated[str, typer.Argument(help="The device certificate (may hold its chain, leaf first).")],
-    chain: Annotated[str | None, typer.Option("--chain", help="Intermediate certificates the device sends, if not in CERT.")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="The device's private key, to check that it belongs to the certificate.")] = None,
+    chain: Annotated[str | None, typer.Option("--chain", metavar="FILE", help="Intermediate certificates the device sends, if not in CERT.")] = None,
+    key: Annotated[str | None, typer.Option("--key", metavar="FILE", help="The device's private key, to check that it belongs to the certificate.")] = None,
     registration_id: Annotated[str | None, typer.Option("--registration-id", help="The registration ID the device will send (default: the CN).")] = None,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -153,17 +153,16 @@ def check(
     private = x509.load_private_key(read_file(key, "private key"), source=key) if key else None
     with session() as tx:
         report = check_certificate(tx, certs, now(), key=private, registration_id=registration_id)
-    if output == Output.table:
+    doc = report.to_dict()
+
+    def table() -> str:
         facts = report.certificate
-        print(f"certificate: {facts['subject']} (issuer {facts['issuer']})")
-        print(f"thumbprint:  {facts['thumbprint']}, valid until {facts['notAfterUtc']}")
-        print(format_steps(report.checks))
+        lines = [f"certificate: {facts['subject']} (issuer {facts['issuer']})", f"thumbprint:  {facts['thumbprint']}, valid until {facts['notAfterUtc']}"]
+        lines.append(format_steps(report.checks))
         if report.explain:
-            print("enrollment:")
-            print(format_steps(report.explain))
-        doc = report.to_dict()
-        print(doc["verdict"])
-    else:
-        emit(report.to_dict(), output)
+            lines += ["enrollment:", format_steps(report.explain)]
+        return "\n".join(lines + [doc["verdict"]]) + "\n"
+
+    emit(doc, output, table=table)
     if report.error is not None:
         raise report.error

@@ -15,18 +15,39 @@ DEFAULT_DB = "dps.json"
 
 
 class Invocation:
-    """What the root callback parsed: where the store is."""
+    """What the global options said: where the store is, and the output format given before the sub-command."""
 
     db: str = DEFAULT_DB
+    output: Output | None = None
 
 
 STATE = Invocation()
 
+
+def _global_output(ctx: typer.Context, param: typer.CallbackParam, value: Output) -> Output:
+    """`dpsctl -o json hub list` and `dpsctl hub list -o json` mean the same; DPSCTL_OUTPUT yields to either."""
+    from typer._click.core import ParameterSource
+
+    if STATE.output is not None and ctx.get_parameter_source(param.name or "output") in (ParameterSource.DEFAULT, ParameterSource.ENVIRONMENT):
+        return STATE.output
+    return value
+
+
+OUTPUT_HELP = "Output format: table, json, yaml, tsv (tab-separated values, no header) or none."
 OutputOpt = Annotated[
     Output,
-    typer.Option("--output", "-o", envvar="DPSCTL_OUTPUT", help="Output format: table, json or yaml.", case_sensitive=False),
+    typer.Option("--output", "-o", envvar="DPSCTL_OUTPUT", help=OUTPUT_HELP, case_sensitive=False, callback=_global_output),
 ]
-ShowKeysOpt = Annotated[bool, typer.Option("--show-keys", help="Include symmetric keys and hub keys in the output.")]
+def _whole_values(value: bool) -> bool:
+    from dpsctl.cli.render import SELECTION
+
+    SELECTION.whole_values = SELECTION.whole_values or value
+    return value
+
+
+ShowKeysOpt = Annotated[
+    bool, typer.Option("--show-keys", help="Include symmetric keys and hub keys in the output (tables then show every value whole).", callback=_whole_values)
+]
 EtagOpt = Annotated[str | None, typer.Option("--etag", help="Refuse unless the record still has this etag ('*' matches any).")]
 
 
@@ -35,6 +56,8 @@ def session(*, write: bool = False) -> Iterator[object]:
     """Open the store for one command: one read, at most one atomic write, locked when writing."""
     from dpsctl.store import open_store
 
+    if not write:
+        require_store(STATE.db)
     with open_store(STATE.db) as store:
         # A store that does not exist yet is created by the first command that needs it, so that command writes.
         with store.transaction(write=write or not store.exists()) as tx:
@@ -45,6 +68,19 @@ def session(*, write: bool = False) -> Iterator[object]:
                 # otherwise have none, and `service show`, `export` or `keys sas` would then fail on it (exit 1).
                 load_service(tx, now())
             yield tx
+
+
+def require_store(path: str) -> None:
+    """A command that only reads refuses a store that does not exist (exit 3), creating no file, not even a lock."""
+    if path == ":memory:" or os.path.lexists(path):
+        return
+    from dpsctl.core.errors import NotFound
+
+    where = f"the default store {path} (in {os.getcwd()})" if path == DEFAULT_DB else f"store {path}"
+    raise NotFound(
+        f"{where} does not exist; this command only reads",
+        hint="create it with `dpsctl init` (or any command that writes, e.g. `dpsctl hub add NAME`), or name yours with --db PATH or DPSCTL_DB",
+    )
 
 
 def now():  # noqa: ANN201 - datetime, imported lazily
@@ -72,6 +108,18 @@ def read_file(path: str, what: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
         raise InvalidInput(f"{what} {path} is not readable (permission denied)") from None
     except OSError as exc:
         raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def read_stdin(limit: int) -> bytes:
+    """Standard input as bytes (for `-` in place of a file), size-capped like a file."""
+    import sys
+
+    from dpsctl.core.errors import InvalidInput
+
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInput(f"standard input is over {limit // (1024 * 1024)} MiB; dpsctl reads at most that")
+    return data
 
 
 def json_arg(value: str, what: str) -> object:

@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        directory: Annotated[Path, typer.Option("--dir", help="Where the demo's test credentials go.")] = Path("dpsctl-demo"),
+        directory: Annotated[Path, typer.Option("--dir", metavar="DIR", help="Where the demo's test credentials go.")] = Path("dpsctl-demo"),
     ) -> None:
         """Provision a symmetric-key, an X.509 and a TPM device against the current store (rerunnable)."""
         from dpsctl.core.tpm import create_tpm, load_tpm, save_tpm

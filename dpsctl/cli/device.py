@@ -40,7 +40,7 @@ def list_(hub: HubOpt = None, show_keys: ShowKeysOpt = False, output: OutputOpt 
 
     with session() as tx:
         docs = [_public(d, show_keys) for d in list_devices(tx, hub)]
-    emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs))
+    emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs), drop=("LAST UPDATED", "DESIRED", "TAGS", "EDGE", "REGISTRATION ID"))
 
 
 @app.command("show")

@@ -13,10 +13,12 @@ from dpsctl.cli.render import Output, info
 app = typer.Typer(add_completion=False, help="Individual enrollments: one device each, by registration ID.", no_args_is_help=True)
 
 IdArg = Annotated[str, typer.Argument(help="Registration ID (case-insensitive, up to 128 characters).")]
-CertOpt = Annotated[str | None, typer.Option("--cert", help="X.509: the device certificate (PEM or DER); its CN must be the registration ID.")]
-SecondaryCertOpt = Annotated[str | None, typer.Option("--secondary-cert", help="X.509: a secondary device certificate.")]
-EkOpt = Annotated[str | None, typer.Option("--endorsement-key", help="TPM: Base64 endorsement key (see `dpsctl tpm show`).")]
-SrkOpt = Annotated[str | None, typer.Option("--storage-root-key", help="TPM: Base64 storage root key.")]
+CertOpt = Annotated[str | None, typer.Option("--cert", metavar="FILE", help="X.509: the device certificate (PEM or DER); its CN must be the registration ID.")]
+SecondaryCertOpt = Annotated[str | None, typer.Option("--secondary-cert", metavar="FILE", help="X.509: a secondary device certificate.")]
+EkOpt = Annotated[
+    str | None, typer.Option("--endorsement-key", metavar="KEY|@FILE", help="TPM: Base64 endorsement key, or @FILE: a file holding it or a software TPM file (`dpsctl tpm create`).")
+]
+SrkOpt = Annotated[str | None, typer.Option("--storage-root-key", metavar="KEY|@FILE", help="TPM: Base64 storage root key, or @FILE as for --endorsement-key.")]
 DeviceIdOpt = Annotated[str | None, typer.Option("--device-id", help="IoT Hub device ID (default: the registration ID).")]
 
 
@@ -28,9 +30,19 @@ def _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_k
         secondary_key=secondary_key,
         certificate=e.cert_input(cert, "certificate"),
         secondary_certificate=e.cert_input(secondary_cert, "secondary certificate"),
-        endorsement_key=endorsement_key,
-        storage_root_key=storage_root_key,
+        endorsement_key=_tpm_key(endorsement_key, "endorsementKey", "--endorsement-key"),
+        storage_root_key=_tpm_key(storage_root_key, "storageRootKey", "--storage-root-key"),
     )
+
+
+def _tpm_key(value: str | None, field: str, option: str) -> str | None:
+    """A TPM public key given inline, or as @FILE (its Base64 text, or the TPM file itself)."""
+    if value is None or not value.startswith("@"):
+        return value
+    from dpsctl.cli.context import read_file
+    from dpsctl.core.tpm import public_key_in
+
+    return public_key_in(read_file(value[1:], f"{option} file").decode("utf-8", "replace"), field, value[1:])
 
 
 @app.command("add")
@@ -102,8 +114,8 @@ def show(registration_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputO
 @app.command("update")
 def update(
     registration_id: IdArg,
-    primary_key: e.PrimaryKeyOpt = None,
-    secondary_key: e.SecondaryKeyOpt = None,
+    primary_key: e.NewPrimaryKeyOpt = None,
+    secondary_key: e.NewSecondaryKeyOpt = None,
     cert: CertOpt = None,
     secondary_cert: SecondaryCertOpt = None,
     endorsement_key: EkOpt = None,

@@ -9,17 +9,19 @@ import typer
 from dpsctl.cli.context import json_arg, read_file
 from dpsctl.cli.render import Output, emit
 
-AttestationOpt = Annotated[str, typer.Option("--attestation", help="Attestation type: symmetricKey, x509 or tpm (groups: symmetricKey or x509).")]
-PrimaryKeyOpt = Annotated[str | None, typer.Option("--primary-key", help="Base64 primary key (16-64 bytes); generated if absent.")]
-SecondaryKeyOpt = Annotated[str | None, typer.Option("--secondary-key", help="Base64 secondary key; generated if absent.")]
-HubOpt = Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use (repeat for several).")]
-PolicyOpt = Annotated[str | None, typer.Option("--allocation-policy", help="hashed, geoLatency, static or custom (default: the service's).")]
+AttestationOpt = Annotated[str, typer.Option("--attestation", metavar="symmetricKey|x509|tpm", help="Attestation type: symmetricKey, x509 or tpm (groups: symmetricKey or x509).")]
+PrimaryKeyOpt = Annotated[str | None, typer.Option("--primary-key", metavar="KEY", help="Base64 primary key (16-64 bytes); generated if absent.")]
+SecondaryKeyOpt = Annotated[str | None, typer.Option("--secondary-key", metavar="KEY", help="Base64 secondary key; generated if absent.")]
+NewPrimaryKeyOpt = Annotated[str | None, typer.Option("--primary-key", metavar="KEY", help="New Base64 primary key (16-64 bytes); the stored one is kept if absent.")]
+NewSecondaryKeyOpt = Annotated[str | None, typer.Option("--secondary-key", metavar="KEY", help="New Base64 secondary key; the stored one is kept if absent.")]
+HubOpt = Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use.")]
+PolicyOpt = Annotated[str | None, typer.Option("--allocation-policy", metavar="hashed|geoLatency|static|custom", help="hashed, geoLatency, static or custom (default: the service's).")]
 WebhookOpt = Annotated[str | None, typer.Option("--webhook-url", help="Custom allocation webhook URL (http or https).")]
 CommandOpt = Annotated[
     str | None, typer.Option("--allocation-command", help="Custom allocation by a local command (no shell): request JSON on stdin, answer on stdout.")
 ]
 ApiVersionOpt = Annotated[str | None, typer.Option("--api-version", help="Custom allocation API version, kept in customAllocationDefinition and so in the enrollment the webhook receives (default 2021-10-01).")]
-TwinOpt = Annotated[str | None, typer.Option("--initial-twin", help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.')]
+TwinOpt = Annotated[str | None, typer.Option("--initial-twin", metavar="JSON|@FILE", help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.')]
 EdgeOpt = Annotated[bool | None, typer.Option("--edge/--no-edge", help="The device is an IoT Edge device.")]
 ReprovisionOpt = Annotated[
     str | None,
@@ -99,7 +101,7 @@ def render_entries(docs: list[dict[str, Any]], output: Output, *, group: bool) -
             out.append(tuple(row))
         return out
 
-    emit(docs, output, columns=columns, rows=rows)
+    emit(docs, output, columns=columns, rows=rows, drop=("REPROVISION", "ALLOCATION", "CREDENTIAL", "DEVICE ID", "HUBS"))
 
 
 def render_entry(doc: dict[str, Any], output: Output) -> None:

@@ -10,13 +10,16 @@ from typing import Any
 from dpsctl.core.errors import DpsError, ExitCode
 
 
-# A Base64 run long enough to be a key (16 bytes and up) or a SAS signature.
+# A Base64 run long enough to be a key (16 bytes and up) or a SAS signature...
 _SECRET_LOOKING = re.compile(r"[A-Za-z0-9+/]{22,}={0,2}")
+# ...unless it reads as words: CamelCase like DeviceRegistrationState, or one case throughout. A random key of
+# 22 characters or more has this shape with a probability below one in a billion.
+_WORDS = re.compile(r"(?:[A-Z][a-z]{2,})+|[a-z]+|[A-Z]+")
 
 
 def _redact(text: str) -> str:
     """Usage errors quote what was typed; a key typed in the wrong place must not end up in CI logs."""
-    return _SECRET_LOOKING.sub("<redacted>", text)
+    return _SECRET_LOOKING.sub(lambda m: m.group(0) if _WORDS.fullmatch(m.group(0)) else "<redacted>", text)
 
 
 def _say(message: str, hint: str | None = None) -> None:
@@ -41,6 +44,10 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:  # noqa: BLE001 - this is the boundary
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # Bare `dpsctl` or `dpsctl hub`: the help the user asked for in effect, on stdout, exit 0.
+            sys.stdout.write(exc.ctx.get_help() + "\n")
+            return 0
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click usage errors
             ctx = getattr(exc, "ctx", None)
             where = ctx.command_path if ctx is not None else prog_name

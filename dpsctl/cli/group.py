@@ -13,8 +13,8 @@ from dpsctl.cli.render import Output, emit, info
 app = typer.Typer(add_completion=False, help="Enrollment groups: many devices sharing a group key or a signing CA.", no_args_is_help=True)
 
 IdArg = Annotated[str, typer.Argument(help="Enrollment group ID.")]
-SigningCertOpt = Annotated[str | None, typer.Option("--signing-cert", help="X.509: the root or intermediate CA certificate (PEM or DER).")]
-SecondarySigningCertOpt = Annotated[str | None, typer.Option("--secondary-signing-cert", help="X.509: a secondary signing certificate.")]
+SigningCertOpt = Annotated[str | None, typer.Option("--signing-cert", metavar="FILE", help="X.509: the root or intermediate CA certificate (PEM or DER).")]
+SecondarySigningCertOpt = Annotated[str | None, typer.Option("--secondary-signing-cert", metavar="FILE", help="X.509: a secondary signing certificate.")]
 CaRefOpt = Annotated[str | None, typer.Option("--ca-ref", help="X.509: name of a CA certificate uploaded with `dpsctl ca add`.")]
 SecondaryCaRefOpt = Annotated[str | None, typer.Option("--secondary-ca-ref", help="X.509: a secondary CA certificate name.")]
 
@@ -96,8 +96,8 @@ def show(group_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Ou
 @app.command("update")
 def update(
     group_id: IdArg,
-    primary_key: e.PrimaryKeyOpt = None,
-    secondary_key: e.SecondaryKeyOpt = None,
+    primary_key: e.NewPrimaryKeyOpt = None,
+    secondary_key: e.NewSecondaryKeyOpt = None,
     signing_cert: SigningCertOpt = None,
     secondary_signing_cert: SecondarySigningCertOpt = None,
     ca_ref: CaRefOpt = None,
@@ -151,7 +151,4 @@ def compute_device_key(
 
     with session() as tx:
         key = derive(tx, group_id, registration_id, secondary=secondary)
-    if output == Output.table:
-        print(key)
-    else:
-        emit(key, output)
+    emit(key, output)

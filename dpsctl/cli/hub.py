@@ -21,6 +21,7 @@ ApplyOpt = Annotated[
 CsOpt = Annotated[str | None, typer.Option("--connection-string", help="The hub's owner connection string (a simulated one is made if absent).")]
 
 COLUMNS = ("NAME", "LOCATION", "WEIGHT", "APPLY POLICY", "CONNECTION STRING")
+DROP = ("CONNECTION STRING", "APPLY POLICY")  # least useful first, when the terminal is narrow
 
 
 def _rows(hubs: list[dict]) -> list[tuple]:
@@ -28,7 +29,7 @@ def _rows(hubs: list[dict]) -> list[tuple]:
 
 
 def _emit_one(doc: dict, output: Output) -> None:
-    emit(doc, output, columns=COLUMNS, rows=lambda: _rows([doc]))
+    emit(doc, output, columns=COLUMNS, rows=lambda: _rows([doc]), drop=DROP)
 
 
 @app.command("add")
@@ -48,7 +49,7 @@ def list_(show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> N
 
     with session() as tx:
         docs = [h.to_dict(show_keys=show_keys) for h in list_hubs(tx)]
-    emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs))
+    emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs), drop=DROP)
 
 
 @app.command("show")

@@ -16,14 +16,6 @@ RegIdOpt = Annotated[str, typer.Option("--registration-id", help="The device's r
 KeyOpt = Annotated[str, typer.Option("--key", help="The device's Base64 key (its enrollment key, or the key derived from a group key).")]
 
 
-def _print_value(value: str, output: Output) -> None:
-    """A bare value: one line in a table, a JSON/YAML string otherwise."""
-    if output == Output.table:
-        print(value)
-    else:
-        emit(value, output)
-
-
 @app.command("generate")
 def generate(
     nbytes: Annotated[int, typer.Option("--bytes", help="Key length in bytes, 16 to 64 (DPS generates 64).")] = 64,
@@ -32,7 +24,7 @@ def generate(
     """Print a fresh random Base64 key."""
     from dpsctl.core.keys import generate_key
 
-    _print_value(generate_key(nbytes), output)
+    emit(generate_key(nbytes), output)
 
 
 @app.command("derive")
@@ -45,7 +37,7 @@ def derive(
     from dpsctl.core.ids import validate_registration_id
     from dpsctl.core.keys import derive_device_key
 
-    _print_value(derive_device_key(group_key, validate_registration_id(registration_id)), output)
+    emit(derive_device_key(group_key, validate_registration_id(registration_id)), output)
 
 
 @app.command("sas")
@@ -80,11 +72,9 @@ def sas(
         raise InvalidInput(f"--expiry {se} is outside 0..253402300799 (the year 9999)")
     resource = device_resource_uri(scope, reg_id)
     token = build_sas_token(resource, key, se)
-    if output == Output.table:
-        print(token)
-        return
     expires = datetime.fromtimestamp(se, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    emit({"registrationId": reg_id, "idScope": scope, "resourceUri": resource, "expiry": se, "expiryUtc": expires, "sasToken": token}, output)
+    doc = {"registrationId": reg_id, "idScope": scope, "resourceUri": resource, "expiry": se, "expiryUtc": expires, "sasToken": token}
+    emit(doc, output, table=lambda: token + "\n")
 
 
 @app.command("check")
@@ -94,14 +84,12 @@ def check(registration_id: RegIdOpt, key: KeyOpt, output: OutputOpt = Output.tab
 
     with session() as tx:
         report = check_key(tx, registration_id, key, now())
-    if output == Output.table:
-        print(f"registration ID: {report.registration_id}")
-        print(f"diagnosis: {report.message}")
-        if report.explain:
-            print(format_steps(report.explain))
-        print("DPS would accept it" if report.accepted else "DPS would refuse it")
-    else:
-        emit(report.to_dict(), output)
+    def table() -> str:
+        lines = [f"registration ID: {report.registration_id}", f"diagnosis: {report.message}"]
+        lines += [format_steps(report.explain)] if report.explain else []
+        return "\n".join(lines + ["DPS would accept it" if report.accepted else "DPS would refuse it"]) + "\n"
+
+    emit(report.to_dict(), output, table=table)
     if report.error is not None:
         raise report.error
     info(f"ok: a SAS token signed with this key is accepted for {report.registration_id}")

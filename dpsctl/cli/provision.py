@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, session
-from dpsctl.cli.render import Output, emit, print_table
+from dpsctl.cli.render import Output, emit, format_table
 from dpsctl.core.errors import InvalidInput
 
 SAS_TTL_SECONDS = 3600
@@ -32,7 +32,9 @@ def _credential(scope: str, reg_id: str | None, symmetric_key: str | None, sas_t
 
         if not reg_id:
             raise InvalidInput("--symmetric-key needs --registration-id")
-        decode_key(symmetric_key, what="device key")
+        from dpsctl.core.diagnostics import DEVICE_KEY_HINT
+
+        decode_key(symmetric_key, what="device key", hint=DEVICE_KEY_HINT)
         return SasCredential(build_sas_token(device_resource_uri(scope, reg_id), symmetric_key, int(time.time()) + SAS_TTL_SECONDS))
     if sas_token:
         return SasCredential(sas_token)
@@ -80,16 +82,16 @@ def register(app: typer.Typer) -> None:
         registration_id: Annotated[str | None, typer.Option("--registration-id", help="Registration ID (X.509: defaults to the certificate CN; TPM: to the EK hash).")] = None,
         symmetric_key: Annotated[str | None, typer.Option("--symmetric-key", help="The device's own key (enrollment key, or the key derived from a group key).")] = None,
         sas_token: Annotated[str | None, typer.Option("--sas-token", help="A SAS token made elsewhere (firmware, an SDK).")] = None,
-        cert: Annotated[str | None, typer.Option("--cert", help="X.509 device certificate (may hold the full chain, leaf first).")] = None,
-        key: Annotated[str | None, typer.Option("--key", help="X.509 device private key (PEM or DER).")] = None,
-        chain: Annotated[str | None, typer.Option("--chain", help="X.509 intermediate certificates, if not in --cert.")] = None,
-        tpm: Annotated[str | None, typer.Option("--tpm", help="A software TPM file made by `dpsctl tpm create`.")] = None,
+        cert: Annotated[str | None, typer.Option("--cert", metavar="FILE", help="X.509 device certificate (may hold the full chain, leaf first).")] = None,
+        key: Annotated[str | None, typer.Option("--key", metavar="FILE", help="X.509 device private key (PEM or DER).")] = None,
+        chain: Annotated[str | None, typer.Option("--chain", metavar="FILE", help="X.509 intermediate certificates, if not in --cert.")] = None,
+        tpm: Annotated[str | None, typer.Option("--tpm", metavar="FILE", help="A software TPM file made by `dpsctl tpm create`.")] = None,
         payload: Annotated[str | None, typer.Option("--payload", help="Custom payload sent with the registration: JSON or @FILE.")] = None,
         region: Annotated[str | None, typer.Option("--region", help="The device's Azure region for geoLatency (default: the service location).")] = None,
         explain: Annotated[bool, typer.Option("--explain", help="Print the decision trace: matching, every check, allocation, reprovisioning.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Do everything but write to the store.")] = False,
         webhook_timeout: Annotated[float, typer.Option("--webhook-timeout", help="Seconds to wait for a custom allocation webhook or command.")] = 10.0,
-        batch: Annotated[str | None, typer.Option("--batch", help="Provision every device of a CSV (with header) or JSON Lines file; columns as the flags: registrationId, symmetricKey, sasToken, cert, key, chain, tpm, payload, region.", rich_help_panel="Many devices")] = None,
+        batch: Annotated[str | None, typer.Option("--batch", metavar="FILE", help="Provision every device of a CSV (with header) or JSON Lines file; columns as the flags: registrationId, symmetricKey, sasToken, cert, key, chain, tpm, payload, region.", rich_help_panel="Many devices")] = None,
         count: Annotated[int | None, typer.Option("--count", help="Storm: provision N devices of a symmetric-key group, each with its derived key.", rich_help_panel="Many devices")] = None,
         id_pattern: Annotated[str, typer.Option("--id-pattern", help="Storm: registration IDs, {n} is the device number (1..N).", rich_help_panel="Many devices")] = "device-{n:06d}",
         group: Annotated[str | None, typer.Option("--group", help="Storm: the enrollment group whose primary key the devices derive theirs from.", rich_help_panel="Many devices")] = None,
@@ -119,6 +121,10 @@ def register(app: typer.Typer) -> None:
 
             credential = _credential(load_service(tx, now()).id_scope, registration_id, symmetric_key, sas_token, cert, key, chain, tpm)
             result = run(tx, RegistrationRequest(credential, registration_id, body, region), now(), webhook_timeout=webhook_timeout)
+            if result.error is not None and symmetric_key and registration_id:
+                from dpsctl.core.diagnostics import key_mistake
+
+                result.error.hint = key_mistake(tx, registration_id, symmetric_key) or result.error.hint
             if dry_run:
                 tx.changes.clear()
         doc = dict(result.operation)
@@ -126,19 +132,22 @@ def register(app: typer.Typer) -> None:
             doc["connectionString"] = result.connection_string
         if explain:
             doc["explain"] = result.explain
-        if output == Output.table:
+
+        def table() -> str:
+            text = ""
             if explain:
                 from dpsctl.core.attestation import format_trace
 
-                print(format_trace(result.explain))
+                text = format_trace(result.explain) + "\n"
             state = doc.get("registrationState", {})
-            print_table(
+            return text + format_table(
                 ("REGISTRATION ID", "STATUS", "SUBSTATUS", "ASSIGNED HUB", "DEVICE ID", "CONNECTION STRING"),
                 [(result.registration_id, result.status, state.get("substatus"), state.get("assignedHub"), state.get("deviceId"), _mask(result.connection_string, show_keys))],
+                drop=("CONNECTION STRING", "SUBSTATUS"),
                 title="dry run: nothing was written" if dry_run else None,
             )
-        else:
-            emit(doc, output)
+
+        emit(doc, output, table=table)
         if result.error is not None:
             if not explain and result.error.hint is None:
                 result.error.hint = "rerun with --explain to see every check"

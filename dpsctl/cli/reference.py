@@ -13,7 +13,6 @@ import argparse
 import difflib
 import inspect
 import sys
-import typing
 from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any
@@ -21,8 +20,6 @@ from typing import Any
 REGENERATE = "python -m dpsctl.cli.reference > docs/cli-reference.md"
 PROG = "dpsctl"
 
-_KINDS = {str: "TEXT", int: "INTEGER", float: "NUMBER", bool: "BOOLEAN"}
-_CLICK_KINDS = {"text": "TEXT", "integer": "INTEGER", "float": "NUMBER", "boolean": "BOOLEAN", "path": "PATH", "filename": "FILE"}
 
 
 # --------------------------------------------------------------------------- the command tree
@@ -80,36 +77,19 @@ def parameters(command: Any) -> tuple[list[Any], list[Any]]:
 
 
 def _is_option(param: Any) -> bool:
-    return getattr(param, "param_type_name", None) == "option" or any(o.startswith("-") for o in param.opts)
+    from dpsctl.cli.conventions import is_option
+
+    return is_option(param)
 
 
 # --------------------------------------------------------------------------- rendering one parameter
 
 
-def _annotation(param: Any) -> Any:
-    """The Python annotation of a parameter (recent Typer), or None (Click-based Typer)."""
-    descriptor = getattr(param, "type_descriptor", None)
-    return getattr(descriptor, "annotation", None)
-
-
 def value_kind(param: Any) -> str:
-    """What an option or argument takes: TEXT, INTEGER, NUMBER, PATH, or its choices joined by '|'."""
-    annotation = _annotation(param)
-    if annotation is not None:
-        origin = typing.get_origin(annotation)
-        if origin in (list, tuple, set, typing.Union) or str(origin) == "types.UnionType":
-            inner = [a for a in typing.get_args(annotation) if a is not type(None) and a is not Ellipsis]
-            annotation = inner[0] if inner else str
-        if isinstance(annotation, type) and issubclass(annotation, Enum):
-            return "|".join(str(member.value) for member in annotation)
-        if isinstance(annotation, type) and issubclass(annotation, PurePath):
-            return "PATH"
-        return _KINDS.get(annotation, "TEXT")
-    click_type = getattr(param, "type", None)
-    choices = getattr(click_type, "choices", None)
-    if choices:
-        return "|".join(str(getattr(c, "value", c)) for c in choices)
-    return _CLICK_KINDS.get(getattr(click_type, "name", "text"), "TEXT")
+    """What an option or argument takes, as the help shows it (dpsctl.cli.conventions)."""
+    from dpsctl.cli.conventions import value_kind as kind
+
+    return kind(param)
 
 
 def _is_flag(param: Any) -> bool:
@@ -133,7 +113,9 @@ def option_signature(param: Any) -> str:
 
 def argument_metavar(param: Any) -> str:
     """NAME, [NAME] when optional, NAME... when it takes many."""
-    name = (getattr(param, "metavar", None) or param.name).upper()
+    from dpsctl.cli.conventions import argument_name
+
+    name = argument_name(param)
     if param.nargs == -1:
         name += "..."
     return name if param.required else f"[{name}]"
@@ -164,7 +146,7 @@ def describe(param: Any) -> str:
     parts = [" ".join((param.help or "").split()) if hasattr(param, "help") else ""]
     if param.required and _is_option(param):
         parts.append("Required.")  # a required argument shows it in the usage line already
-    if getattr(param, "multiple", False):
+    if getattr(param, "multiple", False) and "Repeatable" not in parts[0]:
         parts.append("Repeatable.")
     envvar = getattr(param, "envvar", None)
     if envvar:
@@ -241,7 +223,8 @@ def generate(command: Any | None = None) -> str:
         "",
         f"<!-- Generated from the command tree by `{REGENERATE}`; do not edit by hand. -->",
         "",
-        "Global options (`--db`, `--version`) come before the sub-command: `dpsctl --db ci.json enrollment list`.",
+        "Global options (`--db`, `-o/--output`, `--query`) go before or after the sub-command:",
+        "`dpsctl --db ci.json enrollment list` and `dpsctl enrollment list --db ci.json -o tsv` both work.",
         "Every command also takes `-h` / `--help`. Exit codes are listed in [exit-codes.md](exit-codes.md).",
         "",
         "## Commands",

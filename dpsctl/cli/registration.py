@@ -45,7 +45,7 @@ def list_(
 
     with session() as tx:
         docs = [public_registration(d) for d in list_registrations(tx, group=enrollment_group, hub=hub, status=status)]
-    emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs))
+    emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs), drop=("LAST UPDATED", "SUBSTATUS", "GROUP"))
 
 
 @app.command("show")
@@ -79,6 +79,7 @@ def history(registration_id: Annotated[str | None, typer.Argument(help="Only thi
         docs,
         output,
         columns=("#", "TIME", "REGISTRATION ID", "ATTESTATION", "STATUS", "SUBSTATUS", "HUB", "ENROLLMENT", "ERROR"),
+        drop=("ENROLLMENT", "SUBSTATUS", "ATTESTATION", "#", "HUB"),
         rows=lambda: [
             (d["sequence"], d["timestampUtc"], d["registrationId"], d["attestation"], d["status"], d.get("substatus"), d.get("assignedHub"), d.get("enrollment"), d.get("errorMessage"))
             for d in docs

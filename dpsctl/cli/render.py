@@ -1,9 +1,22 @@
-"""The only place that draws: JSON and YAML go to stdout untouched, tables through Rich with markup off."""
+"""The only place that draws: every command's data goes through `emit`, one pipeline for every format.
+
+    data --select (--query, JMESPath)--> value --format (json|yaml|tsv|table|none)--> text --write--> stdout
+
+The query is applied before any format, so `-o tsv`, `-o none` and `--query` work the same on every command.
+Text that came from outside (IDs, messages, twin values) reaches the terminal only through `cell()` (tables
+and TSV) or a JSON/YAML encoder, and all of it leaves through `write()`: the two places where a safe-text
+step (e.g. neutralising terminal escapes) belongs.
+
+Tables are plain text, sized to the terminal (80 columns when it is unknown, e.g. piped): columns that are
+empty or of low value are dropped first, then the widest values are shortened with an ellipsis; a cell is
+never wrapped or broken across lines.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
@@ -15,62 +28,246 @@ class Output(str, Enum):
     table = "table"
     json = "json"
     yaml = "yaml"
+    tsv = "tsv"
+    none = "none"
 
 
 Row = Sequence[Any]
+DEFAULT_WIDTH = 80
+ELLIPSIS = "…"
+GAP = "  "
 
 
-def emit(data: Any, output: Output, *, columns: Sequence[str] = (), rows: Callable[[], list[Row]] | None = None, title: str | None = None) -> None:
-    """Print `data` as JSON or YAML, or as a table of `rows()` under `columns`."""
+class Selection:
+    """What the options ask of the render layer for this invocation (reset by the root command)."""
+
+    query: str | None = None
+    whole_values: bool = False  # --show-keys: a key cut short is no key, so tables keep every value whole
+
+
+SELECTION = Selection()
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def emit(
+    data: Any,
+    output: Output,
+    *,
+    columns: Sequence[str] = (),
+    rows: Callable[[], list[Row]] | None = None,
+    drop: Sequence[str] = (),
+    title: str | None = None,
+    table: Callable[[], str] | None = None,
+) -> None:
+    """Print `data` (the JSON shape) in the asked format.
+
+    For `-o table` without --query, the command's own view is drawn: `table()` if given, else `rows()` under
+    `columns` (dropping the `drop` columns first, least valuable first, when the terminal is too narrow), else
+    a FIELD/VALUE table of a record, or a bare value. With --query the table shows the query's result.
+    """
+    if SELECTION.query is not None:
+        data = select(data, SELECTION.query)
+        table = rows = None
+    if output == Output.none:
+        return
     if output == Output.json:
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     elif output == Output.yaml:
-        import yaml
-
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False))
-    elif rows is None:
-        print_mapping(data)
+        write(to_yaml(data))
+    elif output == Output.tsv:
+        write(to_tsv(data))
+    elif table is not None:
+        write(table())
+    elif rows is not None:
+        write(format_table(columns, rows(), drop=drop, title=title))
     else:
-        print_table(columns, rows(), title=title)
+        write(generic_table(data))
 
 
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+def select(data: Any, query: str) -> Any:
+    """Apply a JMESPath query (as az does, before any format); a bad query is invalid input."""
+    import jmespath
+    from jmespath.exceptions import JMESPathError
 
-    # markup=False: user data such as "[dev]" must never be read as Rich markup.
-    import os
+    from dpsctl.core.errors import InvalidInput
 
-    console = Console(markup=False, highlight=False, emoji=False, stderr=stderr, soft_wrap=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 200  # piped tables: do not squeeze into 80 columns and cut IDs
-    return console
+    try:
+        return jmespath.search(query, data)
+    except JMESPathError as exc:
+        detail = " ".join(str(exc).split())
+        raise InvalidInput(f"--query {query!r} is not a valid JMESPath expression: {detail}", hint="see https://jmespath.org, e.g. --query \"[?status=='assigned'].deviceId\"") from None
 
 
-def cell(value: Any) -> str:
-    """A table cell: nested data as compact JSON, None as empty."""
+def write(text: str) -> None:
+    """Every byte of command output leaves here."""
+    sys.stdout.write(text)
+
+
+def info(message: str) -> None:
+    """A message for the user (stderr, so that stdout stays data)."""
+    print(message, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- YAML and TSV
+
+
+def to_yaml(data: Any) -> str:
+    """Block YAML in document order; multi-line strings (certificate PEMs) as literal `|` blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def to_tsv(data: Any) -> str:
+    """Tab-separated values, no header: one line per record, a record's values in order; a single value bare."""
+    if data is None:
+        return ""
+    records = data if isinstance(data, list) else [data]
+    lines = []
+    for record in records:
+        if isinstance(record, dict):
+            values: Sequence[Any] = list(record.values())
+        elif isinstance(record, list):
+            values = record
+        else:
+            values = [record]
+        lines.append("\t".join(tsv_value(v) for v in values))
+    return "".join(line + "\n" for line in lines)
+
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def tsv_value(value: Any) -> str:
+    """One TSV field: null empty, booleans true/false (as JSON spells them), nested data as compact JSON, tabs and newlines escaped."""
+    return cell(value, booleans=("true", "false")).translate(_TSV_ESCAPES)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def cell(value: Any, booleans: tuple[str, str] = ("yes", "no")) -> str:
+    """The text of a value in a table or TSV: nested data as compact JSON, None as empty, booleans yes/no."""
     if value is None:
         return ""
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return booleans[0] if value else booleans[1]
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return str(value)
 
 
-def print_table(columns: Sequence[str], rows: list[Row], *, title: str | None = None) -> None:
-    """A Rich table on stdout."""
-    from rich.table import Table
+def terminal_width() -> int:
+    """Columns of the terminal on stdout; $COLUMNS when set; 80 when unknown (piped, redirected)."""
+    import os
+    import shutil
 
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for name in columns:
-        table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(*(cell(v) for v in row))
-    _console().print(table)
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        if sys.stdout.isatty():
+            return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns or DEFAULT_WIDTH
+    except (AttributeError, ValueError, OSError):
+        pass
+    return DEFAULT_WIDTH
 
 
-def print_mapping(data: dict[str, Any]) -> None:
-    """A two-column FIELD / VALUE table of one record, nested objects flattened with dots."""
+def text_width(text: str) -> int:
+    """Terminal cells a string takes: wide (CJK) characters two, combining marks none."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` cut to `width` cells, ending in an ellipsis when cut."""
+    if text_width(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    if text.isascii():
+        return text[: width - 1] + ELLIPSIS
+    out, used = [], 0
+    for char in text:
+        w = text_width(char)
+        if used + w > width - 1:
+            break
+        out.append(char)
+        used += w
+    return "".join(out) + ELLIPSIS
+
+
+def _flat(value: Any) -> str:
+    text = cell(value)
+    return " ".join(text.split()) if ("\n" in text or "\t" in text or "\r" in text) else text
+
+
+def fit(headers: Sequence[str], cells: list[list[str]], width: int, drop: Sequence[str] = ()) -> tuple[list[int], list[int]]:
+    """Which columns to show and how wide: drop empty then low-value columns, then shorten the widest."""
+    natural = [max([text_width(h)] + [text_width(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    shown = list(range(len(headers)))
+
+    def total() -> int:
+        return sum(natural[i] for i in shown) + len(GAP) * (len(shown) - 1)
+
+    empty = [i for i in shown if i and all(not r[i] for r in cells)] if cells else []
+    order = empty + [headers.index(name) for name in drop if name in headers]
+    for i in order:
+        if total() <= width:
+            break
+        if i in shown and len(shown) > 1:
+            shown.remove(i)
+    widths = {i: natural[i] for i in shown}
+    floor = {i: min(natural[i], max(text_width(headers[i]), 8)) for i in shown}
+    excess = sum(widths.values()) + len(GAP) * (len(shown) - 1) - width
+    while excess > 0:
+        widest = max((i for i in shown if widths[i] > floor[i]), key=lambda i: widths[i], default=None)
+        if widest is None:
+            if len(shown) == 1:
+                widths[shown[0]] = max(1, width)
+                break
+            last = shown.pop()  # still too wide at every floor: the right-most columns go
+            excess -= widths.pop(last) + len(GAP)
+            continue
+        widths[widest] -= 1
+        excess -= 1
+    return shown, [widths[i] for i in shown]
+
+
+def format_table(columns: Sequence[str], rows: list[Row], *, drop: Sequence[str] = (), title: str | None = None, width: int | None = None) -> str:
+    """A plain-text table: header, a rule, one line per row, sized to `width` (default: the terminal)."""
+    headers = list(columns)
+    cells = [[_flat(v) for v in row] for row in rows]
+    limit = width or (sys.maxsize if SELECTION.whole_values else terminal_width())
+    shown, widths = fit(headers, cells, limit, drop)
+    last = len(shown) - 1
+
+    def line(values: Sequence[str]) -> str:
+        parts = []
+        for n, (i, w) in enumerate(zip(shown, widths)):
+            text = shorten(values[i], w)
+            parts.append(text if n == last else text + " " * (w - text_width(text)))
+        return GAP.join(parts).rstrip() + "\n"
+
+    out = [title + "\n"] if title else []
+    out.append(line(headers))
+    out.append(GAP.join("-" * w for w in widths) + "\n")
+    out.extend(line(r) for r in cells)
+    return "".join(out)
+
+
+def flatten(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(dotted field, value) pairs of a record, nested objects flattened."""
     flat: list[tuple[str, Any]] = []
 
     def walk(prefix: str, value: Any) -> None:
@@ -81,20 +278,23 @@ def print_mapping(data: dict[str, Any]) -> None:
             flat.append((prefix, value))
 
     walk("", data)
-    print_table(("FIELD", "VALUE"), flat)
+    return flat
 
 
-def print_bars(title: str, counts: dict[str, int], width: int = 30) -> None:
+def generic_table(data: Any) -> str:
+    """Any JSON value as a table: a bare value, a FIELD/VALUE table of a record, or columns of a list's records."""
+    if isinstance(data, dict):
+        return format_table(("FIELD", "VALUE"), flatten(data))
+    if isinstance(data, list):
+        if data and all(isinstance(d, dict) for d in data):
+            keys = list(dict.fromkeys(k for d in data for k in d))
+            return format_table([k.upper() for k in keys], [[d.get(k) for k in keys] for d in data])
+        return "".join(cell(v) + "\n" for v in data)
+    return "" if data is None else cell(data) + "\n"
+
+
+def format_bars(title: str, counts: dict[str, int], width: int = 30) -> str:
     """Horizontal bars, e.g. devices per hub."""
-    from rich.table import Table
-
-    table = Table("HUB", "DEVICES", "", title=title, header_style="bold")
     top = max(counts.values(), default=0) or 1
-    for name, count in counts.items():
-        table.add_row(name, str(count), "█" * max(1 if count else 0, round(width * count / top)))
-    _console().print(table)
-
-
-def info(message: str) -> None:
-    """A message for the user (stderr, so that stdout stays data)."""
-    print(message, file=sys.stderr)
+    rows = [(name, count, "█" * max(1 if count else 0, round(width * count / top))) for name, count in counts.items()]
+    return format_table(("HUB", "DEVICES", ""), rows, title=title)

@@ -24,6 +24,7 @@ def _show(tx, output: Output) -> None:
         view,
         output,
         columns=("ID SCOPE", "DEVICE ENDPOINT", "ALLOCATION POLICY", "LOCATION", "LINKED HUBS", "OPERATIONS"),
+        drop=("OPERATIONS", "LINKED HUBS", "LOCATION"),
         rows=lambda: [
             (props["idScope"], props["deviceProvisioningHostName"], props["allocationPolicy"], view["location"], len(props["iotHubs"]), props["operationsCount"])
         ],
@@ -55,6 +56,7 @@ def update(
 def connection_string(
     host: Annotated[str, typer.Option("--host", help="Host name the client connects to (the server certificate names localhost and 127.0.0.1).")] = "localhost",
     port: Annotated[int, typer.Option("--port", help="Port of `dpsctl serve`; 443 leaves it out of HostName.", min=1, max=65535)] = 8443,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Print the service connection string (owner policy) that `dpsctl serve` accepts on its service API."""
     from dpsctl.core.service import connection_string as build, ensure_service_key, load_service
@@ -64,7 +66,7 @@ def connection_string(
     if not settings.service_key:  # a store made before service keys existed gets one now
         with session(write=True) as tx:
             settings = ensure_service_key(tx, now())
-    print(build(settings, host if port == 443 else f"{host}:{port}"))
+    emit(build(settings, host if port == 443 else f"{host}:{port}"), output)
 
 
 def register_init(root: typer.Typer) -> None:

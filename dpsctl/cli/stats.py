@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dpsctl.cli.context import OutputOpt, now, session
-from dpsctl.cli.render import Output, emit, print_bars, print_table
+from dpsctl.cli.render import Output, emit, format_bars, format_table
 
 
 def register(app: typer.Typer) -> None:
@@ -18,11 +18,12 @@ def register(app: typer.Typer) -> None:
 
         with session() as tx:
             doc = collect(tx, now())
-        if output != Output.table:
-            emit(doc, output)
-            return
-        rows = [("linked hubs", doc["linkedHubs"]), ("individual enrollments", doc["enrollments"]), ("enrollment groups", doc["enrollmentGroups"])]
-        rows += [(f"registrations: {status}", n) for status, n in doc["registrationsByStatus"].items()]
-        rows += [("devices", sum(doc["devicesPerHub"].values())), ("operations", doc["operations"])]
-        print_table(("WHAT", "COUNT"), rows)
-        print_bars("devices per hub", doc["devicesPerHub"])
+        emit(doc, output, table=lambda: _table(doc))
+
+
+def _table(doc: dict) -> str:
+    """The totals (every one of them is in the JSON too), then devices per hub as bars."""
+    rows = [("linked hubs", doc["linkedHubs"]), ("individual enrollments", doc["enrollments"]), ("enrollment groups", doc["enrollmentGroups"])]
+    rows += [("registrations", doc["registrations"])] + [(f"registrations: {status}", n) for status, n in doc["registrationsByStatus"].items()]
+    rows += [("devices", doc["devices"]), ("operations", doc["operations"])]
+    return format_table(("WHAT", "COUNT"), rows) + "\n" + format_bars("devices per hub", doc["devicesPerHub"])

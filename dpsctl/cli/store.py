@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dpsctl.cli.context import STATE, OutputOpt
+from dpsctl.cli.context import STATE, OutputOpt, require_store
 from dpsctl.cli.render import Output, emit, info
 
 app = typer.Typer(add_completion=False, help="The store itself: backend, size, record counts; migration between TinyDB and SQLite.", no_args_is_help=True)
@@ -18,6 +18,7 @@ def show_info(output: OutputOpt = Output.table) -> None:
     from dpsctl.store import open_store
     from dpsctl.store.migrate import record_counts
 
+    require_store(STATE.db)
     with open_store(STATE.db) as store:
         counts = record_counts(store)
         doc = {"backend": store.backend, "path": store.location, "exists": store.exists(), "sizeBytes": store.size_bytes(), "records": counts}
@@ -26,13 +27,14 @@ def show_info(output: OutputOpt = Output.table) -> None:
 
 @app.command("migrate")
 def migrate(
-    to: Annotated[str, typer.Option("--to", help="The new store: *.sqlite/*.sqlite3/*.db for SQLite, anything else for a TinyDB file.")],
+    to: Annotated[str, typer.Option("--to", metavar="FILE", help="The new store: *.sqlite/*.sqlite3/*.db for SQLite, anything else for a TinyDB file.")],
     output: OutputOpt = Output.table,
 ) -> None:
     """Copy the whole store (service, hubs, enrollments, registrations, devices, history) into a new store."""
     from dpsctl.store import open_store
     from dpsctl.store.migrate import migrate as copy
 
+    require_store(STATE.db)
     with open_store(STATE.db) as source, open_store(to) as target:
         if not source.exists():
             from dpsctl.core.errors import NotFound

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsctl.cli.context import STATE, now
-from dpsctl.cli.render import Output, emit, print_bars, print_table
+from dpsctl.cli.render import Output, emit, format_bars, format_table
 from dpsctl.core.errors import DpsError, ExitCode, InvalidInput
 
 
@@ -93,6 +93,18 @@ def _progress(total: int | None) -> tuple[Any, Any]:
 EXIT_ORDER = (("unauthorized", ExitCode.UNAUTHORIZED), ("disabled", ExitCode.DISABLED), ("failed", ExitCode.ALLOCATION_FAILED), ("invalid", ExitCode.INVALID_INPUT))
 
 
+def _summary_table(doc: dict) -> str:
+    """The summary of a batch or storm: totals and latency, refusals by reason, devices per hub."""
+    latency = doc["latencyMs"]
+    text = format_table(
+        ("DEVICES", "ASSIGNED", "NOT ASSIGNED", "SECONDS", "DEVICES/S", "P50 MS", "P90 MS", "P99 MS"),
+        [(doc["devices"], doc["assigned"], doc["devices"] - doc["assigned"], doc["seconds"], doc["devicesPerSecond"], latency["p50"], latency["p90"], latency["p99"])],
+    )
+    if doc["refusedByReason"]:
+        text += "\n" + format_table(("REFUSED", "REASON"), [(n, reason) for reason, n in doc["refusedByReason"].items()])
+    return text + "\n" + format_bars("devices per hub", doc["devicesPerHub"])
+
+
 def run_many(
     *, batch: str | None, count: int | None, id_pattern: str, group: str | None, group_key: str | None,
     chunk_size: int, region: str | None, webhook_timeout: float, output: Output,
@@ -128,17 +140,7 @@ def run_many(
         if bar:
             bar.stop()
     doc = summary.to_dict()
-    if output == Output.table:
-        latency = doc["latencyMs"]
-        print_table(
-            ("DEVICES", "ASSIGNED", "NOT ASSIGNED", "SECONDS", "DEVICES/S", "P50 MS", "P90 MS", "P99 MS"),
-            [(doc["devices"], doc["assigned"], doc["devices"] - doc["assigned"], doc["seconds"], doc["devicesPerSecond"], latency["p50"], latency["p90"], latency["p99"])],
-        )
-        if doc["refusedByReason"]:
-            print_table(("REFUSED", "REASON"), [(n, reason) for reason, n in doc["refusedByReason"].items()])
-        print_bars("devices per hub", doc["devicesPerHub"])
-    else:
-        emit(doc, output)
+    emit(doc, output, table=lambda: _summary_table(doc))
     if not summary.all_assigned:
         code = next((c for status, c in EXIT_ORDER if summary.by_status.get(status)), ExitCode.ALLOCATION_FAILED)
         error = DpsError(f"{doc['devices'] - doc['assigned']} of {doc['devices']} devices were not assigned", hint="see the summary; rerun one device with --explain")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +30,7 @@ def create(file: FileArg, force: Annotated[bool, typer.Option("--force", help="O
     save_tpm(tpm, file, force=force)
     _show(tpm, output)
     info(f"warning: {file} holds private keys of a software TPM for testing; never use it for a real device")
-    info(f"enroll it: dpsctl enrollment add {tpm.registration_id} --attestation tpm --endorsement-key <endorsementKey above>")
+    info(f"enroll it: dpsctl enrollment add {tpm.registration_id} --attestation tpm --endorsement-key {shlex.quote('@' + str(file))}")
 
 
 @app.command("show")

@@ -9,7 +9,7 @@ from typing import Any
 from dpsctl.core.clock import format_timestamp, new_etag
 from dpsctl.core.errors import InvalidInput, NotFound
 from dpsctl.core.ids import hub_host_name
-from dpsctl.core.models import validate_initial_twin
+from dpsctl.core.models import require_named, validate_initial_twin
 from dpsctl.store import Transaction
 
 Json = dict[str, Any]
@@ -76,7 +76,10 @@ def get_device(tx: Transaction, device_id: str, hub: str | None = None) -> Json:
 def list_devices(tx: Transaction, hub: str | None = None) -> list[Json]:
     """All devices, or those of one hub."""
     if hub is not None:
-        return tx.find("devices", "hub", hub_host_name(hub))
+        host = hub_host_name(hub)
+        found = tx.find("devices", "hub", host)
+        require_named(tx.get("hubs", host) is not None, bool(found), f"IoT hub {host}", "see `dpsctl hub list`")
+        return found
     return list(tx.scan("devices"))
 
 

@@ -376,10 +376,9 @@ def check_key(tx: Transaction, registration_id: str, key_text: str, now: datetim
 
     reg_id = validate_registration_id(registration_id)
     try:
-        raw = decode_key(key_text, what="the key")
+        raw = decode_key(key_text, what="the key", hint=DEVICE_KEY_HINT)
     except InvalidInput as exc:
-        message, hint = _why_not_a_key(key_text, exc)
-        return KeyReport(reg_id, "invalid", message, error=InvalidInput(message, hint=hint))
+        return KeyReport(reg_id, "invalid", exc.message, error=exc)
     report = _identify(tx, reg_id, raw)
     scope = load_service(tx, now).id_scope
     token = build_sas_token(device_resource_uri(scope, reg_id), key_text, int(now.timestamp()) + DIAGNOSIS_TOKEN_TTL)
@@ -391,22 +390,21 @@ def check_key(tx: Transaction, registration_id: str, key_text: str, now: datetim
     return report
 
 
-def _why_not_a_key(key_text: str, exc: InvalidInput) -> tuple[str, str]:
-    """Explain an undecodable key: URL-safe Base64, lost padding, or simply not Base64 / the wrong length."""
-    text = (key_text or "").strip()
-    alternatives = []
-    if "-" in text or "_" in text:
-        alternatives.append((text.replace("-", "+").replace("_", "/"), "uses URL-safe Base64 ('-' and '_'); DPS keys use standard Base64 ('+' and '/')"))
-    if len(text) % 4:
-        alternatives.append((text + "=" * (-len(text) % 4), "has lost its '=' padding at the end"))
-    for fixed, why in alternatives:
-        for candidate in (fixed, fixed + "=" * (-len(fixed) % 4)):
-            try:
-                base64.b64decode(candidate, validate=True)
-            except (binascii.Error, ValueError):
-                continue
-            return f"the key {why}", "copy the key exactly as DPS shows it (dpsctl enrollment show ID --show-keys)"
-    return exc.message, exc.hint or "generate one with `dpsctl keys generate`"
+DEVICE_KEY_HINT = (
+    "a device's key is its individual enrollment's key (dpsctl enrollment show ID --show-keys) or, in a group,"
+    " the key derived for it (dpsctl enrollment-group compute-device-key GROUP --registration-id ID -o tsv)"
+)
+
+
+def key_mistake(tx: Transaction, registration_id: str, key_text: str) -> str | None:
+    """For a refused device key: what the key really is and what to use instead, when it is a known mistake."""
+    from dpsctl.core.keys import decode_key
+
+    try:
+        report = _identify(tx, registration_id, decode_key(key_text))
+    except InvalidInput:
+        return None
+    return report.hint
 
 
 def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
@@ -449,9 +447,10 @@ def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
                 return KeyReport(
                     reg_id,
                     "groupKey",
-                    f"the {slot} key of enrollment group {group.id!r} itself: a device must use the key derived from it"
-                    f" (dpsctl keys derive --group-key KEY --registration-id {reg_id})",
+                    f"the {slot} key of enrollment group {group.id!r} itself, not a device key: a device must use the key derived from it",
                     {"enrollmentGroup": group.id, "key": slot},
+                    hint=f"use the derived key: dpsctl enrollment-group compute-device-key {group.id} --registration-id {reg_id}"
+                    + (" --secondary" if slot == "secondary" else "") + " -o tsv",
                 )
     for spelling in _other_spellings(tx, reg_id):
         for group in groups:

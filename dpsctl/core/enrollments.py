@@ -24,6 +24,7 @@ from dpsctl.core.models import (
     IndividualEnrollment,
     ReprovisionPolicy,
     _choice,
+    filter_choice,
     validate_initial_twin,
     validate_webhook_url,
 )
@@ -185,9 +186,9 @@ def list_entries(tx: Transaction, *, group: bool, status: str | None = None, att
     """Entries of one kind, filtered by provisioning status and attestation type."""
     model = EnrollmentGroup if group else IndividualEnrollment
     if status is not None:
-        status = _choice(status, PROVISIONING_STATUSES, "status")
+        status = filter_choice(status, PROVISIONING_STATUSES, "status")
     if attestation is not None:
-        attestation = _choice(attestation, ("symmetricKey", "x509", "tpm"), "attestation type")
+        attestation = filter_choice(attestation, ("symmetricKey", "x509", "tpm"), "attestation type")
     out = []
     for doc in tx.scan(KIND[group]):
         if status and doc.get("provisioningStatus", "enabled") != status:

@@ -31,24 +31,58 @@ def generate_key(nbytes: int = DEFAULT_KEY_BYTES) -> str:
     return base64.b64encode(secrets.token_bytes(nbytes)).decode("ascii")
 
 
-def decode_key(key_b64: str, *, what: str = "key") -> bytes:
-    """Decode a Base64 symmetric key strictly and check DPS's 16..64 byte size rule."""
+def decode_key(key_b64: str, *, what: str = "key", hint: str | None = None) -> bytes:
+    """Decode a Base64 symmetric key strictly and check DPS's 16..64 byte size rule; a refusal says what is wrong.
+
+    `hint` is the caller's next step for a key that is simply wrong (default: generate one); a recognisable
+    mistake (quotes, URL-safe Base64, lost padding) gets its own fix instead.
+    """
+    fallback = hint or _GENERATE_HINT
     if not isinstance(key_b64, str):
-        raise InvalidInput(f"{what} must be Base64 text", hint=_GENERATE_HINT)
+        raise InvalidInput(f"{what} must be Base64 text", hint=fallback)
     text = key_b64.strip()
     if not text:
-        raise InvalidInput(f"{what} is empty", hint=_GENERATE_HINT)
+        raise InvalidInput(f"{what} is empty", hint=fallback)
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        # ValueError covers non-ASCII text. The key itself is deliberately left out of the message.
-        raise InvalidInput(f"{what} is not valid Base64", hint=_GENERATE_HINT) from None
+        # ValueError covers non-ASCII text. The key itself is deliberately left out of every message.
+        message, fix = explain_undecodable(text, what)
+        raise InvalidInput(message, hint=fix or fallback) from None
     if not MIN_KEY_BYTES <= len(raw) <= MAX_KEY_BYTES:
-        raise InvalidInput(
-            f"{what} decodes to {len(raw)} bytes; DPS requires {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes",
-            hint=_GENERATE_HINT,
-        )
+        raise InvalidInput(f"{what} decodes to {len(raw)} bytes; DPS requires {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes", hint=fallback)
     return raw
+
+
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def _is_key(text: str) -> bool:
+    try:
+        return MIN_KEY_BYTES <= len(base64.b64decode(text, validate=True)) <= MAX_KEY_BYTES
+    except (binascii.Error, ValueError):
+        return False
+
+
+def explain_undecodable(text: str, what: str) -> tuple[str, str | None]:
+    """(message, fix) for text that is not Base64: a quoted key, URL-safe Base64, lost padding, or not a key at all."""
+    if len(text) > 2 and text[0] == text[-1] and text[0] in "\"'" and _is_key(text[1:-1].strip()):
+        return (
+            f"{what} is wrapped in quotes ({text[0]}...{text[0]}); the quotes are not part of the key",
+            "remove them; to capture a value in a script use -o tsv, which prints it bare: KEY=$(dpsctl ... -o tsv)",
+        )
+    if ("-" in text or "_" in text) and _is_key(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)):
+        return (
+            f"{what} uses URL-safe Base64 ('-' and '_'); DPS keys use standard Base64 ('+' and '/')",
+            "replace '-' with '+' and '_' with '/', or copy the key as DPS shows it",
+        )
+    if len(text) % 4 and _is_key(text + "=" * (-len(text) % 4)):
+        return f"{what} has lost its '=' padding at the end", "copy the key whole, '=' included"
+    strange = sorted({c for c in text if c not in _BASE64})
+    if strange:
+        shown = ", ".join(repr(c) if c.isprintable() and c.isascii() else f"U+{ord(c):04X}" for c in strange[:5])
+        return f"{what} is not Base64: it contains {shown}, which Base64 never does", None
+    return f"{what} is not Base64 of a key: {len(text)} characters (keys of {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes are 24 to 88, a multiple of 4)", None
 
 
 def derive_device_key(group_key_b64: str, registration_id: str) -> str:

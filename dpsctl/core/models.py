@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from dpsctl.core.errors import InvalidInput
+from dpsctl.core.errors import InvalidInput, NotFound
 from dpsctl.core.ids import (
     hub_host_name,
     validate_device_id,
@@ -50,6 +50,20 @@ def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
             if choice.lower() == value.lower():
                 return choice
     raise InvalidInput(f"{where} is {value!r}; expected one of: {', '.join(choices)}")
+
+
+def filter_choice(value: str, choices: tuple[str, ...], where: str) -> str:
+    """A list filter's value: like `_choice`, but a value that names nothing is not found (exit 3), as `show` says."""
+    try:
+        return _choice(value, choices, where)
+    except InvalidInput:
+        raise NotFound(f"there is no {where} {value!r}; expected one of: {', '.join(choices)}") from None
+
+
+def require_named(found: bool, referenced: bool, what: str, hint: str) -> None:
+    """A list filter naming a record: refused (exit 3) when no such record exists and nothing refers to it."""
+    if not found and not referenced:
+        raise NotFound(f"{what} does not exist", hint=hint)
 
 
 # --------------------------------------------------------------------------- parts

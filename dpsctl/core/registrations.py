@@ -7,7 +7,7 @@ from typing import Any
 from dpsctl.core.clock import same_etag
 from dpsctl.core.errors import Conflict, NotFound
 from dpsctl.core.ids import hub_host_name
-from dpsctl.core.models import _choice
+from dpsctl.core.models import filter_choice, require_named
 from dpsctl.store import Transaction
 
 REGISTRATION_STATUSES = ("unassigned", "assigning", "assigned", "failed", "disabled")
@@ -32,7 +32,7 @@ def get_registration(tx: Transaction, registration_id: str) -> dict[str, Any]:
 def list_registrations(tx: Transaction, *, group: str | None = None, hub: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
     """Registration records filtered by enrollment group, assigned hub and status (indexed lookups first)."""
     if status is not None:
-        status = _choice(status, REGISTRATION_STATUSES, "status")
+        status = filter_choice(status, REGISTRATION_STATUSES, "status")
     if hub is not None:
         hub = hub_host_name(hub)
     if group is not None:
@@ -43,11 +43,18 @@ def list_registrations(tx: Transaction, *, group: str | None = None, hub: str | 
         docs = tx.find("registrations", "status", status)
     else:
         docs = list(tx.scan("registrations"))
-    return [
+    found = [
         doc
         for doc in docs
         if (hub is None or (doc.get("assignedHub") or "").lower() == hub) and (status is None or doc.get("status") == status)
     ]
+    # A filter naming a hub or group that does not exist is a typo until shown otherwise (records of an unlinked
+    # hub or a deleted group still list).
+    if hub is not None:
+        require_named(tx.get("hubs", hub) is not None, bool(tx.find("registrations", "hub", hub)), f"IoT hub {hub}", "see `dpsctl hub list`")
+    if group is not None:
+        require_named(tx.get("groups", group) is not None, bool(docs), f"enrollment group {group!r}", "see `dpsctl enrollment-group list`")
+    return found
 
 
 def delete_registration(tx: Transaction, registration_id: str, *, etag: str | None = None) -> dict[str, Any]:

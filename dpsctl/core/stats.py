@@ -23,6 +23,7 @@ def collect(tx: Transaction, now: datetime) -> dict[str, Any]:
         "enrollmentGroups": tx.count("groups"),
         "registrations": sum(by_status.values()),
         "registrationsByStatus": dict(sorted(by_status.items())),
+        "devices": sum(per_hub.values()),
         "operations": load_service(tx, now).operations,
         "devicesPerHub": per_hub,
     }

@@ -195,6 +195,19 @@ def _private_key_pem(key: rsa.RSAPrivateKey) -> str:
     ).decode("ascii")
 
 
+def public_key_in(text: str, field: str, source: str) -> str:
+    """A TPM public key given in a file: the file's Base64 text, or the `field` (endorsementKey, storageRootKey) of a TPM file."""
+    if text.lstrip().startswith("{"):
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            raise InvalidInput(f"{source} is neither Base64 nor a dpsctl software TPM file") from None
+        if not isinstance(document, dict) or document.get("format") != FILE_FORMAT or not isinstance(document.get(field), str):
+            raise InvalidInput(f"{source} is JSON but not a dpsctl software TPM file with {field}")
+        return document[field]
+    return "".join(text.split())
+
+
 def _read_tpm_document(path: Path) -> dict[str, Any]:
     """Read and shape-check the JSON of a TPM file."""
     try:

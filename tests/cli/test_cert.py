@@ -292,6 +292,7 @@ def test_check_a_ca_certificate_by_mistake(group_store, pki):
 
 def test_check_a_cn_that_is_no_registration_id(dps, tmp_path):
     openssl_root(tmp_path, "spaced", "Contoso Root CA")
+    dps.ok("init")
     run = dps("cert", "check", str(tmp_path / "spaced.pem"), "-o", "json")
     assert run.exit_code == 5, run
     report = run.json()

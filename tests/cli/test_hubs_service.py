@@ -6,6 +6,7 @@ import re
 
 
 def test_first_command_creates_the_store_with_a_dps_style_id_scope(dps):
+    dps.ok("init")
     service = dps.json("service", "show")
     props = service["properties"]
     assert re.fullmatch(r"0ne[0-9A-F]{8}", props["idScope"])

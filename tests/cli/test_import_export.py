@@ -61,7 +61,7 @@ def test_import_updates_changed_records(dps, tmp_path):
 
 
 def test_dry_run_writes_nothing(dps, tmp_path):
-    dps.ok("service", "show")  # create the store
+    dps.ok("init")  # create the store
     before = dps.snapshot()
     plan = dps.json("import", write(tmp_path, DOC), "--dry-run")
     assert plan["counts"]["created"] == 5
@@ -71,7 +71,7 @@ def test_dry_run_writes_nothing(dps, tmp_path):
 def test_one_bad_record_writes_nothing_and_names_record_and_field(dps, tmp_path):
     bad = json.loads(json.dumps(DOC))
     bad["enrollments"].append({"registrationId": "dev-3", "attestation": {"type": "symmetricKey"}, "provisioningStatus": "sometimes"})
-    dps.ok("service", "show")
+    dps.ok("init")
     before = dps.snapshot()
     run = dps("import", write(tmp_path, bad))
     assert run.exit_code == 2, run

@@ -91,6 +91,7 @@ def test_sas_matches_the_reference_vector(cli):
 
 
 def test_sas_options(dps):
+    dps.ok("init")
     before = int(time.time())
     doc = dps.json("keys", "sas", "--registration-id", "dev", "--key", KEY_A, "--ttl", "60")
     assert before + 60 <= doc["expiry"] <= int(time.time()) + 60
@@ -198,7 +199,10 @@ def test_check_a_spelling_the_store_remembers(keyed):
 @pytest.mark.parametrize(
     ("key", "words"),
     [
-        ("not base64 at all!", "not valid Base64"),
+        ("not base64 at all!", "not Base64: it contains ' ', '!'"),
+        ("notakey", "not Base64 of a key: 7 characters"),
+        ("my-secret-password", "not Base64: it contains '-'"),
+        ('"' + KEY_A + '"', "wrapped in quotes"),
         ("c2VjcmV0", "decodes to 6 bytes"),
         (base64.b64encode(b"x" * 65).decode(), "decodes to 65 bytes"),
         (base64.urlsafe_b64encode(b"\xfb\xff" * 16).decode(), "URL-safe Base64"),
