@@ -43,6 +43,7 @@ class Selection:
 
     query: str | None = None
     whole_values: bool = False  # --show-keys: a key cut short is no key, so tables keep every value whole
+    top: int | None = None  # az's --top: at most this many records of a list, before the query (None or negative: all)
 
 
 SELECTION = Selection()
@@ -67,6 +68,11 @@ def emit(
     `columns` (dropping the `drop` columns first, least valuable first, when the terminal is too narrow), else
     a FIELD/VALUE table of a record, or a bare value. With --query the table shows the query's result.
     """
+    if SELECTION.top is not None and SELECTION.top >= 0 and isinstance(data, list):
+        data = data[: SELECTION.top]
+        if rows is not None:
+            every_row, limit = rows, len(data)
+            rows = lambda: every_row()[:limit]  # noqa: E731 - the table shows the same records as the data
     if SELECTION.query is not None:
         data = select(data, SELECTION.query)
         table = rows = None
@@ -139,7 +145,9 @@ def to_tsv(data: Any) -> str:
         elif isinstance(record, list):
             values = record
         else:
-            values = [record]
+            # az (knack) lower-cases a boolean that is a whole line, so `--query isVerified -o tsv` gives true/false
+            lines.append(tsv_value(record, booleans=("true", "false")))
+            continue
         lines.append("\t".join(tsv_value(v) for v in values))
     return "".join(line + "\n" for line in lines)
 
@@ -147,9 +155,10 @@ def to_tsv(data: Any) -> str:
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def tsv_value(value: Any) -> str:
-    """One TSV field: null empty, booleans true/false (as JSON spells them), nested data as compact JSON, tabs and newlines escaped."""
-    return cell(value, booleans=("true", "false")).translate(_TSV_ESCAPES)
+def tsv_value(value: Any, booleans: tuple[str, str] = ("True", "False")) -> str:
+    """One TSV field: null empty, nested data as compact JSON, tabs and newlines escaped; booleans as az prints them
+    in a record (True/False, Python's spelling); a bare boolean is true/false (see to_tsv)."""
+    return cell(value, booleans=booleans).translate(_TSV_ESCAPES)
 
 
 # --------------------------------------------------------------------------- tables
