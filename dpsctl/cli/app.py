@@ -53,16 +53,18 @@ def load_command(name: str) -> Any:
     """Import the module of one sub-command and build its Click command, with dpsctl's conventions and az's spellings applied."""
     import importlib
 
-    from dpsctl.cli.az_compat import alias_command, install
+    from dpsctl.cli.az_compat import accept_bare, alias_command, install
     from dpsctl.cli.conventions import apply
 
     if name in AZ_COMMANDS:
         module_name, kind = AZ_COMMANDS[name]
         if kind == "alias":
             return alias_command(name)
-        command = typer.main.get_command(importlib.import_module(module_name).app)
+        module = importlib.import_module(module_name)
+        command = typer.main.get_command(module.app)
         command.name, command.hidden = name, True
         apply(command, name)
+        accept_bare(command, getattr(module, "THREE_STATE", ()))
         return command
     module_name, kind, _ = COMMANDS[name]
     module = importlib.import_module(module_name)
@@ -75,6 +77,7 @@ def load_command(name: str) -> Any:
         command = typer.main.get_group(holder).commands[name]
     apply(command, name)
     install(command, name)
+    accept_bare(command, getattr(module, "THREE_STATE", ()))
     return command
 
 

@@ -37,6 +37,22 @@ AuthType = Enum("AuthType", {"key": "key", "login": "login"}, type=str)  # type:
 AZ_PREFIX = "dps "  # az paths are written after `az iot`: "dps enrollment create", "device registration create"
 
 
+def tri_state(value: Any) -> bool | None:
+    """A three-state option's value as a boolean (None: not given)."""
+    if value is None:
+        return None
+    return (value.value if isinstance(value, Enum) else str(value)).lower() in _TRUE
+
+
+def accept_bare(command: Any, names: tuple[str, ...]) -> None:
+    """Let a command's az three-state options (`--verified`) be given bare, meaning true (sub-commands too)."""
+    for sub in getattr(command, "commands", {}).values():
+        accept_bare(sub, names)
+    taken = {n for p in command.params for n in p.opts}
+    if taken & set(names):
+        _wrap_parse(command, taken & set(names), set(), set())
+
+
 @dataclass(frozen=True)
 class AzOption:
     """One az option: its spellings, the dpsctl parameter it feeds, and how its value reads.
@@ -264,7 +280,7 @@ def _translate(h: _Hidden, value: Any, kwargs: dict[str, Any]) -> None:
     if how == "resource" or how == "auth":
         return
     if how == "login":
-        _check_login(value)
+        check_login(value)
         return
     if how == "top":
         from dpsctl.cli.render import SELECTION
@@ -289,7 +305,7 @@ def _translate(h: _Hidden, value: Any, kwargs: dict[str, Any]) -> None:
     kwargs[name] = converted
 
 
-def _check_login(connection_string: str) -> None:
+def check_login(connection_string: str) -> None:
     """`--login`: the connection string must be this store's (its host and its owner key)."""
     import os
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
 from dpsctl.core.ids import hub_host_name
-from dpsctl.core.models import LinkedHub, default_hub_connection_string, validate_weight
+from dpsctl.core.models import LinkedHub, connection_string_fields, default_hub_connection_string, validate_weight
 from dpsctl.store import Transaction
 
 MAX_LINKED_HUBS = 50
@@ -28,11 +28,7 @@ def list_hubs(tx: Transaction) -> list[LinkedHub]:
 
 def _check_connection_string(cs: str, host: str) -> str:
     """A hub connection string must name the same hub and carry a key, as DPS checks when linking."""
-    fields = {}
-    for part in cs.split(";"):
-        name, sep, value = part.partition("=")
-        if sep:
-            fields[name.strip().lower()] = value
+    fields = connection_string_fields(cs)
     missing = [f for f in ("hostname", "sharedaccesskeyname", "sharedaccesskey") if not fields.get(f)]
     if missing:
         raise InvalidInput(
@@ -42,6 +38,14 @@ def _check_connection_string(cs: str, host: str) -> str:
     if fields["hostname"].lower() != host:
         raise InvalidInput(f"the connection string is for {fields['hostname']}, not {host}")
     return cs
+
+
+def hub_of_connection_string(cs: str) -> str:
+    """The hub a connection string names (its HostName), for linking by connection string alone."""
+    host = connection_string_fields(cs).get("hostname")
+    if not host:
+        raise InvalidInput("the hub connection string has no HostName", hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>")
+    return host
 
 
 def add_hub(

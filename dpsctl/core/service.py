@@ -129,16 +129,6 @@ def service_view(settings: ServiceSettings, hubs: list[dict]) -> dict:
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
-def _connection_string_fields(text: str) -> dict[str, str]:
-    """The `Name=value;...` fields of a connection string, names lower-cased (a value may contain '=')."""
-    fields: dict[str, str] = {}
-    for part in text.split(";"):
-        name, sep, value = part.partition("=")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    return fields
-
-
 def _host_only(host: str) -> str:
     """A HostName without its port (`localhost:8443`, `[::1]:8443`), lower-cased."""
     host = host.strip().lower()
@@ -153,7 +143,9 @@ def check_login(settings: ServiceSettings | None, connection_string: str) -> Non
 
     from dpsctl.core.errors import Unauthorized
 
-    fields = _connection_string_fields(connection_string)
+    from dpsctl.core.models import connection_string_fields
+
+    fields = connection_string_fields(connection_string)
     missing = [name for name in ("HostName", "SharedAccessKeyName", "SharedAccessKey") if not fields.get(name.lower())]
     if missing:
         raise InvalidInput(

@@ -59,20 +59,24 @@ def load_certificates(data: bytes | str, *, source: str) -> list[x509.Certificat
     return [_parse_certificate(der, index, len(ders), source=source) for index, der in enumerate(ders, 1)]
 
 
-def load_private_key(data: bytes | str, *, source: str) -> PrivateKey:
-    """Parse an unencrypted RSA or EC private key from PEM (PKCS#8 or traditional) or DER."""
+def load_private_key(data: bytes | str, *, source: str, password: bytes | None = None) -> PrivateKey:
+    """Parse an RSA or EC private key from PEM (PKCS#8 or traditional) or DER; encrypted ones need `password`."""
     raw = _as_bounded_bytes(data, source=source, what="private key")
     is_pem = _looks_like_pem(raw)
     try:
         if is_pem:
-            key = serialization.load_pem_private_key(_pem_private_key_block(raw, source=source), password=None)
+            key = serialization.load_pem_private_key(_pem_private_key_block(raw, source=source), password=password)
         else:
-            key = serialization.load_der_private_key(raw, password=None)
+            key = serialization.load_der_private_key(raw, password=password)
     except TypeError:
+        if password is not None:
+            raise InvalidInput(f"{source}: the key is not encrypted, but a passphrase was given", hint="drop the passphrase") from None
         # cryptography signals "this key needs a password" with TypeError.
         raise _encrypted_key_error(source) from None
     except _PARSE_ERRORS:
         # The original exception is dropped on purpose: it must never drag key bytes into a message.
+        if password is not None:
+            raise InvalidInput(f"{source}: the passphrase does not open this private key (or the key is damaged)", hint="check the passphrase") from None
         raise InvalidInput(
             f"{source}: found {'a damaged PEM key' if is_pem else _describe_der(raw)}, not a usable private key",
             hint="pass an unencrypted PEM or DER private key file",
