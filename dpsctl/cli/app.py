@@ -187,6 +187,7 @@ def root(
     STATE.output = output
     SELECTION.query = query
     SELECTION.whole_values = False
+    SELECTION.top = None
 
 
 def main(argv: list[str] | None = None) -> None:

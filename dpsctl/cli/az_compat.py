@@ -203,7 +203,8 @@ def _extra_names(param: Any, names: tuple[str, ...]) -> None:
     extra = [n for n in names if n not in param.opts and n not in param.secondary_opts]
     if not extra:
         return
-    shown = list(param.opts)
+    shown = list(getattr(param, "dpsctl_opts", param.opts))
+    param.dpsctl_opts = shown  # dpsctl's own names, for its help and docs/az-mapping.md
     param.opts.extend(extra)
     original = param.get_help_record
 
@@ -301,7 +302,8 @@ def _translate(h: _Hidden, value: Any, kwargs: dict[str, Any]) -> None:
     default = h.target.default if h.target is not None else None
     if current is not None and current != default and current != converted:
         shown = "/".join(h.option.names)
-        raise UsageError(f"{shown} says {value!r}, but {h.target.human_readable_name} says {current!r}: give one of them")
+        other = h.target.opts[0] if _is_option(h.target) else h.target.name.upper()
+        raise UsageError(f"{shown} says {value!r}, but {other} says {current!r}: give one of them")
     kwargs[name] = converted
 
 

@@ -65,7 +65,7 @@ def load_private_key(data: bytes | str, *, source: str, password: bytes | None =
     is_pem = _looks_like_pem(raw)
     try:
         if is_pem:
-            key = serialization.load_pem_private_key(_pem_private_key_block(raw, source=source), password=password)
+            key = serialization.load_pem_private_key(_pem_private_key_block(raw, source=source, encrypted=password is not None), password=password)
         else:
             key = serialization.load_der_private_key(raw, password=password)
     except TypeError:
@@ -155,10 +155,12 @@ def _pem_certificate_ders(raw: bytes, *, source: str) -> list[bytes]:
     return [_pem_body_der(body, number, "CERTIFICATE", source=source) for number, (_l, body) in enumerate(blocks, 1)]
 
 
-def _pem_private_key_block(raw: bytes, *, source: str) -> bytes:
-    """The one PEM private key block of the input, re-armoured alone for cryptography's PEM loader."""
+def _pem_private_key_block(raw: bytes, *, source: str, encrypted: bool = False) -> bytes:
+    """The one PEM private key block of the input, re-armoured alone for cryptography's PEM loader.
+
+    `encrypted`: a passphrase was given, so a PKCS#8 ENCRYPTED PRIVATE KEY block is expected."""
     blocks = _pem_blocks(raw, source=source)
-    if any("ENCRYPTED" in label for label, _body in blocks):
+    if not encrypted and any("ENCRYPTED" in label for label, _body in blocks):
         raise _encrypted_key_error(source)
     key_blocks = [
         (number, label, body) for number, (label, body) in enumerate(blocks, 1) if label.endswith("PRIVATE KEY")
