@@ -67,7 +67,7 @@ def _dpsctl_form(opt: AzOption, command: Any) -> str:
         return f"the `{param.name.upper()}` argument"
     own = list(getattr(param, "dpsctl_opts", param.opts))
     if getattr(param, "hidden", False):
-        return f"az's spelling only (no dpsctl option): {(param.help or '').rstrip('.')}"
+        return f"az's spelling only, hidden: {(param.help or '').rstrip('.')}"
     if opt.how == "bool":
         return f"{_names(own)} / {_names(param.secondary_opts)}" if param.secondary_opts else _names(own)
     if opt.how == "enabled":

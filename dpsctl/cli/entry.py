@@ -28,10 +28,10 @@ ReprovisionOpt = Annotated[
     typer.Option("--reprovision-policy", help="reprovisionandmigratedata (migrate, the default), reprovisionandresetdata (reset) or never."),
 ]
 # az's two halves of the initial twin (az-only spellings, hidden: dpsctl's own is --initial-twin); each replaces its part.
-TwinTagsOpt = Annotated[str | None, typer.Option("--initial-twin-tags", "--tags", hidden=True, help="Initial twin tags (JSON, az's single-quoted JSON, or a file).")]
-TwinDesiredOpt = Annotated[str | None, typer.Option("--initial-twin-properties", "--props", hidden=True, help="Initial twin desired properties (JSON or a file).")]
+TwinTagsOpt = Annotated[str | None, typer.Option("--initial-twin-tags", "--tags", hidden=True, help="Replaces the initial twin's tags and keeps its desired properties (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).")]
+TwinDesiredOpt = Annotated[str | None, typer.Option("--initial-twin-properties", "--props", hidden=True, help="Replaces the initial twin's desired properties and keeps its tags (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).")]
 DeviceInfoOpt = Annotated[str | None, typer.Option("--device-information", metavar="JSON|@FILE", help="Optional device information kept with the enrollment (a JSON object).")]
-RemoveCertOpt = Annotated[bool, typer.Option("--remove-certificate", "--rc", hidden=True, help="X.509: drop the primary certificate.")]
+RemoveCertOpt = Annotated[bool, typer.Option("--remove-certificate", "--rc", hidden=True, help="X.509: drop the primary certificate (a lone secondary becomes the primary).")]
 RemoveSecondaryCertOpt = Annotated[bool, typer.Option("--remove-secondary-certificate", "--rsc", hidden=True, help="X.509: drop the secondary certificate.")]
 AddDisabledOpt = Annotated[bool, typer.Option("--disabled", help="Create the entry disabled.")]
 EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable the entry.")]

@@ -155,8 +155,8 @@ def delete(group_id: IdArg, etag: EtagOpt = None) -> None:
 
 @app.command("compute-device-key")
 def compute_device_key(
+    registration_id: Annotated[str, typer.Option("--registration-id", help="The device's registration ID.")],
     group_id: Annotated[str | None, typer.Argument(help="Enrollment group ID (not needed with --group-key).")] = None,
-    registration_id: Annotated[str, typer.Option("--registration-id", help="The device's registration ID.")] = ...,  # type: ignore[assignment]
     group_key: Annotated[str | None, typer.Option("--group-key", metavar="KEY", help="Derive offline from this Base64 group key, without the store.")] = None,
     secondary: Annotated[bool, typer.Option("--secondary", help="Derive from the group's secondary key.")] = False,
     output: OutputOpt = Output.table,
