@@ -101,6 +101,7 @@ def main() -> None:
         "storm": 2_000 if quick else 50_000,
         "x509": 200 if quick else 3_000,
         "memory": 5_000 if quick else 1_000_000,
+        "table": 2_000 if quick else 10_000,
     }
     repeat = 3 if quick else 7
     dps = dpsctl_command()
@@ -162,6 +163,18 @@ def main() -> None:
                 _, done = run([*dps, "--db", db, "provision", "--batch", str(batch), "-o", "json"])
                 rates.append(json.loads(done.stdout)["devicesPerSecond"])
             results.append(("x509_sqlite", f"batch X.509 (P-256, 3-cert chain), {sizes['x509']:,} devices, sqlite (devices/s)", rates, ">= 1,000 devices/s"))
+
+        if want("table_vs_json"):
+            # The same command drawn as a table (80 columns, piped) and as JSON, on the same 10,000 records.
+            db = str(folder / "table.sqlite")
+            run([*dps, "--db", db, "hub", "add", "table-hub-westeurope-production"])
+            run([*dps, "--db", db, "enrollment-group", "add", "table", "--attestation", "symmetricKey", "--primary-key", KEY])
+            run([*dps, "--db", db, "provision", "--count", str(sizes["table"]), "--id-pattern", "temperature-sensor-{n:07d}", "--group", "table", "-o", "json"])
+            as_json = timed([*dps, "--db", db, "registration", "list", "-o", "json"], repeat)
+            as_table = timed([*dps, "--db", db, "registration", "list"], repeat)
+            ratio = statistics.median(as_table) / statistics.median(as_json)
+            results.append(("table_vs_json", f"registration list, {sizes['table']:,} rows, -o json (s)", as_json, "(baseline for the table)"))
+            results.append(("table_vs_json", f"registration list, {sizes['table']:,} rows, table (s)", as_table, f"{ratio:.2f} x the JSON time (target < 2 x)"))
 
         if want("memory"):
             db = str(folder / "mem.sqlite")

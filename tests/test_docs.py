@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,45 +159,4 @@ def test_exit_codes_doc_lists_every_code():
     for code in ExitCode:
         assert re.search(rf"^\|\s*{int(code)}\s*\|", text, re.M), f"docs/exit-codes.md has no row for exit code {int(code)} ({code.name})"
 
-
-# --------------------------------------------------------------------------- the tutorial runs as shown
-
-
-def _console_commands(text: str) -> list[tuple[str, bool]]:
-    """(command, shown as failing) for every `$ ` line of the ```console blocks, continuation lines joined."""
-    found = []
-    for block in re.findall(r"^```console\n(.*?)^```", text, re.M | re.S):
-        lines = block.splitlines()
-        i = 0
-        while i < len(lines):
-            if not lines[i].startswith("$ "):
-                i += 1
-                continue
-            command = [lines[i][2:]]
-            while command[-1].endswith("\\"):
-                i += 1
-                command.append(lines[i])
-            i += 1
-            output = []
-            while i < len(lines) and not lines[i].startswith("$ "):
-                output.append(lines[i])
-                i += 1
-            found.append(("\n".join(command), any(line.startswith("error: ") for line in output)))
-    return found
-
-
-@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("jq") is None, reason="the tutorial needs bash and jq")
-def test_tutorial_commands_run_and_fail_only_where_shown(tmp_path):
-    """Every command of docs/tutorial.md runs, in order, in one shell; it exits non-zero exactly where the doc shows an error."""
-    commands = _console_commands((DOCS / "tutorial.md").read_text(encoding="utf-8"))
-    assert len(commands) > 20
-    script = ["set -o pipefail", f'dpsctl() {{ "{sys.executable}" -m dpsctl "$@"; }}', "export -f dpsctl"]
-    for n, (command, _) in enumerate(commands):
-        script += [f'echo "@@CMD {n}@@"', "{ " + command + "\n} 2>&1", f'echo "@@EXIT {n} $?@@"']
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DPSCTL_")}
-    run = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
-    results = {int(m.group(1)): (int(m.group(3)), m.group(2)) for m in re.finditer(r"@@CMD (\d+)@@\n(.*?)@@EXIT \1 (\d+)@@", run.stdout, re.S)}
-    assert len(results) == len(commands), run.stderr
-    for n, (command, shown_failing) in enumerate(commands):
-        code, output = results[n]
-        assert (code != 0) == shown_failing, f"tutorial command `{command}` exited {code}:\n{output}"
+# The tutorial and every other shell block of the docs run in tests/test_doc_sessions.py.

@@ -107,5 +107,6 @@ def register(app: typer.Typer) -> None:
         info(
             f"\nthe store is {STATE.db}; the demo's test credentials are in {d}/. Next, try:\n"
             "  dpsctl provision --registration-id sensor-001 --explain \\\n"
-            '    --symmetric-key "$(dpsctl enrollment-group compute-device-key demo-sensors --registration-id sensor-001)"'
+            '    --symmetric-key "$(dpsctl enrollment-group compute-device-key demo-sensors --registration-id sensor-001 -o tsv)"\n'
+            "  dpsctl registration list --query \"[?status=='assigned'].deviceId\" -o tsv"
         )

@@ -234,7 +234,7 @@ def fit(headers: Sequence[str], cells: list[list[str]], width: int, drop: Sequen
     for i in order:
         if total() <= width:
             break
-        if i in shown and len(shown) > 1:
+        if i and i in shown:  # the first column (the record's ID) always stays
             shown.remove(i)
     widths = {i: natural[i] for i in shown}
     floor = {i: min(natural[i], max(text_width(headers[i]), 8)) for i in shown}

@@ -68,21 +68,21 @@ def explain_undecodable(text: str, what: str) -> tuple[str, str | None]:
     """(message, fix) for text that is not Base64: a quoted key, URL-safe Base64, lost padding, or not a key at all."""
     if len(text) > 2 and text[0] == text[-1] and text[0] in "\"'" and _is_key(text[1:-1].strip()):
         return (
-            f"{what} is wrapped in quotes ({text[0]}...{text[0]}); the quotes are not part of the key",
+            f"{what} is not valid Base64: it is wrapped in quotes ({text[0]}...{text[0]}), which are not part of the key",
             "remove them; to capture a value in a script use -o tsv, which prints it bare: KEY=$(dpsctl ... -o tsv)",
         )
     if ("-" in text or "_" in text) and _is_key(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)):
         return (
-            f"{what} uses URL-safe Base64 ('-' and '_'); DPS keys use standard Base64 ('+' and '/')",
+            f"{what} is not valid Base64: it uses URL-safe Base64 ('-' and '_'); DPS keys use standard Base64 ('+' and '/')",
             "replace '-' with '+' and '_' with '/', or copy the key as DPS shows it",
         )
     if len(text) % 4 and _is_key(text + "=" * (-len(text) % 4)):
-        return f"{what} has lost its '=' padding at the end", "copy the key whole, '=' included"
+        return f"{what} is not valid Base64: it has lost its '=' padding at the end", "copy the key whole, '=' included"
     strange = sorted({c for c in text if c not in _BASE64})
     if strange:
         shown = ", ".join(repr(c) if c.isprintable() and c.isascii() else f"U+{ord(c):04X}" for c in strange[:5])
-        return f"{what} is not Base64: it contains {shown}, which Base64 never does", None
-    return f"{what} is not Base64 of a key: {len(text)} characters (keys of {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes are 24 to 88, a multiple of 4)", None
+        return f"{what} is not valid Base64: it contains {shown}, which Base64 never does", None
+    return f"{what} is not valid Base64 of a key: {len(text)} characters (keys of {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes are 24 to 88, a multiple of 4)", None
 
 
 def derive_device_key(group_key_b64: str, registration_id: str) -> str:

@@ -218,7 +218,7 @@ def test_a_key_captured_from_json_output_is_refused_for_its_quotes(tmp_path):
 
 @pytest.mark.parametrize(
     ("key", "says"),
-    [("notakey", "not Base64 of a key"), ("my-secret-password", "contains '-'"), ("a" * 41, "not Base64 of a key"), ("a" * 43, "lost its '=' padding")],
+    [("notakey", "not valid Base64 of a key"), ("my-secret-password", "contains '-'"), ("a" * 41, "not valid Base64 of a key"), ("a" * 43, "lost its '=' padding")],
 )
 def test_keys_check_says_what_is_wrong_with_text_that_is_no_key(tmp_path, key, says):
     _group_with_device(tmp_path)

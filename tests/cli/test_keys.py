@@ -199,9 +199,9 @@ def test_check_a_spelling_the_store_remembers(keyed):
 @pytest.mark.parametrize(
     ("key", "words"),
     [
-        ("not base64 at all!", "not Base64: it contains ' ', '!'"),
-        ("notakey", "not Base64 of a key: 7 characters"),
-        ("my-secret-password", "not Base64: it contains '-'"),
+        ("not base64 at all!", "not valid Base64: it contains ' ', '!'"),
+        ("notakey", "not valid Base64 of a key: 7 characters"),
+        ("my-secret-password", "not valid Base64: it contains '-'"),
         ('"' + KEY_A + '"', "wrapped in quotes"),
         ("c2VjcmV0", "decodes to 6 bytes"),
         (base64.b64encode(b"x" * 65).decode(), "decodes to 65 bytes"),

@@ -100,8 +100,9 @@ def test_surrounding_whitespace_is_tolerated() -> None:
         ("this is not base64!", "not valid Base64"),
         ("QUJD", "decodes to 3 bytes"),  # valid Base64, too short
         (base64.b64encode(b"x" * 65).decode(), "decodes to 65 bytes"),
-        (DOC_GROUP_KEY.rstrip("="), "not valid Base64"),  # missing padding: strict
-        (DOC_GROUP_KEY.replace("/", "_"), "not valid Base64"),  # URL-safe alphabet is a different encoding
+        (DOC_GROUP_KEY.rstrip("="), "not valid Base64: it has lost its '=' padding"),  # missing padding: strict
+        (DOC_GROUP_KEY.replace("/", "_"), "not valid Base64: it uses URL-safe Base64"),  # a different encoding
+        ('"' + DOC_GROUP_KEY + '"', "not valid Base64: it is wrapped in quotes"),  # captured from -o json
         ("Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24\nwNoykUmermc=", "not valid Base64"),  # inner whitespace
         ("Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmerm€=", "not valid Base64"),  # non-ASCII
     ],
@@ -111,7 +112,10 @@ def test_bad_keys_are_refused_naming_what_and_why(text: str, problem: str) -> No
         decode_key(text, what="primary key")
     assert caught.value.message.startswith("primary key")
     assert problem in caught.value.message
-    assert "dpsctl keys generate" in (caught.value.hint or "")
+    # A recognised mistake gets its own fix; anything else the caller's next step (by default: generate a key).
+    fixes = {"padding": "'=' included", "URL-safe": "replace '-' with '+'", "quotes": "-o tsv"}
+    expected = next((fix for word, fix in fixes.items() if word in problem), "dpsctl keys generate")
+    assert expected in (caught.value.hint or "")
 
 
 @pytest.mark.parametrize("secretish", ["c2VjcmV0LWtleQ==", "hunter2-not-base64-hunter2"])
