@@ -135,17 +135,21 @@ def _target(target: str, noun: str, command: Any) -> Any:
 
 
 def _graft(group: Any, path: list[str], target: Any) -> None:
-    """Put a hidden copy of `target` at `path` below `group`, making hidden sub-groups on the way."""
+    """Put a copy of `target` at `path` below `group`, hidden from dpsctl's help (az's own sub-groups list theirs)."""
+    in_az_group = False
     for word in path[:-1]:
         sub = group.commands.get(word)
         if sub is None:
             from typer.core import TyperGroup
 
-            sub = TyperGroup(name=word, hidden=True, no_args_is_help=True, help=f"az's `{group.name} {word}` commands.")
+            sub = TyperGroup(name=word, hidden=True, no_args_is_help=True, help=f"az's `{group.name} {word}` commands (see docs/az-mapping.md).")
+            sub.rich_markup_mode = None
+            sub.az_group = True
             group.add_command(sub, word)
         group = sub
+        in_az_group = getattr(sub, "az_group", False)
     clone = copy.copy(target)
-    clone.name, clone.hidden = path[-1], True
+    clone.name, clone.hidden = path[-1], not in_az_group
     group.add_command(clone, path[-1])
 
 
