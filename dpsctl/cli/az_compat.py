@@ -365,13 +365,13 @@ def normalize(args: list[str], *, three_state: set[str], flags: set[str], many: 
         is_bool = word is not None and word.lower() in (*_TRUE, *_FALSE)
         if name in three_state:
             if eq:
-                out += [name, inline]  # Click says what is wrong with a value that is not a boolean
+                out.extend(_joined(name, inline))  # Click says what is wrong with a value that is not a boolean
                 i += 1
             elif is_bool:
-                out += [name, following]
+                out.extend(_joined(name, following))
                 i += 2
             else:
-                out += [name, "true"]
+                out.extend(_joined(name, "true"))
                 i += 1
             continue
         if name in flags and (is_bool or not eq):
@@ -387,12 +387,17 @@ def normalize(args: list[str], *, three_state: set[str], flags: set[str], many: 
                 i += 1
             if not values:
                 out.append(name)  # Click says the option needs a value
-            for value in values:
-                out += [name, value]
+            out += [token for value in values for token in _joined(name, value)]
             continue
         out.append(token)
         i += 1
     return out
+
+
+def _joined(name: str, value: str) -> list[str]:
+    """`--name=value`: one token, so that the value is never read again as an option or as az's next list item
+    (a short name, `-v`, cannot carry `=`: its value follows)."""
+    return [f"{name}={value}"] if name.startswith("--") else [name, value]
 
 
 def accepted_names(command: Any) -> dict[str, Any]:

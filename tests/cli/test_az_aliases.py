@@ -485,13 +485,49 @@ def test_normalize_reads_az_argument_forms() -> None:
     def n(*args: str) -> list[str]:
         return normalize(list(args), three_state=three, flags=flags, many=many)
 
-    assert n("--ee") == ["--ee", "true"]
-    assert n("--ee", "FALSE", "x") == ["--ee", "FALSE", "x"]
-    assert n("--ee", "x") == ["--ee", "true", "x"]
-    assert n("--ee=no") == ["--ee", "no"]
+    assert n("--ee") == ["--ee=true"]
+    assert n("--ee", "FALSE", "x") == ["--ee=FALSE", "x"]
+    assert n("--ee", "x") == ["--ee=true", "x"]
+    assert n("--ee=no") == ["--ee=no"]
     assert n("--show-keys", "false", "id") == ["id"]
     assert n("--show-keys", "true") == ["--show-keys"]
     assert n("--show-keys", "id") == ["--show-keys", "id"]
-    assert n("--ih", "a", "b c", "--ee") == ["--ih", "a", "--ih", "b c", "--ee", "true"]
+    assert n("--ih", "a", "b c", "--ee") == ["--ih=a", "--ih=b c", "--ee=true"]
     assert n("--ih") == ["--ih"]
     assert n("--", "--ee") == ["--", "--ee"]
+
+
+# --------------------------------------------------------------------------- laws of the argument rewriting and the lenient JSON
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TOKENS = st.lists(st.sampled_from(["--ee", "--show-keys", "--ih", "true", "False", "no", "x", "a b", "-o", "json", "--", "--ee=1", "--ih=h"]), max_size=12)
+
+
+@given(_TOKENS)
+def test_normalize_is_idempotent_and_leaves_other_arguments_alone(args: list[str]) -> None:
+    """Valued options come out as one `--name=value` token each, so a second pass changes nothing (a flag cannot
+    carry its value that way: `--show-keys true true` is read once, as the flag and an argument)."""
+    from dpsctl.cli.az_compat import normalize
+
+    sets = {"three_state": {"--ee"}, "flags": set(), "many": {"--ih"}}
+    once = normalize(args, **sets)
+    assert normalize(once, **sets) == once
+    assert normalize(args, three_state=set(), flags=set(), many=set()) == args
+    kept = [a for a in args if not a.startswith(("--ee", "--ih")) and a not in ("true", "False", "no", "x", "a b", "json", "-o")]
+    assert [a for a in once if a in kept] == kept  # nothing else is dropped or reordered
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=200))
+def test_az_json_values_are_json_or_a_one_line_refusal(text: str) -> None:
+    from dpsctl.cli.context import json_arg
+    from dpsctl.core.errors import InvalidInput
+
+    try:
+        value = json_arg("{" + text, "initial twin tags", lenient=True)
+    except InvalidInput as exc:
+        assert "\n" not in exc.message or exc.message  # a refusal, never another exception
+    else:
+        assert json.loads(json.dumps(value)) == value
