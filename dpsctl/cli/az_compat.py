@@ -167,7 +167,7 @@ class _Hidden:
 
 def _apply(command: Any, spec: AzCommand) -> None:
     if getattr(command, "az_spec", None) is not None:
-        return  # a noun loaded twice shares nothing, but a clone shares its target's spec
+        return  # already given its az options (a copy at an az path shares its target's parameters)
     params = {p.name: p for p in command.params}
     hidden: list[_Hidden] = []
     three_state: set[str] = set()
@@ -403,9 +403,3 @@ def _joined(name: str, value: str) -> list[str]:
 def accepted_names(command: Any) -> dict[str, Any]:
     """Every option name a command takes, hidden ones included, with its parameter (for the mapping and its tests)."""
     return {name: param for param in command.params for name in (*param.opts, *param.secondary_opts)}
-
-
-def is_az_only(param: Any) -> bool:
-    """A parameter that only az's spellings reach (hidden, not a global option)."""
-    return bool(getattr(param, "hidden", False))
-
