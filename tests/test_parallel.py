@@ -48,7 +48,7 @@ def test_a_held_lock_gives_a_clear_store_busy_error(tmp_path):
     import os
 
     store = tmp_path / "dps.json"
-    assert dpsctl_process("--db", str(store), "service", "show").returncode == 0
+    assert dpsctl_process("--db", str(store), "init").returncode == 0  # create the store
     fd = os.open(str(store) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:

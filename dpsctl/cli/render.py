@@ -223,7 +223,7 @@ def _flat(value: Any) -> str:
 
 def fit(headers: Sequence[str], cells: list[list[str]], width: int, drop: Sequence[str] = ()) -> tuple[list[int], list[int]]:
     """Which columns to show and how wide: drop empty then low-value columns, then shorten the widest."""
-    natural = [max([text_width(h)] + [text_width(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    natural = [max(text_width(h), max((len(r[i]) if r[i].isascii() else text_width(r[i]) for r in cells), default=0)) for i, h in enumerate(headers)]
     shown = list(range(len(headers)))
 
     def total() -> int:
@@ -264,7 +264,11 @@ def format_table(columns: Sequence[str], rows: list[Row], *, drop: Sequence[str]
     def line(values: Sequence[str]) -> str:
         parts = []
         for n, (i, w) in enumerate(zip(shown, widths)):
-            text = shorten(values[i], w)
+            text = values[i]
+            if text.isascii() and len(text) <= w:  # the common case, without measuring twice
+                parts.append(text if n == last else text.ljust(w))
+                continue
+            text = shorten(text, w)
             parts.append(text if n == last else text + " " * (w - text_width(text)))
         return GAP.join(parts).rstrip() + "\n"
 

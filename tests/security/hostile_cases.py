@@ -202,7 +202,7 @@ CASES: tuple[Case, ...] = (
          "dev.pem: holds 2 certificates; upload exactly one CA certificate"),
     # ---------------------------------------------------------------- symmetric keys
     case("key-not-base64", KEYS, "a key that is not Base64", ("enrollment", "add", "k1", "--attestation", "symmetricKey", "--primary-key", "not*base64!"), 2,
-         "primary key is not valid Base64"),
+         "primary key is not valid Base64: it contains '!', '*', which Base64 never does"),
     case("key-too-short", KEYS, "a key of 8 bytes (DPS: 16 to 64)", ("enrollment", "add", "k2", "--attestation", "symmetricKey", "--primary-key", "AAAAAAAAAAA="), 2,
          "primary key decodes to 8 bytes; DPS requires 16 to 64 bytes"),
     case("key-too-long", KEYS, "a key of 65 bytes", ("enrollment-group", "add", "k3", "--attestation", "symmetricKey", "--secondary-key", base64.b64encode(bytes(65)).decode()), 2,
@@ -210,7 +210,7 @@ CASES: tuple[Case, ...] = (
     case("key-empty", KEYS, "an empty group key", ("keys", "derive", "--group-key", "", "--registration-id", "dev-01"), 2,
          "group key is empty"),
     case("device-key-not-base64", KEYS, "a device key with a non-ASCII character", ("provision", "-o", "json", "--registration-id", "dev-01", "--symmetric-key", KEY1[:-2] + "é="), 2,
-         "device key is not valid Base64"),
+         "device key is not valid Base64: it contains U+00E9, which Base64 never does"),
     case("key-url-safe", KEYS, "a key in URL-safe Base64", ("keys", "check", "-o", "json", "--registration-id", "dev-01", "--key", "-_" + KEY1[2:]), 2,
          "the key is not valid Base64: it uses URL-safe Base64 ('-' and '_'); DPS keys use standard Base64 ('+' and '/')"),
     case("hub-connection-string-no-key", KEYS, "a hub connection string without its key", ("hub", "add", "hub-b", "--connection-string", "HostName=hub-b.azure-devices.net;SharedAccessKeyName=iothubowner"), 2,
