@@ -132,7 +132,8 @@ def _code_in(text: str) -> list[str]:
     return blocks + _INLINE.findall(prose)
 
 
-@pytest.mark.parametrize("doc", [p.name for p in sorted(DOCS.glob("*.md")) if p.name != "cli-reference.md"])
+# az-mapping.md names az's hidden aliases; tests/cli/test_az_mapping.py checks it against the app, hidden commands included.
+@pytest.mark.parametrize("doc", [p.name for p in sorted(DOCS.glob("*.md")) if p.name not in ("cli-reference.md", "az-mapping.md")])
 def test_commands_named_in_docs_exist(doc):
     """Every `dpsctl COMMAND [SUB-COMMAND]` shown as code is a real command path (typos and removed commands fail)."""
     paths = _paths()

@@ -39,13 +39,33 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("dpsctl.cli.serve", "register", "Serve DPS for the official Azure IoT SDK clients: HTTPS, MQTT over TLS, and MQTT over WebSockets."),
 }
 
+# az's nouns that dpsctl names otherwise (`az iot dps linked-hub` is `dpsctl hub`): accepted, hidden from the help.
+# Their modules speak az's vocabulary over the same core; "alias" is a hidden copy of another dpsctl command.
+AZ_COMMANDS: dict[str, tuple[str, str]] = {
+    "linked-hub": ("dpsctl.cli.linked_hub", "app"),
+    "certificate": ("dpsctl.cli.certificate", "app"),
+    "connection-string": ("dpsctl.cli.connection_string", "app"),
+    "compute-device-key": ("dpsctl.cli.az_compat", "alias"),
+}
+
 
 def load_command(name: str) -> Any:
-    """Import the module of one sub-command and build its Click command, with dpsctl's conventions applied."""
+    """Import the module of one sub-command and build its Click command, with dpsctl's conventions and az's spellings applied."""
     import importlib
 
+    from dpsctl.cli.az_compat import accept_bare, alias_command, install
     from dpsctl.cli.conventions import apply
 
+    if name in AZ_COMMANDS:
+        module_name, kind = AZ_COMMANDS[name]
+        if kind == "alias":
+            return alias_command(name)
+        module = importlib.import_module(module_name)
+        command = typer.main.get_command(module.app)
+        command.name, command.hidden = name, True
+        apply(command, name)
+        accept_bare(command, getattr(module, "THREE_STATE", ()))
+        return command
     module_name, kind, _ = COMMANDS[name]
     module = importlib.import_module(module_name)
     if kind == "app":
@@ -56,6 +76,8 @@ def load_command(name: str) -> Any:
         getattr(module, kind)(holder)
         command = typer.main.get_group(holder).commands[name]
     apply(command, name)
+    install(command, name)
+    accept_bare(command, getattr(module, "THREE_STATE", ()))
     return command
 
 
@@ -74,7 +96,7 @@ class LazyGroup(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         """The sub-command, imported on first use."""
-        return load_command(cmd_name) if cmd_name in COMMANDS else None
+        return load_command(cmd_name) if cmd_name in COMMANDS or cmd_name in AZ_COMMANDS else None
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """`dpsctl --help` lists commands from the table, importing none of them."""
@@ -166,6 +188,7 @@ def root(
     STATE.output = output
     SELECTION.query = query
     SELECTION.whole_values = False
+    SELECTION.top = None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,8 @@ NameArg = Annotated[str, typer.Argument(help="Certificate name: letters, digits,
 COLUMNS = ("NAME", "SUBJECT", "VERIFIED", "EXPIRY", "THUMBPRINT")
 
 
-def _row(doc: dict[str, Any]) -> tuple:
+def row(doc: dict[str, Any]) -> tuple:
+    """The table row of one CA certificate (its ARM view)."""
     props = doc["properties"]
     return (doc["name"], props["subject"], props["isVerified"], props["expiry"], props["thumbprint"])
 
@@ -53,7 +54,7 @@ def list_(output: OutputOpt = Output.table) -> None:
 
     with session() as tx:
         docs = [public_ca(d, with_certificate=output != Output.table) for d in list_cas(tx)]
-    emit(docs, output, columns=COLUMNS, rows=lambda: [_row(d) for d in docs], drop=("EXPIRY", "SUBJECT"))
+    emit(docs, output, columns=COLUMNS, rows=lambda: [row(d) for d in docs], drop=("EXPIRY", "SUBJECT"))
 
 
 @app.command("show")

@@ -163,8 +163,12 @@ def read_stdin(limit: int) -> bytes:
     return data
 
 
-def json_arg(value: str, what: str) -> object:
-    """A JSON value given inline, or `@FILE`, or a file path (for --initial-twin FILE_OR_JSON)."""
+def json_arg(value: str, what: str, *, lenient: bool = False) -> object:
+    """A JSON value given inline, or `@FILE`, or a file path (for --initial-twin FILE_OR_JSON).
+
+    `lenient` also takes what az's shell_safe_json_parse takes: Python-literal JSON with single quotes,
+    as Microsoft's examples write it (--initial-twin-tags "{'location': {'region': 'US'}}").
+    """
     from dpsctl.core.errors import InvalidInput
     from dpsctl.core.jsondepth import check_value, parse_json
 
@@ -176,6 +180,10 @@ def json_arg(value: str, what: str) -> object:
     try:
         return parse_json(text, what, limit_depth=True)
     except InvalidInput as exc:
+        if lenient and text.lstrip().startswith(("{", "[")):
+            literal = _python_literal(text)
+            if literal is not None:
+                return check_value(literal, what)
         if value.endswith((".yaml", ".yml")):
             from dpsctl.core.transfer import _load_yaml
 
@@ -183,3 +191,23 @@ def json_arg(value: str, what: str) -> object:
             return check_value(_load_yaml(text, what), what)
         exc.hint = exc.hint or "give inline JSON, @FILE, or a file path"
         raise
+
+
+def _python_literal(text: str) -> object | None:
+    """A dict or list written as a Python literal ({'a': 'b'}), or None; size-capped, no code runs (ast.literal_eval)."""
+    import ast
+
+    if len(text) > 1024 * 1024:
+        return None
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return None
+    if not isinstance(value, (dict, list)):
+        return None
+    import json
+
+    try:
+        return json.loads(json.dumps(value))  # JSON types only: a set, bytes or complex number is not JSON
+    except (TypeError, ValueError, RecursionError):
+        return None

@@ -75,3 +75,80 @@ def update_twin(
             now=now(),
         )
     emit(_public(doc, False), output)
+
+
+# az's `iot device registration create`: a device registers, as `dpsctl provision` does, in az's words and shape.
+registration = typer.Typer(add_completion=False, hidden=True, no_args_is_help=True, help="az's `iot device registration`: register a simulated device (dpsctl's own command is `provision`).")
+app.add_typer(registration, name="registration")
+
+# az's three-state flags here: a bare `--compute-key` means true.
+THREE_STATE = ("--compute-key", "--ck")
+
+
+@registration.command("create")
+def registration_create(
+    registration_id: Annotated[str, typer.Option("--registration-id", "--rid", help="The device's registration ID.")],
+    id_scope: Annotated[str | None, typer.Option("--id-scope", "--scope", help="ID scope: must be the store's.")] = None,
+    group_id: Annotated[str | None, typer.Option("--enrollment-group-id", "--gid", help="The enrollment group of a symmetric-key device.")] = None,
+    symmetric_key: Annotated[str | None, typer.Option("--symmetric-key", "--key", help="The device key (or with --compute-key, the group key); looked up in the store when absent.")] = None,
+    compute_key: Annotated[str | None, typer.Option("--compute-key", "--ck", metavar="true|false", help="Derive the device key from the group key (--key, or the group's in the store).")] = None,
+    certificate_file: Annotated[str | None, typer.Option("--certificate-file-path", "--cp", metavar="FILE", help="X.509: the device certificate.")] = None,
+    key_file: Annotated[str | None, typer.Option("--key-file-path", "--kp", metavar="FILE", help="X.509: the device's private key.")] = None,
+    passphrase: Annotated[str | None, typer.Option("--passphrase", "--pass", help="X.509: the private key's passphrase.")] = None,
+    payload: Annotated[str | None, typer.Option("--payload", help="Custom payload (JSON, or a file).")] = None,
+    host: Annotated[str | None, typer.Option("--provisioning-host", "--host", help="Accepted: the device registers with this store.")] = None,
+    dps_name: Annotated[str | None, typer.Option("--dps-name", "-n", help="The DPS name: accepted, one store is one DPS.")] = None,
+    resource_group: Annotated[str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")] = None,
+    login: Annotated[str | None, typer.Option("--login", "-l", help="A DPS connection string: must be this store's.")] = None,
+    auth_type: Annotated[str | None, typer.Option("--auth-type", help="key or login: accepted.")] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Register a device: prints {operationId, status, registrationState}; exit 5 unauthorized, 6 disabled, 7 no hub."""
+    from dpsctl.cli.az_compat import check_login, tri_state
+    from dpsctl.cli.provision import credential
+    from dpsctl.core.errors import InvalidInput
+    from dpsctl.core.provisioning import RegistrationRequest, provision
+    from dpsctl.core.service import load_service
+
+    if login is not None:
+        check_login(login)
+    x509 = certificate_file is not None or key_file is not None
+    if x509 and (symmetric_key or group_id):
+        raise InvalidInput("give a symmetric key (--key/--gid) or an X.509 certificate (--cp/--kp), not both")
+    if x509 and not (certificate_file and key_file):
+        raise InvalidInput("X.509 registration needs both --certificate-file-path and --key-file-path")
+    body = json_arg(payload, "payload", lenient=True) if payload is not None else None
+    with session(write=True) as tx:
+        scope = load_service(tx, now()).id_scope
+        if id_scope is not None and id_scope.lower() != scope.lower():
+            raise InvalidInput(f"--id-scope {id_scope} is not this store's ID scope ({scope})", hint="drop --id-scope, or use `dpsctl service show --query properties.idScope -o tsv`")
+        key = None if x509 else _device_key(tx, registration_id, group_id, symmetric_key, tri_state(compute_key))
+        presented = credential(scope, registration_id, key, None, certificate_file, key_file, None, None, passphrase)
+        result = provision(tx, RegistrationRequest(presented, registration_id, body, None), now())
+    if result.error is not None:
+        raise result.error
+    emit(result.operation, output)
+
+
+def _device_key(tx, registration_id: str, group_id: str | None, key: str | None, compute: bool | None) -> str:  # noqa: ANN001
+    """The device's symmetric key, as az finds it: given, derived from a group key, or read from the enrollment."""
+    from dpsctl.core.errors import InvalidInput
+
+    if compute and not group_id and key is None:
+        raise InvalidInput("--compute-key derives from an enrollment group's key: give --enrollment-group-id (and --key, or let the store's be used)")
+    if key is not None and not compute:
+        return key
+    if key is not None:
+        from dpsctl.core.keys import derive_device_key
+
+        return derive_device_key(key, registration_id)
+    if group_id is not None:
+        from dpsctl.core.enrollments import compute_device_key
+
+        return compute_device_key(tx, group_id, registration_id)
+    from dpsctl.core.enrollments import get_enrollment
+
+    attestation = get_enrollment(tx, registration_id).attestation
+    if attestation.type != "symmetricKey" or not attestation.primary_key:
+        raise InvalidInput(f"enrollment {registration_id!r} uses {attestation.type} attestation: give its certificate (--cp/--kp)")
+    return attestation.primary_key

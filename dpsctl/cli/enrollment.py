@@ -22,10 +22,12 @@ SrkOpt = Annotated[str | None, typer.Option("--storage-root-key", metavar="KEY|@
 DeviceIdOpt = Annotated[str | None, typer.Option("--device-id", help="IoT Hub device ID (default: the registration ID).")]
 
 
-def _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key):  # noqa: ANN001, ANN202
+def _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key, remove_cert=False, remove_secondary_cert=False):  # noqa: ANN001, ANN202
     from dpsctl.core.enrollments import CredentialInput
 
     return CredentialInput(
+        remove_certificate=remove_cert,
+        remove_secondary_certificate=remove_secondary_cert,
         primary_key=primary_key,
         secondary_key=secondary_key,
         certificate=e.cert_input(cert, "certificate"),
@@ -62,6 +64,9 @@ def add(
     allocation_command: e.CommandOpt = None,
     api_version: e.ApiVersionOpt = None,
     initial_twin: e.TwinOpt = None,
+    twin_tags: e.TwinTagsOpt = None,
+    twin_desired: e.TwinDesiredOpt = None,
+    device_information: e.DeviceInfoOpt = None,
     edge: e.EdgeOpt = None,
     disabled: e.AddDisabledOpt = False,
     reprovision_policy: e.ReprovisionOpt = None,
@@ -74,7 +79,7 @@ def add(
     cred = _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key)
     opts = e.options(
         hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
-        initial_twin=initial_twin, edge=edge, reprovision_policy=reprovision_policy, status="disabled" if disabled else None, device_id=device_id,
+        initial_twin=initial_twin, twin_tags=twin_tags, twin_desired=twin_desired, edge=edge, device_information=device_information, reprovision_policy=reprovision_policy, status="disabled" if disabled else None, device_id=device_id,
     )
     entry = new_enrollment(registration_id, attestation, cred, opts)
     with session(write=True) as tx:
@@ -127,9 +132,14 @@ def update(
     allocation_command: e.CommandOpt = None,
     api_version: e.ApiVersionOpt = None,
     initial_twin: e.TwinOpt = None,
+    twin_tags: e.TwinTagsOpt = None,
+    twin_desired: e.TwinDesiredOpt = None,
+    device_information: e.DeviceInfoOpt = None,
     edge: e.EdgeOpt = None,
     enabled: e.EnabledOpt = None,
     reprovision_policy: e.ReprovisionOpt = None,
+    remove_cert: e.RemoveCertOpt = False,
+    remove_secondary_cert: e.RemoveSecondaryCertOpt = False,
     etag: EtagOpt = None,
     show_keys: ShowKeysOpt = False,
     output: OutputOpt = Output.table,
@@ -137,10 +147,10 @@ def update(
     """Change an individual enrollment; with --etag, refused (exit 4) if it changed meanwhile."""
     from dpsctl.core.enrollments import update_entry
 
-    cred = _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key)
+    cred = _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key, remove_cert, remove_secondary_cert)
     opts = e.options(
         hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
-        initial_twin=initial_twin, edge=edge, reprovision_policy=reprovision_policy,
+        initial_twin=initial_twin, twin_tags=twin_tags, twin_desired=twin_desired, edge=edge, device_information=device_information, reprovision_policy=reprovision_policy,
         status=None if enabled is None else ("enabled" if enabled else "disabled"), device_id=device_id,
     )
     with session(write=True) as tx:

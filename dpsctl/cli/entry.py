@@ -27,11 +27,17 @@ ReprovisionOpt = Annotated[
     str | None,
     typer.Option("--reprovision-policy", help="reprovisionandmigratedata (migrate, the default), reprovisionandresetdata (reset) or never."),
 ]
+# az's two halves of the initial twin (az-only spellings, hidden: dpsctl's own is --initial-twin); each replaces its part.
+TwinTagsOpt = Annotated[str | None, typer.Option("--initial-twin-tags", "--tags", hidden=True, help="Replaces the initial twin's tags and keeps its desired properties (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).")]
+TwinDesiredOpt = Annotated[str | None, typer.Option("--initial-twin-properties", "--props", hidden=True, help="Replaces the initial twin's desired properties and keeps its tags (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).")]
+DeviceInfoOpt = Annotated[str | None, typer.Option("--device-information", metavar="JSON|@FILE", help="Optional device information kept with the enrollment (a JSON object).")]
+RemoveCertOpt = Annotated[bool, typer.Option("--remove-certificate", "--rc", hidden=True, help="X.509: drop the primary certificate (a lone secondary becomes the primary).")]
+RemoveSecondaryCertOpt = Annotated[bool, typer.Option("--remove-secondary-certificate", "--rsc", hidden=True, help="X.509: drop the secondary certificate.")]
 AddDisabledOpt = Annotated[bool, typer.Option("--disabled", help="Create the entry disabled.")]
 EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable the entry.")]
 
 
-def options(*, hub, allocation_policy, webhook_url, allocation_command, api_version, initial_twin, edge, reprovision_policy, status, device_id=None):  # noqa: ANN001, ANN201
+def options(*, hub, allocation_policy, webhook_url, allocation_command, api_version, initial_twin, edge, reprovision_policy, status, device_id=None, twin_tags=None, twin_desired=None, device_information=None):  # noqa: ANN001, ANN201
     """Build core EnrollmentOptions from parsed CLI values."""
     from dpsctl.core.enrollments import EnrollmentOptions
 
@@ -45,6 +51,9 @@ def options(*, hub, allocation_policy, webhook_url, allocation_command, api_vers
 
         raise InvalidInput("initial twin must be a JSON object like {\"tags\": {...}, \"properties\": {\"desired\": {...}}}")
     return EnrollmentOptions(
+        twin_tags=_object(twin_tags, "initial twin tags"),
+        twin_desired=_object(twin_desired, "initial twin properties"),
+        device_information=_object(device_information, "device information"),
         device_id=device_id,
         hubs=tuple(hub) if hub else None,
         allocation_policy=allocation_policy,
@@ -56,6 +65,18 @@ def options(*, hub, allocation_policy, webhook_url, allocation_command, api_vers
         provisioning_status=status,
         reprovision_policy=reprovision_policy,
     )
+
+
+def _object(value: str | None, what: str) -> dict[str, Any] | None:
+    """A JSON object option (az's single-quoted JSON accepted too); None when not given."""
+    if value is None:
+        return None
+    doc = json_arg(value, what, lenient=True)
+    if not isinstance(doc, dict):
+        from dpsctl.core.errors import InvalidInput
+
+        raise InvalidInput(f"{what} must be a JSON object, like {{\"key\": \"value\"}}")
+    return doc
 
 
 def cert_input(path: str | None, what: str) -> tuple[bytes, str] | None:

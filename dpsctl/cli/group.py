@@ -16,13 +16,19 @@ IdArg = Annotated[str, typer.Argument(help="Enrollment group ID.")]
 SigningCertOpt = Annotated[str | None, typer.Option("--signing-cert", metavar="FILE", help="X.509: the root or intermediate CA certificate (PEM or DER).")]
 SecondarySigningCertOpt = Annotated[str | None, typer.Option("--secondary-signing-cert", metavar="FILE", help="X.509: a secondary signing certificate.")]
 CaRefOpt = Annotated[str | None, typer.Option("--ca-ref", help="X.509: name of a CA certificate uploaded with `dpsctl ca add`.")]
+GroupAttestationOpt = Annotated[
+    str | None,
+    typer.Option("--attestation", metavar="symmetricKey|x509", help="Attestation type (default: x509 when a signing certificate or CA is given, else symmetricKey, as az)."),
+]
 SecondaryCaRefOpt = Annotated[str | None, typer.Option("--secondary-ca-ref", help="X.509: a secondary CA certificate name.")]
 
 
-def _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref):  # noqa: ANN001, ANN202
+def _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref, remove_cert=False, remove_secondary_cert=False):  # noqa: ANN001, ANN202
     from dpsctl.core.enrollments import CredentialInput
 
     return CredentialInput(
+        remove_certificate=remove_cert,
+        remove_secondary_certificate=remove_secondary_cert,
         primary_key=primary_key,
         secondary_key=secondary_key,
         certificate=e.cert_input(signing_cert, "signing certificate"),
@@ -35,7 +41,7 @@ def _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cer
 @app.command("add")
 def add(
     group_id: IdArg,
-    attestation: e.AttestationOpt,
+    attestation: GroupAttestationOpt = None,
     primary_key: e.PrimaryKeyOpt = None,
     secondary_key: e.SecondaryKeyOpt = None,
     signing_cert: SigningCertOpt = None,
@@ -48,6 +54,8 @@ def add(
     allocation_command: e.CommandOpt = None,
     api_version: e.ApiVersionOpt = None,
     initial_twin: e.TwinOpt = None,
+    twin_tags: e.TwinTagsOpt = None,
+    twin_desired: e.TwinDesiredOpt = None,
     edge: e.EdgeOpt = None,
     disabled: e.AddDisabledOpt = False,
     reprovision_policy: e.ReprovisionOpt = None,
@@ -60,8 +68,10 @@ def add(
     cred = _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref)
     opts = e.options(
         hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
-        initial_twin=initial_twin, edge=edge, reprovision_policy=reprovision_policy, status="disabled" if disabled else None,
+        initial_twin=initial_twin, twin_tags=twin_tags, twin_desired=twin_desired, edge=edge, reprovision_policy=reprovision_policy, status="disabled" if disabled else None,
     )
+    if attestation is None:
+        attestation = "x509" if (signing_cert or secondary_signing_cert or ca_ref or secondary_ca_ref) else "symmetricKey"
     entry = new_group(group_id, attestation, cred, opts)
     with session(write=True) as tx:
         entry = add_entry(tx, entry, now())
@@ -108,9 +118,13 @@ def update(
     allocation_command: e.CommandOpt = None,
     api_version: e.ApiVersionOpt = None,
     initial_twin: e.TwinOpt = None,
+    twin_tags: e.TwinTagsOpt = None,
+    twin_desired: e.TwinDesiredOpt = None,
     edge: e.EdgeOpt = None,
     enabled: e.EnabledOpt = None,
     reprovision_policy: e.ReprovisionOpt = None,
+    remove_cert: e.RemoveCertOpt = False,
+    remove_secondary_cert: e.RemoveSecondaryCertOpt = False,
     etag: EtagOpt = None,
     show_keys: ShowKeysOpt = False,
     output: OutputOpt = Output.table,
@@ -118,10 +132,10 @@ def update(
     """Change an enrollment group; with --etag, refused (exit 4) if it changed meanwhile."""
     from dpsctl.core.enrollments import update_entry
 
-    cred = _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref)
+    cred = _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref, remove_cert, remove_secondary_cert)
     opts = e.options(
         hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
-        initial_twin=initial_twin, edge=edge, reprovision_policy=reprovision_policy,
+        initial_twin=initial_twin, twin_tags=twin_tags, twin_desired=twin_desired, edge=edge, reprovision_policy=reprovision_policy,
         status=None if enabled is None else ("enabled" if enabled else "disabled"),
     )
     with session(write=True) as tx:
@@ -141,12 +155,25 @@ def delete(group_id: IdArg, etag: EtagOpt = None) -> None:
 
 @app.command("compute-device-key")
 def compute_device_key(
-    group_id: IdArg,
     registration_id: Annotated[str, typer.Option("--registration-id", help="The device's registration ID.")],
+    group_id: Annotated[str | None, typer.Argument(help="Enrollment group ID (not needed with --group-key).")] = None,
+    group_key: Annotated[str | None, typer.Option("--group-key", metavar="KEY", help="Derive offline from this Base64 group key, without the store.")] = None,
     secondary: Annotated[bool, typer.Option("--secondary", help="Derive from the group's secondary key.")] = False,
     output: OutputOpt = Output.table,
 ) -> None:
     """Print the device key derived from the group key: Base64(HMAC-SHA256(group key, registration ID))."""
+    from dpsctl.core.errors import InvalidInput
+
+    if group_key is not None:
+        if secondary:
+            raise InvalidInput("--secondary chooses a stored group's key; with --group-key, give the secondary key itself")
+        from dpsctl.core.ids import validate_registration_id
+        from dpsctl.core.keys import derive_device_key
+
+        emit(derive_device_key(group_key, validate_registration_id(registration_id)), output)
+        return
+    if group_id is None:
+        raise InvalidInput("name the enrollment group (GROUP_ID), or give its key with --group-key", hint="see `dpsctl enrollment-group list`")
     from dpsctl.core.enrollments import compute_device_key as derive
 
     with session() as tx:

@@ -24,12 +24,13 @@ COLUMNS = ("NAME", "LOCATION", "WEIGHT", "APPLY POLICY", "CONNECTION STRING")
 DROP = ("CONNECTION STRING", "APPLY POLICY")  # least useful first, when the terminal is narrow
 
 
-def _rows(hubs: list[dict]) -> list[tuple]:
+def rows(hubs: list[dict]) -> list[tuple]:
+    """Table rows of linked hubs."""
     return [(h["name"], h["location"], h["allocationWeight"] or 1, h["applyAllocationPolicy"] is not False, h["connectionString"]) for h in hubs]
 
 
 def _emit_one(doc: dict, output: Output) -> None:
-    emit(doc, output, columns=COLUMNS, rows=lambda: _rows([doc]), drop=DROP)
+    emit(doc, output, columns=COLUMNS, rows=lambda: rows([doc]), drop=DROP)
 
 
 @app.command("add")
@@ -49,7 +50,7 @@ def list_(show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> N
 
     with session() as tx:
         docs = [h.to_dict(show_keys=show_keys) for h in list_hubs(tx)]
-    emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs), drop=DROP)
+    emit(docs, output, columns=COLUMNS, rows=lambda: rows(docs), drop=DROP)
 
 
 @app.command("show")

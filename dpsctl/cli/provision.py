@@ -16,7 +16,7 @@ from dpsctl.core.errors import InvalidInput
 SAS_TTL_SECONDS = 3600
 
 
-def _credential(scope: str, reg_id: str | None, symmetric_key: str | None, sas_token: str | None, cert: str | None, key: str | None, chain: str | None, tpm: str | None) -> Any:
+def credential(scope: str, reg_id: str | None, symmetric_key: str | None, sas_token: str | None, cert: str | None, key: str | None, chain: str | None, tpm: str | None, passphrase: str | None = None) -> Any:
     """Build what the device presents; the engine verifies it (nothing is trusted because dpsctl built it)."""
     from dpsctl.core.attestation import SasCredential, TpmCredential, X509Credential
 
@@ -48,7 +48,7 @@ def _credential(scope: str, reg_id: str | None, symmetric_key: str | None, sas_t
         certs = x509.load_certificates(read_file(cert, "certificate"), source=cert)
         if chain:
             certs += x509.load_certificates(read_file(chain, "chain"), source=chain)
-        private = x509.load_private_key(read_file(key, "private key"), source=key)
+        private = x509.load_private_key(read_file(key, "private key"), source=key, password=passphrase.encode() if passphrase is not None else None)
         return X509Credential(tuple(certs), prove=lambda nonce: x509.sign_possession_challenge(private, nonce))
     from pathlib import Path
 
@@ -151,8 +151,8 @@ def register(app: typer.Typer) -> None:
         body = json_arg(payload, "payload") if payload is not None else None
 
         def request(scope: str) -> RegistrationRequest:
-            credential = _credential(scope, registration_id, symmetric_key, sas_token, cert, key, chain, tpm)
-            return RegistrationRequest(credential, registration_id, body, region)
+            presented = credential(scope, registration_id, symmetric_key, sas_token, cert, key, chain, tpm)
+            return RegistrationRequest(presented, registration_id, body, region)
 
         result = _register(request, dry_run=dry_run, webhook_timeout=webhook_timeout)
         if result.error is not None and symmetric_key and registration_id:

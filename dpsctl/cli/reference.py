@@ -98,7 +98,8 @@ def _is_flag(param: Any) -> bool:
 
 def option_names(param: Any) -> str:
     """`-o, --output`, or `--edge / --no-edge` for an on/off pair; short names first."""
-    names = sorted(param.opts, key=lambda o: (o.startswith("--"), o))
+    names = sorted(getattr(param, "dpsctl_opts", param.opts),  # az's extra names stay out (docs/az-mapping.md)
+                    key=lambda o: (o.startswith("--"), o))
     text = ", ".join(names)
     if param.secondary_opts:
         text += " / " + ", ".join(param.secondary_opts)
@@ -118,7 +119,8 @@ def argument_metavar(param: Any) -> str:
     name = argument_name(param)
     if param.nargs == -1:
         name += "..."
-    return name if param.required else f"[{name}]"
+    # an argument az may give as an option instead (--eid) is still required: az_compat checks one is given
+    return name if param.required or getattr(param, "az_required", False) else f"[{name}]"
 
 
 def default_text(param: Any) -> str:

@@ -45,6 +45,7 @@ class Selection:
 
     query: str | None = None
     whole_values: bool = False  # --show-keys: a key cut short is no key, so tables keep every value whole
+    top: int | None = None  # az's --top: at most this many records of a list, before the query (None or negative: all)
 
 
 SELECTION = Selection()
@@ -71,6 +72,11 @@ def emit(
     """
     from dpsctl.cli.safetext import too_deep_to_print
 
+    if SELECTION.top is not None and SELECTION.top >= 0 and isinstance(data, list):
+        data = data[: SELECTION.top]
+        if rows is not None:
+            every_row, limit = rows, len(data)
+            rows = lambda: every_row()[:limit]  # noqa: E731 - the table shows the same records as the data
     if SELECTION.query is not None:
         data = select(data, SELECTION.query)
         table = rows = None
@@ -148,7 +154,9 @@ def to_tsv(data: Any) -> str:
         elif isinstance(record, list):
             values = record
         else:
-            values = [record]
+            # az (knack) lower-cases a boolean that is a whole line, so `--query isVerified -o tsv` gives true/false
+            lines.append(tsv_value(record, booleans=("true", "false")))
+            continue
         lines.append("\t".join(tsv_value(v) for v in values))
     return "".join(line + "\n" for line in lines)
 
@@ -156,10 +164,11 @@ def to_tsv(data: Any) -> str:
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def tsv_value(value: Any) -> str:
-    """One TSV field: null empty, booleans true/false (as JSON spells them), nested data as compact JSON, tabs and newlines escaped."""
+def tsv_value(value: Any, booleans: tuple[str, str] = ("True", "False")) -> str:
+    """One TSV field: null empty, nested data as compact JSON, tabs and newlines escaped; booleans as az prints them
+    in a record (True/False, Python's spelling); a bare boolean is true/false (see to_tsv)."""
     # TSV's own escapes first (tab, newline, backslash), then the terminal's for the other control characters.
-    return safe_text(_plain(value, ("true", "false")).translate(_TSV_ESCAPES))
+    return safe_text(_plain(value, booleans).translate(_TSV_ESCAPES))
 
 
 # --------------------------------------------------------------------------- tables

@@ -60,6 +60,11 @@ def connection_string(
     output: OutputOpt = Output.table,
 ) -> None:
     """Print the service connection string (owner policy) that `dpsctl serve` accepts on its service API."""
+    emit(owner_connection_string(host, port), output)
+
+
+def owner_connection_string(host: str = "localhost", port: int = 8443) -> str:
+    """The owner policy's connection string for `dpsctl serve` on host:port (the service key is made on first use)."""
     from dpsctl.core.service import connection_string as build, ensure_service_key, load_service
 
     with session() as tx:
@@ -67,7 +72,7 @@ def connection_string(
     if not settings.service_key:  # a store made before service keys existed gets one now
         with session(write=True) as tx:
             settings = ensure_service_key(tx, now())
-    emit(build(settings, host if port == 443 else f"{host}:{port}"), output)
+    return build(settings, host if port == 443 else f"{host}:{port}")
 
 
 def register_init(root: typer.Typer) -> None:

@@ -54,7 +54,7 @@ def storm_requests(scope: str, ids: Iterator[str], group_key: str, region: str |
 
 def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[Any]:
     """One request per line; a line whose credential cannot be built becomes a counted refusal, not a crash."""
-    from dpsctl.cli.provision import _credential
+    from dpsctl.cli.provision import credential as device_credential
     from dpsctl.core.batch import read_batch_file, read_text
     from dpsctl.core.jsondepth import parse_json
     from dpsctl.core.provisioning import RegistrationRequest
@@ -68,7 +68,7 @@ def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[Any]:
     for line in read_batch_file(read_text(path), str(path)):
         f = line.fields
         try:
-            credential = _credential(
+            credential = device_credential(
                 scope, f.get("registrationId"), f.get("symmetricKey"), f.get("sasToken"),
                 local(f.get("cert")), local(f.get("key")), local(f.get("chain")), local(f.get("tpm")),
             )

@@ -80,6 +80,16 @@ def public_ca(doc: Json, *, with_certificate: bool = True) -> Json:
     return {"name": doc["name"], "etag": doc["etag"], "properties": props}
 
 
+ARM_TYPE = "Microsoft.Devices/provisioningServices/certificates"
+
+
+def arm_certificate(doc: Json, service_name: str) -> Json:
+    """The `CertificateResponse` of ARM (`az iot dps certificate show`): id and type around `public_ca`'s view."""
+    view = public_ca(doc)
+    resource = f"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/dpsctl/providers/Microsoft.Devices/provisioningServices/{service_name}"
+    return {"id": f"{resource}/certificates/{view['name']}", "name": view["name"], "etag": view["etag"], "type": ARM_TYPE, "properties": view["properties"]}
+
+
 def ca_users(tx: Transaction, name: str) -> list[str]:
     """IDs of the enrollment groups whose primary or secondary CA reference names this CA."""
     key = name.lower()
@@ -136,6 +146,15 @@ def ca_record(name: str, data: bytes | str, source: str, *, verified: bool, now:
         "verificationCode": None,
         "etag": new_etag(),
     }
+
+
+def replace_ca(tx: Transaction, name: str, data: bytes, source: str, *, verified: bool | None, now: datetime, etag: str | None = None) -> Json:
+    """Upload a new certificate under an existing name (az `certificate update`): unverified unless `verified`."""
+    current = _current(tx, name, etag)
+    doc = ca_record(current["name"], data, source, verified=bool(verified), now=now)
+    doc["created"] = current["created"]
+    tx.put("cas", doc)
+    return doc
 
 
 def generate_verification_code(tx: Transaction, name: str, *, now: datetime, etag: str | None = None) -> Json:

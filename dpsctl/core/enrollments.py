@@ -56,6 +56,8 @@ class CredentialInput:
     secondary_ca_reference: str | None = None
     endorsement_key: str | None = None
     storage_root_key: str | None = None
+    remove_certificate: bool = False  # update only: drop the stored primary / secondary certificate (az --rc, --rsc)
+    remove_secondary_certificate: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class EnrollmentOptions:
     iot_edge: bool | None = None
     provisioning_status: str | None = None
     reprovision_policy: str | None = None
+    # One part of the initial twin, the other part kept (az --initial-twin-tags / --initial-twin-properties).
+    twin_tags: dict[str, Any] | None = None
+    twin_desired: dict[str, Any] | None = None
+    device_information: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- attestation building
@@ -153,9 +159,11 @@ def _refuse_other(cred: CredentialInput, kind: str, allowed: tuple[str, ...]) ->
         "secondary_ca_reference": "--secondary-ca-ref",
         "endorsement_key": "--endorsement-key",
         "storage_root_key": "--storage-root-key",
+        "remove_certificate": "--remove-certificate",
+        "remove_secondary_certificate": "--remove-secondary-certificate",
     }
     for name, flag in flags.items():
-        if name not in allowed and getattr(cred, name) is not None:
+        if name not in allowed and getattr(cred, name) not in (None, False):
             raise InvalidInput(f"{flag} does not apply to {kind} attestation")
 
 
@@ -216,6 +224,12 @@ def apply_options(entry: AnyEnrollment, opts: EnrollmentOptions) -> AnyEnrollmen
         changes["allocation_policy"] = _choice(opts.allocation_policy, ALLOCATION_POLICIES, "allocation policy")
     if opts.initial_twin is not None:
         changes["initial_twin"] = validate_initial_twin(opts.initial_twin) or None
+    if opts.twin_tags is not None or opts.twin_desired is not None:
+        changes["initial_twin"] = _twin_parts(changes.get("initial_twin", entry.initial_twin), opts.twin_tags, opts.twin_desired)
+    if opts.device_information is not None:
+        if entry.is_group:
+            raise InvalidInput("enrollment groups have no device information: it belongs to individual enrollments")
+        changes["optional_device_information"] = opts.device_information or None
     if opts.iot_edge is not None:
         changes["iot_edge"] = opts.iot_edge
     if opts.provisioning_status is not None:
@@ -233,6 +247,18 @@ def apply_options(entry: AnyEnrollment, opts: EnrollmentOptions) -> AnyEnrollmen
         if opts.allocation_policy is None and entry.allocation_policy is None:
             changes["allocation_policy"] = "custom"  # a webhook only means something with custom allocation
     return replace(entry, **changes)
+
+
+def _twin_parts(twin: dict[str, Any] | None, tags: dict[str, Any] | None, desired: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The initial twin with its tags and/or desired properties replaced, the part not given kept (as az merges them)."""
+    import copy
+
+    merged: dict[str, Any] = copy.deepcopy(twin) if twin else {}
+    if tags is not None:
+        merged["tags"] = tags
+    if desired is not None:
+        merged["properties"] = {**merged.get("properties", {}), "desired": desired}
+    return validate_initial_twin(merged) or None
 
 
 def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> AnyEnrollment:
@@ -430,16 +456,20 @@ def _updated_attestation(entry: AnyEnrollment, cred: CredentialInput) -> Attesta
         _refuse_other(cred, att.type, ("endorsement_key", "storage_root_key"))
         fresh = build_attestation("tpm", replace(cred, endorsement_key=cred.endorsement_key or att.endorsement_key), group=False, registration_id=None)
         return replace(fresh, storage_root_key=cred.storage_root_key or att.storage_root_key)
-    _refuse_other(cred, att.type, ("certificate", "secondary_certificate", "ca_reference", "secondary_ca_reference"))
+    _refuse_other(cred, att.type, ("certificate", "secondary_certificate", "ca_reference", "secondary_ca_reference", "remove_certificate", "remove_secondary_certificate"))
     reg_id = None if entry.is_group else entry.id
-    primary = certificate_ref(*cred.certificate, registration_id=reg_id, require_ca=entry.is_group) if cred.certificate else att.primary_cert
+    kept_primary = None if cred.remove_certificate else att.primary_cert
+    kept_secondary = None if cred.remove_secondary_certificate else att.secondary_cert
+    primary = certificate_ref(*cred.certificate, registration_id=reg_id, require_ca=entry.is_group) if cred.certificate else kept_primary
     secondary = (
         certificate_ref(*cred.secondary_certificate, registration_id=reg_id, require_ca=entry.is_group)
         if cred.secondary_certificate
-        else att.secondary_cert
+        else kept_secondary
     )
+    if primary is None and secondary is not None and cred.remove_certificate:
+        primary, secondary = secondary, None  # as DPS, a lone certificate is the primary one
     if primary is None and not (cred.ca_reference or att.primary_ca):
-        raise InvalidInput(f"{noun} would have no certificate")
+        raise InvalidInput(f"{noun} would have no certificate", hint="give a new one with the removal, or keep the current one")
     return replace(
         att,
         primary_cert=primary,

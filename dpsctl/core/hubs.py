@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
 from dpsctl.core.ids import hub_host_name
-from dpsctl.core.models import LinkedHub, check_hub_connection_string, default_hub_connection_string, validate_weight
+from dpsctl.core.models import LinkedHub, check_hub_connection_string, connection_string_fields, default_hub_connection_string, validate_weight
 from dpsctl.store import Transaction
 
 MAX_LINKED_HUBS = 50
@@ -34,6 +34,14 @@ def get_hub(tx: Transaction, name: str) -> LinkedHub:
 def list_hubs(tx: Transaction) -> list[LinkedHub]:
     """All linked hubs, by host name."""
     return [LinkedHub.from_dict(doc) for doc in tx.scan("hubs")]
+
+
+def hub_of_connection_string(cs: str) -> str:
+    """The hub a connection string names (its HostName), for linking by connection string alone."""
+    host = connection_string_fields(cs).get("hostname")
+    if not host:
+        raise InvalidInput("the hub connection string has no HostName", hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>")
+    return host
 
 
 def add_hub(

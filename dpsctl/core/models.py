@@ -582,6 +582,16 @@ def default_hub_connection_string(host: str) -> str:
     return f"HostName={host};SharedAccessKeyName=iothubowner;SharedAccessKey={key}"
 
 
+def connection_string_fields(text: str) -> dict[str, str]:
+    """The `Name=value;...` fields of a connection string, names lower-cased (a value may hold '=')."""
+    fields: dict[str, str] = {}
+    for part in text.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return fields
+
+
 def mask_connection_string(cs: str) -> str:
     """Hide the SharedAccessKey part of a connection string, as the Azure portal and az do."""
     parts = []

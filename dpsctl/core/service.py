@@ -141,3 +141,44 @@ def service_view(settings: ServiceSettings, hubs: list[dict], operations: int | 
             "createdDateTimeUtc": settings.created,
         },
     }
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _host_only(host: str) -> str:
+    """A HostName without its port (`localhost:8443`, `[::1]:8443`), lower-cased."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def check_login(settings: ServiceSettings | None, connection_string: str) -> None:
+    """An az `--login` connection string must name this service and carry its owner key (None: a store without settings)."""
+    import hmac
+
+    from dpsctl.core.errors import Unauthorized
+
+    from dpsctl.core.models import connection_string_fields
+
+    fields = connection_string_fields(connection_string)
+    missing = [name for name in ("HostName", "SharedAccessKeyName", "SharedAccessKey") if not fields.get(name.lower())]
+    if missing:
+        raise InvalidInput(
+            "--login is not a DPS connection string: it has no " + ", ".join(missing),
+            hint="expected HostName=...;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=...; print this store's with `dpsctl connection-string show`",
+        )
+    service_host = settings.service_host if settings is not None else ServiceSettings(id_scope="0ne00000000").service_host
+    host = _host_only(fields["hostname"])
+    if host not in (*LOCAL_HOSTS, service_host.lower()):
+        raise InvalidInput(
+            f"--login names {fields['hostname']}, but this store is the service {service_host} (also reachable as localhost)",
+            hint="point the script at this store's own connection string: `dpsctl connection-string show --query connectionString -o tsv`, or drop --login",
+        )
+    key = settings.service_key if settings is not None else None
+    if fields["sharedaccesskeyname"] != SERVICE_POLICY or not key or not hmac.compare_digest(fields["sharedaccesskey"].encode(), key.encode()):
+        raise Unauthorized(
+            f"--login is not authorized for {service_host}: its policy {fields['sharedaccesskeyname']!r} or key is not this store's",
+            hint="use this store's connection string: `dpsctl connection-string show --query connectionString -o tsv`",
+        )

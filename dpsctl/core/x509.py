@@ -59,20 +59,24 @@ def load_certificates(data: bytes | str, *, source: str) -> list[x509.Certificat
     return [_parse_certificate(der, index, len(ders), source=source) for index, der in enumerate(ders, 1)]
 
 
-def load_private_key(data: bytes | str, *, source: str) -> PrivateKey:
-    """Parse an unencrypted RSA or EC private key from PEM (PKCS#8 or traditional) or DER."""
+def load_private_key(data: bytes | str, *, source: str, password: bytes | None = None) -> PrivateKey:
+    """Parse an RSA or EC private key from PEM (PKCS#8 or traditional) or DER; encrypted ones need `password`."""
     raw = _as_bounded_bytes(data, source=source, what="private key")
     is_pem = _looks_like_pem(raw)
     try:
         if is_pem:
-            key = serialization.load_pem_private_key(_pem_private_key_block(raw, source=source), password=None)
+            key = serialization.load_pem_private_key(_pem_private_key_block(raw, source=source, encrypted=password is not None), password=password)
         else:
-            key = serialization.load_der_private_key(raw, password=None)
+            key = serialization.load_der_private_key(raw, password=password)
     except TypeError:
+        if password is not None:
+            raise InvalidInput(f"{source}: the key is not encrypted, but a passphrase was given", hint="drop the passphrase") from None
         # cryptography signals "this key needs a password" with TypeError.
         raise _encrypted_key_error(source) from None
     except _PARSE_ERRORS:
         # The original exception is dropped on purpose: it must never drag key bytes into a message.
+        if password is not None:
+            raise InvalidInput(f"{source}: the passphrase does not open this private key (or the key is damaged)", hint="check the passphrase") from None
         raise InvalidInput(
             f"{source}: found {'a damaged PEM key' if is_pem else _describe_der(raw)}, not a usable private key",
             hint="pass an unencrypted PEM or DER private key file",
@@ -151,10 +155,12 @@ def _pem_certificate_ders(raw: bytes, *, source: str) -> list[bytes]:
     return [_pem_body_der(body, number, "CERTIFICATE", source=source) for number, (_l, body) in enumerate(blocks, 1)]
 
 
-def _pem_private_key_block(raw: bytes, *, source: str) -> bytes:
-    """The one PEM private key block of the input, re-armoured alone for cryptography's PEM loader."""
+def _pem_private_key_block(raw: bytes, *, source: str, encrypted: bool = False) -> bytes:
+    """The one PEM private key block of the input, re-armoured alone for cryptography's PEM loader.
+
+    `encrypted`: a passphrase was given, so a PKCS#8 ENCRYPTED PRIVATE KEY block is expected."""
     blocks = _pem_blocks(raw, source=source)
-    if any("ENCRYPTED" in label for label, _body in blocks):
+    if not encrypted and any("ENCRYPTED" in label for label, _body in blocks):
         raise _encrypted_key_error(source)
     key_blocks = [
         (number, label, body) for number, (label, body) in enumerate(blocks, 1) if label.endswith("PRIVATE KEY")

@@ -50,4 +50,6 @@ def test_tsv_has_one_line_per_record_and_never_splits_a_field(records):
 
 def test_tsv_values():
     assert to_tsv("bare") == "bare\n" and to_tsv(["a", "b"]) == "a\nb\n" and to_tsv(None) == ""
-    assert to_tsv([{"a": None, "b": True, "c": {"x": 1}, "d": "t\tn\n"}]) == '\ttrue\t{"x":1}\tt\\tn\\n\n'
+    # booleans as az (knack) prints them: True/False inside a record, true/false alone on a line (issue 15)
+    assert to_tsv([{"a": None, "b": True, "c": {"x": 1}, "d": "t\tn\n"}]) == '\tTrue\t{"x":1}\tt\\tn\\n\n'
+    assert to_tsv(True) == "true\n" and to_tsv([False, True]) == "false\ntrue\n" and to_tsv([[False]]) == "False\n"

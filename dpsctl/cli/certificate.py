@@ -1,0 +1,109 @@
+"""`dpsctl certificate ...`: az's `iot dps certificate`, in az's words, over the same core as `dpsctl ca`.
+
+The JSON is ARM's `CertificateResponse` (`id`, `name`, `etag`, `type`, `properties.subject`, `.thumbprint`,
+`.isVerified`, `.expiry`, `.created`, `.updated`, `.certificate`; `.verificationCode` once generated); `list`
+is ARM's `{"value": [...]}`; `delete` prints nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from dpsctl.cli.az_compat import TriState, tri_state
+from dpsctl.cli.ca import COLUMNS, row
+from dpsctl.cli.context import OutputOpt, now, read_file, session
+from dpsctl.cli.render import Output, emit
+
+app = typer.Typer(add_completion=False, help="az's `iot dps certificate`: CA certificates and proof of possession (dpsctl's own command is `ca`).", no_args_is_help=True)
+
+THREE_STATE = ("--verified", "-v")
+
+NameOpt = Annotated[str, typer.Option("--certificate-name", "--name", "-n", help="The certificate's name.")]
+PathOpt = Annotated[str, typer.Option("--path", "-p", metavar="FILE", help="The certificate file (.pem or .cer).")]
+EtagOpt = Annotated[str | None, typer.Option("--etag", "-e", help="Refuse unless the certificate still has this etag ('*' matches any).")]
+VerifiedOpt = Annotated[TriState | None, typer.Option("--verified", "-v", help="true: mark it verified now, skipping proof of possession.", case_sensitive=False)]
+DpsNameOpt = Annotated[str | None, typer.Option("--dps-name", help="The DPS name: accepted, one store is one DPS.")]
+GroupOpt = Annotated[str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")]
+
+
+def _emit(tx, doc: dict[str, Any], output: Output) -> None:  # noqa: ANN001 - a store transaction
+    from dpsctl.core.cas import arm_certificate
+    from dpsctl.core.service import load_service
+
+    view = arm_certificate(doc, load_service(tx, now()).name)
+    emit(view, output, columns=COLUMNS, rows=lambda: [row(view)], drop=("EXPIRY", "SUBJECT"))
+
+
+@app.command("create")
+def create(name: NameOpt, path: PathOpt, verified: VerifiedOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+    """Upload a CA certificate; unverified until `verify` (or --verified)."""
+    from dpsctl.core.cas import add_ca
+
+    data = read_file(path, "certificate")
+    with session(write=True) as tx:
+        doc = add_ca(tx, name, data, path, verified=bool(tri_state(verified)), now=now())
+        _emit(tx, doc, output)
+
+
+@app.command("list")
+def list_(dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+    """List the CA certificates (ARM's {"value": [...]})."""
+    from dpsctl.core.cas import arm_certificate, list_cas
+    from dpsctl.core.service import load_service
+
+    with session() as tx:
+        service = load_service(tx, now()).name
+        docs = [arm_certificate(d, service) for d in list_cas(tx)]
+    emit({"value": docs}, output, columns=COLUMNS, rows=lambda: [row(d) for d in docs], drop=("EXPIRY", "SUBJECT"))
+
+
+@app.command("show")
+def show(name: NameOpt, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+    """Show one CA certificate (exit 3 if absent)."""
+    from dpsctl.core.cas import get_ca
+
+    with session() as tx:
+        _emit(tx, get_ca(tx, name), output)
+
+
+@app.command("update")
+def update(name: NameOpt, path: PathOpt, etag: EtagOpt = None, verified: VerifiedOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+    """Replace the certificate under this name (unverified again unless --verified)."""
+    from dpsctl.core.cas import replace_ca
+
+    data = read_file(path, "certificate")
+    with session(write=True) as tx:
+        doc = replace_ca(tx, name, data, path, verified=tri_state(verified), now=now(), etag=etag)
+        _emit(tx, doc, output)
+
+
+@app.command("delete")
+def delete(name: NameOpt, etag: EtagOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None) -> None:
+    """Delete a CA certificate; refused (exit 4) while an enrollment group references it. Prints nothing."""
+    from dpsctl.core.cas import delete_ca
+
+    with session(write=True) as tx:
+        delete_ca(tx, name, etag=etag)
+
+
+@app.command("generate-verification-code")
+def generate_verification_code(name: NameOpt, etag: EtagOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+    """A fresh verification code in properties.verificationCode: sign a certificate with it as CN, then `verify`."""
+    from dpsctl.core.cas import generate_verification_code as generate
+
+    with session(write=True) as tx:
+        doc = generate(tx, name, now=now(), etag=etag)
+        _emit(tx, doc, output)
+
+
+@app.command("verify")
+def verify(name: NameOpt, path: PathOpt, etag: EtagOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+    """Prove possession of the CA's private key with a certificate whose CN is the verification code."""
+    from dpsctl.core.cas import verify_ca
+
+    data = read_file(path, "verification certificate")
+    with session(write=True) as tx:
+        doc = verify_ca(tx, name, data, path, now=now(), etag=etag)
+        _emit(tx, doc, output)
