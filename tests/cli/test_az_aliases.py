@@ -194,18 +194,27 @@ def test_group_create_defaults_to_symmetric_key_and_takes_every_option(az: Dps) 
 
 
 def test_group_create_x509_by_certificate_or_ca_name(az: Dps, tmp_path: Path) -> None:
-    az.ok("cert", "create-root", "root", "--out", str(tmp_path))
-    az.ok("cert", "create-root", "root2", "--out", str(tmp_path))
-    root, root2 = str(tmp_path / "root.cert.pem"), str(tmp_path / "root2.cert.pem")
+    # A certificate may stand in one enrollment entry only (DPS): each group gets roots of its own.
+    roots = {}
+    for n in range(1, 11):
+        az.ok("cert", "create-root", f"r{n}", "--out", str(tmp_path))
+        roots[n] = str(tmp_path / f"r{n}.cert.pem")
+    root, root2 = roots[1], roots[2]
     doc = js(az, "enrollment-group", "create", "--gid", "x1", "--certificate-path", root, "--secondary-certificate-path", root2)
     assert doc["attestation"]["type"] == "x509" and set(doc["attestation"]["x509"]["signingCertificates"]) == {"primary", "secondary"}
-    doc = js(az, "enrollment-group", "create", "--gid", "x2", "--cp", root, "--scp", root2)
+    doc = js(az, "enrollment-group", "create", "--gid", "x2", "--cp", roots[3], "--scp", roots[4])
     assert set(doc["attestation"]["x509"]["signingCertificates"]) == {"primary", "secondary"}
-    az.ok("certificate", "create", "--name", "ca-1", "--path", root, "--verified")
-    az.ok("certificate", "create", "--name", "ca-2", "--path", root2, "--verified", "true")
-    for primary, secondary, gid in (("--root-ca-name", "--secondary-root-ca-name", "x3"), ("--ca-name", "--secondary-ca-name", "x4"), ("--cn", "--scn", "x5")):
-        refs = js(az, "enrollment-group", "create", "--gid", gid, primary, "ca-1", secondary, "ca-2")["attestation"]["x509"]["caReferences"]
-        assert refs == {"primary": "ca-1", "secondary": "ca-2"}
+    az.ok("certificate", "create", "--name", "ca-1", "--path", roots[5], "--verified")
+    az.ok("certificate", "create", "--name", "ca-2", "--path", roots[6], "--verified", "true")
+    for n, (ca, secondary_ca) in ((7, ("ca-3", "ca-4")), (9, ("ca-5", "ca-6"))):
+        az.ok("certificate", "create", "--name", ca, "--path", roots[n], "--verified")
+        az.ok("certificate", "create", "--name", secondary_ca, "--path", roots[n + 1], "--verified")
+    for (primary, secondary, gid), (ca, secondary_ca) in zip(
+        (("--root-ca-name", "--secondary-root-ca-name", "x3"), ("--ca-name", "--secondary-ca-name", "x4"), ("--cn", "--scn", "x5")),
+        (("ca-1", "ca-2"), ("ca-3", "ca-4"), ("ca-5", "ca-6")),
+    ):
+        refs = js(az, "enrollment-group", "create", "--gid", gid, primary, ca, secondary, secondary_ca)["attestation"]["x509"]["caReferences"]
+        assert refs == {"primary": ca, "secondary": secondary_ca}
     refs = js(az, "enrollment-group", "update", "--gid", "x3", "--cn", "ca-2", "--scn", "ca-1")["attestation"]["x509"]["caReferences"]
     assert refs == {"primary": "ca-2", "secondary": "ca-1"}
     refs = js(az, "enrollment-group", "update", "--gid", "x3", "--root-ca-name", "ca-1", "--secondary-root-ca-name", "ca-2", "--ca-name", "ca-1")["attestation"]["x509"]["caReferences"]
@@ -336,7 +345,7 @@ def test_linked_hub_commands_in_arm_shape(tmp_path: Path) -> None:
     hub_cs = f"HostName=contoso-1.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey={KEY_A}"
     hubs = js(az, "linked-hub", "create", *RESOURCE, "--connection-string", hub_cs, "--allocation-weight", "5", "--apply-allocation-policy", "true", "--no-wait")
     assert hubs == [{
-        "allocationWeight": 5, "applyAllocationPolicy": True, "location": None, "name": "contoso-1.azure-devices.net",
+        "allocationWeight": 5, "applyAllocationPolicy": True, "location": "eastus", "name": "contoso-1.azure-devices.net",
         "connectionString": "HostName=contoso-1.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=****",
     }]
     hubs = js(az, "linked-hub", "create", "-n", "my-dps", "--resource-group", "rg", "--hub-name", "contoso-2", "--hub-resource-group", "hrg", "--location", "westus", "--apply-allocation-policy")
