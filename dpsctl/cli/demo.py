@@ -109,8 +109,10 @@ def register(app: typer.Typer) -> None:
         _dpsctl(["registration", "list"])
         _dpsctl(["device", "list"])
         _dpsctl(["stats"])
+        from dpsctl.store.pglocation import redact
+
         info(
-            f"\nthe store is {STATE.db}; the demo's test credentials are in {d}/. Next, try:\n"
+            f"\nthe store is {redact(STATE.db)}; the demo's test credentials are in {d}/. Next, try:\n"
             f"  dpsctl provision --registration-id sensor-001 --symmetric-key @{d}/sensor-001.key --explain\n"
             "  dpsctl registration list --query \"[?status=='assigned'].deviceId\" -o tsv"
         )
