@@ -132,7 +132,7 @@ def test_global_options_work_before_or_after_the_sub_command(tmp_path):
     ok(tmp_path, "--db", "other.json", "hub", "add", "h1")
     assert json.loads(ok(tmp_path, "hub", "list", "--db", "other.json", "-o", "json"))[0]["name"] == "h1.azure-devices.net"
     assert ok(tmp_path, "-o", "tsv", "--db", "other.json", "hub", "list", "--query", "[].name") == "h1.azure-devices.net\n"
-    assert ok(tmp_path, "hub", "list", "--query", "[].location", "--db", "other.json", "-o", "tsv") == ""  # no location: a projection drops nulls
+    assert ok(tmp_path, "hub", "list", "--query", "[].location", "--db", "other.json", "-o", "tsv") == "eastus\n"  # the default location
     # -o after the sub-command wins over -o before it and over DPSCTL_OUTPUT; -o before wins over DPSCTL_OUTPUT
     assert ok(tmp_path, "-o", "yaml", "hub", "list", "--db", "other.json", "-o", "tsv", "--query", "[0].name") == "h1.azure-devices.net\n"
     assert ok(tmp_path, "-o", "tsv", "--db", "other.json", "hub", "list", "--query", "length(@)", DPSCTL_OUTPUT="json") == "1\n"

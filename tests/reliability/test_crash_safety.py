@@ -158,8 +158,8 @@ def after_the_kill(store: Path, context: str) -> None:
     """`dpsctl store info` reads the store, and a new write goes through at once and leaves no stray file."""
     dps = Dps(store)
     info = dps("store", "info", "-o", "json")
-    if not store.exists():  # killed before the store was made: a reading command says so (exit 3), creating nothing
-        assert info.exit_code == 3 and not store.exists(), f"{context}: {info}"
+    if not exists(store):  # killed before the store was made: a reading command says so (exit 3), creating nothing
+        assert info.exit_code == 3 and not exists(store), f"{context}: {info}"
         before = {"service": 0, "hubs": 0}
     else:
         assert info.exit_code == 0, f"{context}: {info}"
