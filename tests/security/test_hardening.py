@@ -412,16 +412,18 @@ def test_ps_shows_no_key_while_a_command_waits_for_the_lock(tmp_path):
 
 def _documented_commands() -> list[str]:
     """The tutorial (run as written by tests/test_docs.py) and the how-to's short version: the documented workflows."""
-    from tests.test_docs import _console_commands
+    from tests.test_doc_sessions import parse
 
-    commands = [command for command, _ in _console_commands((ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8"))]
-    howto = (ROOT / "docs" / "howto-symmetric-key-group.md").read_text(encoding="utf-8")
-    block = howto.split("```sh\n", 1)[1].split("```", 1)[0]
-    commands += [line for line in block.splitlines() if line.strip()]
+    commands = []
+    for name in ("tutorial.md", "howto-symmetric-key-group.md"):
+        for block in parse((ROOT / "docs" / name).read_text(encoding="utf-8")):
+            if block.lang == "file":
+                continue  # a file the doc writes (`file=NAME`), not commands
+            commands += [command.text for command in block.commands]
     return commands
 
 
-@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("jq") is None, reason="the documented workflows need bash and jq")
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the documented workflows need bash")
 def test_no_documented_workflow_puts_a_key_in_argv(tmp_path):
     """Every dpsctl process of the tutorial and the how-to logs its argv (what `ps` shows); none holds a key or a token."""
     log = tmp_path / "argv.log"
