@@ -74,6 +74,18 @@ class SdkServer:
         return client.register()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _sdk_timers_cancelled():
+    """The SDK leaves retry and keep-alive timers behind its clients; cancelled here, they do not fire at interpreter
+    exit into its shut-down executors (which prints tracebacks after pytest's summary)."""
+    import threading
+
+    yield
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+
+
 @pytest.fixture
 def sdk_serve(dps, tmp_path):
     """A factory: `dpsctl serve` over the `dps` store on 8883 (and 443 with websockets) of a fresh loopback address."""
