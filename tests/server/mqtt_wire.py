@@ -68,6 +68,7 @@ class RawMqtt:
             self.sock: socket.socket = context.wrap_socket(raw, server_hostname="localhost")
         else:
             self.sock = raw
+        self._buffer = bytearray()  # bytes received but not yet read: one recv per TLS record, not per byte
 
     def send(self, data: bytes) -> None:
         """Write raw bytes."""
@@ -126,13 +127,14 @@ class RawMqtt:
             pass
 
     def _exactly(self, n: int) -> bytes:
-        data = bytearray()
-        while len(data) < n:
+        while len(self._buffer) < n:
             try:
-                chunk = self.sock.recv(n - len(data))
+                chunk = self.sock.recv(65536)
             except (ConnectionResetError, ssl.SSLError):
                 return b""
             if not chunk:
                 return b""
-            data += chunk
-        return bytes(data)
+            self._buffer += chunk
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
