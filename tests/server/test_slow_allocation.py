@@ -93,7 +93,8 @@ def _while_held(served, dps, group_key: str, start_slow: Callable[[], Any], arri
     held = _round(served, dps, group_key, "during")
     for phase, seconds in held.items():
         if seconds >= 1.5 * baseline[phase]:  # one more measurement of both, in case the machine was busy then
-            again, base = _round(served, dps, group_key, f"again-{phase}"), _round(served, dps, group_key, f"base-{phase}")
+            tag = phase.replace(" ", "-")
+            again, base = _round(served, dps, group_key, f"again-{tag}"), _round(served, dps, group_key, f"base-{tag}")
             held[phase], baseline[phase] = again[phase], base[phase]
     return baseline, held
 
