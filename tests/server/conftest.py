@@ -110,6 +110,19 @@ class Served:
         headers = {"Authorization": device_token(registration_id, key)} if key else {}
         return (client or self.client()).call("GET", f"/{ID_SCOPE}/registrations/{registration_id}/operations/{operation_id}", "{}", headers, api=DEVICE_API)
 
+    def mqtt_register(self, registration_id: str, key: str) -> Any:
+        """Register over MQTT as a device does (CONNECT with its SAS token, SUBSCRIBE, PUBLISH): the answer's JSON."""
+        from tests.server import mqtt_wire as wire
+
+        client = wire.RawMqtt(self.mqtt_port, self.tls.ca)
+        try:
+            client.send(wire.connect(registration_id, wire.username(ID_SCOPE, registration_id), device_token(registration_id, key, encode_sr=True)))
+            client.send(wire.subscribe())
+            client.send(wire.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b"{}"))
+            return client.response()[1]
+        finally:
+            client.close()
+
     def settle(self) -> None:
         """Wait until the allocations in flight are committed: a poll then sees the outcome (no sleeping)."""
         assert self.running.devices.wait_idle(30)

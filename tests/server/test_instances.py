@@ -15,7 +15,6 @@ import pytest
 
 from dpsctl.core.keys import derive_device_key, generate_key
 from tests.conftest import BACKENDS, Dps, store_for
-from tests.server import mqtt_wire as wire
 from tests.server.conftest import ID_SCOPE, Client, device_token, start_serve
 
 
@@ -23,17 +22,6 @@ from tests.server.conftest import ID_SCOPE, Client, device_token, start_serve
 def dps(request: pytest.FixtureRequest, tmp_path) -> Dps:
     """Instances share a store of every backend, PostgreSQL included (the shared database of several machines)."""
     return Dps(store_for(request, tmp_path, request.param))
-
-
-def _mqtt_register(served, registration_id: str, key: str) -> dict:
-    client = wire.RawMqtt(served.mqtt_port, served.tls.ca)
-    try:
-        client.send(wire.connect(registration_id, wire.username(ID_SCOPE, registration_id), device_token(registration_id, key, encode_sr=True)))
-        client.send(wire.subscribe())
-        client.send(wire.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b"{}"))
-        return client.response()[1]
-    finally:
-        client.close()
 
 
 def test_register_on_one_instance_and_poll_the_other_with_cli_writers_alongside(dps, serve):
@@ -50,7 +38,7 @@ def test_register_on_one_instance_and_poll_the_other_with_cli_writers_alongside(
         if n % 4 < 2:
             started = first.register(registration_id, key).body
         else:
-            started = _mqtt_register(first, registration_id, key)
+            started = first.mqtt_register(registration_id, key)
         if started.get("status") != "assigning":
             failures.append(f"{registration_id}: {started}")
             return

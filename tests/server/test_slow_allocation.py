@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,6 @@ import pytest
 from dpsctl.core.keys import derive_device_key, generate_key
 from tests.cli.test_provision_allocation import Webhook
 from tests.conftest import dpsctl_process
-from tests.server import mqtt_wire as wire
-from tests.server.conftest import ID_SCOPE, device_token
 
 HUB = "hub-a.azure-devices.net"
 
@@ -52,17 +49,6 @@ def _fleet(dps) -> str:
     return group_key
 
 
-def _mqtt(served, registration_id: str, key: str) -> dict:
-    client = wire.RawMqtt(served.mqtt_port, served.tls.ca)
-    try:
-        client.send(wire.connect(registration_id, wire.username(ID_SCOPE, registration_id), device_token(registration_id, key, encode_sr=True)))
-        client.send(wire.subscribe())
-        client.send(wire.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b"{}"))
-        return client.response()[1]
-    finally:
-        client.close()
-
-
 def _round(served, dps, group_key: str, tag: str) -> dict[str, float]:
     """Ten devices over HTTPS, ten over MQTT, and `hub list` in a process: the seconds each phase took."""
     times: dict[str, float] = {}
@@ -75,7 +61,7 @@ def _round(served, dps, group_key: str, tag: str) -> dict[str, float]:
     started = time.perf_counter()
     for n in range(10):
         rid = f"{tag}-mqtt-{n}"
-        body = _mqtt(served, rid, derive_device_key(group_key, rid))
+        body = served.mqtt_register(rid, derive_device_key(group_key, rid))
         assert body["status"] == "assigned", body
     times["mqtt"] = time.perf_counter() - started
     started = time.perf_counter()
