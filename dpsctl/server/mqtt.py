@@ -79,6 +79,10 @@ class TcpStream:
 
     async def read_exactly(self, count: int, timeout: float | None) -> bytes:
         """Read `count` bytes within `timeout` seconds."""
+        if self.peer.tls.buffered >= count:
+            # Already decrypted: no wait, so no deadline to arm (wait_for costs a task per call, and a packet's
+            # header is read a byte at a time).
+            return await self.peer.reader.readexactly(count)
         return await asyncio.wait_for(self.peer.reader.readexactly(count), timeout)
 
     async def send(self, data: bytes) -> None:

@@ -88,6 +88,11 @@ class TlsConnection:
 
     # -- reading
 
+    @property
+    def buffered(self) -> int:
+        """Plaintext bytes already decrypted and not yet read (a read of at most this many does not wait)."""
+        return len(self._plain)
+
     async def read(self, n: int = -1) -> bytes:
         """Up to `n` bytes of plaintext (b"" at the end)."""
         if not self._plain and not self._eof:
