@@ -9,34 +9,97 @@ import typer
 from typer.core import TyperGroup
 
 from dpsctl import __version__
+from dpsctl.cli.completion import SHELLS
 from dpsctl.cli.context import DEFAULT_DB, STATE
 from dpsctl.cli.render import SELECTION, Output
-
-from dpsctl.cli.completion import SHELLS
 
 # Every sub-command, with the module that defines it and its one-line help. Modules are imported only when
 # their command runs, so `dpsctl --version`, `--help` and each command pay only for what they use
 # (tests/test_startup.py checks the help lines against the commands themselves).
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, how it is defined: a Typer "app" or a "register" function, short help)
-    "init": ("dpsctl.cli.service", "register_init", "Create the store explicitly; refuses to overwrite an existing one."),
-    "service": ("dpsctl.cli.service", "app", "Show and change the service settings (ID scope, default allocation policy, location)."),
+    "init": (
+        "dpsctl.cli.service",
+        "register_init",
+        "Create the store explicitly; refuses to overwrite an existing one.",
+    ),
+    "service": (
+        "dpsctl.cli.service",
+        "app",
+        "Show and change the service settings (ID scope, default allocation policy, location).",
+    ),
     "hub": ("dpsctl.cli.hub", "app", "Link, list, change and unlink IoT hubs (NAME or NAME.azure-devices.net)."),
     "enrollment": ("dpsctl.cli.enrollment", "app", "Individual enrollments: one device each, by registration ID."),
-    "enrollment-group": ("dpsctl.cli.group", "app", "Enrollment groups: many devices sharing a group key or a signing CA."),
-    "registration": ("dpsctl.cli.registration", "app", "Registration records (DeviceRegistrationState): created by provisioning, deletable, never updated."),
-    "provision": ("dpsctl.cli.provision", "register", "Simulate a device registering: exit 0 assigned, 5 unauthorized, 6 disabled, 7 allocation failed."),
-    "device": ("dpsctl.cli.device", "app", "Devices as the linked IoT hubs see them after provisioning (identity, auth, twin)."),
-    "tpm": ("dpsctl.cli.tpm", "app", "Software TPMs: an RSA-2048 endorsement key pair and storage root key, kept in a 0600 file."),
-    "cert": ("dpsctl.cli.cert", "app", "Test certificates for DPS (EC P-256 by default) and `cert check`, which tells what DPS would say about one."),
-    "ca": ("dpsctl.cli.ca", "app", "CA certificates for enrollment groups (--ca-ref): upload, prove possession, list, delete. At most 25."),
-    "keys": ("dpsctl.cli.keys", "app", "Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused."),
-    "import": ("dpsctl.cli.transfer", "register", "Create or update everything in FILE, all or nothing; running it twice changes nothing."),
-    "export": ("dpsctl.cli.transfer", "register", "Print the service settings, linked hubs, enrollments and groups as one importable document."),
-    "stats": ("dpsctl.cli.stats", "register", "Counts of hubs, enrollments, groups, registrations by status, operations, and devices per hub."),
-    "store": ("dpsctl.cli.store", "app", "The store itself: backend, size, record counts; migration between TinyDB, SQLite and PostgreSQL."),
-    "demo": ("dpsctl.cli.demo", "register", "Provision a symmetric-key, an X.509 and a TPM device against the current store (rerunnable)."),
-    "serve": ("dpsctl.cli.serve", "register", "Serve DPS for the official Azure IoT SDK clients: HTTPS, MQTT over TLS, and MQTT over WebSockets."),
+    "enrollment-group": (
+        "dpsctl.cli.group",
+        "app",
+        "Enrollment groups: many devices sharing a group key or a signing CA.",
+    ),
+    "registration": (
+        "dpsctl.cli.registration",
+        "app",
+        "Registration records (DeviceRegistrationState): created by provisioning, deletable, never updated.",
+    ),
+    "provision": (
+        "dpsctl.cli.provision",
+        "register",
+        "Simulate a device registering: exit 0 assigned, 5 unauthorized, 6 disabled, 7 allocation failed.",
+    ),
+    "device": (
+        "dpsctl.cli.device",
+        "app",
+        "Devices as the linked IoT hubs see them after provisioning (identity, auth, twin).",
+    ),
+    "tpm": (
+        "dpsctl.cli.tpm",
+        "app",
+        "Software TPMs: an RSA-2048 endorsement key pair and storage root key, kept in a 0600 file.",
+    ),
+    "cert": (
+        "dpsctl.cli.cert",
+        "app",
+        "Test certificates for DPS (EC P-256 by default) and `cert check`, which tells what DPS would say about one.",
+    ),
+    "ca": (
+        "dpsctl.cli.ca",
+        "app",
+        "CA certificates for enrollment groups (--ca-ref): upload, prove possession, list, delete. At most 25.",
+    ),
+    "keys": (
+        "dpsctl.cli.keys",
+        "app",
+        "Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused.",
+    ),
+    "import": (
+        "dpsctl.cli.transfer",
+        "register",
+        "Create or update everything in FILE, all or nothing; running it twice changes nothing.",
+    ),
+    "export": (
+        "dpsctl.cli.transfer",
+        "register",
+        "Print the service settings, linked hubs, enrollments and groups as one importable document.",
+    ),
+    "stats": (
+        "dpsctl.cli.stats",
+        "register",
+        "Counts of hubs, enrollments, groups, registrations by status, operations, and devices per hub.",
+    ),
+    "store": (
+        "dpsctl.cli.store",
+        "app",
+        "The store itself: backend, size, record counts; migration between TinyDB, SQLite and PostgreSQL.",
+    ),
+    "demo": (
+        "dpsctl.cli.demo",
+        "register",
+        "Provision a symmetric-key, an X.509 and a TPM device against the current store (rerunnable).",
+    ),
+    "serve": (
+        "dpsctl.cli.serve",
+        "register",
+        "Serve DPS for the official Azure IoT SDK clients: HTTPS, MQTT over TLS, and MQTT over WebSockets.",
+    ),
 }
 
 # az's nouns that dpsctl names otherwise (`az iot dps linked-hub` is `dpsctl hub`): accepted, hidden from the help.
@@ -119,7 +182,9 @@ class LazyGroup(TyperGroup):
         """Complete sub-command names from the table (importing none), then the root's options."""
         from typer._click.shell_completion import CompletionItem
 
-        found = [CompletionItem(name, help=text) for name, (_, _, text) in COMMANDS.items() if name.startswith(incomplete)]
+        found = [
+            CompletionItem(name, help=text) for name, (_, _, text) in COMMANDS.items() if name.startswith(incomplete)
+        ]
         if not incomplete or incomplete.startswith("-"):
             found += typer.core._click.Command.shell_complete(self, ctx, incomplete)
         return found
@@ -167,19 +232,50 @@ _ASKED_SHELL: dict[str, str] = {}
 def root(
     db: Annotated[
         str,
-        typer.Option("--db", envvar="DPSCTL_DB", help="Store: a TinyDB JSON file, SQLite for *.sqlite, *.sqlite3, *.db, or a postgresql:// URL (pip install 'dpsctl[postgres]'). Created 0600 by the first command that writes.", show_default=True),
+        typer.Option(
+            "--db",
+            envvar="DPSCTL_DB",
+            help="Store: a TinyDB JSON file, SQLite for *.sqlite, *.sqlite3, *.db, or a postgresql:// URL (pip install 'dpsctl[postgres]'). Created 0600 by the first command that writes.",
+            show_default=True,
+        ),
     ] = DEFAULT_DB,
     output: Annotated[
         Output | None,
-        typer.Option("--output", "-o", help="Output format for any command: table, json, yaml, tsv or none (default: the command's; env DPSCTL_OUTPUT).", case_sensitive=False, show_default=False),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output format for any command: table, json, yaml, tsv or none (default: the command's; env DPSCTL_OUTPUT).",
+            case_sensitive=False,
+            show_default=False,
+        ),
     ] = None,
-    query: Annotated[str | None, typer.Option("--query", help="JMESPath query applied to the data before any format, as in az: --query \"[?status=='assigned'].deviceId\".")] = None,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query",
+            help="JMESPath query applied to the data before any format, as in az: --query \"[?status=='assigned'].deviceId\".",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
     install_completion: Annotated[
-        bool, typer.Option("--install-completion", callback=_install_completion, is_eager=True, help="Install completion for your shell (bash, zsh or fish; name it after the flag to choose).")
+        bool,
+        typer.Option(
+            "--install-completion",
+            callback=_install_completion,
+            is_eager=True,
+            help="Install completion for your shell (bash, zsh or fish; name it after the flag to choose).",
+        ),
     ] = False,
     show_completion: Annotated[
-        bool, typer.Option("--show-completion", callback=_show_completion, is_eager=True, help="Print the completion script for your shell (bash, zsh or fish; name it after the flag to choose).")
+        bool,
+        typer.Option(
+            "--show-completion",
+            callback=_show_completion,
+            is_eager=True,
+            help="Print the completion script for your shell (bash, zsh or fish; name it after the flag to choose).",
+        ),
     ] = False,
 ) -> None:
     """Global options (--db, -o/--output, --query) go before or after the sub-command: dpsctl enrollment list --db ci.json -o tsv."""

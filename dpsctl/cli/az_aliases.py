@@ -7,7 +7,8 @@ loaded app). Paths are written after `az iot`. `linked-hub`, `certificate`, `con
 
 from __future__ import annotations
 
-from dpsctl.cli.az_compat import AzCommand, AzOption as O
+from dpsctl.cli.az_compat import AzCommand
+from dpsctl.cli.az_compat import AzOption as O
 
 # Every data-plane command takes these (az: azext_iot/_params.py); one store is one DPS.
 RESOURCE = (
@@ -23,7 +24,9 @@ TOP = O(("--top",), how="top")
 
 def _entry(group: bool, update: bool) -> tuple[O, ...]:
     """The options `enrollment create|update` and `enrollment-group create|update` share."""
-    status = O(("--provisioning-status", "--ps"), "enabled" if update else "disabled", how="enabled" if update else "disabled")
+    status = O(
+        ("--provisioning-status", "--ps"), "enabled" if update else "disabled", how="enabled" if update else "disabled"
+    )
     options = [
         O(("--primary-key", "--pk"), "primary_key"),
         O(("--secondary-key", "--sk"), "secondary_key"),
@@ -67,7 +70,11 @@ RID = O(("--registration-id", "--rid"), "registration_id")
 
 ALIASES: tuple[AzCommand, ...] = (
     # individual enrollments
-    AzCommand("enrollment add", ("dps enrollment create",), (EID, O(("--attestation-type", "--at"), "attestation"), *_entry(False, False))),
+    AzCommand(
+        "enrollment add",
+        ("dps enrollment create",),
+        (EID, O(("--attestation-type", "--at"), "attestation"), *_entry(False, False)),
+    ),
     AzCommand("enrollment show", ("dps enrollment show",), (EID, SHOW_KEYS, *RESOURCE)),
     AzCommand("enrollment list", ("dps enrollment list",), (TOP, SHOW_KEYS, *RESOURCE)),
     AzCommand("enrollment update", ("dps enrollment update",), (EID, SHOW_KEYS, *_entry(False, True))),
@@ -81,7 +88,12 @@ ALIASES: tuple[AzCommand, ...] = (
     AzCommand(
         "enrollment-group compute-device-key",
         ("dps enrollment-group compute-device-key", "dps compute-device-key"),
-        (GID, O(("--registration-id", "--rid"), "registration_id"), O(("--symmetric-key", "--key"), "group_key"), *RESOURCE),
+        (
+            GID,
+            O(("--registration-id", "--rid"), "registration_id"),
+            O(("--symmetric-key", "--key"), "group_key"),
+            *RESOURCE,
+        ),
     ),
     # registration records: az reaches them from the enrollment (its ID is the registration ID) or the group
     AzCommand(

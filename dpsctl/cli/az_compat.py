@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
-
 from enum import Enum
+from typing import Any
 
 from typer._click.exceptions import MissingParameter, UsageError
 from typer._click.globals import get_current_context
@@ -86,7 +85,7 @@ class AzCommand:
 
 def dpsctl_path(az_path: str) -> str:
     """Where an az command lives in dpsctl: `dps enrollment create` -> `enrollment create`."""
-    return az_path[len(AZ_PREFIX):] if az_path.startswith(AZ_PREFIX) else az_path
+    return az_path[len(AZ_PREFIX) :] if az_path.startswith(AZ_PREFIX) else az_path
 
 
 # --------------------------------------------------------------------------- installing
@@ -142,7 +141,12 @@ def _graft(group: Any, path: list[str], target: Any) -> None:
         if sub is None:
             from typer.core import TyperGroup
 
-            sub = TyperGroup(name=word, hidden=True, no_args_is_help=True, help=f"az's `{group.name} {word}` commands (see docs/az-mapping.md).")
+            sub = TyperGroup(
+                name=word,
+                hidden=True,
+                no_args_is_help=True,
+                help=f"az's `{group.name} {word}` commands (see docs/az-mapping.md).",
+            )
             sub.rich_markup_mode = None
             sub.az_group = True
             group.add_command(sub, word)
@@ -177,7 +181,9 @@ def _apply(command: Any, spec: AzCommand) -> None:
     for opt in spec.options:
         target = params.get(opt.to) if opt.to else None
         if opt.to and target is None:
-            raise LookupError(f"az alias table: {spec.target} has no parameter {opt.to!r}")  # a table bug, caught by the tests
+            raise LookupError(
+                f"az alias table: {spec.target} has no parameter {opt.to!r}"
+            )  # a table bug, caught by the tests
         if opt.how in ("same", "flag") and target is not None and _is_option(target):
             _extra_names(target, opt.names)
             if opt.how == "flag":
@@ -227,7 +233,14 @@ def _key(opt: AzOption) -> str:
     return "az_" + opt.names[0].lstrip("-").replace("-", "_")
 
 
-_KINDS: dict[str, Any] = {"bool": TriState, "enabled": Status, "disabled": Status, "auth": AuthType, "top": int, "many": list[str]}
+_KINDS: dict[str, Any] = {
+    "bool": TriState,
+    "enabled": Status,
+    "disabled": Status,
+    "auth": AuthType,
+    "top": int,
+    "many": list[str],
+}
 
 
 def _hidden_options(options: list[AzOption]) -> list[Any]:
@@ -245,7 +258,9 @@ def _hidden_options(options: list[AzOption]) -> list[Any]:
                 _key(opt),
                 inspect.Parameter.KEYWORD_ONLY,
                 default=None,
-                annotation=Annotated[_KINDS.get(opt.how, str) | None, typer.Option(*opt.names, hidden=True, case_sensitive=False)],
+                annotation=Annotated[
+                    _KINDS.get(opt.how, str) | None, typer.Option(*opt.names, hidden=True, case_sensitive=False)
+                ],
             )
             for opt in options
         ]

@@ -106,7 +106,11 @@ def rows() -> list[tuple[str, str, list[tuple[str, str]]]]:
         command = resolve(dpsctl_path(az_path))
         options = []
         for param in command.params:
-            if getattr(param, "param_type_name", None) != "option" or getattr(param, "hidden", False) or param.name == "output":
+            if (
+                getattr(param, "param_type_name", None) != "option"
+                or getattr(param, "hidden", False)
+                or param.name == "output"
+            ):
                 continue
             _check(command, az_path, param.opts)
             options.append((_names(param.opts), (param.help or "").rstrip(".")))
@@ -140,9 +144,14 @@ def render() -> str:
         "| az | dpsctl |",
         "|---|---|",
     ]
-    lines += [f"| `{az_command(az)}` | `dpsctl {dpsctl}` |" if "(" not in dpsctl else f"| `{az_command(az)}` | `dpsctl {dpsctl.split(' (')[0]}` ({dpsctl.split(' (', 1)[1]} |" for az, dpsctl, _ in table]
+    lines += [
+        f"| `{az_command(az)}` | `dpsctl {dpsctl}` |"
+        if "(" not in dpsctl
+        else f"| `{az_command(az)}` | `dpsctl {dpsctl.split(' (')[0]}` ({dpsctl.split(' (', 1)[1]} |"
+        for az, dpsctl, _ in table
+    ]
     lines += ["", "## Options", ""]
-    for az, dpsctl, options in table:
+    for az, _dpsctl, options in table:
         lines += [f"### `{az_command(az)}`", "", "| az option | dpsctl |", "|---|---|"]
         lines += [f"| {names} | {form} |" for names, form in options]
         lines.append("")

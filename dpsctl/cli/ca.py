@@ -10,7 +10,11 @@ import typer
 from dpsctl.cli.context import EtagOpt, OutputOpt, now, read_file, session
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(add_completion=False, help="CA certificates for enrollment groups (--ca-ref): upload, prove possession, list, delete. At most 25.", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="CA certificates for enrollment groups (--ca-ref): upload, prove possession, list, delete. At most 25.",
+    no_args_is_help=True,
+)
 
 NameArg = Annotated[str, typer.Argument(help="Certificate name: letters, digits, '-', '.', '_' (case-insensitive).")]
 COLUMNS = ("NAME", "SUBJECT", "VERIFIED", "EXPIRY", "THUMBPRINT")
@@ -32,8 +36,12 @@ def _show(doc: dict[str, Any], output: Output, table: Callable[[], str] | None =
 @app.command("add")
 def add(
     name: NameArg,
-    cert: Annotated[str, typer.Option("--cert", metavar="FILE", help="The CA certificate (PEM, DER or Base64), one certificate.")],
-    verified: Annotated[bool, typer.Option("--verified", help="Mark it verified now, skipping proof of possession.")] = False,
+    cert: Annotated[
+        str, typer.Option("--cert", metavar="FILE", help="The CA certificate (PEM, DER or Base64), one certificate.")
+    ],
+    verified: Annotated[
+        bool, typer.Option("--verified", help="Mark it verified now, skipping proof of possession.")
+    ] = False,
     output: OutputOpt = Output.table,
 ) -> None:
     """Upload a CA certificate; it stays unverified until `ca verify` (or --verified)."""
@@ -44,7 +52,9 @@ def add(
         doc = add_ca(tx, name, data, cert, verified=verified, now=now())
     _show(doc, output)
     if not verified:
-        info(f"unverified: groups that reference it refuse devices until you prove possession: dpsctl ca verification-code {doc['name']}")
+        info(
+            f"unverified: groups that reference it refuse devices until you prove possession: dpsctl ca verification-code {doc['name']}"
+        )
 
 
 @app.command("list")
@@ -76,13 +86,22 @@ def verification_code(name: NameArg, etag: EtagOpt = None, output: OutputOpt = O
         doc = generate_verification_code(tx, name, now=now(), etag=etag)
     code = doc["verificationCode"]
     _show(doc, output, table=lambda: code + "\n")
-    info(f"next: dpsctl cert create-verification {code} --ca CA.cert.pem --ca-key CA.key.pem, then dpsctl ca verify {doc['name']} --cert verification.cert.pem")
+    info(
+        f"next: dpsctl cert create-verification {code} --ca CA.cert.pem --ca-key CA.key.pem, then dpsctl ca verify {doc['name']} --cert verification.cert.pem"
+    )
 
 
 @app.command("verify")
 def verify(
     name: NameArg,
-    cert: Annotated[str, typer.Option("--cert", metavar="FILE", help="The verification certificate: CN = the current code, signed by the CA's key.")],
+    cert: Annotated[
+        str,
+        typer.Option(
+            "--cert",
+            metavar="FILE",
+            help="The verification certificate: CN = the current code, signed by the CA's key.",
+        ),
+    ],
     etag: EtagOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -99,7 +118,10 @@ def verify(
 @app.command("delete")
 def delete(
     name: NameArg,
-    force: Annotated[bool, typer.Option("--force", help="Delete even while enrollment groups reference it (they then match no device).")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Delete even while enrollment groups reference it (they then match no device)."),
+    ] = False,
     etag: EtagOpt = None,
 ) -> None:
     """Delete a CA certificate; refused (exit 4) while an enrollment group references it, unless --force."""
@@ -109,4 +131,6 @@ def delete(
         doc, users = delete_ca(tx, name, force=force, etag=etag)
     info(f"deleted CA certificate {doc['name']}")
     if users:
-        info(f"warning: enrollment group(s) {', '.join(users)} still reference {doc['name']!r} and match no device until it is added again")
+        info(
+            f"warning: enrollment group(s) {', '.join(users)} still reference {doc['name']!r} and match no device until it is added again"
+        )

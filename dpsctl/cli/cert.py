@@ -12,14 +12,25 @@ from dpsctl.cli.render import Output, emit, info
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
 
-app = typer.Typer(add_completion=False, help="Test certificates for DPS (EC P-256 by default) and `cert check`, which tells what DPS would say about one.", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="Test certificates for DPS (EC P-256 by default) and `cert check`, which tells what DPS would say about one.",
+    no_args_is_help=True,
+)
 
-OutOpt = Annotated[Path, typer.Option("--out", metavar="DIR", help="Directory for the files (default: the current directory).")]
+OutOpt = Annotated[
+    Path, typer.Option("--out", metavar="DIR", help="Directory for the files (default: the current directory).")
+]
 KeyTypeOpt = Annotated[str, typer.Option("--key-type", help="ec (NIST P-256) or rsa.")]
 RsaBitsOpt = Annotated[int, typer.Option("--rsa-bits", help="RSA key size with --key-type rsa (2048 to 8192).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing files.")]
 CnOpt = Annotated[str | None, typer.Option("--cn", help="Subject common name (default: NAME).")]
-CaOpt = Annotated[str, typer.Option("--ca", metavar="FILE", help="The issuing CA's certificate (the file may also hold the chain above it).")]
+CaOpt = Annotated[
+    str,
+    typer.Option(
+        "--ca", metavar="FILE", help="The issuing CA's certificate (the file may also hold the chain above it)."
+    ),
+]
 CaKeyOpt = Annotated[str, typer.Option("--ca-key", metavar="FILE", help="The issuing CA's private key.")]
 
 TEST_CREDENTIALS = "these are test credentials: the private key is unencrypted; do not use it in production"
@@ -51,26 +62,48 @@ def _report(created: Any, output: Output, *, next_step: str | None) -> None:
 
 @app.command("create-root")
 def create_root(
-    name: Annotated[str, typer.Argument(help="Base name of the files NAME.cert.pem and NAME.key.pem (and the CN unless --cn).")],
+    name: Annotated[
+        str, typer.Argument(help="Base name of the files NAME.cert.pem and NAME.key.pem (and the CN unless --cn).")
+    ],
     cn: CnOpt = None,
     out: OutOpt = Path("."),
     key_type: KeyTypeOpt = "ec",
     rsa_bits: RsaBitsOpt = 2048,
     days: Annotated[int, typer.Option("--days", help="Validity in days (default 3650, ten years).")] = 3650,
-    path_length: Annotated[int, typer.Option("--path-length", help="How many intermediate CAs may sit below it (default 2).")] = 2,
+    path_length: Annotated[
+        int, typer.Option("--path-length", help="How many intermediate CAs may sit below it (default 2).")
+    ] = 2,
     force: ForceOpt = False,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a self-signed root CA: basicConstraints CA with a path length, keyCertSign and cRLSign, key identifiers."""
     from dpsctl.core.certfiles import create_root as make
 
-    created = make(name, out, common_name=cn, key_type=_key_type(key_type), rsa_bits=rsa_bits, days=days, path_length=path_length, force=force)
-    _report(created, output, next_step=f"dpsctl ca add {name} --cert {created.files['certificate']}, or use it as --ca for create-intermediate/create-device")
+    created = make(
+        name,
+        out,
+        common_name=cn,
+        key_type=_key_type(key_type),
+        rsa_bits=rsa_bits,
+        days=days,
+        path_length=path_length,
+        force=force,
+    )
+    _report(
+        created,
+        output,
+        next_step=f"dpsctl ca add {name} --cert {created.files['certificate']}, or use it as --ca for create-intermediate/create-device",
+    )
 
 
 @app.command("create-intermediate")
 def create_intermediate(
-    name: Annotated[str, typer.Argument(help="Base name of the files NAME.cert.pem, NAME.key.pem, NAME.fullchain.pem (and the CN unless --cn).")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Base name of the files NAME.cert.pem, NAME.key.pem, NAME.fullchain.pem (and the CN unless --cn)."
+        ),
+    ],
     ca: CaOpt,
     ca_key: CaKeyOpt,
     cn: CnOpt = None,
@@ -78,7 +111,9 @@ def create_intermediate(
     key_type: KeyTypeOpt = "ec",
     rsa_bits: RsaBitsOpt = 2048,
     days: Annotated[int, typer.Option("--days", help="Validity in days (default 1825, five years).")] = 1825,
-    path_length: Annotated[int, typer.Option("--path-length", help="How many CAs may sit below it (default 0: it signs devices only).")] = 0,
+    path_length: Annotated[
+        int, typer.Option("--path-length", help="How many CAs may sit below it (default 0: it signs devices only).")
+    ] = 0,
     force: ForceOpt = False,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -86,17 +121,43 @@ def create_intermediate(
     from dpsctl.core.certfiles import create_intermediate as make
 
     created = make(
-        name, _issuer(ca, ca_key), out, common_name=cn, key_type=_key_type(key_type), rsa_bits=rsa_bits, days=days,
-        path_length=path_length, force=force, now=now(),
+        name,
+        _issuer(ca, ca_key),
+        out,
+        common_name=cn,
+        key_type=_key_type(key_type),
+        rsa_bits=rsa_bits,
+        days=days,
+        path_length=path_length,
+        force=force,
+        now=now(),
     )
-    _report(created, output, next_step=f"sign devices with --ca {created.files['fullchain']} --ca-key {created.files['key']}")
+    _report(
+        created,
+        output,
+        next_step=f"sign devices with --ca {created.files['fullchain']} --ca-key {created.files['key']}",
+    )
 
 
 @app.command("create-device")
 def create_device(
-    registration_id: Annotated[str, typer.Argument(help="The device's registration ID: the certificate's CN and the files' base name (at most 64 characters).")],
-    ca: Annotated[str | None, typer.Option("--ca", metavar="FILE", help="The issuing CA's certificate (may hold its chain); omit with --ca-key for a self-signed certificate.")] = None,
-    ca_key: Annotated[str | None, typer.Option("--ca-key", metavar="FILE", help="The issuing CA's private key.")] = None,
+    registration_id: Annotated[
+        str,
+        typer.Argument(
+            help="The device's registration ID: the certificate's CN and the files' base name (at most 64 characters)."
+        ),
+    ],
+    ca: Annotated[
+        str | None,
+        typer.Option(
+            "--ca",
+            metavar="FILE",
+            help="The issuing CA's certificate (may hold its chain); omit with --ca-key for a self-signed certificate.",
+        ),
+    ] = None,
+    ca_key: Annotated[
+        str | None, typer.Option("--ca-key", metavar="FILE", help="The issuing CA's private key.")
+    ] = None,
     out: OutOpt = Path("."),
     key_type: KeyTypeOpt = "ec",
     rsa_bits: RsaBitsOpt = 2048,
@@ -108,9 +169,14 @@ def create_device(
     from dpsctl.core.certfiles import create_device as make
 
     if (ca is None) != (ca_key is None):
-        raise InvalidInput("--ca and --ca-key go together", hint="give both to sign with a CA, or neither for a self-signed certificate")
+        raise InvalidInput(
+            "--ca and --ca-key go together",
+            hint="give both to sign with a CA, or neither for a self-signed certificate",
+        )
     issuer = _issuer(ca, ca_key) if ca is not None and ca_key is not None else None
-    created = make(registration_id, issuer, out, key_type=_key_type(key_type), rsa_bits=rsa_bits, days=days, force=force, now=now())
+    created = make(
+        registration_id, issuer, out, key_type=_key_type(key_type), rsa_bits=rsa_bits, days=days, force=force, now=now()
+    )
     if issuer is None:
         next_step = f"self-signed: enroll it individually: dpsctl enrollment add {registration_id} --attestation x509 --cert {created.files['certificate']}"
     else:
@@ -139,9 +205,20 @@ def create_verification(
 @app.command("check")
 def check(
     cert: Annotated[str, typer.Argument(help="The device certificate (may hold its chain, leaf first).")],
-    chain: Annotated[str | None, typer.Option("--chain", metavar="FILE", help="Intermediate certificates the device sends, if not in CERT.")] = None,
-    key: Annotated[str | None, typer.Option("--key", metavar="FILE", help="The device's private key, to check that it belongs to the certificate.")] = None,
-    registration_id: Annotated[str | None, typer.Option("--registration-id", help="The registration ID the device will send (default: the CN).")] = None,
+    chain: Annotated[
+        str | None,
+        typer.Option("--chain", metavar="FILE", help="Intermediate certificates the device sends, if not in CERT."),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", metavar="FILE", help="The device's private key, to check that it belongs to the certificate."
+        ),
+    ] = None,
+    registration_id: Annotated[
+        str | None,
+        typer.Option("--registration-id", help="The registration ID the device will send (default: the CN)."),
+    ] = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Tell what DPS would say about a device certificate: exit 0 accepted, 5 refused, 6 disabled."""
@@ -159,7 +236,10 @@ def check(
     def table() -> str:
         facts = report.certificate
         # Subjects and issuers are the certificate's own text: escape sequences in them are shown escaped.
-        lines = [f"certificate: {facts['subject']} (issuer {facts['issuer']})", f"thumbprint:  {facts['thumbprint']}, valid until {facts['notAfterUtc']}"]
+        lines = [
+            f"certificate: {facts['subject']} (issuer {facts['issuer']})",
+            f"thumbprint:  {facts['thumbprint']}, valid until {facts['notAfterUtc']}",
+        ]
         lines.append(format_steps(report.checks))
         if report.explain:
             lines += ["enrollment:", format_steps(report.explain)]

@@ -16,19 +16,31 @@ from dpsctl.cli.ca import COLUMNS, row
 from dpsctl.cli.context import OutputOpt, now, read_file, session
 from dpsctl.cli.render import Output, emit
 
-app = typer.Typer(add_completion=False, help="az's `iot dps certificate`: CA certificates and proof of possession (dpsctl's own command is `ca`).", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="az's `iot dps certificate`: CA certificates and proof of possession (dpsctl's own command is `ca`).",
+    no_args_is_help=True,
+)
 
 THREE_STATE = ("--verified", "-v")
 
 NameOpt = Annotated[str, typer.Option("--certificate-name", "--name", "-n", help="The certificate's name.")]
 PathOpt = Annotated[str, typer.Option("--path", "-p", metavar="FILE", help="The certificate file (.pem or .cer).")]
-EtagOpt = Annotated[str | None, typer.Option("--etag", "-e", help="Refuse unless the certificate still has this etag ('*' matches any).")]
-VerifiedOpt = Annotated[TriState | None, typer.Option("--verified", "-v", help="true: mark it verified now, skipping proof of possession.", case_sensitive=False)]
+EtagOpt = Annotated[
+    str | None,
+    typer.Option("--etag", "-e", help="Refuse unless the certificate still has this etag ('*' matches any)."),
+]
+VerifiedOpt = Annotated[
+    TriState | None,
+    typer.Option(
+        "--verified", "-v", help="true: mark it verified now, skipping proof of possession.", case_sensitive=False
+    ),
+]
 DpsNameOpt = Annotated[str | None, typer.Option("--dps-name", help="The DPS name: accepted, one store is one DPS.")]
 GroupOpt = Annotated[str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")]
 
 
-def _emit(tx, doc: dict[str, Any], output: Output) -> None:  # noqa: ANN001 - a store transaction
+def _emit(tx, doc: dict[str, Any], output: Output) -> None:
     from dpsctl.core.cas import arm_certificate
     from dpsctl.core.service import load_service
 
@@ -37,7 +49,14 @@ def _emit(tx, doc: dict[str, Any], output: Output) -> None:  # noqa: ANN001 - a 
 
 
 @app.command("create")
-def create(name: NameOpt, path: PathOpt, verified: VerifiedOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+def create(
+    name: NameOpt,
+    path: PathOpt,
+    verified: VerifiedOpt = None,
+    dps_name: DpsNameOpt = None,
+    resource_group: GroupOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
     """Upload a CA certificate; unverified until `verify` (or --verified)."""
     from dpsctl.core.cas import add_ca
 
@@ -60,7 +79,9 @@ def list_(dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: 
 
 
 @app.command("show")
-def show(name: NameOpt, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+def show(
+    name: NameOpt, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table
+) -> None:
     """Show one CA certificate (exit 3 if absent)."""
     from dpsctl.core.cas import get_ca
 
@@ -69,7 +90,15 @@ def show(name: NameOpt, dps_name: DpsNameOpt = None, resource_group: GroupOpt = 
 
 
 @app.command("update")
-def update(name: NameOpt, path: PathOpt, etag: EtagOpt = None, verified: VerifiedOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+def update(
+    name: NameOpt,
+    path: PathOpt,
+    etag: EtagOpt = None,
+    verified: VerifiedOpt = None,
+    dps_name: DpsNameOpt = None,
+    resource_group: GroupOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
     """Replace the certificate under this name (unverified again unless --verified)."""
     from dpsctl.core.cas import replace_ca
 
@@ -89,7 +118,13 @@ def delete(name: NameOpt, etag: EtagOpt = None, dps_name: DpsNameOpt = None, res
 
 
 @app.command("generate-verification-code")
-def generate_verification_code(name: NameOpt, etag: EtagOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+def generate_verification_code(
+    name: NameOpt,
+    etag: EtagOpt = None,
+    dps_name: DpsNameOpt = None,
+    resource_group: GroupOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
     """A fresh verification code in properties.verificationCode: sign a certificate with it as CN, then `verify`."""
     from dpsctl.core.cas import generate_verification_code as generate
 
@@ -99,7 +134,14 @@ def generate_verification_code(name: NameOpt, etag: EtagOpt = None, dps_name: Dp
 
 
 @app.command("verify")
-def verify(name: NameOpt, path: PathOpt, etag: EtagOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+def verify(
+    name: NameOpt,
+    path: PathOpt,
+    etag: EtagOpt = None,
+    dps_name: DpsNameOpt = None,
+    resource_group: GroupOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
     """Prove possession of the CA's private key with a certificate whose CN is the verification code."""
     from dpsctl.core.cas import verify_ca
 

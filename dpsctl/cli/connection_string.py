@@ -14,7 +14,11 @@ import typer
 from dpsctl.cli.context import OutputOpt
 from dpsctl.cli.render import Output, emit
 
-app = typer.Typer(add_completion=False, help="az's `iot dps connection-string`: the service connection string (dpsctl's own is `service connection-string`).", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="az's `iot dps connection-string`: the service connection string (dpsctl's own is `service connection-string`).",
+    no_args_is_help=True,
+)
 
 
 @app.callback()
@@ -24,10 +28,21 @@ def group() -> None:
 
 @app.command("show")
 def show(
-    dps_name: Annotated[str | None, typer.Option("--dps-name", "-n", help="The DPS name (any: one store is one DPS); without it, az lists every DPS.")] = None,
-    resource_group: Annotated[str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")] = None,
-    policy_name: Annotated[str, typer.Option("--policy-name", "--pn", help="Shared access policy: the store has provisioningserviceowner.")] = "provisioningserviceowner",
-    key_type: Annotated[str, typer.Option("--key-type", "--kt", help="primary (the store keeps one key per policy).")] = "primary",
+    dps_name: Annotated[
+        str | None,
+        typer.Option(
+            "--dps-name", "-n", help="The DPS name (any: one store is one DPS); without it, az lists every DPS."
+        ),
+    ] = None,
+    resource_group: Annotated[
+        str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")
+    ] = None,
+    policy_name: Annotated[
+        str, typer.Option("--policy-name", "--pn", help="Shared access policy: the store has provisioningserviceowner.")
+    ] = "provisioningserviceowner",
+    key_type: Annotated[
+        str, typer.Option("--key-type", "--kt", help="primary (the store keeps one key per policy).")
+    ] = "primary",
     all_: Annotated[bool, typer.Option("--all", help="Every policy's connection string, as a list.")] = False,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -37,9 +52,13 @@ def show(
     from dpsctl.core.service import SERVICE_POLICY
 
     if policy_name.lower() != SERVICE_POLICY:
-        raise NotFound(f"the service has no shared access policy {policy_name!r}", hint=f"its one policy is {SERVICE_POLICY}")
+        raise NotFound(
+            f"the service has no shared access policy {policy_name!r}", hint=f"its one policy is {SERVICE_POLICY}"
+        )
     if key_type.lower() != "primary":
-        raise InvalidInput(f"--key-type {key_type}: the store keeps one key per policy, the primary", hint="drop --key-type")
+        raise InvalidInput(
+            f"--key-type {key_type}: the store keeps one key per policy, the primary", hint="drop --key-type"
+        )
     text = owner_connection_string()
     value: object = [text] if all_ else text
     if dps_name is None:

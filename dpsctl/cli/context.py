@@ -30,7 +30,10 @@ def _global_output(ctx: typer.Context, param: typer.CallbackParam, value: Output
     """`dpsctl -o json hub list` and `dpsctl hub list -o json` mean the same; DPSCTL_OUTPUT yields to either."""
     from typer._click.core import ParameterSource
 
-    if STATE.output is not None and ctx.get_parameter_source(param.name or "output") in (ParameterSource.DEFAULT, ParameterSource.ENVIRONMENT):
+    if STATE.output is not None and ctx.get_parameter_source(param.name or "output") in (
+        ParameterSource.DEFAULT,
+        ParameterSource.ENVIRONMENT,
+    ):
         return STATE.output
     return value
 
@@ -38,8 +41,12 @@ def _global_output(ctx: typer.Context, param: typer.CallbackParam, value: Output
 OUTPUT_HELP = "Output format: table, json, yaml, tsv (tab-separated values, no header) or none."
 OutputOpt = Annotated[
     Output,
-    typer.Option("--output", "-o", envvar="DPSCTL_OUTPUT", help=OUTPUT_HELP, case_sensitive=False, callback=_global_output),
+    typer.Option(
+        "--output", "-o", envvar="DPSCTL_OUTPUT", help=OUTPUT_HELP, case_sensitive=False, callback=_global_output
+    ),
 ]
+
+
 def _whole_values(value: bool) -> bool:
     from dpsctl.cli.render import SELECTION
 
@@ -48,9 +55,16 @@ def _whole_values(value: bool) -> bool:
 
 
 ShowKeysOpt = Annotated[
-    bool, typer.Option("--show-keys", help="Include symmetric keys and hub keys in the output (tables then show every value whole).", callback=_whole_values)
+    bool,
+    typer.Option(
+        "--show-keys",
+        help="Include symmetric keys and hub keys in the output (tables then show every value whole).",
+        callback=_whole_values,
+    ),
 ]
-EtagOpt = Annotated[str | None, typer.Option("--etag", help="Refuse unless the record still has this etag ('*' matches any).")]
+EtagOpt = Annotated[
+    str | None, typer.Option("--etag", help="Refuse unless the record still has this etag ('*' matches any).")
+]
 
 
 @contextmanager
@@ -93,7 +107,7 @@ def require_store(path: str) -> None:
     )
 
 
-def now():  # noqa: ANN201 - datetime, imported lazily
+def now():
     """The current time (UTC)."""
     from dpsctl.core.clock import utc_now
 
@@ -123,9 +137,16 @@ def secret_value(value: str | None, what: str) -> str | None:
 
     if value == "-":
         if STATE.stdin_taken_by is not None:
-            raise InvalidInput(f"{what} and {STATE.stdin_taken_by} both read stdin (-); only one can", hint="give the other one as @FILE")
+            raise InvalidInput(
+                f"{what} and {STATE.stdin_taken_by} both read stdin (-); only one can",
+                hint="give the other one as @FILE",
+            )
         STATE.stdin_taken_by = what
-        data = sys.stdin.buffer.read(MAX_SECRET_BYTES + 1) if hasattr(sys.stdin, "buffer") else sys.stdin.read(MAX_SECRET_BYTES + 1).encode()
+        data = (
+            sys.stdin.buffer.read(MAX_SECRET_BYTES + 1)
+            if hasattr(sys.stdin, "buffer")
+            else sys.stdin.read(MAX_SECRET_BYTES + 1).encode()
+        )
         if len(data) > MAX_SECRET_BYTES:
             raise InvalidInput(f"{what} on stdin is longer than {MAX_SECRET_BYTES} bytes")
         source = "stdin"
@@ -148,7 +169,14 @@ def secret_value(value: str | None, what: str) -> str | None:
 def secret_option(flag: str, what: str, help_text: str, *, envvar: str | None = None, **extra: object) -> object:
     """A typer.Option for a secret: the value, @FILE or - (stdin), and an environment variable where scripts need one."""
     more = f" Also {SECRET_FORMS.split(', ', 1)[1]}" + (f"; or set {envvar}." if envvar else ".")
-    return typer.Option(flag, help=help_text + more, envvar=envvar, show_envvar=False, callback=lambda value: secret_value(value, what), **extra)
+    return typer.Option(
+        flag,
+        help=help_text + more,
+        envvar=envvar,
+        show_envvar=False,
+        callback=lambda value: secret_value(value, what),
+        **extra,
+    )
 
 
 def read_stdin(limit: int) -> bytes:

@@ -7,7 +7,6 @@
 - shell completion of stored IDs: enrollments, groups, hubs, CA names, registrations.
 """
 
-
 import typing
 from collections.abc import Callable
 from enum import Enum
@@ -15,7 +14,14 @@ from pathlib import PurePath
 from typing import Any
 
 _KINDS = {str: "TEXT", int: "INTEGER", float: "NUMBER", bool: "BOOLEAN"}
-_CLICK_KINDS = {"text": "TEXT", "integer": "INTEGER", "float": "NUMBER", "boolean": "BOOLEAN", "path": "PATH", "filename": "FILE"}
+_CLICK_KINDS = {
+    "text": "TEXT",
+    "integer": "INTEGER",
+    "float": "NUMBER",
+    "boolean": "BOOLEAN",
+    "path": "PATH",
+    "filename": "FILE",
+}
 
 
 # --------------------------------------------------------------------------- placeholders
@@ -116,8 +122,13 @@ def _global_params() -> dict[str, Any]:
     @holder.command()
     def probe(
         db: Annotated[str | None, typer.Option("--db", hidden=True, expose_value=False, callback=set_db)] = None,
-        query: Annotated[str | None, typer.Option("--query", hidden=True, expose_value=False, callback=set_query)] = None,
-        output: Annotated[Output | None, typer.Option("--output", "-o", hidden=True, expose_value=False, callback=set_output, case_sensitive=False)] = None,
+        query: Annotated[
+            str | None, typer.Option("--query", hidden=True, expose_value=False, callback=set_query)
+        ] = None,
+        output: Annotated[
+            Output | None,
+            typer.Option("--output", "-o", hidden=True, expose_value=False, callback=set_output, case_sensitive=False),
+        ] = None,
     ) -> None:
         """Never run: its parameters are reused."""
 

@@ -71,7 +71,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        directory: Annotated[Path, typer.Option("--dir", metavar="DIR", help="Where the demo's test credentials go.")] = Path("dpsctl-demo"),
+        directory: Annotated[
+            Path, typer.Option("--dir", metavar="DIR", help="Where the demo's test credentials go.")
+        ] = Path("dpsctl-demo"),
     ) -> None:
         """Provision a symmetric-key, an X.509 and a TPM device against the current store (rerunnable)."""
         from dpsctl.core.tpm import create_tpm, load_tpm, save_tpm
@@ -83,7 +85,19 @@ def register(app: typer.Typer) -> None:
             _dpsctl(["cert", "create-root", "demo-root", "--out", d])
         camera = directory / "camera-001.fullchain.pem"
         if not camera.exists():
-            _dpsctl(["cert", "create-device", "camera-001", "--ca", str(root), "--ca-key", str(directory / "demo-root.key.pem"), "--out", d])
+            _dpsctl(
+                [
+                    "cert",
+                    "create-device",
+                    "camera-001",
+                    "--ca",
+                    str(root),
+                    "--ca-key",
+                    str(directory / "demo-root.key.pem"),
+                    "--out",
+                    d,
+                ]
+            )
         tpm_file = directory / "thermostat.tpm"
         if not tpm_file.exists():
             info(f"$ dpsctl tpm create {tpm_file}")
@@ -102,9 +116,22 @@ def register(app: typer.Typer) -> None:
             sensor = f"sensor-{n:03d}"
             # The key goes through a 0600 file, never the command line, where `ps` would show it.
             key_file = directory / f"{sensor}.key"
-            _dpsctl(["enrollment-group", "compute-device-key", "demo-sensors", "--registration-id", sensor], to_file=key_file)
+            _dpsctl(
+                ["enrollment-group", "compute-device-key", "demo-sensors", "--registration-id", sensor],
+                to_file=key_file,
+            )
             _dpsctl(["provision", "--registration-id", sensor, "--symmetric-key", f"@{key_file}"])
-        _dpsctl(["provision", "--cert", str(camera), "--key", str(directory / "camera-001.key.pem"), "--region", "northeurope"])
+        _dpsctl(
+            [
+                "provision",
+                "--cert",
+                str(camera),
+                "--key",
+                str(directory / "camera-001.key.pem"),
+                "--region",
+                "northeurope",
+            ]
+        )
         _dpsctl(["provision", "--tpm", str(tpm_file)])
         _dpsctl(["registration", "list"])
         _dpsctl(["device", "list"])

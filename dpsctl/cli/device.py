@@ -9,7 +9,11 @@ import typer
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, session
 from dpsctl.cli.render import Output, emit
 
-app = typer.Typer(add_completion=False, help="Devices as the linked IoT hubs see them after provisioning (identity, auth, twin).", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="Devices as the linked IoT hubs see them after provisioning (identity, auth, twin).",
+    no_args_is_help=True,
+)
 
 IdArg = Annotated[str, typer.Argument(help="Device ID.")]
 HubOpt = Annotated[str | None, typer.Option("--hub", help="The hub (needed when the ID exists in several hubs).")]
@@ -28,7 +32,16 @@ def _public(doc: dict, show_keys: bool) -> dict:
 
 def _rows(docs: list[dict]) -> list[tuple]:
     return [
-        (d["hub"], d["deviceId"], d.get("registrationId"), d["authentication"].get("type"), d["capabilities"]["iotEdge"], d.get("tags"), d["properties"]["desired"], d.get("lastUpdatedDateTimeUtc"))
+        (
+            d["hub"],
+            d["deviceId"],
+            d.get("registrationId"),
+            d["authentication"].get("type"),
+            d["capabilities"]["iotEdge"],
+            d.get("tags"),
+            d["properties"]["desired"],
+            d.get("lastUpdatedDateTimeUtc"),
+        )
         for d in docs
     ]
 
@@ -40,11 +53,19 @@ def list_(hub: HubOpt = None, show_keys: ShowKeysOpt = False, output: OutputOpt 
 
     with session() as tx:
         docs = [_public(d, show_keys) for d in list_devices(tx, hub)]
-    emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs), drop=("LAST UPDATED", "DESIRED", "TAGS", "EDGE", "REGISTRATION ID"))
+    emit(
+        docs,
+        output,
+        columns=COLUMNS,
+        rows=lambda: _rows(docs),
+        drop=("LAST UPDATED", "DESIRED", "TAGS", "EDGE", "REGISTRATION ID"),
+    )
 
 
 @app.command("show")
-def show(device_id: IdArg, hub: HubOpt = None, show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> None:
+def show(
+    device_id: IdArg, hub: HubOpt = None, show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table
+) -> None:
     """Show one device and its twin (exit 3 if absent)."""
     from dpsctl.core.devices import get_device
 
@@ -57,7 +78,9 @@ def show(device_id: IdArg, hub: HubOpt = None, show_keys: ShowKeysOpt = False, o
 def update_twin(
     device_id: IdArg,
     hub: HubOpt = None,
-    desired: Annotated[str | None, typer.Option("--desired", help="Desired properties patch (JSON or @FILE; null removes a key).")] = None,
+    desired: Annotated[
+        str | None, typer.Option("--desired", help="Desired properties patch (JSON or @FILE; null removes a key).")
+    ] = None,
     tags: Annotated[str | None, typer.Option("--tags", help="Tags patch (JSON or @FILE).")] = None,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -69,7 +92,9 @@ def update_twin(
         raise InvalidInput("give --desired and/or --tags")
     with session(write=True) as tx:
         doc = patch(
-            tx, device_id, hub=hub,
+            tx,
+            device_id,
+            hub=hub,
             desired=json_arg(desired, "desired properties") if desired is not None else None,
             tags=json_arg(tags, "tags") if tags is not None else None,
             now=now(),
@@ -78,7 +103,12 @@ def update_twin(
 
 
 # az's `iot device registration create`: a device registers, as `dpsctl provision` does, in az's words and shape.
-registration = typer.Typer(add_completion=False, hidden=True, no_args_is_help=True, help="az's `iot device registration`: register a simulated device (dpsctl's own command is `provision`).")
+registration = typer.Typer(
+    add_completion=False,
+    hidden=True,
+    no_args_is_help=True,
+    help="az's `iot device registration`: register a simulated device (dpsctl's own command is `provision`).",
+)
 app.add_typer(registration, name="registration")
 
 # az's three-state flags here: a bare `--compute-key` means true.
@@ -88,18 +118,54 @@ THREE_STATE = ("--compute-key", "--ck")
 @registration.command("create")
 def registration_create(
     registration_id: Annotated[str, typer.Option("--registration-id", "--rid", help="The device's registration ID.")],
-    id_scope: Annotated[str | None, typer.Option("--id-scope", "--scope", help="ID scope: must be the store's.")] = None,
-    group_id: Annotated[str | None, typer.Option("--enrollment-group-id", "--gid", help="The enrollment group of a symmetric-key device.")] = None,
-    symmetric_key: Annotated[str | None, typer.Option("--symmetric-key", "--key", help="The device key (or with --compute-key, the group key); looked up in the store when absent.")] = None,
-    compute_key: Annotated[str | None, typer.Option("--compute-key", "--ck", metavar="true|false", help="Derive the device key from the group key (--key, or the group's in the store).")] = None,
-    certificate_file: Annotated[str | None, typer.Option("--certificate-file-path", "--cp", metavar="FILE", help="X.509: the device certificate.")] = None,
-    key_file: Annotated[str | None, typer.Option("--key-file-path", "--kp", metavar="FILE", help="X.509: the device's private key.")] = None,
-    passphrase: Annotated[str | None, typer.Option("--passphrase", "--pass", help="X.509: the private key's passphrase.")] = None,
+    id_scope: Annotated[
+        str | None, typer.Option("--id-scope", "--scope", help="ID scope: must be the store's.")
+    ] = None,
+    group_id: Annotated[
+        str | None,
+        typer.Option("--enrollment-group-id", "--gid", help="The enrollment group of a symmetric-key device."),
+    ] = None,
+    symmetric_key: Annotated[
+        str | None,
+        typer.Option(
+            "--symmetric-key",
+            "--key",
+            help="The device key (or with --compute-key, the group key); looked up in the store when absent.",
+        ),
+    ] = None,
+    compute_key: Annotated[
+        str | None,
+        typer.Option(
+            "--compute-key",
+            "--ck",
+            metavar="true|false",
+            help="Derive the device key from the group key (--key, or the group's in the store).",
+        ),
+    ] = None,
+    certificate_file: Annotated[
+        str | None,
+        typer.Option("--certificate-file-path", "--cp", metavar="FILE", help="X.509: the device certificate."),
+    ] = None,
+    key_file: Annotated[
+        str | None, typer.Option("--key-file-path", "--kp", metavar="FILE", help="X.509: the device's private key.")
+    ] = None,
+    passphrase: Annotated[
+        str | None, typer.Option("--passphrase", "--pass", help="X.509: the private key's passphrase.")
+    ] = None,
     payload: Annotated[str | None, typer.Option("--payload", help="Custom payload (JSON, or a file).")] = None,
-    host: Annotated[str | None, typer.Option("--provisioning-host", "--host", help="Accepted: the device registers with this store.")] = None,
-    dps_name: Annotated[str | None, typer.Option("--dps-name", "-n", help="The DPS name: accepted, one store is one DPS.")] = None,
-    resource_group: Annotated[str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")] = None,
-    login: Annotated[str | None, typer.Option("--login", "-l", help="A DPS connection string: must be this store's.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--provisioning-host", "--host", help="Accepted: the device registers with this store."),
+    ] = None,
+    dps_name: Annotated[
+        str | None, typer.Option("--dps-name", "-n", help="The DPS name: accepted, one store is one DPS.")
+    ] = None,
+    resource_group: Annotated[
+        str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")
+    ] = None,
+    login: Annotated[
+        str | None, typer.Option("--login", "-l", help="A DPS connection string: must be this store's.")
+    ] = None,
     auth_type: Annotated[str | None, typer.Option("--auth-type", help="key or login: accepted.")] = None,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -121,7 +187,10 @@ def registration_create(
     with session(write=True) as tx:
         scope = load_service(tx, now()).id_scope
         if id_scope is not None and id_scope.lower() != scope.lower():
-            raise InvalidInput(f"--id-scope {id_scope} is not this store's ID scope ({scope})", hint="drop --id-scope, or use `dpsctl service show --query properties.idScope -o tsv`")
+            raise InvalidInput(
+                f"--id-scope {id_scope} is not this store's ID scope ({scope})",
+                hint="drop --id-scope, or use `dpsctl service show --query properties.idScope -o tsv`",
+            )
         key = None if x509 else _device_key(tx, registration_id, group_id, symmetric_key, tri_state(compute_key))
         presented = credential(scope, registration_id, key, None, certificate_file, key_file, None, None, passphrase)
         result = provision(tx, RegistrationRequest(presented, registration_id, body, None), now())
@@ -130,12 +199,14 @@ def registration_create(
     emit(result.operation, output)
 
 
-def _device_key(tx, registration_id: str, group_id: str | None, key: str | None, compute: bool | None) -> str:  # noqa: ANN001
+def _device_key(tx, registration_id: str, group_id: str | None, key: str | None, compute: bool | None) -> str:
     """The device's symmetric key, as az finds it: given, derived from a group key, or read from the enrollment."""
     from dpsctl.core.errors import InvalidInput
 
     if compute and not group_id and key is None:
-        raise InvalidInput("--compute-key derives from an enrollment group's key: give --enrollment-group-id (and --key, or let the store's be used)")
+        raise InvalidInput(
+            "--compute-key derives from an enrollment group's key: give --enrollment-group-id (and --key, or let the store's be used)"
+        )
     if key is not None and not compute:
         return key
     if key is not None:
@@ -150,5 +221,7 @@ def _device_key(tx, registration_id: str, group_id: str | None, key: str | None,
 
     attestation = get_enrollment(tx, registration_id).attestation
     if attestation.type != "symmetricKey" or not attestation.primary_key:
-        raise InvalidInput(f"enrollment {registration_id!r} uses {attestation.type} attestation: give its certificate (--cp/--kp)")
+        raise InvalidInput(
+            f"enrollment {registration_id!r} uses {attestation.type} attestation: give its certificate (--cp/--kp)"
+        )
     return attestation.primary_key

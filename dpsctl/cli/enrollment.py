@@ -10,19 +10,51 @@ from dpsctl.cli import entry as e
 from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, now, session
 from dpsctl.cli.render import Output, info
 
-app = typer.Typer(add_completion=False, help="Individual enrollments: one device each, by registration ID.", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False, help="Individual enrollments: one device each, by registration ID.", no_args_is_help=True
+)
 
 IdArg = Annotated[str, typer.Argument(help="Registration ID (case-insensitive, up to 128 characters).")]
-CertOpt = Annotated[str | None, typer.Option("--cert", metavar="FILE", help="X.509: the device certificate (PEM or DER); its CN must be the registration ID.")]
-SecondaryCertOpt = Annotated[str | None, typer.Option("--secondary-cert", metavar="FILE", help="X.509: a secondary device certificate.")]
-EkOpt = Annotated[
-    str | None, typer.Option("--endorsement-key", metavar="KEY|@FILE", help="TPM: Base64 endorsement key, or @FILE: a file holding it or a software TPM file (`dpsctl tpm create`).")
+CertOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cert", metavar="FILE", help="X.509: the device certificate (PEM or DER); its CN must be the registration ID."
+    ),
 ]
-SrkOpt = Annotated[str | None, typer.Option("--storage-root-key", metavar="KEY|@FILE", help="TPM: Base64 storage root key, or @FILE as for --endorsement-key.")]
-DeviceIdOpt = Annotated[str | None, typer.Option("--device-id", help="IoT Hub device ID (default: the registration ID).")]
+SecondaryCertOpt = Annotated[
+    str | None, typer.Option("--secondary-cert", metavar="FILE", help="X.509: a secondary device certificate.")
+]
+EkOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endorsement-key",
+        metavar="KEY|@FILE",
+        help="TPM: Base64 endorsement key, or @FILE: a file holding it or a software TPM file (`dpsctl tpm create`).",
+    ),
+]
+SrkOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage-root-key",
+        metavar="KEY|@FILE",
+        help="TPM: Base64 storage root key, or @FILE as for --endorsement-key.",
+    ),
+]
+DeviceIdOpt = Annotated[
+    str | None, typer.Option("--device-id", help="IoT Hub device ID (default: the registration ID).")
+]
 
 
-def _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key, remove_cert=False, remove_secondary_cert=False):  # noqa: ANN001, ANN202
+def _credentials(
+    primary_key,
+    secondary_key,
+    cert,
+    secondary_cert,
+    endorsement_key,
+    storage_root_key,
+    remove_cert=False,
+    remove_secondary_cert=False,
+):
     from dpsctl.core.enrollments import CredentialInput
 
     return CredentialInput(
@@ -78,8 +110,19 @@ def add(
 
     cred = _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key)
     opts = e.options(
-        hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
-        initial_twin=initial_twin, twin_tags=twin_tags, twin_desired=twin_desired, edge=edge, device_information=device_information, reprovision_policy=reprovision_policy, status="disabled" if disabled else None, device_id=device_id,
+        hub=hub,
+        allocation_policy=allocation_policy,
+        webhook_url=webhook_url,
+        allocation_command=allocation_command,
+        api_version=api_version,
+        initial_twin=initial_twin,
+        twin_tags=twin_tags,
+        twin_desired=twin_desired,
+        edge=edge,
+        device_information=device_information,
+        reprovision_policy=reprovision_policy,
+        status="disabled" if disabled else None,
+        device_id=device_id,
     )
     entry = new_enrollment(registration_id, attestation, cred, opts)
     with session(write=True) as tx:
@@ -98,7 +141,10 @@ def list_(
     from dpsctl.core.enrollments import list_entries
 
     with session() as tx:
-        docs = [x.to_dict(show_keys=show_keys) for x in list_entries(tx, group=False, status=status, attestation=attestation)]
+        docs = [
+            x.to_dict(show_keys=show_keys)
+            for x in list_entries(tx, group=False, status=status, attestation=attestation)
+        ]
     e.render_entries(docs, output, group=False)
 
 
@@ -147,11 +193,30 @@ def update(
     """Change an individual enrollment; with --etag, refused (exit 4) if it changed meanwhile."""
     from dpsctl.core.enrollments import update_entry
 
-    cred = _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key, remove_cert, remove_secondary_cert)
+    cred = _credentials(
+        primary_key,
+        secondary_key,
+        cert,
+        secondary_cert,
+        endorsement_key,
+        storage_root_key,
+        remove_cert,
+        remove_secondary_cert,
+    )
     opts = e.options(
-        hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
-        initial_twin=initial_twin, twin_tags=twin_tags, twin_desired=twin_desired, edge=edge, device_information=device_information, reprovision_policy=reprovision_policy,
-        status=None if enabled is None else ("enabled" if enabled else "disabled"), device_id=device_id,
+        hub=hub,
+        allocation_policy=allocation_policy,
+        webhook_url=webhook_url,
+        allocation_command=allocation_command,
+        api_version=api_version,
+        initial_twin=initial_twin,
+        twin_tags=twin_tags,
+        twin_desired=twin_desired,
+        edge=edge,
+        device_information=device_information,
+        reprovision_policy=reprovision_policy,
+        status=None if enabled is None else ("enabled" if enabled else "disabled"),
+        device_id=device_id,
     )
     with session(write=True) as tx:
         entry = update_entry(tx, registration_id, group=False, opts=opts, cred=cred, etag=etag, now=now())

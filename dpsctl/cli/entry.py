@@ -9,35 +9,139 @@ import typer
 from dpsctl.cli.context import json_arg, read_file, secret_option
 from dpsctl.cli.render import Output, emit
 
-AttestationOpt = Annotated[str, typer.Option("--attestation", metavar="symmetricKey|x509|tpm", help="Attestation type: symmetricKey, x509 or tpm (groups: symmetricKey or x509).")]
-PrimaryKeyOpt = Annotated[str | None, secret_option("--primary-key", "primary key", "Base64 primary key (16-64 bytes); generated if absent.", metavar="KEY")]
-SecondaryKeyOpt = Annotated[str | None, secret_option("--secondary-key", "secondary key", "Base64 secondary key; generated if absent.", metavar="KEY")]
-NewPrimaryKeyOpt = Annotated[str | None, secret_option("--primary-key", "primary key", "New Base64 primary key (16-64 bytes); the stored one is kept if absent.", metavar="KEY")]
-NewSecondaryKeyOpt = Annotated[str | None, secret_option("--secondary-key", "secondary key", "New Base64 secondary key; the stored one is kept if absent.", metavar="KEY")]
+AttestationOpt = Annotated[
+    str,
+    typer.Option(
+        "--attestation",
+        metavar="symmetricKey|x509|tpm",
+        help="Attestation type: symmetricKey, x509 or tpm (groups: symmetricKey or x509).",
+    ),
+]
+PrimaryKeyOpt = Annotated[
+    str | None,
+    secret_option(
+        "--primary-key", "primary key", "Base64 primary key (16-64 bytes); generated if absent.", metavar="KEY"
+    ),
+]
+SecondaryKeyOpt = Annotated[
+    str | None,
+    secret_option("--secondary-key", "secondary key", "Base64 secondary key; generated if absent.", metavar="KEY"),
+]
+NewPrimaryKeyOpt = Annotated[
+    str | None,
+    secret_option(
+        "--primary-key",
+        "primary key",
+        "New Base64 primary key (16-64 bytes); the stored one is kept if absent.",
+        metavar="KEY",
+    ),
+]
+NewSecondaryKeyOpt = Annotated[
+    str | None,
+    secret_option(
+        "--secondary-key", "secondary key", "New Base64 secondary key; the stored one is kept if absent.", metavar="KEY"
+    ),
+]
 HubOpt = Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use.")]
-PolicyOpt = Annotated[str | None, typer.Option("--allocation-policy", metavar="hashed|geoLatency|static|custom", help="hashed, geoLatency, static or custom (default: the service's).")]
+PolicyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--allocation-policy",
+        metavar="hashed|geoLatency|static|custom",
+        help="hashed, geoLatency, static or custom (default: the service's).",
+    ),
+]
 WebhookOpt = Annotated[str | None, typer.Option("--webhook-url", help="Custom allocation webhook URL (http or https).")]
 CommandOpt = Annotated[
-    str | None, typer.Option("--allocation-command", help="Custom allocation by a local command (no shell): request JSON on stdin, answer on stdout.")
+    str | None,
+    typer.Option(
+        "--allocation-command",
+        help="Custom allocation by a local command (no shell): request JSON on stdin, answer on stdout.",
+    ),
 ]
-ApiVersionOpt = Annotated[str | None, typer.Option("--api-version", help="Custom allocation API version, kept in customAllocationDefinition and so in the enrollment the webhook receives (default 2021-10-01; at least 2018-09-01-preview).")]
-TwinOpt = Annotated[str | None, typer.Option("--initial-twin", metavar="JSON|@FILE", help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.')]
+ApiVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-version",
+        help="Custom allocation API version, kept in customAllocationDefinition and so in the enrollment the webhook receives (default 2021-10-01; at least 2018-09-01-preview).",
+    ),
+]
+TwinOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--initial-twin",
+        metavar="JSON|@FILE",
+        help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.',
+    ),
+]
 EdgeOpt = Annotated[bool | None, typer.Option("--edge/--no-edge", help="The device is an IoT Edge device.")]
 ReprovisionOpt = Annotated[
     str | None,
-    typer.Option("--reprovision-policy", help="reprovisionandmigratedata (migrate, the default), reprovisionandresetdata (reset) or never."),
+    typer.Option(
+        "--reprovision-policy",
+        help="reprovisionandmigratedata (migrate, the default), reprovisionandresetdata (reset) or never.",
+    ),
 ]
 # az's two halves of the initial twin (az-only spellings, hidden: dpsctl's own is --initial-twin); each replaces its part.
-TwinTagsOpt = Annotated[str | None, typer.Option("--initial-twin-tags", "--tags", hidden=True, help="Replaces the initial twin's tags and keeps its desired properties (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).")]
-TwinDesiredOpt = Annotated[str | None, typer.Option("--initial-twin-properties", "--props", hidden=True, help="Replaces the initial twin's desired properties and keeps its tags (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).")]
-DeviceInfoOpt = Annotated[str | None, typer.Option("--device-information", metavar="JSON|@FILE", help="Optional device information kept with the enrollment (a JSON object).")]
-RemoveCertOpt = Annotated[bool, typer.Option("--remove-certificate", "--rc", hidden=True, help="X.509: drop the primary certificate (a lone secondary becomes the primary).")]
-RemoveSecondaryCertOpt = Annotated[bool, typer.Option("--remove-secondary-certificate", "--rsc", hidden=True, help="X.509: drop the secondary certificate.")]
+TwinTagsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--initial-twin-tags",
+        "--tags",
+        hidden=True,
+        help="Replaces the initial twin's tags and keeps its desired properties (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
+    ),
+]
+TwinDesiredOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--initial-twin-properties",
+        "--props",
+        hidden=True,
+        help="Replaces the initial twin's desired properties and keeps its tags (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
+    ),
+]
+DeviceInfoOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device-information",
+        metavar="JSON|@FILE",
+        help="Optional device information kept with the enrollment (a JSON object).",
+    ),
+]
+RemoveCertOpt = Annotated[
+    bool,
+    typer.Option(
+        "--remove-certificate",
+        "--rc",
+        hidden=True,
+        help="X.509: drop the primary certificate (a lone secondary becomes the primary).",
+    ),
+]
+RemoveSecondaryCertOpt = Annotated[
+    bool,
+    typer.Option("--remove-secondary-certificate", "--rsc", hidden=True, help="X.509: drop the secondary certificate."),
+]
 AddDisabledOpt = Annotated[bool, typer.Option("--disabled", help="Create the entry disabled.")]
 EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable the entry.")]
 
 
-def options(*, hub, allocation_policy, webhook_url, allocation_command, api_version, initial_twin, edge, reprovision_policy, status, device_id=None, twin_tags=None, twin_desired=None, device_information=None):  # noqa: ANN001, ANN201
+def options(
+    *,
+    hub,
+    allocation_policy,
+    webhook_url,
+    allocation_command,
+    api_version,
+    initial_twin,
+    edge,
+    reprovision_policy,
+    status,
+    device_id=None,
+    twin_tags=None,
+    twin_desired=None,
+    device_information=None,
+):
     """Build core EnrollmentOptions from parsed CLI values."""
     from dpsctl.core.enrollments import EnrollmentOptions
 
@@ -49,7 +153,7 @@ def options(*, hub, allocation_policy, webhook_url, allocation_command, api_vers
     if twin is not None and not isinstance(twin, dict):
         from dpsctl.core.errors import InvalidInput
 
-        raise InvalidInput("initial twin must be a JSON object like {\"tags\": {...}, \"properties\": {\"desired\": {...}}}")
+        raise InvalidInput('initial twin must be a JSON object like {"tags": {...}, "properties": {"desired": {...}}}')
     return EnrollmentOptions(
         twin_tags=_object(twin_tags, "initial twin tags"),
         twin_desired=_object(twin_desired, "initial twin properties"),
@@ -75,7 +179,7 @@ def _object(value: str | None, what: str) -> dict[str, Any] | None:
     if not isinstance(doc, dict):
         from dpsctl.core.errors import InvalidInput
 
-        raise InvalidInput(f"{what} must be a JSON object, like {{\"key\": \"value\"}}")
+        raise InvalidInput(f'{what} must be a JSON object, like {{"key": "value"}}')
     return doc
 
 
@@ -122,7 +226,9 @@ def render_entries(docs: list[dict[str, Any]], output: Output, *, group: bool) -
             out.append(tuple(row))
         return out
 
-    emit(docs, output, columns=columns, rows=rows, drop=("REPROVISION", "ALLOCATION", "CREDENTIAL", "DEVICE ID", "HUBS"))
+    emit(
+        docs, output, columns=columns, rows=rows, drop=("REPROVISION", "ALLOCATION", "CREDENTIAL", "DEVICE ID", "HUBS")
+    )
 
 
 def render_entry(doc: dict[str, Any], output: Output) -> None:

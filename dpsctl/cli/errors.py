@@ -21,7 +21,10 @@ _WORDS = re.compile(r"(?:[A-Z][a-z]{2,})+|[a-z]+|[A-Z]+")
 
 def _redact(text: str) -> str:
     """Usage errors quote what was typed; a key typed in the wrong place must not end up in CI logs."""
-    return _SECRET_LOOKING.sub(lambda m: m.group(0) if _WORDS.fullmatch(m.group(0)) else "<redacted>", _SECRET_FIELD.sub(lambda m: f"{m.group(1)}=<redacted>", text))
+    return _SECRET_LOOKING.sub(
+        lambda m: m.group(0) if _WORDS.fullmatch(m.group(0)) else "<redacted>",
+        _SECRET_FIELD.sub(lambda m: f"{m.group(1)}=<redacted>", text),
+    )
 
 
 def _say(message: str, hint: str | None = None) -> None:
@@ -54,7 +57,7 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
         failure = os_error(exc, exc.filename, "use")
         _say(failure.message, failure.hint)
         return int(failure.exit_code)
-    except Exception as exc:  # noqa: BLE001 - this is the boundary
+    except Exception as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
             # Bare `dpsctl` or `dpsctl hub`: the help the user asked for in effect, on stdout, exit 0.
             sys.stdout.write(exc.ctx.get_help() + "\n")
@@ -69,6 +72,9 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
             return 1
         if os.environ.get("DPSCTL_DEBUG"):
             raise
-        _say(f"unexpected {type(exc).__name__}: {exc}", "this is a dpsctl bug; rerun with DPSCTL_DEBUG=1 for a traceback and report it")
+        _say(
+            f"unexpected {type(exc).__name__}: {exc}",
+            "this is a dpsctl bug; rerun with DPSCTL_DEBUG=1 for a traceback and report it",
+        )
         return int(ExitCode.UNEXPECTED)
     return int(result) if isinstance(result, int) else 0

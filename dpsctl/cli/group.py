@@ -10,20 +10,46 @@ from dpsctl.cli import entry as e
 from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, now, session
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(add_completion=False, help="Enrollment groups: many devices sharing a group key or a signing CA.", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="Enrollment groups: many devices sharing a group key or a signing CA.",
+    no_args_is_help=True,
+)
 
 IdArg = Annotated[str, typer.Argument(help="Enrollment group ID.")]
-SigningCertOpt = Annotated[str | None, typer.Option("--signing-cert", metavar="FILE", help="X.509: the root or intermediate CA certificate (PEM or DER).")]
-SecondarySigningCertOpt = Annotated[str | None, typer.Option("--secondary-signing-cert", metavar="FILE", help="X.509: a secondary signing certificate.")]
-CaRefOpt = Annotated[str | None, typer.Option("--ca-ref", help="X.509: name of a CA certificate uploaded with `dpsctl ca add`.")]
+SigningCertOpt = Annotated[
+    str | None,
+    typer.Option("--signing-cert", metavar="FILE", help="X.509: the root or intermediate CA certificate (PEM or DER)."),
+]
+SecondarySigningCertOpt = Annotated[
+    str | None, typer.Option("--secondary-signing-cert", metavar="FILE", help="X.509: a secondary signing certificate.")
+]
+CaRefOpt = Annotated[
+    str | None, typer.Option("--ca-ref", help="X.509: name of a CA certificate uploaded with `dpsctl ca add`.")
+]
 GroupAttestationOpt = Annotated[
     str | None,
-    typer.Option("--attestation", metavar="symmetricKey|x509", help="Attestation type (default: x509 when a signing certificate or CA is given, else symmetricKey, as az)."),
+    typer.Option(
+        "--attestation",
+        metavar="symmetricKey|x509",
+        help="Attestation type (default: x509 when a signing certificate or CA is given, else symmetricKey, as az).",
+    ),
 ]
-SecondaryCaRefOpt = Annotated[str | None, typer.Option("--secondary-ca-ref", help="X.509: a secondary CA certificate name.")]
+SecondaryCaRefOpt = Annotated[
+    str | None, typer.Option("--secondary-ca-ref", help="X.509: a secondary CA certificate name.")
+]
 
 
-def _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref, remove_cert=False, remove_secondary_cert=False):  # noqa: ANN001, ANN202
+def _credentials(
+    primary_key,
+    secondary_key,
+    signing_cert,
+    secondary_signing_cert,
+    ca_ref,
+    secondary_ca_ref,
+    remove_cert=False,
+    remove_secondary_cert=False,
+):
     from dpsctl.core.enrollments import CredentialInput
 
     return CredentialInput(
@@ -67,11 +93,22 @@ def add(
 
     cred = _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref)
     opts = e.options(
-        hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
-        initial_twin=initial_twin, twin_tags=twin_tags, twin_desired=twin_desired, edge=edge, reprovision_policy=reprovision_policy, status="disabled" if disabled else None,
+        hub=hub,
+        allocation_policy=allocation_policy,
+        webhook_url=webhook_url,
+        allocation_command=allocation_command,
+        api_version=api_version,
+        initial_twin=initial_twin,
+        twin_tags=twin_tags,
+        twin_desired=twin_desired,
+        edge=edge,
+        reprovision_policy=reprovision_policy,
+        status="disabled" if disabled else None,
     )
     if attestation is None:
-        attestation = "x509" if (signing_cert or secondary_signing_cert or ca_ref or secondary_ca_ref) else "symmetricKey"
+        attestation = (
+            "x509" if (signing_cert or secondary_signing_cert or ca_ref or secondary_ca_ref) else "symmetricKey"
+        )
     entry = new_group(group_id, attestation, cred, opts)
     with session(write=True) as tx:
         entry = add_entry(tx, entry, now())
@@ -89,7 +126,9 @@ def list_(
     from dpsctl.core.enrollments import list_entries
 
     with session() as tx:
-        docs = [x.to_dict(show_keys=show_keys) for x in list_entries(tx, group=True, status=status, attestation=attestation)]
+        docs = [
+            x.to_dict(show_keys=show_keys) for x in list_entries(tx, group=True, status=status, attestation=attestation)
+        ]
     e.render_entries(docs, output, group=True)
 
 
@@ -132,10 +171,27 @@ def update(
     """Change an enrollment group; with --etag, refused (exit 4) if it changed meanwhile."""
     from dpsctl.core.enrollments import update_entry
 
-    cred = _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref, remove_cert, remove_secondary_cert)
+    cred = _credentials(
+        primary_key,
+        secondary_key,
+        signing_cert,
+        secondary_signing_cert,
+        ca_ref,
+        secondary_ca_ref,
+        remove_cert,
+        remove_secondary_cert,
+    )
     opts = e.options(
-        hub=hub, allocation_policy=allocation_policy, webhook_url=webhook_url, allocation_command=allocation_command, api_version=api_version,
-        initial_twin=initial_twin, twin_tags=twin_tags, twin_desired=twin_desired, edge=edge, reprovision_policy=reprovision_policy,
+        hub=hub,
+        allocation_policy=allocation_policy,
+        webhook_url=webhook_url,
+        allocation_command=allocation_command,
+        api_version=api_version,
+        initial_twin=initial_twin,
+        twin_tags=twin_tags,
+        twin_desired=twin_desired,
+        edge=edge,
+        reprovision_policy=reprovision_policy,
         status=None if enabled is None else ("enabled" if enabled else "disabled"),
     )
     with session(write=True) as tx:
@@ -157,7 +213,12 @@ def delete(group_id: IdArg, etag: EtagOpt = None) -> None:
 def compute_device_key(
     registration_id: Annotated[str, typer.Option("--registration-id", help="The device's registration ID.")],
     group_id: Annotated[str | None, typer.Argument(help="Enrollment group ID (not needed with --group-key).")] = None,
-    group_key: Annotated[str | None, typer.Option("--group-key", metavar="KEY", help="Derive offline from this Base64 group key, without the store.")] = None,
+    group_key: Annotated[
+        str | None,
+        typer.Option(
+            "--group-key", metavar="KEY", help="Derive offline from this Base64 group key, without the store."
+        ),
+    ] = None,
     secondary: Annotated[bool, typer.Option("--secondary", help="Derive from the group's secondary key.")] = False,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -166,14 +227,19 @@ def compute_device_key(
 
     if group_key is not None:
         if secondary:
-            raise InvalidInput("--secondary chooses a stored group's key; with --group-key, give the secondary key itself")
+            raise InvalidInput(
+                "--secondary chooses a stored group's key; with --group-key, give the secondary key itself"
+            )
         from dpsctl.core.ids import validate_registration_id
         from dpsctl.core.keys import derive_device_key
 
         emit(derive_device_key(group_key, validate_registration_id(registration_id)), output)
         return
     if group_id is None:
-        raise InvalidInput("name the enrollment group (GROUP_ID), or give its key with --group-key", hint="see `dpsctl enrollment-group list`")
+        raise InvalidInput(
+            "name the enrollment group (GROUP_ID), or give its key with --group-key",
+            hint="see `dpsctl enrollment-group list`",
+        )
     from dpsctl.core.enrollments import compute_device_key as derive
 
     with session() as tx:

@@ -9,16 +9,36 @@ import typer
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, secret_option, session
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(add_completion=False, help="Link, list, change and unlink IoT hubs (NAME or NAME.azure-devices.net).", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="Link, list, change and unlink IoT hubs (NAME or NAME.azure-devices.net).",
+    no_args_is_help=True,
+)
 
 NameArg = Annotated[str, typer.Argument(help="Hub name or host name.")]
-LocationOpt = Annotated[str | None, typer.Option("--location", help="Azure region of the hub, e.g. westeurope (add: default the service's location, else eastus).")]
+LocationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--location",
+        help="Azure region of the hub, e.g. westeurope (add: default the service's location, else eastus).",
+    ),
+]
 WeightOpt = Annotated[int | None, typer.Option("--weight", help="Allocation weight, 1 to 1000 (default 1).")]
 ApplyOpt = Annotated[
     bool | None,
-    typer.Option("--apply-allocation-policy/--no-apply-allocation-policy", help="Take part in allocation when an enrollment names no hubs."),
+    typer.Option(
+        "--apply-allocation-policy/--no-apply-allocation-policy",
+        help="Take part in allocation when an enrollment names no hubs.",
+    ),
 ]
-CsOpt = Annotated[str | None, secret_option("--connection-string", "hub connection string", "The hub's owner connection string (a simulated one is made if absent).")]
+CsOpt = Annotated[
+    str | None,
+    secret_option(
+        "--connection-string",
+        "hub connection string",
+        "The hub's owner connection string (a simulated one is made if absent).",
+    ),
+]
 
 COLUMNS = ("NAME", "LOCATION", "WEIGHT", "APPLY POLICY", "CONNECTION STRING")
 DROP = ("CONNECTION STRING", "APPLY POLICY")  # least useful first, when the terminal is narrow
@@ -26,7 +46,16 @@ DROP = ("CONNECTION STRING", "APPLY POLICY")  # least useful first, when the ter
 
 def rows(hubs: list[dict]) -> list[tuple]:
     """Table rows of linked hubs."""
-    return [(h["name"], h["location"], h["allocationWeight"] or 1, h["applyAllocationPolicy"] is not False, h["connectionString"]) for h in hubs]
+    return [
+        (
+            h["name"],
+            h["location"],
+            h["allocationWeight"] or 1,
+            h["applyAllocationPolicy"] is not False,
+            h["connectionString"],
+        )
+        for h in hubs
+    ]
 
 
 def _emit_one(doc: dict, output: Output) -> None:
@@ -34,12 +63,27 @@ def _emit_one(doc: dict, output: Output) -> None:
 
 
 @app.command("add")
-def add(name: NameArg, location: LocationOpt = None, weight: WeightOpt = None, apply_allocation_policy: ApplyOpt = None, connection_string: CsOpt = None, show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> None:
+def add(
+    name: NameArg,
+    location: LocationOpt = None,
+    weight: WeightOpt = None,
+    apply_allocation_policy: ApplyOpt = None,
+    connection_string: CsOpt = None,
+    show_keys: ShowKeysOpt = False,
+    output: OutputOpt = Output.table,
+) -> None:
     """Link an IoT hub to the service."""
     from dpsctl.core.hubs import add_hub
 
     with session(write=True) as tx:
-        hub = add_hub(tx, name, location=location, weight=weight, apply_allocation_policy=apply_allocation_policy, connection_string=connection_string)
+        hub = add_hub(
+            tx,
+            name,
+            location=location,
+            weight=weight,
+            apply_allocation_policy=apply_allocation_policy,
+            connection_string=connection_string,
+        )
     _emit_one(hub.to_dict(show_keys=show_keys), output)
 
 
@@ -64,17 +108,37 @@ def show(name: NameArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Outp
 
 
 @app.command("update")
-def update(name: NameArg, location: LocationOpt = None, weight: WeightOpt = None, apply_allocation_policy: ApplyOpt = None, connection_string: CsOpt = None, show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> None:
+def update(
+    name: NameArg,
+    location: LocationOpt = None,
+    weight: WeightOpt = None,
+    apply_allocation_policy: ApplyOpt = None,
+    connection_string: CsOpt = None,
+    show_keys: ShowKeysOpt = False,
+    output: OutputOpt = Output.table,
+) -> None:
     """Change a linked hub's location, weight, policy participation or connection string."""
     from dpsctl.core.hubs import update_hub
 
     with session(write=True) as tx:
-        hub = update_hub(tx, name, location=location, weight=weight, apply_allocation_policy=apply_allocation_policy, connection_string=connection_string)
+        hub = update_hub(
+            tx,
+            name,
+            location=location,
+            weight=weight,
+            apply_allocation_policy=apply_allocation_policy,
+            connection_string=connection_string,
+        )
     _emit_one(hub.to_dict(show_keys=show_keys), output)
 
 
 @app.command("delete")
-def delete(name: NameArg, force: Annotated[bool, typer.Option("--force", help="Unlink even if enrollments name the hub (they lose it).")] = False) -> None:
+def delete(
+    name: NameArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="Unlink even if enrollments name the hub (they lose it).")
+    ] = False,
+) -> None:
     """Unlink a hub; refused (exit 4) while enrollments name it."""
     from dpsctl.core.hubs import delete_hub
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated
 
 import typer
@@ -11,10 +12,24 @@ from dpsctl.cli.render import Output, emit, info
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
 
-app = typer.Typer(add_completion=False, help="Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused.", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="Symmetric keys: generate, derive group device keys, build SAS tokens, and find out why a key is refused.",
+    no_args_is_help=True,
+)
 
-RegIdOpt = Annotated[str, typer.Option("--registration-id", help="The device's registration ID (exactly as the device sends it).")]
-KeyOpt = Annotated[str, secret_option("--key", "device key", "The device's Base64 key (its enrollment key, or the key derived from a group key).", envvar="DPSCTL_SYMMETRIC_KEY")]
+RegIdOpt = Annotated[
+    str, typer.Option("--registration-id", help="The device's registration ID (exactly as the device sends it).")
+]
+KeyOpt = Annotated[
+    str,
+    secret_option(
+        "--key",
+        "device key",
+        "The device's Base64 key (its enrollment key, or the key derived from a group key).",
+        envvar="DPSCTL_SYMMETRIC_KEY",
+    ),
+]
 
 
 @app.command("generate")
@@ -30,7 +45,15 @@ def generate(
 
 @app.command("derive")
 def derive(
-    group_key: Annotated[str, secret_option("--group-key", "group key", "The enrollment group's Base64 primary or secondary key.", envvar="DPSCTL_GROUP_KEY")],
+    group_key: Annotated[
+        str,
+        secret_option(
+            "--group-key",
+            "group key",
+            "The enrollment group's Base64 primary or secondary key.",
+            envvar="DPSCTL_GROUP_KEY",
+        ),
+    ],
     registration_id: RegIdOpt,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -47,11 +70,13 @@ def sas(
     key: KeyOpt,
     id_scope: Annotated[str | None, typer.Option("--id-scope", help="ID scope (default: the store's).")] = None,
     ttl: Annotated[int | None, typer.Option("--ttl", help="Seconds the token stays valid (default 3600).")] = None,
-    expiry: Annotated[int | None, typer.Option("--expiry", help="Expiry as seconds since the Unix epoch (instead of --ttl).")] = None,
+    expiry: Annotated[
+        int | None, typer.Option("--expiry", help="Expiry as seconds since the Unix epoch (instead of --ttl).")
+    ] = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Print the SAS token a device sends to DPS: sr={scope}/registrations/{id}, signed with its key, skn=registration."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from dpsctl.core.ids import validate_id_scope, validate_registration_id
     from dpsctl.core.sas import build_sas_token, device_resource_uri
@@ -75,11 +100,21 @@ def sas(
 
     if se - now().timestamp() > MAX_TOKEN_LIFETIME_SECONDS:
         days = MAX_TOKEN_LIFETIME_SECONDS // 86400
-        raise InvalidInput(f"the token would be valid for more than {days} days; dpsctl accepts tokens valid for at most {days} days", hint=f"use --ttl of at most {MAX_TOKEN_LIFETIME_SECONDS} seconds")
+        raise InvalidInput(
+            f"the token would be valid for more than {days} days; dpsctl accepts tokens valid for at most {days} days",
+            hint=f"use --ttl of at most {MAX_TOKEN_LIFETIME_SECONDS} seconds",
+        )
     resource = device_resource_uri(scope, reg_id)
     token = build_sas_token(resource, key, se)
-    expires = datetime.fromtimestamp(se, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    doc = {"registrationId": reg_id, "idScope": scope, "resourceUri": resource, "expiry": se, "expiryUtc": expires, "sasToken": token}
+    expires = datetime.fromtimestamp(se, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    doc = {
+        "registrationId": reg_id,
+        "idScope": scope,
+        "resourceUri": resource,
+        "expiry": se,
+        "expiryUtc": expires,
+        "sasToken": token,
+    }
     emit(doc, output, table=lambda: token + "\n")
 
 
@@ -90,10 +125,13 @@ def check(registration_id: RegIdOpt, key: KeyOpt, output: OutputOpt = Output.tab
 
     with session() as tx:
         report = check_key(tx, registration_id, key, now())
+
     def table() -> str:
         lines = [f"registration ID: {report.registration_id}", f"diagnosis: {report.message}"]
         lines += [format_steps(report.explain)] if report.explain else []
-        return safe_lines("\n".join(lines + ["DPS would accept it" if report.accepted else "DPS would refuse it"])) + "\n"
+        return (
+            safe_lines("\n".join(lines + ["DPS would accept it" if report.accepted else "DPS would refuse it"])) + "\n"
+        )
 
     emit(report.to_dict(), output, table=table)
     if report.error is not None:

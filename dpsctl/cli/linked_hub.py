@@ -15,16 +15,29 @@ from dpsctl.cli.context import OutputOpt, session
 from dpsctl.cli.hub import COLUMNS, DROP, rows
 from dpsctl.cli.render import Output, emit
 
-app = typer.Typer(add_completion=False, help="az's `iot dps linked-hub`: the IoT hubs linked to the service (dpsctl's own command is `hub`).", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="az's `iot dps linked-hub`: the IoT hubs linked to the service (dpsctl's own command is `hub`).",
+    no_args_is_help=True,
+)
 
 # az's three-state flags here: a bare `--apply-allocation-policy` means true.
 THREE_STATE = ("--apply-allocation-policy",)
 
-DpsNameOpt = Annotated[str | None, typer.Option("--dps-name", "-n", help="The DPS name: accepted, one store is one DPS.")]
+DpsNameOpt = Annotated[
+    str | None, typer.Option("--dps-name", "-n", help="The DPS name: accepted, one store is one DPS.")
+]
 GroupOpt = Annotated[str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")]
 LinkedHubOpt = Annotated[str, typer.Option("--linked-hub", "--lh", help="The linked hub's host name (or name).")]
 WeightOpt = Annotated[int | None, typer.Option("--allocation-weight", help="Allocation weight, 1 to 1000.")]
-ApplyOpt = Annotated[TriState | None, typer.Option("--apply-allocation-policy", help="true or false: take part in allocation when an enrollment names no hubs.", case_sensitive=False)]
+ApplyOpt = Annotated[
+    TriState | None,
+    typer.Option(
+        "--apply-allocation-policy",
+        help="true or false: take part in allocation when an enrollment names no hubs.",
+        case_sensitive=False,
+    ),
+]
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Accepted: dpsctl finishes before it returns.")]
 
 
@@ -32,7 +45,7 @@ def _emit_one(doc: dict, output: Output) -> None:
     emit(doc, output, columns=COLUMNS, rows=lambda: rows([doc]), drop=DROP)
 
 
-def _emit_all(tx, output: Output) -> None:  # noqa: ANN001 - a store transaction
+def _emit_all(tx, output: Output) -> None:
     from dpsctl.core.hubs import list_hubs
 
     docs = [h.to_dict(show_keys=False) for h in list_hubs(tx)]
@@ -41,9 +54,18 @@ def _emit_all(tx, output: Output) -> None:  # noqa: ANN001 - a store transaction
 
 @app.command("create")
 def create(
-    connection_string: Annotated[str | None, typer.Option("--connection-string", "--cs", help="The hub's owner connection string; its HostName names the hub.")] = None,
-    hub_name: Annotated[str | None, typer.Option("--hub-name", "--hn", help="The hub's name (a simulated connection string is made).")] = None,
-    hub_resource_group: Annotated[str | None, typer.Option("--hub-resource-group", "--hrg", help="The hub's resource group: accepted, ignored.")] = None,
+    connection_string: Annotated[
+        str | None,
+        typer.Option(
+            "--connection-string", "--cs", help="The hub's owner connection string; its HostName names the hub."
+        ),
+    ] = None,
+    hub_name: Annotated[
+        str | None, typer.Option("--hub-name", "--hn", help="The hub's name (a simulated connection string is made).")
+    ] = None,
+    hub_resource_group: Annotated[
+        str | None, typer.Option("--hub-resource-group", "--hrg", help="The hub's resource group: accepted, ignored.")
+    ] = None,
     location: Annotated[str | None, typer.Option("--location", help="The hub's Azure region, e.g. westeurope.")] = None,
     allocation_weight: WeightOpt = None,
     apply_allocation_policy: ApplyOpt = None,
@@ -57,10 +79,20 @@ def create(
     from dpsctl.core.hubs import add_hub, hub_of_connection_string
 
     if (connection_string is None) == (hub_name is None):
-        raise InvalidInput("give the hub's --connection-string, or its --hub-name (one of them)", hint="e.g. dpsctl linked-hub create --dps-name my-dps --hub-name my-hub")
+        raise InvalidInput(
+            "give the hub's --connection-string, or its --hub-name (one of them)",
+            hint="e.g. dpsctl linked-hub create --dps-name my-dps --hub-name my-hub",
+        )
     name = hub_of_connection_string(connection_string) if connection_string else hub_name
     with session(write=True) as tx:
-        add_hub(tx, name or "", location=location, weight=allocation_weight, apply_allocation_policy=tri_state(apply_allocation_policy), connection_string=connection_string)
+        add_hub(
+            tx,
+            name or "",
+            location=location,
+            weight=allocation_weight,
+            apply_allocation_policy=tri_state(apply_allocation_policy),
+            connection_string=connection_string,
+        )
         _emit_all(tx, output)
 
 
@@ -72,7 +104,12 @@ def list_(dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: 
 
 
 @app.command("show")
-def show(linked_hub: LinkedHubOpt, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+def show(
+    linked_hub: LinkedHubOpt,
+    dps_name: DpsNameOpt = None,
+    resource_group: GroupOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
     """Show one linked hub (exit 3 if it is not linked)."""
     from dpsctl.core.hubs import get_hub
 
@@ -95,12 +132,16 @@ def update(
     from dpsctl.core.hubs import update_hub
 
     with session(write=True) as tx:
-        hub = update_hub(tx, linked_hub, weight=allocation_weight, apply_allocation_policy=tri_state(apply_allocation_policy))
+        hub = update_hub(
+            tx, linked_hub, weight=allocation_weight, apply_allocation_policy=tri_state(apply_allocation_policy)
+        )
     _emit_one(hub.to_dict(show_keys=False), output)
 
 
 @app.command("delete")
-def delete(linked_hub: LinkedHubOpt, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, no_wait: NoWaitOpt = False) -> None:
+def delete(
+    linked_hub: LinkedHubOpt, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, no_wait: NoWaitOpt = False
+) -> None:
     """Unlink a hub; refused (exit 4) while enrollments name it, as `dpsctl hub delete`. Prints nothing."""
     from dpsctl.core.hubs import delete_hub
 

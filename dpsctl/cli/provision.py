@@ -16,14 +16,34 @@ from dpsctl.core.errors import InvalidInput
 SAS_TTL_SECONDS = 3600
 
 
-def credential(scope: str, reg_id: str | None, symmetric_key: str | None, sas_token: str | None, cert: str | None, key: str | None, chain: str | None, tpm: str | None, passphrase: str | None = None) -> Any:
+def credential(
+    scope: str,
+    reg_id: str | None,
+    symmetric_key: str | None,
+    sas_token: str | None,
+    cert: str | None,
+    key: str | None,
+    chain: str | None,
+    tpm: str | None,
+    passphrase: str | None = None,
+) -> Any:
     """Build what the device presents; the engine verifies it (nothing is trusted because dpsctl built it)."""
     from dpsctl.core.attestation import SasCredential, TpmCredential, X509Credential
 
-    given = [name for name, value in (("--symmetric-key", symmetric_key), ("--sas-token", sas_token), ("--cert", cert), ("--tpm", tpm)) if value]
+    given = [
+        name
+        for name, value in (
+            ("--symmetric-key", symmetric_key),
+            ("--sas-token", sas_token),
+            ("--cert", cert),
+            ("--tpm", tpm),
+        )
+        if value
+    ]
     if len(given) != 1:
         raise InvalidInput(
-            "give exactly one credential: --symmetric-key, --sas-token, --cert/--key or --tpm" + (f" (got {', '.join(given)})" if given else ""),
+            "give exactly one credential: --symmetric-key, --sas-token, --cert/--key or --tpm"
+            + (f" (got {', '.join(given)})" if given else ""),
             hint="see `dpsctl provision --help`",
         )
     if (key or chain) and not cert:
@@ -37,7 +57,9 @@ def credential(scope: str, reg_id: str | None, symmetric_key: str | None, sas_to
         from dpsctl.core.diagnostics import DEVICE_KEY_HINT
 
         decode_key(symmetric_key, what="device key", hint=DEVICE_KEY_HINT)
-        return SasCredential(build_sas_token(device_resource_uri(scope, reg_id), symmetric_key, int(time.time()) + SAS_TTL_SECONDS))
+        return SasCredential(
+            build_sas_token(device_resource_uri(scope, reg_id), symmetric_key, int(time.time()) + SAS_TTL_SECONDS)
+        )
     if sas_token:
         return SasCredential(sas_token)
     if cert:
@@ -48,7 +70,9 @@ def credential(scope: str, reg_id: str | None, symmetric_key: str | None, sas_to
         certs = x509.load_certificates(read_file(cert, "certificate"), source=cert)
         if chain:
             certs += x509.load_certificates(read_file(chain, "chain"), source=chain)
-        private = x509.load_private_key(read_file(key, "private key"), source=key, password=passphrase.encode() if passphrase is not None else None)
+        private = x509.load_private_key(
+            read_file(key, "private key"), source=key, password=passphrase.encode() if passphrase is not None else None
+        )
         return X509Credential(tuple(certs), prove=lambda nonce: x509.sign_possession_challenge(private, nonce))
     from pathlib import Path
 
@@ -63,7 +87,9 @@ def credential(scope: str, reg_id: str | None, symmetric_key: str | None, sas_to
         import base64
 
         secret = device.activate_credential(authentication_key)
-        return build_sas_token(device_resource_uri(scope, rid), base64.b64encode(secret).decode(), int(time.time()) + SAS_TTL_SECONDS)
+        return build_sas_token(
+            device_resource_uri(scope, rid), base64.b64encode(secret).decode(), int(time.time()) + SAS_TTL_SECONDS
+        )
 
     return TpmCredential(device.endorsement_key, device.storage_root_key, answer)
 
@@ -82,7 +108,13 @@ def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: 
     The snapshot that gives the ID scope (to build the device's credential) is the one the engine plans on; a
     dry run plans and settles in one read transaction whose changes are dropped, and takes no write lock.
     """
-    from dpsctl.core.provisioning import StoreTransactions, check_request, plan_registration, provision_phased, provision_planned
+    from dpsctl.core.provisioning import (
+        StoreTransactions,
+        check_request,
+        plan_registration,
+        provision_phased,
+        provision_planned,
+    )
     from dpsctl.core.service import load_service
     from dpsctl.core.transactions import dry_run as dry
     from dpsctl.store import open_store
@@ -112,24 +144,117 @@ def register(app: typer.Typer) -> None:
 
     @app.command("provision")
     def provision(
-        registration_id: Annotated[str | None, typer.Option("--registration-id", help="Registration ID (X.509: defaults to the certificate CN; TPM: to the EK hash).")] = None,
-        symmetric_key: Annotated[str | None, secret_option("--symmetric-key", "device key", "The device's own key (enrollment key, or the key derived from a group key).", envvar="DPSCTL_SYMMETRIC_KEY", metavar="KEY")] = None,
-        sas_token: Annotated[str | None, secret_option("--sas-token", "SAS token", "A SAS token made elsewhere (firmware, an SDK).", envvar="DPSCTL_SAS_TOKEN", metavar="TOKEN")] = None,
-        cert: Annotated[str | None, typer.Option("--cert", metavar="FILE", help="X.509 device certificate (may hold the full chain, leaf first).")] = None,
-        key: Annotated[str | None, typer.Option("--key", metavar="FILE", help="X.509 device private key (PEM or DER).")] = None,
-        chain: Annotated[str | None, typer.Option("--chain", metavar="FILE", help="X.509 intermediate certificates, if not in --cert.")] = None,
-        tpm: Annotated[str | None, typer.Option("--tpm", metavar="FILE", help="A software TPM file made by `dpsctl tpm create`.")] = None,
-        payload: Annotated[str | None, typer.Option("--payload", help="Custom payload sent with the registration: JSON or @FILE.")] = None,
-        region: Annotated[str | None, typer.Option("--region", help="The device's Azure region for geoLatency (default: the service location).")] = None,
-        explain: Annotated[bool, typer.Option("--explain", help="Print the decision trace: matching, every check, allocation, reprovisioning.")] = False,
+        registration_id: Annotated[
+            str | None,
+            typer.Option(
+                "--registration-id",
+                help="Registration ID (X.509: defaults to the certificate CN; TPM: to the EK hash).",
+            ),
+        ] = None,
+        symmetric_key: Annotated[
+            str | None,
+            secret_option(
+                "--symmetric-key",
+                "device key",
+                "The device's own key (enrollment key, or the key derived from a group key).",
+                envvar="DPSCTL_SYMMETRIC_KEY",
+                metavar="KEY",
+            ),
+        ] = None,
+        sas_token: Annotated[
+            str | None,
+            secret_option(
+                "--sas-token",
+                "SAS token",
+                "A SAS token made elsewhere (firmware, an SDK).",
+                envvar="DPSCTL_SAS_TOKEN",
+                metavar="TOKEN",
+            ),
+        ] = None,
+        cert: Annotated[
+            str | None,
+            typer.Option(
+                "--cert", metavar="FILE", help="X.509 device certificate (may hold the full chain, leaf first)."
+            ),
+        ] = None,
+        key: Annotated[
+            str | None, typer.Option("--key", metavar="FILE", help="X.509 device private key (PEM or DER).")
+        ] = None,
+        chain: Annotated[
+            str | None,
+            typer.Option("--chain", metavar="FILE", help="X.509 intermediate certificates, if not in --cert."),
+        ] = None,
+        tpm: Annotated[
+            str | None, typer.Option("--tpm", metavar="FILE", help="A software TPM file made by `dpsctl tpm create`.")
+        ] = None,
+        payload: Annotated[
+            str | None, typer.Option("--payload", help="Custom payload sent with the registration: JSON or @FILE.")
+        ] = None,
+        region: Annotated[
+            str | None,
+            typer.Option("--region", help="The device's Azure region for geoLatency (default: the service location)."),
+        ] = None,
+        explain: Annotated[
+            bool,
+            typer.Option(
+                "--explain", help="Print the decision trace: matching, every check, allocation, reprovisioning."
+            ),
+        ] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Do everything but write to the store.")] = False,
-        webhook_timeout: Annotated[float, typer.Option("--webhook-timeout", help="Seconds to wait for a custom allocation webhook or command.")] = 10.0,
-        batch: Annotated[str | None, typer.Option("--batch", metavar="FILE", help="Provision every device of a CSV (with header) or JSON Lines file; columns as the flags: registrationId, symmetricKey, sasToken, cert, key, chain, tpm, payload, region.", rich_help_panel="Many devices")] = None,
-        count: Annotated[int | None, typer.Option("--count", help="Storm: provision N devices of a symmetric-key group, each with its derived key.", rich_help_panel="Many devices")] = None,
-        id_pattern: Annotated[str, typer.Option("--id-pattern", help="Storm: registration IDs, {n} is the device number (1..N).", rich_help_panel="Many devices")] = "device-{n:06d}",
-        group: Annotated[str | None, typer.Option("--group", help="Storm: the enrollment group whose primary key the devices derive theirs from.", rich_help_panel="Many devices")] = None,
-        group_key: Annotated[str | None, secret_option("--group-key", "group key", "Storm: the group key itself (instead of --group).", envvar="DPSCTL_GROUP_KEY", rich_help_panel="Many devices")] = None,
-        chunk_size: Annotated[int, typer.Option("--chunk-size", help="Devices per store transaction in a batch or storm.", rich_help_panel="Many devices")] = 500,
+        webhook_timeout: Annotated[
+            float, typer.Option("--webhook-timeout", help="Seconds to wait for a custom allocation webhook or command.")
+        ] = 10.0,
+        batch: Annotated[
+            str | None,
+            typer.Option(
+                "--batch",
+                metavar="FILE",
+                help="Provision every device of a CSV (with header) or JSON Lines file; columns as the flags: registrationId, symmetricKey, sasToken, cert, key, chain, tpm, payload, region.",
+                rich_help_panel="Many devices",
+            ),
+        ] = None,
+        count: Annotated[
+            int | None,
+            typer.Option(
+                "--count",
+                help="Storm: provision N devices of a symmetric-key group, each with its derived key.",
+                rich_help_panel="Many devices",
+            ),
+        ] = None,
+        id_pattern: Annotated[
+            str,
+            typer.Option(
+                "--id-pattern",
+                help="Storm: registration IDs, {n} is the device number (1..N).",
+                rich_help_panel="Many devices",
+            ),
+        ] = "device-{n:06d}",
+        group: Annotated[
+            str | None,
+            typer.Option(
+                "--group",
+                help="Storm: the enrollment group whose primary key the devices derive theirs from.",
+                rich_help_panel="Many devices",
+            ),
+        ] = None,
+        group_key: Annotated[
+            str | None,
+            secret_option(
+                "--group-key",
+                "group key",
+                "Storm: the group key itself (instead of --group).",
+                envvar="DPSCTL_GROUP_KEY",
+                rich_help_panel="Many devices",
+            ),
+        ] = None,
+        chunk_size: Annotated[
+            int,
+            typer.Option(
+                "--chunk-size",
+                help="Devices per store transaction in a batch or storm.",
+                rich_help_panel="Many devices",
+            ),
+        ] = 500,
         show_keys: ShowKeysOpt = False,
         output: OutputOpt = Output.table,
     ) -> None:
@@ -143,10 +268,31 @@ def register(app: typer.Typer) -> None:
         if batch is not None or count is not None:
             from dpsctl.cli.storm import run_many
 
-            single = [f for f, v in (("--registration-id", registration_id), ("--symmetric-key", symmetric_key), ("--sas-token", sas_token), ("--cert", cert), ("--tpm", tpm), ("--explain", explain)) if v]
+            single = [
+                f
+                for f, v in (
+                    ("--registration-id", registration_id),
+                    ("--symmetric-key", symmetric_key),
+                    ("--sas-token", sas_token),
+                    ("--cert", cert),
+                    ("--tpm", tpm),
+                    ("--explain", explain),
+                )
+                if v
+            ]
             if single:
                 raise InvalidInput(f"{', '.join(single)} cannot be combined with --batch or --count")
-            run_many(batch=batch, count=count, id_pattern=id_pattern, group=group, group_key=group_key, chunk_size=chunk_size, region=region, webhook_timeout=webhook_timeout, output=output)
+            run_many(
+                batch=batch,
+                count=count,
+                id_pattern=id_pattern,
+                group=group,
+                group_key=group_key,
+                chunk_size=chunk_size,
+                region=region,
+                webhook_timeout=webhook_timeout,
+                output=output,
+            )
             return
         body = json_arg(payload, "payload") if payload is not None else None
 
@@ -171,11 +317,22 @@ def register(app: typer.Typer) -> None:
             if explain:
                 from dpsctl.core.attestation import format_trace
 
-                text = safe_lines(format_trace(result.explain)) + "\n"  # the trace quotes allocators, payloads, certificate names
+                text = (
+                    safe_lines(format_trace(result.explain)) + "\n"
+                )  # the trace quotes allocators, payloads, certificate names
             state = doc.get("registrationState", {})
             return text + format_table(
                 ("REGISTRATION ID", "STATUS", "SUBSTATUS", "ASSIGNED HUB", "DEVICE ID", "CONNECTION STRING"),
-                [(result.registration_id, result.status, state.get("substatus"), state.get("assignedHub"), state.get("deviceId"), _mask(result.connection_string, show_keys))],
+                [
+                    (
+                        result.registration_id,
+                        result.status,
+                        state.get("substatus"),
+                        state.get("assignedHub"),
+                        state.get("deviceId"),
+                        _mask(result.connection_string, show_keys),
+                    )
+                ],
                 drop=("CONNECTION STRING", "SUBSTATUS"),
                 title="dry run: nothing was written" if dry_run else None,
             )

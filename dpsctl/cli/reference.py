@@ -21,7 +21,6 @@ REGENERATE = "python -m dpsctl.cli.reference > docs/cli-reference.md"
 PROG = "dpsctl"
 
 
-
 # --------------------------------------------------------------------------- the command tree
 
 
@@ -98,8 +97,10 @@ def _is_flag(param: Any) -> bool:
 
 def option_names(param: Any) -> str:
     """`-o, --output`, or `--edge / --no-edge` for an on/off pair; short names first."""
-    names = sorted(getattr(param, "dpsctl_opts", param.opts),  # az's extra names stay out (docs/az-mapping.md)
-                    key=lambda o: (o.startswith("--"), o))
+    names = sorted(
+        getattr(param, "dpsctl_opts", param.opts),  # az's extra names stay out (docs/az-mapping.md)
+        key=lambda o: (o.startswith("--"), o),
+    )
     text = ", ".join(names)
     if param.secondary_opts:
         text += " / " + ", ".join(param.secondary_opts)
@@ -201,7 +202,9 @@ def render_command(path: tuple[str, ...], command: Any) -> list[str]:
     if opts:
         lines += ["| Option | Default | Description |", "|---|---|---|"]
         for opt in opts:
-            lines.append(f"| {_code(_cell(option_signature(opt)))} | {_code(_cell(default_text(opt)))} | {_cell(describe(opt))} |")
+            lines.append(
+                f"| {_code(_cell(option_signature(opt)))} | {_code(_cell(default_text(opt)))} | {_cell(describe(opt))} |"
+            )
         lines.append("")
     if is_group(command):
         lines += ["| Command | Description |", "|---|---|"]
@@ -252,15 +255,23 @@ def check(path: Path, expected: str) -> str | None:
         return f"{path} cannot be read ({exc.strerror}); generate it with: {REGENERATE}"
     if current == expected:
         return None
-    diff = list(difflib.unified_diff(current.splitlines(), expected.splitlines(), f"{path} (committed)", f"{path} (generated)", lineterm="", n=1))
+    diff = list(
+        difflib.unified_diff(
+            current.splitlines(), expected.splitlines(), f"{path} (committed)", f"{path} (generated)", lineterm="", n=1
+        )
+    )
     shown = "\n".join(diff[:40]) + ("\n..." if len(diff) > 40 else "")
     return f"{path} is out of date with the CLI; regenerate it with: {REGENERATE}\n{shown}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the reference, or with --check FILE compare it with FILE."""
-    parser = argparse.ArgumentParser(prog="python -m dpsctl.cli.reference", description="Generate the dpsctl command reference (Markdown).")
-    parser.add_argument("--check", metavar="FILE", help="exit 1 with a message if FILE differs from the generated reference")
+    parser = argparse.ArgumentParser(
+        prog="python -m dpsctl.cli.reference", description="Generate the dpsctl command reference (Markdown)."
+    )
+    parser.add_argument(
+        "--check", metavar="FILE", help="exit 1 with a message if FILE differs from the generated reference"
+    )
     options = parser.parse_args(argv)
     text = generate()
     if options.check:

@@ -9,7 +9,11 @@ import typer
 from dpsctl.cli.context import EtagOpt, OutputOpt, session
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(add_completion=False, help="Registration records (DeviceRegistrationState): created by provisioning, deletable, never updated.", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="Registration records (DeviceRegistrationState): created by provisioning, deletable, never updated.",
+    no_args_is_help=True,
+)
 
 IdArg = Annotated[str, typer.Argument(help="Registration ID.")]
 COLUMNS = ("REGISTRATION ID", "STATUS", "SUBSTATUS", "ASSIGNED HUB", "DEVICE ID", "GROUP", "LAST UPDATED", "ERROR")
@@ -26,8 +30,14 @@ def _group(doc: dict) -> str | None:
 def _rows(docs: list[dict]) -> list[tuple]:
     return [
         (
-            d["registrationId"], d.get("status"), d.get("substatus"), d.get("assignedHub"), d.get("deviceId"), _group(d),
-            d.get("lastUpdatedDateTimeUtc"), d.get("errorMessage"),
+            d["registrationId"],
+            d.get("status"),
+            d.get("substatus"),
+            d.get("assignedHub"),
+            d.get("deviceId"),
+            _group(d),
+            d.get("lastUpdatedDateTimeUtc"),
+            d.get("errorMessage"),
         )
         for d in docs
     ]
@@ -35,7 +45,9 @@ def _rows(docs: list[dict]) -> list[tuple]:
 
 @app.command("list")
 def list_(
-    enrollment_group: Annotated[str | None, typer.Option("--enrollment-group", help="Only devices of this group.")] = None,
+    enrollment_group: Annotated[
+        str | None, typer.Option("--enrollment-group", help="Only devices of this group.")
+    ] = None,
     hub: Annotated[str | None, typer.Option("--hub", help="Only devices assigned to this hub.")] = None,
     status: Annotated[str | None, typer.Option("--status", help="assigned, failed, disabled...")] = None,
     output: OutputOpt = Output.table,
@@ -69,7 +81,10 @@ def delete(registration_id: IdArg, etag: EtagOpt = None) -> None:
 
 
 @app.command("history")
-def history(registration_id: Annotated[str | None, typer.Argument(help="Only this device's attempts.")] = None, output: OutputOpt = Output.table) -> None:
+def history(
+    registration_id: Annotated[str | None, typer.Argument(help="Only this device's attempts.")] = None,
+    output: OutputOpt = Output.table,
+) -> None:
     """Recent registration attempts, refused ones included (the last 1,000 are kept)."""
     from dpsctl.core.provisioning import history as attempts
 
@@ -82,7 +97,17 @@ def history(registration_id: Annotated[str | None, typer.Argument(help="Only thi
         drop=("ENROLLMENT", "SUBSTATUS", "ATTESTATION", "#", "HUB"),
         rows=lambda: [
             # The row number: `sequence` is a time-ordered ID (a string) since issue 12, too long for a column.
-            (n, d["timestampUtc"], d["registrationId"], d["attestation"], d["status"], d.get("substatus"), d.get("assignedHub"), d.get("enrollment"), d.get("errorMessage"))
+            (
+                n,
+                d["timestampUtc"],
+                d["registrationId"],
+                d["attestation"],
+                d["status"],
+                d.get("substatus"),
+                d.get("assignedHub"),
+                d.get("enrollment"),
+                d.get("errorMessage"),
+            )
             for n, d in enumerate(docs, start=1)
         ],
     )

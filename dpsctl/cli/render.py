@@ -24,7 +24,7 @@ from typing import Any
 from dpsctl.cli.safetext import safe_json, safe_lines, safe_text
 
 
-class Output(str, Enum):
+class Output(str, Enum):  # noqa: UP042 - Typer lists the choices of a str Enum
     """Output formats of every command that shows data."""
 
     table = "table"
@@ -108,7 +108,10 @@ def select(data: Any, query: str) -> Any:
         return jmespath.search(query, data)
     except JMESPathError as exc:
         detail = " ".join(str(exc).split())
-        raise InvalidInput(f"--query {query!r} is not a valid JMESPath expression: {detail}", hint="see https://jmespath.org, e.g. --query \"[?status=='assigned'].deviceId\"") from None
+        raise InvalidInput(
+            f"--query {query!r} is not a valid JMESPath expression: {detail}",
+            hint="see https://jmespath.org, e.g. --query \"[?status=='assigned'].deviceId\"",
+        ) from None
 
 
 def write(text: str) -> None:
@@ -235,9 +238,14 @@ def _flat(value: Any) -> str:
     return " ".join(text.split()) if ("\n" in text or "\t" in text or "\r" in text) else text
 
 
-def fit(headers: Sequence[str], cells: list[list[str]], width: int, drop: Sequence[str] = ()) -> tuple[list[int], list[int]]:
+def fit(
+    headers: Sequence[str], cells: list[list[str]], width: int, drop: Sequence[str] = ()
+) -> tuple[list[int], list[int]]:
     """Which columns to show and how wide: drop empty then low-value columns, then shorten the widest."""
-    natural = [max(text_width(h), max((len(r[i]) if r[i].isascii() else text_width(r[i]) for r in cells), default=0)) for i, h in enumerate(headers)]
+    natural = [
+        max(text_width(h), max((len(r[i]) if r[i].isascii() else text_width(r[i]) for r in cells), default=0))
+        for i, h in enumerate(headers)
+    ]
     shown = list(range(len(headers)))
 
     def total() -> int:
@@ -267,7 +275,14 @@ def fit(headers: Sequence[str], cells: list[list[str]], width: int, drop: Sequen
     return shown, [widths[i] for i in shown]
 
 
-def format_table(columns: Sequence[str], rows: list[Row], *, drop: Sequence[str] = (), title: str | None = None, width: int | None = None) -> str:
+def format_table(
+    columns: Sequence[str],
+    rows: list[Row],
+    *,
+    drop: Sequence[str] = (),
+    title: str | None = None,
+    width: int | None = None,
+) -> str:
     """A plain-text table: header, a rule, one line per row, sized to `width` (default: the terminal)."""
     headers = list(columns)
     cells = [[_flat(v) for v in row] for row in rows]
@@ -277,7 +292,7 @@ def format_table(columns: Sequence[str], rows: list[Row], *, drop: Sequence[str]
 
     def line(values: Sequence[str]) -> str:
         parts = []
-        for n, (i, w) in enumerate(zip(shown, widths)):
+        for n, (i, w) in enumerate(zip(shown, widths, strict=False)):
             text = values[i]
             if text.isascii() and len(text) <= w:  # the common case, without measuring twice
                 parts.append(text if n == last else text.ljust(w))

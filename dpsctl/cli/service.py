@@ -9,9 +9,15 @@ import typer
 from dpsctl.cli.context import OutputOpt, now, session
 from dpsctl.cli.render import Output, emit
 
-app = typer.Typer(add_completion=False, help="Show and change the service settings (ID scope, default allocation policy, location).", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="Show and change the service settings (ID scope, default allocation policy, location).",
+    no_args_is_help=True,
+)
 
-PolicyOpt = Annotated[str | None, typer.Option("--allocation-policy", help="Default policy: hashed, geoLatency or static.")]
+PolicyOpt = Annotated[
+    str | None, typer.Option("--allocation-policy", help="Default policy: hashed, geoLatency or static.")
+]
 
 
 def _show(tx, output: Output) -> None:
@@ -27,7 +33,14 @@ def _show(tx, output: Output) -> None:
         columns=("ID SCOPE", "DEVICE ENDPOINT", "ALLOCATION POLICY", "LOCATION", "LINKED HUBS", "OPERATIONS"),
         drop=("OPERATIONS", "LINKED HUBS", "LOCATION"),
         rows=lambda: [
-            (props["idScope"], props["deviceProvisioningHostName"], props["allocationPolicy"], view["location"], len(props["iotHubs"]), props["operationsCount"])
+            (
+                props["idScope"],
+                props["deviceProvisioningHostName"],
+                props["allocationPolicy"],
+                view["location"],
+                len(props["iotHubs"]),
+                props["operationsCount"],
+            )
         ],
     )
 
@@ -42,7 +55,10 @@ def show(output: OutputOpt = Output.table) -> None:
 @app.command("update")
 def update(
     allocation_policy: PolicyOpt = None,
-    location: Annotated[str | None, typer.Option("--location", help="Azure region of the service (default device region for geoLatency).")] = None,
+    location: Annotated[
+        str | None,
+        typer.Option("--location", help="Azure region of the service (default device region for geoLatency)."),
+    ] = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Change the default allocation policy (custom cannot be the default, as in DPS) or the location."""
@@ -55,8 +71,15 @@ def update(
 
 @app.command("connection-string")
 def connection_string(
-    host: Annotated[str, typer.Option("--host", help="Host name the client connects to (the server certificate names localhost and 127.0.0.1).")] = "localhost",
-    port: Annotated[int, typer.Option("--port", help="Port of `dpsctl serve`; 443 leaves it out of HostName.", min=1, max=65535)] = 8443,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="Host name the client connects to (the server certificate names localhost and 127.0.0.1)."
+        ),
+    ] = "localhost",
+    port: Annotated[
+        int, typer.Option("--port", help="Port of `dpsctl serve`; 443 leaves it out of HostName.", min=1, max=65535)
+    ] = 8443,
     output: OutputOpt = Output.table,
 ) -> None:
     """Print the service connection string (owner policy) that `dpsctl serve` accepts on its service API."""
@@ -65,7 +88,8 @@ def connection_string(
 
 def owner_connection_string(host: str = "localhost", port: int = 8443) -> str:
     """The owner policy's connection string for `dpsctl serve` on host:port (the service key is made on first use)."""
-    from dpsctl.core.service import connection_string as build, ensure_service_key, load_service
+    from dpsctl.core.service import connection_string as build
+    from dpsctl.core.service import ensure_service_key, load_service
 
     with session() as tx:
         settings = load_service(tx, now())
@@ -80,19 +104,25 @@ def register_init(root: typer.Typer) -> None:
 
     @root.command("init")
     def init(
-        id_scope: Annotated[str | None, typer.Option("--id-scope", help="ID scope to use (default: random 0ne + 8 hex digits).")] = None,
-        allocation_policy: Annotated[str, typer.Option("--allocation-policy", help="Default policy: hashed, geoLatency or static.")] = "hashed",
+        id_scope: Annotated[
+            str | None, typer.Option("--id-scope", help="ID scope to use (default: random 0ne + 8 hex digits).")
+        ] = None,
+        allocation_policy: Annotated[
+            str, typer.Option("--allocation-policy", help="Default policy: hashed, geoLatency or static.")
+        ] = "hashed",
         output: OutputOpt = Output.table,
     ) -> None:
         """Create the store explicitly; refuses to overwrite an existing one."""
+        from dpsctl.cli.context import STATE
         from dpsctl.core.errors import Conflict
         from dpsctl.core.service import init_service
-        from dpsctl.cli.context import STATE
         from dpsctl.store import open_store
 
         with open_store(STATE.db) as store:
             if store.exists():
-                raise Conflict(f"store {store.location} already exists", hint="use another --db path, or `dpsctl service update`")
+                raise Conflict(
+                    f"store {store.location} already exists", hint="use another --db path, or `dpsctl service update`"
+                )
             with store.transaction(write=True) as tx:
                 init_service(tx, now(), id_scope=id_scope, allocation_policy=allocation_policy)
                 _show(tx, output)

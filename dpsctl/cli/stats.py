@@ -23,7 +23,13 @@ def register(app: typer.Typer) -> None:
 
 def _table(doc: dict) -> str:
     """The totals (every one of them is in the JSON too), then devices per hub as bars."""
-    rows = [("linked hubs", doc["linkedHubs"]), ("individual enrollments", doc["enrollments"]), ("enrollment groups", doc["enrollmentGroups"])]
-    rows += [("registrations", doc["registrations"])] + [(f"registrations: {status}", n) for status, n in doc["registrationsByStatus"].items()]
+    rows = [
+        ("linked hubs", doc["linkedHubs"]),
+        ("individual enrollments", doc["enrollments"]),
+        ("enrollment groups", doc["enrollmentGroups"]),
+    ]
+    rows += [("registrations", doc["registrations"])] + [
+        (f"registrations: {status}", n) for status, n in doc["registrationsByStatus"].items()
+    ]
     rows += [("devices", doc["devices"]), ("operations", doc["operations"])]
     return format_table(("WHAT", "COUNT"), rows) + "\n" + format_bars("devices per hub", doc["devicesPerHub"])

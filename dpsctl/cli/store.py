@@ -9,7 +9,11 @@ import typer
 from dpsctl.cli.context import STATE, OutputOpt, require_store
 from dpsctl.cli.render import Output, emit, info
 
-app = typer.Typer(add_completion=False, help="The store itself: backend, size, record counts; migration between TinyDB, SQLite and PostgreSQL.", no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    help="The store itself: backend, size, record counts; migration between TinyDB, SQLite and PostgreSQL.",
+    no_args_is_help=True,
+)
 
 
 @app.command("info")
@@ -21,13 +25,26 @@ def show_info(output: OutputOpt = Output.table) -> None:
     require_store(STATE.db)
     with open_store(STATE.db) as store:
         counts = record_counts(store)
-        doc = {"backend": store.backend, "path": store.location, "exists": store.exists(), "sizeBytes": store.size_bytes(), "records": counts}
+        doc = {
+            "backend": store.backend,
+            "path": store.location,
+            "exists": store.exists(),
+            "sizeBytes": store.size_bytes(),
+            "records": counts,
+        }
     emit(doc, output)
 
 
 @app.command("migrate")
 def migrate(
-    to: Annotated[str, typer.Option("--to", metavar="STORE", help="The new store: a postgresql:// URL, *.sqlite/*.sqlite3/*.db for SQLite, any other file name for TinyDB.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="STORE",
+            help="The new store: a postgresql:// URL, *.sqlite/*.sqlite3/*.db for SQLite, any other file name for TinyDB.",
+        ),
+    ],
     output: OutputOpt = Output.table,
 ) -> None:
     """Copy the whole store (service, hubs, enrollments, registrations, devices, history) into a new store."""

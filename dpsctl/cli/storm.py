@@ -35,7 +35,9 @@ def _group_key(group: str | None, group_key: str | None) -> str:
     with open_store(STATE.db) as store, store.transaction() as tx:
         entry = get_group(tx, group or "")
     if entry.attestation.type != "symmetricKey":
-        raise InvalidInput(f"enrollment group {entry.id!r} uses {entry.attestation.type} attestation; a storm needs a symmetric-key group")
+        raise InvalidInput(
+            f"enrollment group {entry.id!r} uses {entry.attestation.type} attestation; a storm needs a symmetric-key group"
+        )
     return entry.attestation.primary_key or ""
 
 
@@ -69,8 +71,14 @@ def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[Any]:
         f = line.fields
         try:
             credential = device_credential(
-                scope, f.get("registrationId"), f.get("symmetricKey"), f.get("sasToken"),
-                local(f.get("cert")), local(f.get("key")), local(f.get("chain")), local(f.get("tpm")),
+                scope,
+                f.get("registrationId"),
+                f.get("symmetricKey"),
+                f.get("sasToken"),
+                local(f.get("cert")),
+                local(f.get("key")),
+                local(f.get("chain")),
+                local(f.get("tpm")),
             )
             payload = parse_json(f["payload"], "payload", limit_depth=True) if "payload" in f else None
             yield RegistrationRequest(credential, f.get("registrationId"), payload, f.get("region") or region)
@@ -85,12 +93,24 @@ def _progress(total: int | None) -> tuple[Any, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    bar = Progress("provisioning", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    bar = Progress(
+        "provisioning",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
     task = bar.add_task("devices", total=total)
     return bar, lambda n: bar.advance(task, n)
 
 
-EXIT_ORDER = (("unauthorized", ExitCode.UNAUTHORIZED), ("disabled", ExitCode.DISABLED), ("failed", ExitCode.ALLOCATION_FAILED), ("invalid", ExitCode.INVALID_INPUT))
+EXIT_ORDER = (
+    ("unauthorized", ExitCode.UNAUTHORIZED),
+    ("disabled", ExitCode.DISABLED),
+    ("failed", ExitCode.ALLOCATION_FAILED),
+    ("invalid", ExitCode.INVALID_INPUT),
+)
 
 
 def _summary_table(doc: dict) -> str:
@@ -98,16 +118,37 @@ def _summary_table(doc: dict) -> str:
     latency = doc["latencyMs"]
     text = format_table(
         ("DEVICES", "ASSIGNED", "NOT ASSIGNED", "SECONDS", "DEVICES/S", "P50 MS", "P90 MS", "P99 MS"),
-        [(doc["devices"], doc["assigned"], doc["devices"] - doc["assigned"], doc["seconds"], doc["devicesPerSecond"], latency["p50"], latency["p90"], latency["p99"])],
+        [
+            (
+                doc["devices"],
+                doc["assigned"],
+                doc["devices"] - doc["assigned"],
+                doc["seconds"],
+                doc["devicesPerSecond"],
+                latency["p50"],
+                latency["p90"],
+                latency["p99"],
+            )
+        ],
     )
     if doc["refusedByReason"]:
-        text += "\n" + format_table(("REFUSED", "REASON"), [(n, reason) for reason, n in doc["refusedByReason"].items()])
+        text += "\n" + format_table(
+            ("REFUSED", "REASON"), [(n, reason) for reason, n in doc["refusedByReason"].items()]
+        )
     return text + "\n" + format_bars("devices per hub", doc["devicesPerHub"])
 
 
 def run_many(
-    *, batch: str | None, count: int | None, id_pattern: str, group: str | None, group_key: str | None,
-    chunk_size: int, region: str | None, webhook_timeout: float, output: Output,
+    *,
+    batch: str | None,
+    count: int | None,
+    id_pattern: str,
+    group: str | None,
+    group_key: str | None,
+    chunk_size: int,
+    region: str | None,
+    webhook_timeout: float,
+    output: Output,
 ) -> None:
     """Run a batch file or a storm, print the summary, and fail unless every device was assigned."""
     from dpsctl.core.batch import run_batch, storm_ids
@@ -135,7 +176,9 @@ def run_many(
         bar.start()
     try:
         with open_store(STATE.db) as store:
-            summary = run_batch(store, requests, clock=utc_now, chunk_size=chunk_size, webhook_timeout=webhook_timeout, progress=advance)
+            summary = run_batch(
+                store, requests, clock=utc_now, chunk_size=chunk_size, webhook_timeout=webhook_timeout, progress=advance
+            )
     finally:
         if bar:
             bar.stop()
@@ -143,6 +186,9 @@ def run_many(
     emit(doc, output, table=lambda: _summary_table(doc))
     if not summary.all_assigned:
         code = next((c for status, c in EXIT_ORDER if summary.by_status.get(status)), ExitCode.ALLOCATION_FAILED)
-        error = DpsError(f"{doc['devices'] - doc['assigned']} of {doc['devices']} devices were not assigned", hint="see the summary; rerun one device with --explain")
+        error = DpsError(
+            f"{doc['devices'] - doc['assigned']} of {doc['devices']} devices were not assigned",
+            hint="see the summary; rerun one device with --explain",
+        )
         error.exit_code = code
         raise error

@@ -16,19 +16,32 @@ def register(app: typer.Typer) -> None:
 
     @app.command("import")
     def import_(
-        file: Annotated[str, typer.Argument(metavar="FILE", help="YAML or JSON document: {service, linkedHubs, enrollments, enrollmentGroups}; - reads standard input.")],
+        file: Annotated[
+            str,
+            typer.Argument(
+                metavar="FILE",
+                help="YAML or JSON document: {service, linkedHubs, enrollments, enrollmentGroups}; - reads standard input.",
+            ),
+        ],
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; write nothing.")] = False,
         output: OutputOpt = Output.table,
     ) -> None:
         """Create or update everything in FILE, all or nothing; running it twice changes nothing."""
         from dpsctl.core.transfer import MAX_DOCUMENT_BYTES, import_document, parse_document
 
-        raw = read_stdin(MAX_DOCUMENT_BYTES) if file == "-" else read_file(file, "import file", limit=MAX_DOCUMENT_BYTES)
+        raw = (
+            read_stdin(MAX_DOCUMENT_BYTES) if file == "-" else read_file(file, "import file", limit=MAX_DOCUMENT_BYTES)
+        )
         doc = parse_document(raw, "standard input" if file == "-" else file)
         with session(write=True) as tx:  # a dry run plans with real writes, then discards them
             plan = import_document(tx, doc, now(), dry_run=dry_run).to_dict()
         rows = [
-            (action + (" (dry run)" if dry_run else ""), kind, len(ids), ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else ""))
+            (
+                action + (" (dry run)" if dry_run else ""),
+                kind,
+                len(ids),
+                ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else ""),
+            )
             for action in ("created", "updated", "unchanged")
             for kind, ids in plan[action].items()
             if ids
@@ -41,7 +54,10 @@ def register(app: typer.Typer) -> None:
         from dpsctl.core.transfer import export_document
 
         if output == Output.table:
-            raise InvalidInput("export has no table format: it prints an importable document", hint="use -o yaml (the default) or -o json; -o tsv and -o none work with --query")
+            raise InvalidInput(
+                "export has no table format: it prints an importable document",
+                hint="use -o yaml (the default) or -o json; -o tsv and -o none work with --query",
+            )
         with session() as tx:
             doc = export_document(tx, now(), show_keys=show_keys)
         emit(doc, output)

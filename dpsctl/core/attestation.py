@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 from dpsctl.core.errors import InvalidInput
 
@@ -50,7 +50,7 @@ class TpmCredential:
     challenge_key: bytes | None = field(default=None, repr=False)
 
 
-Credential = Union[SasCredential, X509Credential, TpmCredential]
+Credential = SasCredential | X509Credential | TpmCredential
 
 # The trace step for a chain whose key was proven outside the engine (a TLS handshake); tools that check a
 # certificate without its key recognise and drop this step.
@@ -120,7 +120,9 @@ def check_token_scope(token: Any, id_scope: str, registration_id: str, now: date
 
     expected = device_resource_uri(id_scope, registration_id)
     if not resource_matches(token, id_scope, registration_id):
-        trace.fail(f"SAS token is for resource {unquote(token.sr)!r}, not {expected!r} (ID scope and registration ID must match)")
+        trace.fail(
+            f"SAS token is for resource {unquote(token.sr)!r}, not {expected!r} (ID scope and registration ID must match)"
+        )
         return False
     trace.ok(f"SAS token resource {unquote(token.sr)!r} names this ID scope and registration ID")
     expiry = datetime.fromtimestamp(min(token.se, 253402300799), tz=now.tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -138,7 +140,9 @@ def check_token_lifetime(token: Any, now: datetime, trace: Trace) -> bool:
     if lives_too_long(token, now.timestamp()):
         expiry = datetime.fromtimestamp(min(token.se, 253402300799), tz=now.tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")
         days = MAX_TOKEN_LIFETIME_SECONDS // 86400
-        trace.fail(f"SAS token is valid until {expiry} (se={token.se}), more than {days} days from now; dpsctl accepts at most {days} days")
+        trace.fail(
+            f"SAS token is valid until {expiry} (se={token.se}), more than {days} days from now; dpsctl accepts at most {days} days"
+        )
         return False
     return True
 
@@ -204,7 +208,9 @@ def certificate_info(cert: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- TPM
 
 
-def run_tpm_challenge(credential: TpmCredential, endorsement_key: str, id_scope: str, registration_id: str, now: datetime, trace: Trace) -> bool:
+def run_tpm_challenge(
+    credential: TpmCredential, endorsement_key: str, id_scope: str, registration_id: str, now: datetime, trace: Trace
+) -> bool:
     """DPS's TPM proof: a fresh key encrypted to the enrolled EK; only the TPM can decrypt it and sign with it."""
     from dpsctl.core.sas import parse_sas_token, signature_matches
     from dpsctl.core.tpm import issue_challenge, validate_endorsement_key
@@ -216,10 +222,14 @@ def run_tpm_challenge(credential: TpmCredential, endorsement_key: str, id_scope:
     trace.ok("the device's endorsement key matches the enrollment")
     if credential.challenge_key is not None:
         nonce_key, blob = credential.challenge_key, ""
-        trace.note("challenge: issued by an earlier request (a 401 carrying authenticationKey); this request brings the answer")
+        trace.note(
+            "challenge: issued by an earlier request (a 401 carrying authenticationKey); this request brings the answer"
+        )
     else:
         nonce_key, blob = issue_challenge(endorsement_key)
-        trace.note("challenge: a fresh 32-byte key, RSA-OAEP-encrypted to the endorsement key, sent as authenticationKey")
+        trace.note(
+            "challenge: a fresh 32-byte key, RSA-OAEP-encrypted to the endorsement key, sent as authenticationKey"
+        )
     try:
         token_text = credential.answer(blob)
         token = parse_sas_token(token_text)
@@ -229,7 +239,9 @@ def run_tpm_challenge(credential: TpmCredential, endorsement_key: str, id_scope:
     if not check_token_scope(token, id_scope, registration_id, now, trace):
         return False
     if not signature_matches(token, nonce_key):
-        trace.fail("the SAS token is not signed with the challenge key: the device does not hold the endorsement key's private key")
+        trace.fail(
+            "the SAS token is not signed with the challenge key: the device does not hold the endorsement key's private key"
+        )
         return False
     if not check_token_lifetime(token, now, trace):
         return False

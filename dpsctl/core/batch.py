@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-from array import array
 import io
 import json
 import time
+from array import array
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +17,16 @@ from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
 from dpsctl.core.jsondepth import parse_json
-from dpsctl.core.provisioning import ALLOCATION_ROUNDS, Plan, ProvisionResult, RegistrationRequest, allocate, commit_plan, plan_registration, settle
+from dpsctl.core.provisioning import (
+    ALLOCATION_ROUNDS,
+    Plan,
+    ProvisionResult,
+    RegistrationRequest,
+    allocate,
+    commit_plan,
+    plan_registration,
+    settle,
+)
 from dpsctl.store import Store
 
 BATCH_COLUMNS = ("registrationId", "symmetricKey", "sasToken", "cert", "key", "chain", "tpm", "payload", "region")
@@ -67,7 +76,9 @@ class BatchSummary:
             "devicesPerHub": dict(sorted(self.per_hub.items())),
             "seconds": round(self.seconds, 3),
             "devicesPerSecond": round(self.total / self.seconds, 1) if self.seconds else None,
-            "latencyMs": {p: round(self.percentile(q), 3) for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+            "latencyMs": {
+                p: round(self.percentile(q), 3) for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+            },
         }
 
 
@@ -92,7 +103,9 @@ def read_batch_file(text: str, source: str) -> list[BatchLine]:
             number = reader.line_num
             if None in row:
                 raise InvalidInput(f"{source} line {number} has more fields than the header")
-            lines.append(BatchLine(number, _check_columns({k: v for k, v in row.items() if v not in (None, "")}, source, number)))
+            lines.append(
+                BatchLine(number, _check_columns({k: v for k, v in row.items() if v not in (None, "")}, source, number))
+            )
     except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit: the file's fault, not a bug
         raise InvalidInput(f"{source} line {reader.line_num + 1} is not valid CSV: {exc}") from None
     return lines
@@ -101,7 +114,9 @@ def read_batch_file(text: str, source: str) -> list[BatchLine]:
 def _check_columns(doc: dict[str, Any], source: str, number: int) -> dict[str, str]:
     unknown = sorted(set(doc) - set(BATCH_COLUMNS))
     if unknown:
-        raise InvalidInput(f"{source} line {number} has unknown column {unknown[0]!r}", hint=f"columns: {', '.join(BATCH_COLUMNS)}")
+        raise InvalidInput(
+            f"{source} line {number} has unknown column {unknown[0]!r}", hint=f"columns: {', '.join(BATCH_COLUMNS)}"
+        )
     out: dict[str, str] = {}
     for key, value in doc.items():
         if value is None:
@@ -117,7 +132,10 @@ def storm_ids(pattern: str, count: int, start: int = 1) -> Iterator[str]:
     try:
         first = pattern.format(n=start)
     except (KeyError, IndexError, ValueError) as exc:
-        raise InvalidInput(f"--id-pattern {pattern!r} is not a valid pattern ({exc})", hint="use {n} for the device number, e.g. sensor-{n:05d}") from None
+        raise InvalidInput(
+            f"--id-pattern {pattern!r} is not a valid pattern ({exc})",
+            hint="use {n} for the device number, e.g. sensor-{n:05d}",
+        ) from None
     if first == pattern.format(n=start + 1):
         raise InvalidInput(f"--id-pattern {pattern!r} does not use {{n}}, so every device would get the same ID")
     for n in range(start, start + count):
@@ -149,7 +167,7 @@ def run_batch(
     pending = iter(requests)
     with ThreadPoolExecutor(max_workers=max(1, allocation_workers), thread_name_prefix="allocation") as pool:
         while True:
-            chunk = [r for _, r in zip(range(chunk_size), pending)]
+            chunk = [r for _, r in zip(range(chunk_size), pending, strict=False)]
             if not chunk:
                 break
             waiting: list[tuple[Plan, float]] = []
@@ -174,8 +192,15 @@ def run_batch(
                 decisions = list(pool.map(lambda item: allocate(item[0], webhook_timeout), waiting))
                 again: list[tuple[Plan, float]] = []
                 with store.transaction(write=True) as tx:
-                    for (plan, t0), decision in zip(waiting, decisions):
-                        outcome = settle(tx, plan, decision, clock(), webhook_timeout=webhook_timeout, last=round_ == ALLOCATION_ROUNDS - 1)
+                    for (plan, t0), decision in zip(waiting, decisions, strict=False):
+                        outcome = settle(
+                            tx,
+                            plan,
+                            decision,
+                            clock(),
+                            webhook_timeout=webhook_timeout,
+                            last=round_ == ALLOCATION_ROUNDS - 1,
+                        )
                         if isinstance(outcome, ProvisionResult):
                             _tally(summary, outcome, t0)
                         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -37,9 +37,8 @@ def validate_ca_name(name: str) -> str:
 
 def rfc1123(moment: datetime) -> str:
     """A time in the RFC 1123 form DPS uses for certificate properties ('Tue, 01 Jan 2030 00:00:00 GMT')."""
-    from datetime import timezone
 
-    return format_datetime(moment.astimezone(timezone.utc).replace(microsecond=0), usegmt=True)
+    return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
 
 
 def new_verification_code() -> str:
@@ -87,7 +86,13 @@ def arm_certificate(doc: Json, service_name: str) -> Json:
     """The `CertificateResponse` of ARM (`az iot dps certificate show`): id and type around `public_ca`'s view."""
     view = public_ca(doc)
     resource = f"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/dpsctl/providers/Microsoft.Devices/provisioningServices/{service_name}"
-    return {"id": f"{resource}/certificates/{view['name']}", "name": view["name"], "etag": view["etag"], "type": ARM_TYPE, "properties": view["properties"]}
+    return {
+        "id": f"{resource}/certificates/{view['name']}",
+        "name": view["name"],
+        "etag": view["etag"],
+        "type": ARM_TYPE,
+        "properties": view["properties"],
+    }
 
 
 def ca_users(tx: Transaction, name: str) -> list[str]:
@@ -110,7 +115,10 @@ def add_ca(tx: Transaction, name: str, data: bytes, source: str, *, verified: bo
     if tx.get("cas", name) is not None:
         raise Conflict(f"CA certificate {name!r} already exists", hint=f"delete it first: dpsctl ca delete {name}")
     if tx.count("cas") >= MAX_CAS:
-        raise Conflict(f"the service already has {MAX_CAS} CA certificates, the DPS limit", hint="delete one with `dpsctl ca delete NAME`")
+        raise Conflict(
+            f"the service already has {MAX_CAS} CA certificates, the DPS limit",
+            hint="delete one with `dpsctl ca delete NAME`",
+        )
     doc = ca_record(name, data, source, verified=verified, now=now)
     tx.put("cas", doc)
     return doc
@@ -148,7 +156,16 @@ def ca_record(name: str, data: bytes | str, source: str, *, verified: bool, now:
     }
 
 
-def replace_ca(tx: Transaction, name: str, data: bytes, source: str, *, verified: bool | None, now: datetime, etag: str | None = None) -> Json:
+def replace_ca(
+    tx: Transaction,
+    name: str,
+    data: bytes,
+    source: str,
+    *,
+    verified: bool | None,
+    now: datetime,
+    etag: str | None = None,
+) -> Json:
     """Upload a new certificate under an existing name (az `certificate update`): unverified unless `verified`."""
     current = _current(tx, name, etag)
     doc = ca_record(current["name"], data, source, verified=bool(verified), now=now)
@@ -197,7 +214,9 @@ def verify_ca(tx: Transaction, name: str, data: bytes, source: str, *, now: date
         )
     validity = x509.check_validity(proof, now)
     if not validity.ok:
-        raise InvalidInput(f"{source}: the verification certificate {validity.what}", hint=f"create a new one: {sign_hint}")
+        raise InvalidInput(
+            f"{source}: the verification certificate {validity.what}", hint=f"create a new one: {sign_hint}"
+        )
     # The code is single-use: a leaked verification certificate cannot verify this CA again later.
     doc = {**doc, "isVerified": True, "verificationCode": None, "updated": rfc1123(now), "etag": new_etag()}
     tx.put("cas", doc)

@@ -15,8 +15,7 @@ from typing import Any
 
 from cryptography import x509 as cx509
 
-from dpsctl.core import pki
-from dpsctl.core import x509
+from dpsctl.core import pki, x509
 from dpsctl.core.errors import Conflict, InvalidInput
 from dpsctl.core.x509 import PrivateKey
 
@@ -80,7 +79,11 @@ def load_issuer(cert_data: bytes, cert_source: str, key_data: bytes, key_source:
     if not own:
         raise InvalidInput(
             f"{key_source}: the key does not belong to "
-            + (f"the certificate '{x509.subject_of(certs[0])}'" if len(certs) == 1 else f"any of the {len(certs)} certificates")
+            + (
+                f"the certificate '{x509.subject_of(certs[0])}'"
+                if len(certs) == 1
+                else f"any of the {len(certs)} certificates"
+            )
             + f" in {cert_source}",
             hint="pass the key file that was created together with the CA certificate",
         )
@@ -114,7 +117,9 @@ def _require_can_sign(ca: cx509.Certificate, source: str) -> None:
     except cx509.ExtensionNotFound:
         return
     if not usage.key_cert_sign:
-        raise InvalidInput(f"{source}: '{x509.subject_of(ca)}' has a keyUsage without keyCertSign, so it cannot sign certificates")
+        raise InvalidInput(
+            f"{source}: '{x509.subject_of(ca)}' has a keyUsage without keyCertSign, so it cannot sign certificates"
+        )
 
 
 def _require_room_for_ca(issuer: Issuer) -> None:
@@ -160,9 +165,14 @@ def validate_base_name(name: str) -> str:
     if not name or name in (".", "..") or any(ch in name for ch in "/\\\0") or name.startswith("-"):
         raise InvalidInput(f"{name!r} cannot be used as a file name", hint=hint)
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
-        raise InvalidInput(f"{name!r} cannot be used as a file name: it holds a control, format or bidirectional character", hint=hint)
+        raise InvalidInput(
+            f"{name!r} cannot be used as a file name: it holds a control, format or bidirectional character", hint=hint
+        )
     if len(name.encode("utf-8")) > MAX_BASE_NAME_BYTES:
-        raise InvalidInput(f"name {name[:40]!r}... is {len(name.encode('utf-8'))} bytes long; as a file name it may have at most {MAX_BASE_NAME_BYTES}", hint=hint)
+        raise InvalidInput(
+            f"name {name[:40]!r}... is {len(name.encode('utf-8'))} bytes long; as a file name it may have at most {MAX_BASE_NAME_BYTES}",
+            hint=hint,
+        )
     return name
 
 
@@ -179,10 +189,15 @@ def _refuse_existing(paths: dict[str, Path], force: bool) -> None:
         return
     existing = [str(p) for p in paths.values() if p.exists() or p.is_symlink()]
     if existing:
-        raise Conflict(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}", hint="pass --force to overwrite, or choose another --out")
+        raise Conflict(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}",
+            hint="pass --force to overwrite, or choose another --out",
+        )
 
 
-def _write(paths: dict[str, Path], key: PrivateKey | None, certs: dict[str, list[cx509.Certificate]], force: bool) -> dict[str, str]:
+def _write(
+    paths: dict[str, Path], key: PrivateKey | None, certs: dict[str, list[cx509.Certificate]], force: bool
+) -> dict[str, str]:
     """Write the key first (0600 from its first byte), then the certificate files."""
     _refuse_existing(paths, force)
     if key is not None:
@@ -195,27 +210,67 @@ def _write(paths: dict[str, Path], key: PrivateKey | None, certs: dict[str, list
 # --------------------------------------------------------------------------- create
 
 
-def create_root(name: str, out_dir: Path, *, common_name: str | None, key_type: str, rsa_bits: int, days: int, path_length: int | None, force: bool) -> Created:
+def create_root(
+    name: str,
+    out_dir: Path,
+    *,
+    common_name: str | None,
+    key_type: str,
+    rsa_bits: int,
+    days: int,
+    path_length: int | None,
+    force: bool,
+) -> Created:
     """A self-signed root CA: NAME.cert.pem and NAME.key.pem."""
     paths = _paths(out_dir, validate_base_name(name), ("certificate", "key"))
     _refuse_existing(paths, force)
-    cert, key = pki.create_root(common_name or name, key_type=key_type, rsa_bits=rsa_bits, days=days, path_length=path_length)
+    cert, key = pki.create_root(
+        common_name or name, key_type=key_type, rsa_bits=rsa_bits, days=days, path_length=path_length
+    )
     return Created(cert, _write(paths, key, {"certificate": [cert]}, force))
 
 
 def create_intermediate(
-    name: str, issuer: Issuer, out_dir: Path, *, common_name: str | None, key_type: str, rsa_bits: int, days: int, path_length: int | None, force: bool, now: datetime
+    name: str,
+    issuer: Issuer,
+    out_dir: Path,
+    *,
+    common_name: str | None,
+    key_type: str,
+    rsa_bits: int,
+    days: int,
+    path_length: int | None,
+    force: bool,
+    now: datetime,
 ) -> Created:
     """An intermediate CA: NAME.cert.pem, NAME.key.pem, and NAME.fullchain.pem (it, then the intermediates above it)."""
     paths = _paths(out_dir, validate_base_name(name), ("certificate", "key", "fullchain"))
     _refuse_existing(paths, force)
     _require_room_for_ca(issuer)
-    cert, key = pki.create_intermediate(common_name or name, issuer.cert, issuer.key, key_type=key_type, rsa_bits=rsa_bits, days=days, path_length=path_length)
+    cert, key = pki.create_intermediate(
+        common_name or name,
+        issuer.cert,
+        issuer.key,
+        key_type=key_type,
+        rsa_bits=rsa_bits,
+        days=days,
+        path_length=path_length,
+    )
     files = _write(paths, key, {"certificate": [cert], "fullchain": [cert, *issuer.intermediates]}, force)
     return Created(cert, files, _lifetime_warnings(cert, issuer, now))
 
 
-def create_device(registration_id: str, issuer: Issuer | None, out_dir: Path, *, key_type: str, rsa_bits: int, days: int, force: bool, now: datetime) -> Created:
+def create_device(
+    registration_id: str,
+    issuer: Issuer | None,
+    out_dir: Path,
+    *,
+    key_type: str,
+    rsa_bits: int,
+    days: int,
+    force: bool,
+    now: datetime,
+) -> Created:
     """A device certificate (CN = registration ID): NAME.cert.pem, NAME.key.pem, NAME.fullchain.pem (leaf, then intermediates)."""
     from dpsctl.core.ids import MAX_X509_REGISTRATION_ID, validate_registration_id
 
@@ -223,7 +278,12 @@ def create_device(registration_id: str, issuer: Issuer | None, out_dir: Path, *,
     paths = _paths(out_dir, validate_base_name(registration_id), ("certificate", "key", "fullchain"))
     _refuse_existing(paths, force)
     cert, key = pki.create_device(
-        registration_id, issuer.cert if issuer else None, issuer.key if issuer else None, key_type=key_type, rsa_bits=rsa_bits, days=days
+        registration_id,
+        issuer.cert if issuer else None,
+        issuer.key if issuer else None,
+        key_type=key_type,
+        rsa_bits=rsa_bits,
+        days=days,
     )
     chain = [cert, *(issuer.intermediates if issuer else [])]
     files = _write(paths, key, {"certificate": [cert], "fullchain": chain}, force)
@@ -247,7 +307,11 @@ def _lifetime_warnings(cert: cx509.Certificate, issuer: Issuer | None, now: date
     for ca in (issuer.cert, *issuer.above):
         end = ca.not_valid_after_utc
         if end < now:
-            warnings.append(f"'{x509.subject_of(ca)}' expired on {x509.utc_iso(end)}: the new certificate does not verify")
+            warnings.append(
+                f"'{x509.subject_of(ca)}' expired on {x509.utc_iso(end)}: the new certificate does not verify"
+            )
         elif end < cert.not_valid_after_utc:
-            warnings.append(f"'{x509.subject_of(ca)}' expires on {x509.utc_iso(end)}, before this certificate: the chain stops verifying then")
+            warnings.append(
+                f"'{x509.subject_of(ca)}' expires on {x509.utc_iso(end)}, before this certificate: the chain stops verifying then"
+            )
     return warnings

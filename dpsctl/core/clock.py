@@ -7,13 +7,13 @@ import secrets
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Clock(Protocol):
@@ -61,7 +61,7 @@ class ManualClock:
 
 def format_timestamp(moment: datetime) -> str:
     """DPS writes UTC times with seven fractional digits (.NET ticks); Python has six, so pad one."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -72,10 +72,10 @@ def parse_timestamp(text: str) -> datetime:
     head, sep, rest = value.partition(".")
     if sep:
         digits = "".join(ch for ch in rest if ch.isdigit())
-        value = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
+        value = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment
 
 

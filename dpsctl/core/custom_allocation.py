@@ -286,7 +286,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
     makes urllib report the answer as an HTTPError, which becomes an allocation failure.
     """
 
-    def _decline(self, req, fp, code, msg, headers):  # noqa: ANN001, ANN202 - urllib's signature
+    def _decline(self, req, fp, code, msg, headers):
         return None
 
     http_error_301 = http_error_302 = http_error_303 = http_error_307 = http_error_308 = _decline
@@ -295,7 +295,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 def _opener(connections: list[http.client.HTTPConnection]) -> urllib.request.OpenerDirector:
     """An opener that records its connections (for the watchdog) and follows no redirect."""
 
-    def track(cls: type[http.client.HTTPConnection]):  # noqa: ANN202
+    def track(cls: type[http.client.HTTPConnection]):
         def make(*args: object, **kwargs: object) -> http.client.HTTPConnection:
             connection = cls(*args, **kwargs)  # type: ignore[arg-type]
             connections.append(connection)
@@ -304,11 +304,11 @@ def _opener(connections: list[http.client.HTTPConnection]) -> urllib.request.Ope
         return make
 
     class Http(urllib.request.HTTPHandler):
-        def http_open(self, req):  # noqa: ANN001, ANN201
+        def http_open(self, req):
             return self.do_open(track(http.client.HTTPConnection), req)
 
     class Https(urllib.request.HTTPSHandler):
-        def https_open(self, req):  # noqa: ANN001, ANN201
+        def https_open(self, req):
             return self.do_open(track(http.client.HTTPSConnection), req, context=self._context)
 
     return urllib.request.build_opener(_NoRedirects, Http, Https)
@@ -379,7 +379,9 @@ def _run(argv: list[str], stdin: bytes, source: str, timeout: float) -> bytes:
     too_long = threading.Event()
     workers = [
         threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True),
-        threading.Thread(target=_collect, args=(process.stdout, stdout, MAX_RESPONSE_BYTES + 1, process, too_long), daemon=True),
+        threading.Thread(
+            target=_collect, args=(process.stdout, stdout, MAX_RESPONSE_BYTES + 1, process, too_long), daemon=True
+        ),
         threading.Thread(target=_collect, args=(process.stderr, stderr, 4096, None, None), daemon=True),
     ]
     for worker in workers:
@@ -401,7 +403,7 @@ def _run(argv: list[str], stdin: bytes, source: str, timeout: float) -> bytes:
     return bytes(stdout)
 
 
-def _feed(pipe, data: bytes) -> None:  # noqa: ANN001 - a binary pipe
+def _feed(pipe, data: bytes) -> None:
     """Write the request to the command's stdin; a command that does not read it is not an error."""
     try:
         pipe.write(data)
@@ -410,7 +412,7 @@ def _feed(pipe, data: bytes) -> None:  # noqa: ANN001 - a binary pipe
         pass
 
 
-def _collect(pipe, into: bytearray, limit: int, process, too_long) -> None:  # noqa: ANN001
+def _collect(pipe, into: bytearray, limit: int, process, too_long) -> None:
     """Read a pipe to its end, keeping at most `limit` bytes; with a process, kill it once the limit is passed."""
     with pipe:
         while chunk := pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536):

@@ -18,7 +18,10 @@ Json = dict[str, Any]
 def twin_from_initial(initial_twin: Json | None) -> Json:
     """A device twin's tags and desired properties as set from an initial twin."""
     twin = initial_twin or {}
-    return {"tags": copy.deepcopy(twin.get("tags") or {}), "properties": {"desired": copy.deepcopy((twin.get("properties") or {}).get("desired") or {})}}
+    return {
+        "tags": copy.deepcopy(twin.get("tags") or {}),
+        "properties": {"desired": copy.deepcopy((twin.get("properties") or {}).get("desired") or {})},
+    }
 
 
 def device_doc(
@@ -51,7 +54,10 @@ def device_doc(
 
 def twin_of(doc: Json) -> Json:
     """The tags and desired properties of a stored device."""
-    return {"tags": copy.deepcopy(doc.get("tags") or {}), "properties": {"desired": copy.deepcopy(doc.get("properties", {}).get("desired") or {})}}
+    return {
+        "tags": copy.deepcopy(doc.get("tags") or {}),
+        "properties": {"desired": copy.deepcopy(doc.get("properties", {}).get("desired") or {})},
+    }
 
 
 def find_devices(tx: Transaction, device_id: str, hub: str | None = None) -> list[Json]:
@@ -69,7 +75,9 @@ def get_device(tx: Transaction, device_id: str, hub: str | None = None) -> Json:
         where = f" in {hub_host_name(hub)}" if hub else " in any linked hub"
         raise NotFound(f"device {device_id!r} not found{where}", hint="see `dpsctl device list`")
     if len(found) > 1:
-        raise InvalidInput(f"device {device_id!r} exists in several hubs: {', '.join(d['hub'] for d in found)}", hint="pass --hub NAME")
+        raise InvalidInput(
+            f"device {device_id!r} exists in several hubs: {', '.join(d['hub'] for d in found)}", hint="pass --hub NAME"
+        )
     return found[0]
 
 
@@ -87,12 +95,23 @@ def update_twin(tx: Transaction, device_id: str, *, hub: str | None, desired: An
     """Merge desired properties and tags into a device twin, as a back end would (null removes a key)."""
     doc = get_device(tx, device_id, hub)
     patch = validate_initial_twin(
-        {k: v for k, v in (("tags", tags), ("properties", {"desired": desired} if desired is not None else None)) if v is not None}, "twin patch"
+        {
+            k: v
+            for k, v in (("tags", tags), ("properties", {"desired": desired} if desired is not None else None))
+            if v is not None
+        },
+        "twin patch",
     )
     twin = twin_of(doc)
     _merge(twin["tags"], patch.get("tags") or {})
     _merge(twin["properties"]["desired"], (patch.get("properties") or {}).get("desired") or {})
-    updated = {**doc, "tags": twin["tags"], "properties": twin["properties"], "etag": new_etag(), "lastUpdatedDateTimeUtc": format_timestamp(now)}
+    updated = {
+        **doc,
+        "tags": twin["tags"],
+        "properties": twin["properties"],
+        "etag": new_etag(),
+        "lastUpdatedDateTimeUtc": format_timestamp(now),
+    }
     tx.put("devices", updated)
     return updated
 

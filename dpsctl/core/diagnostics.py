@@ -11,7 +11,7 @@ import base64
 import binascii
 import hmac
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509 as cx509
@@ -87,7 +87,9 @@ class CertReport:
             "enrollment": _entry_ref(self.entry),
             "explain": self.explain,
             "accepted": self.accepted,
-            "verdict": _verdict(self.entry, self.error) if self.entry is not None or self.error else "no enrollment lookup",
+            "verdict": _verdict(self.entry, self.error)
+            if self.entry is not None or self.error
+            else "no enrollment lookup",
         }
         if self.error is not None and self.error.hint:
             doc["hint"] = self.error.hint
@@ -169,7 +171,9 @@ def _check_common_name(leaf: cx509.Certificate, checks: list[Step]) -> bool:
     try:
         validate_registration_id(cn, what="the CN", max_length=MAX_X509_REGISTRATION_ID)
     except InvalidInput as exc:
-        checks.append(_step("fail", f"{exc.message}: DPS uses the CN as the registration ID ({exc.hint or 'see the ID rules'})"))
+        checks.append(
+            _step("fail", f"{exc.message}: DPS uses the CN as the registration ID ({exc.hint or 'see the ID rules'})")
+        )
         return False
     checks.append(_step("ok", f"the CN {cn!r} is a valid registration ID"))
     return True
@@ -179,17 +183,26 @@ def _check_order(chain: list[cx509.Certificate], checks: list[Step]) -> None:
     """The chain must be leaf first, each certificate followed by its issuer; suggest the order that links."""
     if len(chain) < 2:
         return
-    if all(child.issuer == parent.subject for child, parent in zip(chain, chain[1:])):
-        checks.append(_step("ok", f"the chain of {len(chain)} certificates is in order: leaf first, each followed by its issuer"))
+    if all(child.issuer == parent.subject for child, parent in zip(chain, chain[1:], strict=False)):
+        checks.append(
+            _step("ok", f"the chain of {len(chain)} certificates is in order: leaf first, each followed by its issuer")
+        )
         return
     names = [x509.common_name(c) or x509.subject_of(c) for c in chain]
     linked = _linked_order(chain)
     found = ", ".join(repr(n) for n in names)
     if linked is None:
-        checks.append(_step("fail", f"the certificates do not form one chain: found {found}, and not every certificate's issuer follows it"))
+        checks.append(
+            _step(
+                "fail",
+                f"the certificates do not form one chain: found {found}, and not every certificate's issuer follows it",
+            )
+        )
         return
     better = ", ".join(repr(x509.common_name(c) or x509.subject_of(c)) for c in linked)
-    checks.append(_step("fail", f"the chain is out of order: found {found}; leaf first, each followed by its issuer, is {better}"))
+    checks.append(
+        _step("fail", f"the chain is out of order: found {found}; leaf first, each followed by its issuer, is {better}")
+    )
 
 
 def _linked_order(chain: list[cx509.Certificate]) -> list[cx509.Certificate] | None:
@@ -262,7 +275,9 @@ def _check_client_auth(leaf: cx509.Certificate, checks: list[Step]) -> None:
 def _check_key_match(leaf: cx509.Certificate, key: PrivateKey | None, checks: list[Step]) -> None:
     """The private key, when given, is the other half of the certificate's public key."""
     if key is None:
-        checks.append(_step("note", "no --key given: whether the device holds the certificate's private key is not checked"))
+        checks.append(
+            _step("note", "no --key given: whether the device holds the certificate's private key is not checked")
+        )
         return
     from cryptography.hazmat.primitives import serialization
 
@@ -296,7 +311,10 @@ def _dangling_references(tx: Transaction) -> list[Step]:
         for slot, name in refs.items():
             if name and tx.get("cas", name) is None:
                 notes.append(
-                    _step("note", f"enrollment group {doc['enrollmentGroupId']!r}: its {slot} CA reference {name!r} names no uploaded CA certificate, so it matches no device")
+                    _step(
+                        "note",
+                        f"enrollment group {doc['enrollmentGroupId']!r}: its {slot} CA reference {name!r} names no uploaded CA certificate, so it matches no device",
+                    )
                 )
     return notes
 
@@ -323,9 +341,8 @@ def _is_self_signed(cert: cx509.Certificate) -> bool:
 
 
 def _aware(now: datetime) -> datetime:
-    from datetime import timezone
 
-    return now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
+    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- symmetric keys
@@ -429,7 +446,12 @@ def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
     if own is not None and own.attestation.type == "symmetricKey":
         for slot, k in slots(own.attestation):
             if same(k):
-                return KeyReport(reg_id, f"enrollment{slot.title()}Key", f"the {slot} key of individual enrollment {own.id!r}", {"individualEnrollment": own.id, "key": slot})
+                return KeyReport(
+                    reg_id,
+                    f"enrollment{slot.title()}Key",
+                    f"the {slot} key of individual enrollment {own.id!r}",
+                    {"individualEnrollment": own.id, "key": slot},
+                )
     groups = [EnrollmentGroup.from_dict(d) for d in tx.find("groups", "attestation", "symmetricKey")]
     precedence = f"; but individual enrollment {own.id!r} takes precedence over every group" if own is not None else ""
     for group in groups:
@@ -451,7 +473,8 @@ def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
                     f" (dpsctl keys derive --group-key @GROUP_KEY_FILE --registration-id {reg_id})",
                     {"enrollmentGroup": group.id, "key": slot},
                     hint=f"use the derived key: dpsctl enrollment-group compute-device-key {group.id} --registration-id {reg_id}"
-                    + (" --secondary" if slot == "secondary" else "") + " -o tsv",
+                    + (" --secondary" if slot == "secondary" else "")
+                    + " -o tsv",
                 )
     for spelling in _other_spellings(tx, reg_id):
         for group in groups:
@@ -479,7 +502,9 @@ def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
                     {"individualEnrollment": enrollment.id, "key": slot},
                     hint=f"each individual enrollment has its own keys: dpsctl enrollment show {reg_id} --show-keys",
                 )
-    return KeyReport(reg_id, "unknown", f"no key in the store, and no key derived from a group key for {reg_id!r}, is this key")
+    return KeyReport(
+        reg_id, "unknown", f"no key in the store, and no key derived from a group key for {reg_id!r}, is this key"
+    )
 
 
 def _other_spellings(tx: Transaction, reg_id: str) -> list[str]:

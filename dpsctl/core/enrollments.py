@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 from dpsctl.core.clock import format_timestamp, new_etag, same_etag
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
@@ -24,15 +24,15 @@ from dpsctl.core.models import (
     IndividualEnrollment,
     ReprovisionPolicy,
     _choice,
-    validate_custom_api_version,
     filter_choice,
+    validate_custom_api_version,
     validate_initial_twin,
     validate_webhook_url,
 )
 from dpsctl.core.service import count_operations, load_service
 from dpsctl.store import Transaction
 
-AnyEnrollment = Union[IndividualEnrollment, EnrollmentGroup]
+AnyEnrollment = IndividualEnrollment | EnrollmentGroup
 
 MAX_INDIVIDUAL_ENROLLMENTS = 1_000_000
 MAX_GROUPS_PER_TYPE = 100
@@ -83,7 +83,9 @@ class EnrollmentOptions:
 # --------------------------------------------------------------------------- attestation building
 
 
-def certificate_ref(data: bytes | str, source: str, *, registration_id: str | None = None, require_ca: bool = False) -> CertificateRef:
+def certificate_ref(
+    data: bytes | str, source: str, *, registration_id: str | None = None, require_ca: bool = False
+) -> CertificateRef:
     """Parse an uploaded certificate and derive its DPS info; checks CN (device) or CA flag (signing cert)."""
     from dpsctl.core import x509
 
@@ -122,8 +124,13 @@ def build_attestation(kind: str, cred: CredentialInput, *, group: bool, registra
 
         _refuse_other(cred, kind, ("endorsement_key", "storage_root_key"))
         if not cred.endorsement_key:
-            raise InvalidInput("a TPM enrollment needs --endorsement-key", hint="print a software TPM's key with `dpsctl tpm show FILE`")
-        return Attestation(kind, endorsement_key=validate_endorsement_key(cred.endorsement_key), storage_root_key=cred.storage_root_key)
+            raise InvalidInput(
+                "a TPM enrollment needs --endorsement-key",
+                hint="print a software TPM's key with `dpsctl tpm show FILE`",
+            )
+        return Attestation(
+            kind, endorsement_key=validate_endorsement_key(cred.endorsement_key), storage_root_key=cred.storage_root_key
+        )
     _refuse_other(cred, kind, ("certificate", "secondary_certificate", "ca_reference", "secondary_ca_reference"))
     if group:
         if not cred.certificate and not cred.ca_reference:
@@ -134,7 +141,9 @@ def build_attestation(kind: str, cred: CredentialInput, *, group: bool, registra
         raise InvalidInput("an X.509 enrollment needs --cert FILE (the device certificate)")
     max_id = None if group else registration_id
     if max_id is not None and len(max_id) > MAX_X509_REGISTRATION_ID:
-        raise InvalidInput(f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters (the certificate CN limit)")
+        raise InvalidInput(
+            f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters (the certificate CN limit)"
+        )
     refs = [
         certificate_ref(*c, registration_id=max_id, require_ca=group) if c else None
         for c in (cred.certificate, cred.secondary_certificate)
@@ -191,7 +200,9 @@ def get_entry(tx: Transaction, entry_id: str, *, group: bool) -> AnyEnrollment:
     return get_group(tx, entry_id) if group else get_enrollment(tx, entry_id)
 
 
-def list_entries(tx: Transaction, *, group: bool, status: str | None = None, attestation: str | None = None) -> list[AnyEnrollment]:
+def list_entries(
+    tx: Transaction, *, group: bool, status: str | None = None, attestation: str | None = None
+) -> list[AnyEnrollment]:
     """Entries of one kind, filtered by provisioning status and attestation type."""
     model = EnrollmentGroup if group else IndividualEnrollment
     if status is not None:
@@ -225,7 +236,9 @@ def apply_options(entry: AnyEnrollment, opts: EnrollmentOptions) -> AnyEnrollmen
     if opts.initial_twin is not None:
         changes["initial_twin"] = validate_initial_twin(opts.initial_twin) or None
     if opts.twin_tags is not None or opts.twin_desired is not None:
-        changes["initial_twin"] = _twin_parts(changes.get("initial_twin", entry.initial_twin), opts.twin_tags, opts.twin_desired)
+        changes["initial_twin"] = _twin_parts(
+            changes.get("initial_twin", entry.initial_twin), opts.twin_tags, opts.twin_desired
+        )
     if opts.device_information is not None:
         if entry.is_group:
             raise InvalidInput("enrollment groups have no device information: it belongs to individual enrollments")
@@ -249,7 +262,9 @@ def apply_options(entry: AnyEnrollment, opts: EnrollmentOptions) -> AnyEnrollmen
     return replace(entry, **changes)
 
 
-def _twin_parts(twin: dict[str, Any] | None, tags: dict[str, Any] | None, desired: dict[str, Any] | None) -> dict[str, Any] | None:
+def _twin_parts(
+    twin: dict[str, Any] | None, tags: dict[str, Any] | None, desired: dict[str, Any] | None
+) -> dict[str, Any] | None:
     """The initial twin with its tags and/or desired properties replaced, the part not given kept (as az merges them)."""
     import copy
 
@@ -280,7 +295,9 @@ def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> A
         if custom is None or not (custom.webhook_url or custom.allocation_command):
             raise InvalidInput(f"{noun} uses custom allocation and needs --webhook-url or --allocation-command")
     if entry.custom_allocation is not None:
-        version = validate_custom_api_version(entry.custom_allocation.api_version, f"the custom allocation api-version of {noun}")
+        version = validate_custom_api_version(
+            entry.custom_allocation.api_version, f"the custom allocation api-version of {noun}"
+        )
         if version != entry.custom_allocation.api_version:
             entry = replace(entry, custom_allocation=replace(entry.custom_allocation, api_version=version))
     if entry.attestation.type == "symmetricKey":
@@ -291,7 +308,10 @@ def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> A
     if entry.attestation.primary_ca or entry.attestation.secondary_ca:
         for name in (entry.attestation.primary_ca, entry.attestation.secondary_ca):
             if name and tx.get("cas", name) is None:
-                raise InvalidInput(f"CA certificate {name!r} is not uploaded to the service", hint="add it with `dpsctl ca add NAME --cert FILE`")
+                raise InvalidInput(
+                    f"CA certificate {name!r} is not uploaded to the service",
+                    hint="add it with `dpsctl ca add NAME --cert FILE`",
+                )
     if entry.attestation.type == "x509":
         _check_certificates_unique(tx, entry)
     return entry
@@ -301,7 +321,9 @@ def _check_limits(tx: Transaction, entry: AnyEnrollment) -> None:
     if entry.is_group:
         same_type = sum(1 for d in tx.scan("groups") if d["attestation"]["type"] == entry.attestation.type)
         if same_type >= MAX_GROUPS_PER_TYPE:
-            raise Conflict(f"the service already has {MAX_GROUPS_PER_TYPE} {entry.attestation.type} enrollment groups, the DPS limit")
+            raise Conflict(
+                f"the service already has {MAX_GROUPS_PER_TYPE} {entry.attestation.type} enrollment groups, the DPS limit"
+            )
     elif tx.count("enrollments") >= MAX_INDIVIDUAL_ENROLLMENTS:
         raise Conflict(f"the service already has {MAX_INDIVIDUAL_ENROLLMENTS:,} individual enrollments, the DPS limit")
 
@@ -356,7 +378,11 @@ def _check_certificates_unique(tx: Transaction, entry: AnyEnrollment) -> None:
     owners = tx.memo(("groups", "cas"), "x509-group-certificates", lambda: _group_certificate_owners(tx))
     noun = f"{NOUN[entry.is_group]} {entry.id!r}"
     for thumbprint, how in mine:
-        others = [owner for group_id, owner in owners.get(thumbprint, []) if not (entry.is_group and group_id == entry.id.lower())]
+        others = [
+            owner
+            for group_id, owner in owners.get(thumbprint, [])
+            if not (entry.is_group and group_id == entry.id.lower())
+        ]
         if others:
             raise Conflict(
                 f"{noun}: {how.removeprefix('its ')} (SHA-1 {thumbprint}) is already in {others[0]}; DPS allows a certificate in only one enrollment entry",
@@ -392,7 +418,9 @@ def add_entry(tx: Transaction, entry: AnyEnrollment, now: datetime) -> AnyEnroll
     return entry
 
 
-def new_enrollment(registration_id: str, attestation_type: str, cred: CredentialInput, opts: EnrollmentOptions) -> IndividualEnrollment:
+def new_enrollment(
+    registration_id: str, attestation_type: str, cred: CredentialInput, opts: EnrollmentOptions
+) -> IndividualEnrollment:
     """An individual enrollment built from user input (not yet stored)."""
     reg_id = validate_registration_id(registration_id)
     attestation = build_attestation(attestation_type, cred, group=False, registration_id=reg_id)
@@ -451,16 +479,38 @@ def _updated_attestation(entry: AnyEnrollment, cred: CredentialInput) -> Attesta
         for key, what in ((cred.primary_key, "primary key"), (cred.secondary_key, "secondary key")):
             if key is not None:
                 decode_key(key, what=what)
-        return replace(att, primary_key=cred.primary_key or att.primary_key, secondary_key=cred.secondary_key or att.secondary_key)
+        return replace(
+            att, primary_key=cred.primary_key or att.primary_key, secondary_key=cred.secondary_key or att.secondary_key
+        )
     if att.type == "tpm":
         _refuse_other(cred, att.type, ("endorsement_key", "storage_root_key"))
-        fresh = build_attestation("tpm", replace(cred, endorsement_key=cred.endorsement_key or att.endorsement_key), group=False, registration_id=None)
+        fresh = build_attestation(
+            "tpm",
+            replace(cred, endorsement_key=cred.endorsement_key or att.endorsement_key),
+            group=False,
+            registration_id=None,
+        )
         return replace(fresh, storage_root_key=cred.storage_root_key or att.storage_root_key)
-    _refuse_other(cred, att.type, ("certificate", "secondary_certificate", "ca_reference", "secondary_ca_reference", "remove_certificate", "remove_secondary_certificate"))
+    _refuse_other(
+        cred,
+        att.type,
+        (
+            "certificate",
+            "secondary_certificate",
+            "ca_reference",
+            "secondary_ca_reference",
+            "remove_certificate",
+            "remove_secondary_certificate",
+        ),
+    )
     reg_id = None if entry.is_group else entry.id
     kept_primary = None if cred.remove_certificate else att.primary_cert
     kept_secondary = None if cred.remove_secondary_certificate else att.secondary_cert
-    primary = certificate_ref(*cred.certificate, registration_id=reg_id, require_ca=entry.is_group) if cred.certificate else kept_primary
+    primary = (
+        certificate_ref(*cred.certificate, registration_id=reg_id, require_ca=entry.is_group)
+        if cred.certificate
+        else kept_primary
+    )
     secondary = (
         certificate_ref(*cred.secondary_certificate, registration_id=reg_id, require_ca=entry.is_group)
         if cred.secondary_certificate
@@ -469,7 +519,9 @@ def _updated_attestation(entry: AnyEnrollment, cred: CredentialInput) -> Attesta
     if primary is None and secondary is not None and cred.remove_certificate:
         primary, secondary = secondary, None  # as DPS, a lone certificate is the primary one
     if primary is None and not (cred.ca_reference or att.primary_ca):
-        raise InvalidInput(f"{noun} would have no certificate", hint="give a new one with the removal, or keep the current one")
+        raise InvalidInput(
+            f"{noun} would have no certificate", hint="give a new one with the removal, or keep the current one"
+        )
     return replace(
         att,
         primary_cert=primary,
@@ -502,7 +554,9 @@ def compute_device_key(tx: Transaction, group_id: str, registration_id: str, *, 
 
     group = get_group(tx, group_id)
     if group.attestation.type != "symmetricKey":
-        raise InvalidInput(f"enrollment group {group.id!r} uses {group.attestation.type} attestation, not symmetric keys")
+        raise InvalidInput(
+            f"enrollment group {group.id!r} uses {group.attestation.type} attestation, not symmetric keys"
+        )
     validate_registration_id(registration_id)
     key = group.attestation.secondary_key if secondary else group.attestation.primary_key
     return derive_device_key(key or "", registration_id)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
 from dpsctl.core.ids import hub_host_name
-from dpsctl.core.models import LinkedHub, check_hub_connection_string, connection_string_fields, default_hub_connection_string, validate_weight
+from dpsctl.core.models import (
+    LinkedHub,
+    check_hub_connection_string,
+    connection_string_fields,
+    default_hub_connection_string,
+    validate_weight,
+)
 from dpsctl.store import Transaction
 
 MAX_LINKED_HUBS = 50
@@ -40,7 +46,10 @@ def hub_of_connection_string(cs: str) -> str:
     """The hub a connection string names (its HostName), for linking by connection string alone."""
     host = connection_string_fields(cs).get("hostname")
     if not host:
-        raise InvalidInput("the hub connection string has no HostName", hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>")
+        raise InvalidInput(
+            "the hub connection string has no HostName",
+            hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>",
+        )
     return host
 
 
@@ -110,7 +119,9 @@ def delete_hub(tx: Transaction, name: str, *, force: bool = False) -> LinkedHub:
     users = hub_users(tx, hub.name)
     if users and not force:
         shown = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
-        raise Conflict(f"IoT hub {hub.name} is still named by {shown}", hint="change those entries first, or pass --force")
+        raise Conflict(
+            f"IoT hub {hub.name} is still named by {shown}", hint="change those entries first, or pass --force"
+        )
     if users:
         for kind in ("enrollments", "groups"):
             for doc in list(tx.scan(kind)):
@@ -126,9 +137,9 @@ def resolve_hubs(tx: Transaction, names: list[str] | tuple[str, ...]) -> tuple[s
     for name in names:
         host = hub_host_name(name)
         if tx.get("hubs", host) is None:
-            raise InvalidInput(f"IoT hub {host} is not linked to the service", hint=f"link it first: dpsctl hub add {host}")
+            raise InvalidInput(
+                f"IoT hub {host} is not linked to the service", hint=f"link it first: dpsctl hub add {host}"
+            )
         if host not in hosts:
             hosts.append(host)
     return tuple(hosts)
-
-

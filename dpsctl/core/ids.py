@@ -27,7 +27,9 @@ def _printable(value: str) -> str:
     return repr(shown)
 
 
-def validate_registration_id(value: str, *, what: str = "registration ID", max_length: int = MAX_REGISTRATION_ID) -> str:
+def validate_registration_id(
+    value: str, *, what: str = "registration ID", max_length: int = MAX_REGISTRATION_ID
+) -> str:
     """Return the registration ID unchanged if DPS would accept it, else raise InvalidInput."""
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"{what} is empty", hint=_ID_RULES.format(n=max_length))

@@ -50,7 +50,9 @@ def decode_key(key_b64: str, *, what: str = "key", hint: str | None = None) -> b
         message, fix = explain_undecodable(text, what)
         raise InvalidInput(message, hint=fix or fallback) from None
     if not MIN_KEY_BYTES <= len(raw) <= MAX_KEY_BYTES:
-        raise InvalidInput(f"{what} decodes to {len(raw)} bytes; DPS requires {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes", hint=fallback)
+        raise InvalidInput(
+            f"{what} decodes to {len(raw)} bytes; DPS requires {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes", hint=fallback
+        )
     return raw
 
 
@@ -82,7 +84,10 @@ def explain_undecodable(text: str, what: str) -> tuple[str, str | None]:
     if strange:
         shown = ", ".join(repr(c) if c.isprintable() and c.isascii() else f"U+{ord(c):04X}" for c in strange[:5])
         return f"{what} is not valid Base64: it contains {shown}, which Base64 never does", None
-    return f"{what} is not valid Base64 of a key: {len(text)} characters (keys of {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes are 24 to 88, a multiple of 4)", None
+    return (
+        f"{what} is not valid Base64 of a key: {len(text)} characters (keys of {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes are 24 to 88, a multiple of 4)",
+        None,
+    )
 
 
 def derive_device_key(group_key_b64: str, registration_id: str) -> str:

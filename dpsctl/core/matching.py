@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 from dpsctl.core import attestation as att
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, Trace, X509Credential
@@ -18,7 +18,7 @@ from dpsctl.core.ids import MAX_X509_REGISTRATION_ID
 from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment, ServiceSettings
 from dpsctl.store import Transaction
 
-Entry = Union[IndividualEnrollment, EnrollmentGroup]
+Entry = IndividualEnrollment | EnrollmentGroup
 Json = dict[str, Any]
 
 
@@ -42,7 +42,9 @@ class Refused(Exception):
         self.entry = entry
 
 
-def match_and_attest(tx: Transaction, service: ServiceSettings, reg_id: str, cred: Credential, now: datetime, trace: Trace) -> Match:
+def match_and_attest(
+    tx: Transaction, service: ServiceSettings, reg_id: str, cred: Credential, now: datetime, trace: Trace
+) -> Match:
     """Individual enrollment first (whatever its type), then groups; returns the match or raises Refused."""
     kind = att.credential_type(cred)
     doc = tx.get("enrollments", reg_id)
@@ -62,9 +64,15 @@ def match_and_attest(tx: Transaction, service: ServiceSettings, reg_id: str, cre
                 if entry.enabled:
                     raise
         elif entry.enabled:
-            trace.fail(f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, but the device presented {kind}")
-            raise Refused(_unauthorized(f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, not {kind}"))
-        trace.fail(f"individual enrollment {entry.id!r} is disabled: it blocks this registration ID whatever the credential")
+            trace.fail(
+                f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, but the device presented {kind}"
+            )
+            raise Refused(
+                _unauthorized(f"enrollment {entry.id!r} expects {entry.attestation.type} attestation, not {kind}")
+            )
+        trace.fail(
+            f"individual enrollment {entry.id!r} is disabled: it blocks this registration ID whatever the credential"
+        )
         raise Refused(Disabled(f"individual enrollment {entry.id!r} is disabled and blocks this device"), entry)
     trace.note(f"no individual enrollment for {reg_id!r}; trying enrollment groups")
     if isinstance(cred, SasCredential):
@@ -72,7 +80,12 @@ def match_and_attest(tx: Transaction, service: ServiceSettings, reg_id: str, cre
     if isinstance(cred, X509Credential):
         return _match_x509_group(tx, reg_id, cred, now, trace)
     trace.fail("TPM devices need an individual enrollment (DPS has no TPM enrollment groups)")
-    raise Refused(_unauthorized(f"no individual enrollment for TPM device {reg_id!r}", hint=f"enroll it: dpsctl enrollment add {reg_id} --attestation tpm --endorsement-key ..."))
+    raise Refused(
+        _unauthorized(
+            f"no individual enrollment for TPM device {reg_id!r}",
+            hint=f"enroll it: dpsctl enrollment add {reg_id} --attestation tpm --endorsement-key ...",
+        )
+    )
 
 
 def _unauthorized(message: str, hint: str | None = None) -> Unauthorized:
@@ -80,15 +93,28 @@ def _unauthorized(message: str, hint: str | None = None) -> Unauthorized:
 
 
 def _attest_individual(
-    tx: Transaction, entry: IndividualEnrollment, service: ServiceSettings, reg_id: str, cred: Credential, now: datetime, trace: Trace
+    tx: Transaction,
+    entry: IndividualEnrollment,
+    service: ServiceSettings,
+    reg_id: str,
+    cred: Credential,
+    now: datetime,
+    trace: Trace,
 ) -> Match:
     a = entry.attestation
     if isinstance(cred, SasCredential):
         token = _token_for(cred, service, reg_id, now, trace)
         label = att.match_key(token, [("primary", a.primary_key or ""), ("secondary", a.secondary_key or "")])
         if label is None:
-            trace.fail(f"the SAS signature matches neither the primary nor the secondary key of enrollment {entry.id!r}")
-            raise Refused(_unauthorized(f"the SAS token is not signed with a key of enrollment {entry.id!r}", hint="sign it with the enrollment's primary or secondary key (dpsctl enrollment show ID --show-keys)"))
+            trace.fail(
+                f"the SAS signature matches neither the primary nor the secondary key of enrollment {entry.id!r}"
+            )
+            raise Refused(
+                _unauthorized(
+                    f"the SAS token is not signed with a key of enrollment {entry.id!r}",
+                    hint="sign it with the enrollment's primary or secondary key (dpsctl enrollment show ID --show-keys)",
+                )
+            )
         trace.ok(f"the SAS signature matches the {label} key of enrollment {entry.id!r}")
         _check_lifetime(token, now, trace)
         key = a.primary_key if label == "primary" else a.secondary_key
@@ -106,16 +132,33 @@ def _attest_individual(
         _check_cn(leaf, reg_id, trace)
         if not att.check_chain(cred, now, trace):
             raise Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
-        slot = next((s for s, ref in (("primary", a.primary_cert), ("secondary", a.secondary_cert)) if ref and _same_cert(ref.certificate, leaf)), None)
+        slot = next(
+            (
+                s
+                for s, ref in (("primary", a.primary_cert), ("secondary", a.secondary_cert))
+                if ref and _same_cert(ref.certificate, leaf)
+            ),
+            None,
+        )
         if slot is None:
-            trace.fail(f"the device certificate (SHA-1 {x509.sha1_thumbprint(leaf)}) is neither the primary nor the secondary certificate of enrollment {entry.id!r}")
-            raise Refused(_unauthorized(f"the device certificate is not the one enrolled for {entry.id!r}", hint="compare thumbprints: dpsctl enrollment show ID"))
+            trace.fail(
+                f"the device certificate (SHA-1 {x509.sha1_thumbprint(leaf)}) is neither the primary nor the secondary certificate of enrollment {entry.id!r}"
+            )
+            raise Refused(
+                _unauthorized(
+                    f"the device certificate is not the one enrolled for {entry.id!r}",
+                    hint="compare thumbprints: dpsctl enrollment show ID",
+                )
+            )
         trace.ok(f"the device certificate is the {slot} certificate of enrollment {entry.id!r}")
         _check_chain_reaches_verified(tx, cred, now, trace)
         info = x509.certificate_info(leaf)
         return Match(
             entry,
-            hub_auth={"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": info["sha1Thumbprint"], "secondaryThumbprint": None}},
+            hub_auth={
+                "type": "selfSigned",
+                "x509Thumbprint": {"primaryThumbprint": info["sha1Thumbprint"], "secondaryThumbprint": None},
+            },
             attestation_state={"x509": {"certificateInfo": info}},
             runtime_attestation={"x509": {"clientCertificate": {"info": info}}},
         )
@@ -141,7 +184,12 @@ def _verified_certificates(tx: Transaction) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for ca in tx.scan("cas"):
         if ca.get("isVerified"):
-            out.append((f"verified CA certificate {ca['name']!r}", x509.load_certificates(ca["certificate"], source=f"CA {ca['name']}")[0]))
+            out.append(
+                (
+                    f"verified CA certificate {ca['name']!r}",
+                    x509.load_certificates(ca["certificate"], source=f"CA {ca['name']}")[0],
+                )
+            )
     for group, signers in _group_candidates(tx):
         for label, signer in signers:
             if not isinstance(signer, tuple):  # CA references are covered above, when verified
@@ -176,7 +224,9 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
             trace.note(f"the chain's top certificate names issuer {x509.issuer_of(top)!r}, {label}")
             if att.check_link_to_signer(top, anchor, depth, now, trace):
                 return
-    trace.fail("the device certificate is CA-issued, but its chain reaches no verified certificate (no uploaded, verified CA and no group's signing certificate)")
+    trace.fail(
+        "the device certificate is CA-issued, but its chain reaches no verified certificate (no uploaded, verified CA and no group's signing certificate)"
+    )
     raise Refused(
         _unauthorized(
             f"the certificate chain of {x509.common_name(leaf)!r} leads to no verified certificate (issuer {x509.issuer_of(cred.chain[-1])!r})",
@@ -188,15 +238,29 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
 def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: datetime, trace: Trace) -> Any:
     token = att.parse_token(cred, trace)
     if token is None:
-        raise Refused(_unauthorized(_last_failure(trace), hint="a device SAS token looks like: SharedAccessSignature sr=...&sig=...&se=...&skn=registration"))
+        raise Refused(
+            _unauthorized(
+                _last_failure(trace),
+                hint="a device SAS token looks like: SharedAccessSignature sr=...&sig=...&se=...&skn=registration",
+            )
+        )
     if not att.check_token_scope(token, service.id_scope, reg_id, now, trace):
-        raise Refused(_unauthorized(_last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key @KEY_FILE"))
+        raise Refused(
+            _unauthorized(
+                _last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key @KEY_FILE"
+            )
+        )
     return token
 
 
 def _check_lifetime(token: Any, now: datetime, trace: Trace) -> None:
     if not att.check_token_lifetime(token, now, trace):
-        raise Refused(_unauthorized(_last_failure(trace), hint="build a token that expires sooner: dpsctl keys sas --registration-id ID --key @KEY_FILE --ttl SECONDS"))
+        raise Refused(
+            _unauthorized(
+                _last_failure(trace),
+                hint="build a token that expires sooner: dpsctl keys sas --registration-id ID --key @KEY_FILE --ttl SECONDS",
+            )
+        )
 
 
 def _last_failure(trace: Trace) -> str:
@@ -215,21 +279,38 @@ def _check_cn(leaf: Any, reg_id: str, trace: Trace) -> None:
     cn = x509.common_name(leaf)
     if cn is None or cn.lower() != reg_id.lower():
         trace.fail(f"the device certificate's CN is {cn!r}, but the registration ID is {reg_id!r}")
-        raise Refused(_unauthorized(f"the device certificate's CN {cn!r} is not the registration ID {reg_id!r}", hint="DPS takes the registration ID from the certificate CN; omit --registration-id or fix the CN"))
+        raise Refused(
+            _unauthorized(
+                f"the device certificate's CN {cn!r} is not the registration ID {reg_id!r}",
+                hint="DPS takes the registration ID from the certificate CN; omit --registration-id or fix the CN",
+            )
+        )
     if len(reg_id) > MAX_X509_REGISTRATION_ID:
         trace.fail(f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters")
-        raise Refused(_unauthorized(f"X.509 registration ID {reg_id!r} is longer than {MAX_X509_REGISTRATION_ID} characters"))
+        raise Refused(
+            _unauthorized(f"X.509 registration ID {reg_id!r} is longer than {MAX_X509_REGISTRATION_ID} characters")
+        )
     trace.ok(f"the device certificate's CN is the registration ID {reg_id!r}")
 
 
-def _match_symmetric_group(tx: Transaction, service: ServiceSettings, reg_id: str, cred: SasCredential, now: datetime, trace: Trace) -> Match:
+def _match_symmetric_group(
+    tx: Transaction, service: ServiceSettings, reg_id: str, cred: SasCredential, now: datetime, trace: Trace
+) -> Match:
     from dpsctl.core.keys import derive_device_key
 
     token = _token_for(cred, service, reg_id, now, trace)
-    groups = tx.memo("groups", "symmetricKey", lambda: [EnrollmentGroup.from_dict(d) for d in tx.find("groups", "attestation", "symmetricKey")])
+    groups = tx.memo(
+        "groups",
+        "symmetricKey",
+        lambda: [EnrollmentGroup.from_dict(d) for d in tx.find("groups", "attestation", "symmetricKey")],
+    )
     for group in groups:
         a = group.attestation
-        derived = [(label, derive_device_key(key, reg_id)) for label, key in (("primary", a.primary_key), ("secondary", a.secondary_key)) if key]
+        derived = [
+            (label, derive_device_key(key, reg_id))
+            for label, key in (("primary", a.primary_key), ("secondary", a.secondary_key))
+            if key
+        ]
         label = att.match_key(token, derived)
         if label is not None:
             trace.ok(f"the SAS signature matches the key derived from the {label} key of enrollment group {group.id!r}")
@@ -237,7 +318,10 @@ def _match_symmetric_group(tx: Transaction, service: ServiceSettings, reg_id: st
             keys = dict(derived)
             return Match(
                 group,
-                hub_auth={"type": "sas", "symmetricKey": {"primaryKey": keys.get("primary"), "secondaryKey": keys.get("secondary")}},
+                hub_auth={
+                    "type": "sas",
+                    "symmetricKey": {"primaryKey": keys.get("primary"), "secondaryKey": keys.get("secondary")},
+                },
                 device_key=keys[label],
                 attestation_state={"symmetricKey": {"enrollmentGroupId": group.id}},
                 runtime_attestation={"symmetricKey": {}},
@@ -271,11 +355,21 @@ def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple
         signers: list[tuple[str, Any]] = []
         for slot, ref in (("primary", a.primary_cert), ("secondary", a.secondary_cert)):
             if ref:
-                signers.append((f"{slot} signing certificate", x509.load_certificates(ref.certificate, source="signing certificate")[0]))
+                signers.append(
+                    (
+                        f"{slot} signing certificate",
+                        x509.load_certificates(ref.certificate, source="signing certificate")[0],
+                    )
+                )
         for slot, name in (("primary", a.primary_ca), ("secondary", a.secondary_ca)):
             ca = tx.get("cas", name) if name else None
             if ca is not None:
-                signers.append((f"{slot} CA reference {name!r}", (x509.load_certificates(ca["certificate"], source=f"CA {name}")[0], ca)))
+                signers.append(
+                    (
+                        f"{slot} CA reference {name!r}",
+                        (x509.load_certificates(ca["certificate"], source=f"CA {name}")[0], ca),
+                    )
+                )
         out.append((group, signers))
     return out
 
@@ -297,7 +391,9 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
                 signer_cert = signer[0] if isinstance(signer, tuple) else signer
                 if x509.same_certificate(signer_cert, cert):
                     found = (group, label, signer, cert)
-                    trace.ok(f"chain certificate {position} ({x509.subject_of(cert)!r}) is the {label} of enrollment group {group.id!r}")
+                    trace.ok(
+                        f"chain certificate {position} ({x509.subject_of(cert)!r}) is the {label} of enrollment group {group.id!r}"
+                    )
                     break
             if found:
                 break
@@ -311,7 +407,9 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
                 signer_cert = signer[0] if isinstance(signer, tuple) else signer
                 if x509.subject_of(signer_cert) != x509.issuer_of(top):
                     continue
-                trace.note(f"the chain's top certificate names issuer {x509.issuer_of(top)!r}, the {label} of enrollment group {group.id!r}")
+                trace.note(
+                    f"the chain's top certificate names issuer {x509.issuer_of(top)!r}, the {label} of enrollment group {group.id!r}"
+                )
                 if att.check_link_to_signer(top, signer_cert, depth, now, trace):
                     found = (group, label, signer, signer_cert)
                     break
@@ -319,7 +417,9 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
             if found:
                 break
     if found is None:
-        trace.fail("no individual enrollment, and no X.509 enrollment group's signing certificate is in the chain or issued it")
+        trace.fail(
+            "no individual enrollment, and no X.509 enrollment group's signing certificate is in the chain or issued it"
+        )
         raise Refused(
             _unauthorized(
                 f"no enrollment matches the certificate chain of {x509.common_name(leaf)!r} (issuer {x509.issuer_of(cred.chain[-1])!r})",
@@ -330,7 +430,9 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
     if isinstance(signer, tuple):
         _, ca = signer
         if not ca.get("isVerified"):
-            trace.fail(f"CA certificate {ca['name']!r} referenced by group {group.id!r} is not verified (no proof of possession)")
+            trace.fail(
+                f"CA certificate {ca['name']!r} referenced by group {group.id!r} is not verified (no proof of possession)"
+            )
             raise Refused(
                 _unauthorized(
                     f"CA certificate {ca['name']!r} is not verified",
@@ -347,7 +449,12 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
     signer_info = x509.certificate_info(signer_cert)
     return Match(
         group,
-        hub_auth={"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": info["sha1Thumbprint"], "secondaryThumbprint": None}},
-        attestation_state={"x509": {"certificateInfo": info, "enrollmentGroupId": group.id, "signingCertificateInfo": signer_info}},
+        hub_auth={
+            "type": "selfSigned",
+            "x509Thumbprint": {"primaryThumbprint": info["sha1Thumbprint"], "secondaryThumbprint": None},
+        },
+        attestation_state={
+            "x509": {"certificateInfo": info, "enrollmentGroupId": group.id, "signingCertificateInfo": signer_info}
+        },
         runtime_attestation={"x509": {"clientCertificate": {"info": info}}},
     )

@@ -32,7 +32,13 @@ def _expect(doc: Any, kind: type | tuple[type, ...], where: str) -> Any:
     """Type-check one field of an input document, naming the field on failure."""
     if not isinstance(doc, kind) or (kind is int and isinstance(doc, bool)):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        wanted = {"dict": "an object", "list": "a list", "str": "a string", "bool": "true or false", "int": "an integer"}
+        wanted = {
+            "dict": "an object",
+            "list": "a list",
+            "str": "a string",
+            "bool": "true or false",
+            "int": "an integer",
+        }
         raise InvalidInput(f"{where} must be {wanted.get(names, names)}")
     return doc
 
@@ -41,7 +47,9 @@ def _check_keys(doc: Json, allowed: set[str], where: str) -> None:
     """Refuse fields we do not know, so that a typo in an import file is not silently dropped."""
     unknown = sorted(set(doc) - allowed)
     if unknown:
-        raise InvalidInput(f"{where} has unknown field {unknown[0]!r}", hint=f"known fields: {', '.join(sorted(allowed))}")
+        raise InvalidInput(
+            f"{where} has unknown field {unknown[0]!r}", hint=f"known fields: {', '.join(sorted(allowed))}"
+        )
 
 
 def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
@@ -172,7 +180,9 @@ class CustomAllocation:
         if url is not None:
             validate_webhook_url(_expect(url, str, f"{where}.webhookUrl"), f"{where}.webhookUrl")
         if command is not None:
-            validate_allocation_command(_expect(command, str, f"{where}.allocationCommand"), f"{where}.allocationCommand")
+            validate_allocation_command(
+                _expect(command, str, f"{where}.allocationCommand"), f"{where}.allocationCommand"
+            )
         api = _expect(doc.get("apiVersion") or DEFAULT_CUSTOM_API_VERSION, str, f"{where}.apiVersion")
         return cls(url or None, api, command or None)
 
@@ -182,18 +192,26 @@ def validate_custom_api_version(version: str, where: str = "customAllocationDefi
     import re
     from datetime import date
 
-    match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})(-preview)?", version.strip().lower()) if isinstance(version, str) else None
+    match = (
+        re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})(-preview)?", version.strip().lower())
+        if isinstance(version, str)
+        else None
+    )
     try:
         day = date(int(match[1]), int(match[2]), int(match[3])) if match else None
     except ValueError:
         day = None
-    hint = f"use an api-version such as {DEFAULT_CUSTOM_API_VERSION} (the oldest DPS accepts is {MIN_CUSTOM_API_VERSION})"
+    hint = (
+        f"use an api-version such as {DEFAULT_CUSTOM_API_VERSION} (the oldest DPS accepts is {MIN_CUSTOM_API_VERSION})"
+    )
     if match is None or day is None:
         shown = repr(version[:40]) if isinstance(version, str) else "?"
         raise InvalidInput(f"{where} {shown} is not an api-version (YYYY-MM-DD or YYYY-MM-DD-preview)", hint=hint)
     # On the same day a preview comes before the stable version.
     if (day, match[4] is None) < (date(2018, 9, 1), False):
-        raise InvalidInput(f"{where} {version!r} is older than {MIN_CUSTOM_API_VERSION}, the oldest DPS accepts", hint=hint)
+        raise InvalidInput(
+            f"{where} {version!r} is older than {MIN_CUSTOM_API_VERSION}, the oldest DPS accepts", hint=hint
+        )
     return version.strip().lower()
 
 
@@ -206,7 +224,10 @@ def validate_allocation_command(command: str, where: str = "allocation command")
             shlex.split(command)
         except ValueError as error:
             # Refused when stored, not at the first device's registration.
-            raise InvalidInput(f"{where} cannot be parsed: {error}", hint="quote it as for a POSIX shell; it is split, never run by a shell") from None
+            raise InvalidInput(
+                f"{where} cannot be parsed: {error}",
+                hint="quote it as for a POSIX shell; it is split, never run by a shell",
+            ) from None
     return command
 
 
@@ -295,7 +316,11 @@ class Attestation:
             _check_keys(tpm, {"endorsementKey", "storageRootKey"}, f"{where}.tpm")
             ek = _expect(tpm.get("endorsementKey"), str, f"{where}.tpm.endorsementKey")
             srk = tpm.get("storageRootKey")
-            return cls(kind, endorsement_key=ek, storage_root_key=_expect(srk, str, f"{where}.tpm.storageRootKey") if srk else None)
+            return cls(
+                kind,
+                endorsement_key=ek,
+                storage_root_key=_expect(srk, str, f"{where}.tpm.storageRootKey") if srk else None,
+            )
         x509 = _expect(doc.get("x509"), dict, f"{where}.x509")
         certs_field = "signingCertificates" if group else "clientCertificates"
         _check_keys(x509, {certs_field, "caReferences"} if group else {certs_field}, f"{where}.x509")
@@ -403,7 +428,9 @@ class Enrollment:
         custom = doc.get("customAllocationDefinition")
         return {
             "attestation": Attestation.from_dict(doc.get("attestation"), group=group, where=f"{where}.attestation"),
-            "provisioning_status": _choice(doc.get("provisioningStatus") or "enabled", PROVISIONING_STATUSES, f"{where}.provisioningStatus"),
+            "provisioning_status": _choice(
+                doc.get("provisioningStatus") or "enabled", PROVISIONING_STATUSES, f"{where}.provisioningStatus"
+            ),
             "iot_edge": _expect(caps.get("iotEdge", False), bool, f"{where}.capabilities.iotEdge"),
             "initial_twin": validate_initial_twin(twin, f"{where}.initialTwin") if twin is not None else None,
             "reprovision_policy": ReprovisionPolicy.from_dict(doc["reprovisionPolicy"], f"{where}.reprovisionPolicy")
@@ -411,7 +438,9 @@ class Enrollment:
             else ReprovisionPolicy(),
             "allocation_policy": _choice(policy, ALLOCATION_POLICIES, f"{where}.allocationPolicy") if policy else None,
             "iot_hubs": tuple(hub_host_name(_expect(h, str, f"{where}.iotHubs[]")) for h in hubs),
-            "custom_allocation": CustomAllocation.from_dict(custom, f"{where}.customAllocationDefinition") if custom else None,
+            "custom_allocation": CustomAllocation.from_dict(custom, f"{where}.customAllocationDefinition")
+            if custom
+            else None,
             "etag": doc.get("etag"),
             "created": doc.get("createdDateTimeUtc"),
             "updated": doc.get("lastUpdatedDateTimeUtc"),
@@ -445,7 +474,11 @@ class IndividualEnrollment(Enrollment):
     def from_dict(cls, doc: Any, where: str = "enrollment") -> IndividualEnrollment:
         """Parse and validate a DPS `IndividualEnrollment` object."""
         _expect(doc, dict, where)
-        _check_keys(doc, _COMMON_FIELDS | {"registrationId", "deviceId", "optionalDeviceInformation", "registrationState"}, where)
+        _check_keys(
+            doc,
+            _COMMON_FIELDS | {"registrationId", "deviceId", "optionalDeviceInformation", "registrationState"},
+            where,
+        )
         reg_id = validate_registration_id(_expect(doc.get("registrationId"), str, f"{where}.registrationId"))
         where = f"enrollment {reg_id!r}"
         device_id = doc.get("deviceId")
@@ -486,7 +519,10 @@ class EnrollmentGroup(Enrollment):
         _expect(doc, dict, where)
         _check_keys(doc, _COMMON_FIELDS | {"enrollmentGroupId"}, where)
         group_id = validate_group_id(_expect(doc.get("enrollmentGroupId"), str, f"{where}.enrollmentGroupId"))
-        return cls(enrollment_group_id=group_id, **cls._common_from_dict(doc, group=True, where=f"enrollment group {group_id!r}"))
+        return cls(
+            enrollment_group_id=group_id,
+            **cls._common_from_dict(doc, group=True, where=f"enrollment group {group_id!r}"),
+        )
 
 
 # --------------------------------------------------------------------------- hubs and service
@@ -643,7 +679,20 @@ class ServiceSettings:
     def from_dict(cls, doc: Any, where: str = "service") -> ServiceSettings:
         """Parse stored or imported service settings."""
         _expect(doc, dict, where)
-        _check_keys(doc, {"name", "idScope", "allocationPolicy", "location", "operations", "createdDateTimeUtc", "serviceKey", "historySequence"}, where)
+        _check_keys(
+            doc,
+            {
+                "name",
+                "idScope",
+                "allocationPolicy",
+                "location",
+                "operations",
+                "createdDateTimeUtc",
+                "serviceKey",
+                "historySequence",
+            },
+            where,
+        )
         location = doc.get("location")
         if location is not None:
             from dpsctl.core.regions import normalize_region
@@ -651,7 +700,9 @@ class ServiceSettings:
             location = normalize_region(_expect(location, str, f"{where}.location"))
         return cls(
             id_scope=validate_id_scope(_expect(doc.get("idScope"), str, f"{where}.idScope")),
-            allocation_policy=_choice(doc.get("allocationPolicy") or "hashed", SERVICE_POLICIES, f"{where}.allocationPolicy"),
+            allocation_policy=_choice(
+                doc.get("allocationPolicy") or "hashed", SERVICE_POLICIES, f"{where}.allocationPolicy"
+            ),
             location=location,
             name=_expect(doc.get("name") or "dpsctl", str, f"{where}.name"),
             operations=_expect(doc.get("operations") or 0, int, f"{where}.operations"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -183,11 +183,11 @@ def _validity(days: int, not_before: datetime | None) -> tuple[datetime, datetim
     if not 1 <= days <= MAX_DAYS:
         raise InvalidInput(f"validity of {days} days is outside 1..{MAX_DAYS}")
     if not_before is None:
-        start = datetime.now(timezone.utc) - CLOCK_SKEW
+        start = datetime.now(UTC) - CLOCK_SKEW
     elif not_before.tzinfo is None:
-        start = not_before.replace(tzinfo=timezone.utc)
+        start = not_before.replace(tzinfo=UTC)
     else:
-        start = not_before.astimezone(timezone.utc)
+        start = not_before.astimezone(UTC)
     try:
         return start, start + timedelta(days=days)
     except OverflowError:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 from dpsctl.core import attestation as att
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, Trace, X509Credential
@@ -48,7 +48,7 @@ __all__ = [
     "settle",
 ]
 
-Entry = Union[IndividualEnrollment, EnrollmentGroup]
+Entry = IndividualEnrollment | EnrollmentGroup
 Json = dict[str, Any]
 
 HISTORY_LIMIT = 1000
@@ -90,7 +90,8 @@ class ProvisionResult:
 # --------------------------------------------------------------------------- entry points
 
 
-Decision = Union[tuple[str, "Json | None", Any], Refused]  # (hub, initial twin from the allocator, payload), or a refusal
+# (hub, initial twin from the allocator, payload), or a refusal
+Decision = tuple[str, Json | None, Any] | Refused
 
 
 @dataclass
@@ -126,10 +127,24 @@ class Plan:
         return self.match is not None
 
 
-def provision(tx: Transaction, request: RegistrationRequest, now: datetime, *, webhook_timeout: float = 10.0, record_refusals: bool = True) -> ProvisionResult:
+def provision(
+    tx: Transaction,
+    request: RegistrationRequest,
+    now: datetime,
+    *,
+    webhook_timeout: float = 10.0,
+    record_refusals: bool = True,
+) -> ProvisionResult:
     """Run one registration in the caller's transaction `tx`, a custom allocation included (the caller commits, or discards)."""
     reg_id = check_request(request)
-    return commit_plan(tx, plan_registration(tx, request, now, registration_id=reg_id), None, now, webhook_timeout=webhook_timeout, record_refusals=record_refusals)
+    return commit_plan(
+        tx,
+        plan_registration(tx, request, now, registration_id=reg_id),
+        None,
+        now,
+        webhook_timeout=webhook_timeout,
+        record_refusals=record_refusals,
+    )
 
 
 def provision_phased(
@@ -150,7 +165,11 @@ def provision_phased(
     """
     reg_id = check_request(request)
     with source.read() as tx:
-        current = plan_registration(tx, request, now(), registration_id=reg_id) if tx.get("service", "service") is not None else None
+        current = (
+            plan_registration(tx, request, now(), registration_id=reg_id)
+            if tx.get("service", "service") is not None
+            else None
+        )
     if current is None:
         # A store without service settings yet: the first write creates them (planning in the write is as valid).
         with source.write() as tx:
@@ -179,7 +198,15 @@ def provision_planned(
     for round_ in range(ALLOCATION_ROUNDS):
         decision = allocate(current, webhook_timeout) if current.needs_allocator else None
         with source.write() as tx:
-            outcome = settle(tx, current, decision, now(), webhook_timeout=webhook_timeout, record_refusals=record_refusals, last=round_ == ALLOCATION_ROUNDS - 1)
+            outcome = settle(
+                tx,
+                current,
+                decision,
+                now(),
+                webhook_timeout=webhook_timeout,
+                record_refusals=record_refusals,
+                last=round_ == ALLOCATION_ROUNDS - 1,
+            )
             if isinstance(outcome, ProvisionResult) and alongside is not None:
                 alongside(tx, outcome)
         if isinstance(outcome, ProvisionResult):
@@ -205,7 +232,14 @@ def check_request(request: RegistrationRequest) -> str:
     return reg_id
 
 
-def plan_registration(tx: Transaction, request: RegistrationRequest, now: datetime, *, registration_id: str | None = None, trace: Trace | None = None) -> Plan:
+def plan_registration(
+    tx: Transaction,
+    request: RegistrationRequest,
+    now: datetime,
+    *,
+    registration_id: str | None = None,
+    trace: Trace | None = None,
+) -> Plan:
     """Phase 1: match and attest on the snapshot in `tx`, and note the records the decision relies on (writes nothing*).
 
     *Except the service settings of a store that has none, in a writable transaction.
@@ -213,7 +247,9 @@ def plan_registration(tx: Transaction, request: RegistrationRequest, now: dateti
     reg_id = registration_id or check_request(request)
     service = load_service(tx, now)
     trace = trace or Trace()
-    trace.note(f"device {reg_id!r} registers with {att.credential_type(request.credential)} attestation in ID scope {service.id_scope}")
+    trace.note(
+        f"device {reg_id!r} registers with {att.credential_type(request.credential)} attestation in ID scope {service.id_scope}"
+    )
     hubs = tx.memo("hubs", "docs", lambda: list(tx.scan("hubs")))
     result = Plan(reg_id, request, service, tx.get("registrations", reg_id), trace, hubs)
     try:
@@ -222,7 +258,12 @@ def plan_registration(tx: Transaction, request: RegistrationRequest, now: dateti
         if not entry.enabled:
             noun = "enrollment group" if entry.is_group else "individual enrollment"
             trace.fail(f"{noun} {entry.id!r} is disabled")
-            raise Refused(Disabled(f"{noun} {entry.id!r} is disabled", hint="enable it with --enabled, or the device stays blocked"), entry)
+            raise Refused(
+                Disabled(
+                    f"{noun} {entry.id!r} is disabled", hint="enable it with --enabled, or the device stays blocked"
+                ),
+                entry,
+            )
         _plan_allocation(tx, result)
     except Refused as refused:
         result.refused = refused
@@ -257,7 +298,9 @@ def settle(
     changed = _changed(tx, plan)
     if changed:
         trace = plan.trace
-        trace.note(f"{', '.join(changed)} changed while the device was being allocated: deciding again on the current records")
+        trace.note(
+            f"{', '.join(changed)} changed while the device was being allocated: deciding again on the current records"
+        )
         plan = plan_registration(tx, plan.request, now, registration_id=plan.registration_id, trace=trace)
         decision = None
         if plan.needs_allocator:
@@ -265,7 +308,15 @@ def settle(
     return commit_plan(tx, plan, decision, now, webhook_timeout=webhook_timeout, record_refusals=record_refusals)
 
 
-def commit_plan(tx: Transaction, plan: Plan, decision: Decision | None, now: datetime, *, webhook_timeout: float = 10.0, record_refusals: bool = True) -> ProvisionResult:
+def commit_plan(
+    tx: Transaction,
+    plan: Plan,
+    decision: Decision | None,
+    now: datetime,
+    *,
+    webhook_timeout: float = 10.0,
+    record_refusals: bool = True,
+) -> ProvisionResult:
     """Phase 3 for a plan made in this same transaction `tx` (nothing to check): allocate unless decided, write the
     registration and the hub's device, and record the attempt. A custom plan without a decision allocates here, in `tx`."""
     reg_id, match, trace = plan.registration_id, plan.match, plan.trace
@@ -304,7 +355,9 @@ def _unrecorded_result(plan: Plan, now: datetime) -> ProvisionResult:
     assert plan.refused is not None
     error = plan.refused.error
     status = _status_of(error)
-    state = _refusal_state(None, plan.registration_id, plan.previous, status, error, plan.refused.entry, plan.match, now)
+    state = _refusal_state(
+        None, plan.registration_id, plan.previous, status, error, plan.refused.entry, plan.match, now
+    )
     return _result(plan.registration_id, status, state, plan.trace, error, plan.match, now)
 
 
@@ -317,7 +370,13 @@ def _conflict(tx: Transaction, plan: Plan, changed: list[str], now: datetime, re
     )
     plan.trace.fail(error.message)
     ts = format_timestamp(now)
-    state: Json = {"registrationId": plan.registration_id, "status": "failed", "errorCode": ERROR_CONFLICT, "errorMessage": error.message, "lastUpdatedDateTimeUtc": ts}
+    state: Json = {
+        "registrationId": plan.registration_id,
+        "status": "failed",
+        "errorCode": ERROR_CONFLICT,
+        "errorMessage": error.message,
+        "lastUpdatedDateTimeUtc": ts,
+    }
     result = _result(plan.registration_id, "failed", state, plan.trace, error, plan.match, now)
     _record_attempt(tx, now, plan.registration_id, plan.request, "failed", state, error, plan.match)
     return result
@@ -332,7 +391,9 @@ def _note_relied_on(tx: Transaction, plan: Plan) -> None:
     if entry is not None:
         a = entry.attestation
         keys += [("cas", name) for name in (getattr(a, "primary_ca", None), getattr(a, "secondary_ca", None)) if name]
-    plan.relied_on = {(kind, key.lower()): plan.previous if kind == "registrations" else _read(tx, kind, key) for kind, key in keys}
+    plan.relied_on = {
+        (kind, key.lower()): plan.previous if kind == "registrations" else _read(tx, kind, key) for kind, key in keys
+    }
 
 
 def _read(tx: Transaction, kind: str, key: str) -> Json | None:
@@ -342,7 +403,13 @@ def _read(tx: Transaction, kind: str, key: str) -> Json | None:
     return tx.get(kind, key)
 
 
-_NOUNS = {"service": "the service settings", "registrations": "registration", "enrollments": "individual enrollment", "groups": "enrollment group", "cas": "CA certificate"}
+_NOUNS = {
+    "service": "the service settings",
+    "registrations": "registration",
+    "enrollments": "individual enrollment",
+    "groups": "enrollment group",
+    "cas": "CA certificate",
+}
 
 
 def _changed(tx: Transaction, plan: Plan) -> list[str]:
@@ -377,7 +444,9 @@ def diagnose(tx: Transaction, request: RegistrationRequest, now: datetime) -> Di
     except Refused as refused:
         return Diagnosis(reg_id, refused.entry, trace.steps, refused.error)
     if not match.entry.enabled:
-        trace.fail(f"{'enrollment group' if match.entry.is_group else 'individual enrollment'} {match.entry.id!r} is disabled")
+        trace.fail(
+            f"{'enrollment group' if match.entry.is_group else 'individual enrollment'} {match.entry.id!r} is disabled"
+        )
         return Diagnosis(reg_id, match.entry, trace.steps, Disabled(f"{match.entry.id!r} is disabled"))
     return Diagnosis(reg_id, match.entry, trace.steps, None)
 
@@ -436,9 +505,13 @@ def _plan_allocation(tx: Transaction, plan: Plan) -> None:
         trace.note(f"candidate hubs (named by the entry): {', '.join(h.name for h in plan.candidates) or 'none'}")
     else:
         plan.candidates = [h for h in linked if h.applies_policy]
-        trace.note(f"candidate hubs (all linked hubs that apply allocation policy): {', '.join(h.name for h in plan.candidates) or 'none'}")
+        trace.note(
+            f"candidate hubs (all linked hubs that apply allocation policy): {', '.join(h.name for h in plan.candidates) or 'none'}"
+        )
     plan.policy = entry.allocation_policy or plan.service.allocation_policy
-    trace.note(f"allocation policy: {plan.policy} ({'set on the entry' if entry.allocation_policy else 'the service default'})")
+    trace.note(
+        f"allocation policy: {plan.policy} ({'set on the entry' if entry.allocation_policy else 'the service default'})"
+    )
     plan.current = _current_hub(tx, plan.previous)
     plan.stay = plan.current is not None and not entry.reprovision_policy.update_hub_assignment
     if plan.stay:
@@ -456,23 +529,33 @@ def _allocate_fast(plan: Plan) -> tuple[str, Json | None, Any]:
     choices = [allocation.HubChoice(h.name, h.weight, h.location) for h in candidates]
     try:
         if not choices:
-            raise AllocationFailed("no linked IoT hub is available for this device", hint="link one with `dpsctl hub add NAME`")
+            raise AllocationFailed(
+                "no linked IoT hub is available for this device", hint="link one with `dpsctl hub add NAME`"
+            )
         if plan.policy == "static":
             hub = allocation.static(choices)
         elif plan.policy == "geoLatency":
             region = plan.request.region or plan.service.location
             if region is None:
-                trace.note("geoLatency: neither --region nor a service location is set; hashing among the candidates instead")
+                trace.note(
+                    "geoLatency: neither --region nor a service location is set; hashing among the candidates instead"
+                )
                 hub = allocation.hashed(reg_id, choices)
             else:
                 from dpsctl.core.regions import normalize_region
 
                 region = normalize_region(region)
                 hub = allocation.geo_latency(reg_id, choices, region)
-                trace.note(f"geoLatency: device region {region}; hub locations: " + ", ".join(f"{h.name}={h.location}" for h in candidates))
+                trace.note(
+                    f"geoLatency: device region {region}; hub locations: "
+                    + ", ".join(f"{h.name}={h.location}" for h in candidates)
+                )
         else:
             hub = allocation.hashed(reg_id, choices)
-            trace.note("hashed: weighted rendezvous hash of the registration ID; weights: " + ", ".join(f"{h.name}={h.weight}" for h in candidates))
+            trace.note(
+                "hashed: weighted rendezvous hash of the registration ID; weights: "
+                + ", ".join(f"{h.name}={h.weight}" for h in candidates)
+            )
     except AllocationFailed as exc:
         trace.fail(f"allocation failed: {exc.message}")
         raise Refused(exc, entry) from None
@@ -511,18 +594,31 @@ def _custom(plan: Plan, timeout: float) -> tuple[str, Json | None, Any]:
             trace.note(f"custom allocation: running the allocation command with linkedHubs {hubs}")
             answer = call_command(custom.allocation_command, body, timeout=timeout)
         else:
-            raise AllocationFailed(f"entry {entry.id!r} uses custom allocation but has no webhook URL or allocation command")
+            raise AllocationFailed(
+                f"entry {entry.id!r} uses custom allocation but has no webhook URL or allocation command"
+            )
     except AllocationFailed as exc:
         trace.fail(f"custom allocation failed: {exc.message}")
         raise Refused(exc, entry) from None
-    trace.ok(f"custom allocation chose {answer.iot_hub_host_name}" + (" and returned an initial twin" if answer.initial_twin else ""))
+    trace.ok(
+        f"custom allocation chose {answer.iot_hub_host_name}"
+        + (" and returned an initial twin" if answer.initial_twin else "")
+    )
     return answer.iot_hub_host_name, answer.initial_twin, answer.payload
 
 
 # --------------------------------------------------------------------------- reprovisioning and hub registry
 
 
-def decide_reprovision(*, previous_hub: str | None, initial_hub: str | None, new_hub: str, update_hub: bool, migrate: bool, previous_substatus: str | None) -> tuple[str, str]:
+def decide_reprovision(
+    *,
+    previous_hub: str | None,
+    initial_hub: str | None,
+    new_hub: str,
+    update_hub: bool,
+    migrate: bool,
+    previous_substatus: str | None,
+) -> tuple[str, str]:
     """(substatus, twin source) for a registration; twin source is 'initial', 'migrate' or 'keep'.
 
     Documented in docs/provisioning.md: the same hub with migrate keeps the previous substatus (DPS keeps
@@ -574,11 +670,17 @@ def _assign(
     # DOC:concepts-custom-allocation: when reprovisioning, the webhook's initialTwin counts only if the hub changes and
     # the policy resets to the initial config; "in all other cases, DPS ignores the initialTwin property".
     if webhook_twin is not None and current is not None and not (hub != current and twin_source == "initial"):
-        trace.note("the webhook's initialTwin is ignored: on reprovisioning DPS uses it only when the hub changes and the data is reset")
+        trace.note(
+            "the webhook's initialTwin is ignored: on reprovisioning DPS uses it only when the hub changes and the data is reset"
+        )
         webhook_twin = None
     initial = webhook_twin if webhook_twin is not None else entry.initial_twin
     twin = twin_of(old_device) if twin_source in ("keep", "migrate") and old_device else twin_from_initial(initial)
-    source = "the webhook's initial twin" if webhook_twin is not None else ("the entry's initial twin" if entry.initial_twin else "nothing (the entry has no initial twin): empty")
+    source = (
+        "the webhook's initial twin"
+        if webhook_twin is not None
+        else ("the entry's initial twin" if entry.initial_twin else "nothing (the entry has no initial twin): empty")
+    )
     trace.note(
         {
             "initial": f"twin: set from {source}",
@@ -622,7 +724,11 @@ def _assign(
         from dpsctl.core.tpm import seal_to_endorsement_key
 
         # The hub key travels to the device encrypted to its endorsement key, as DPS's authenticationKey does.
-        state["tpm"] = {"authenticationKey": seal_to_endorsement_key(entry.attestation.endorsement_key or "", match.device_key or "")}
+        state["tpm"] = {
+            "authenticationKey": seal_to_endorsement_key(
+                entry.attestation.endorsement_key or "", match.device_key or ""
+            )
+        }
     state["_currentHub"] = hub
     state["_currentDeviceId"] = device_id
     state["_initialHub"] = (previous or {}).get("_initialHub") if current else hub
@@ -642,7 +748,16 @@ def _record_spelling(reg_id: str, previous: Json | None, entry: Entry) -> str:
     return reg_id if entry.is_group else entry.id
 
 
-def _refusal_state(tx: Transaction | None, reg_id: str, previous: Json | None, status: str, error: DpsError, entry: Entry | None, match: Match | None, now: datetime) -> Json:
+def _refusal_state(
+    tx: Transaction | None,
+    reg_id: str,
+    previous: Json | None,
+    status: str,
+    error: DpsError,
+    entry: Entry | None,
+    match: Match | None,
+    now: datetime,
+) -> Json:
     """The registration record after a refusal, written in `tx` (None: only built); attempts that never reached an entry leave none (401)."""
     if status == "unauthorized" or entry is None:
         return {"registrationId": reg_id, "status": status}
@@ -675,7 +790,9 @@ def _refusal_state(tx: Transaction | None, reg_id: str, previous: Json | None, s
 # --------------------------------------------------------------------------- results and history
 
 
-def _result(reg_id: str, status: str, state: Json, trace: Trace, error: DpsError | None, match: Match | None, now: datetime) -> ProvisionResult:
+def _result(
+    reg_id: str, status: str, state: Json, trace: Trace, error: DpsError | None, match: Match | None, now: datetime
+) -> ProvisionResult:
     from dpsctl.core.registrations import public_registration
 
     if status == "unauthorized":
@@ -691,7 +808,11 @@ def _result(reg_id: str, status: str, state: Json, trace: Trace, error: DpsError
     cs = None
     if status == "assigned":
         cs = f"HostName={state['assignedHub']};DeviceId={state['deviceId']};"
-        cs += "x509=true" if match and match.device_key is None else f"SharedAccessKey={match.device_key if match else ''}"
+        cs += (
+            "x509=true"
+            if match and match.device_key is None
+            else f"SharedAccessKey={match.device_key if match else ''}"
+        )
     return ProvisionResult(status, reg_id, operation, trace.steps, error, cs)
 
 

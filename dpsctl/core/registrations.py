@@ -29,7 +29,9 @@ def get_registration(tx: Transaction, registration_id: str) -> dict[str, Any]:
     return doc
 
 
-def list_registrations(tx: Transaction, *, group: str | None = None, hub: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+def list_registrations(
+    tx: Transaction, *, group: str | None = None, hub: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
     """Registration records filtered by enrollment group, assigned hub and status (indexed lookups first)."""
     if status is not None:
         status = filter_choice(status, REGISTRATION_STATUSES, "status")
@@ -46,14 +48,25 @@ def list_registrations(tx: Transaction, *, group: str | None = None, hub: str | 
     found = [
         doc
         for doc in docs
-        if (hub is None or (doc.get("assignedHub") or "").lower() == hub) and (status is None or doc.get("status") == status)
+        if (hub is None or (doc.get("assignedHub") or "").lower() == hub)
+        and (status is None or doc.get("status") == status)
     ]
     # A filter naming a hub or group that does not exist is a typo until shown otherwise (records of an unlinked
     # hub or a deleted group still list).
     if hub is not None:
-        require_named(tx.get("hubs", hub) is not None, bool(tx.find("registrations", "hub", hub)), f"IoT hub {hub}", "see `dpsctl hub list`")
+        require_named(
+            tx.get("hubs", hub) is not None,
+            bool(tx.find("registrations", "hub", hub)),
+            f"IoT hub {hub}",
+            "see `dpsctl hub list`",
+        )
     if group is not None:
-        require_named(tx.get("groups", group) is not None, bool(docs), f"enrollment group {group!r}", "see `dpsctl enrollment-group list`")
+        require_named(
+            tx.get("groups", group) is not None,
+            bool(docs),
+            f"enrollment group {group!r}",
+            "see `dpsctl enrollment-group list`",
+        )
     return found
 
 
@@ -61,6 +74,8 @@ def delete_registration(tx: Transaction, registration_id: str, *, etag: str | No
     """Delete a registration record: the device's next registration is an initial assignment again."""
     doc = get_registration(tx, registration_id)
     if etag is not None and not same_etag(etag, doc.get("etag")):
-        raise Conflict(f"registration {registration_id!r} has changed since etag {etag}", hint="show it again and retry")
+        raise Conflict(
+            f"registration {registration_id!r} has changed since etag {etag}", hint="show it again and retry"
+        )
     tx.delete("registrations", doc["registrationId"])
     return doc

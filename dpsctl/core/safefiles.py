@@ -25,22 +25,32 @@ _REASONS: dict[int, tuple[str, str]] = {
     errno.EACCES: ("permission denied", "check the owner and mode of the file and of its folder (ls -ld)"),
     errno.EPERM: ("operation not permitted", "check the owner and mode of the file and of its folder (ls -ld)"),
     errno.EROFS: ("the file system is read-only", "use a folder on a writable file system"),
-    errno.ENOSPC: ("the disk is full (no space left on device)", "free some space on that disk, or use a folder on another one"),
+    errno.ENOSPC: (
+        "the disk is full (no space left on device)",
+        "free some space on that disk, or use a folder on another one",
+    ),
     errno.EDQUOT: ("the disk quota is exhausted", "free some space, or use a folder on another disk"),
     errno.ENAMETOOLONG: ("the file name is too long for the file system", "use a shorter name"),
     errno.EISDIR: ("it is a directory", "give the path of a file"),
     errno.ENOTDIR: ("a part of the path is not a directory", "check the path"),
     errno.ENOENT: ("it does not exist", "check the path (and that its folder exists)"),
-    errno.ELOOP: ("it is a symbolic link, which dpsctl does not follow here", "remove the link (rm PATH) and run the command again"),
+    errno.ELOOP: (
+        "it is a symbolic link, which dpsctl does not follow here",
+        "remove the link (rm PATH) and run the command again",
+    ),
     errno.EMFILE: ("this process has too many open files", "raise the limit (ulimit -n)"),
     errno.EIO: ("an input/output error (a failing disk?)", "check the disk (dmesg)"),
 }
 
 
-def os_error(exc: OSError, path: str | os.PathLike[str] | None, doing: str, error: type[DpsError] = StoreError) -> DpsError:
+def os_error(
+    exc: OSError, path: str | os.PathLike[str] | None, doing: str, error: type[DpsError] = StoreError
+) -> DpsError:
     """A one-line error for an OSError: what was done, to which path, why it failed, and what to do."""
     where = exc.filename if exc.filename is not None else path
-    reason, hint = _REASONS.get(exc.errno or 0, (exc.strerror or str(exc), "check the path, the disk and the permissions"))
+    reason, hint = _REASONS.get(
+        exc.errno or 0, (exc.strerror or str(exc), "check the path, the disk and the permissions")
+    )
     if where is None:
         return error(f"the operating system refused: {reason}", hint=hint)
     return error(f"cannot {doing} {where}: {reason}", hint=hint)
@@ -48,8 +58,14 @@ def os_error(exc: OSError, path: str | os.PathLike[str] | None, doing: str, erro
 
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in words."""
-    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "symbolic link")):
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISLNK, "symbolic link"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -62,7 +78,9 @@ def read_bounded(path: str | os.PathLike[str], what: str, limit: int, error: typ
     except FileNotFoundError:
         raise error(f"{what} {path} does not exist") from None
     except PermissionError:
-        raise error(f"{what} {path} is not readable (permission denied)", hint="check its owner and mode (ls -l)") from None
+        raise error(
+            f"{what} {path} is not readable (permission denied)", hint="check its owner and mode (ls -l)"
+        ) from None
     except OSError as exc:
         raise os_error(exc, path, f"read {what}", error) from None
     try:
@@ -70,7 +88,10 @@ def read_bounded(path: str | os.PathLike[str], what: str, limit: int, error: typ
         if stat.S_ISDIR(info.st_mode):
             raise error(f"{what} {path} is a directory")
         if not stat.S_ISREG(info.st_mode):
-            raise error(f"{what} {path} is a {file_kind(info.st_mode)}, not a regular file", hint="give the path of a regular file")
+            raise error(
+                f"{what} {path} is a {file_kind(info.st_mode)}, not a regular file",
+                hint="give the path of a regular file",
+            )
         if info.st_size > limit:
             raise error(f"{what} {path} is {_size(info.st_size)}; dpsctl reads files of at most {_size(limit)}")
         chunks, total = [], 0
@@ -81,7 +102,9 @@ def read_bounded(path: str | os.PathLike[str], what: str, limit: int, error: typ
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:  # it grew while we read it
-                raise error(f"{what} {path} is larger than {_size(limit)}; dpsctl reads files of at most {_size(limit)}")
+                raise error(
+                    f"{what} {path} is larger than {_size(limit)}; dpsctl reads files of at most {_size(limit)}"
+                )
     except OSError as exc:
         raise os_error(exc, path, f"read {what}", error) from None
     finally:

@@ -42,7 +42,7 @@ def device_resource_uri(id_scope: str, registration_id: str) -> str:
 
 def sign(key: bytes, sr: str, se: int) -> str:
     """Return Base64(HMAC-SHA256(key, sr + "\\n" + se)), the signature DPS expects."""
-    message = f"{sr}\n{se}".encode("utf-8")
+    message = f"{sr}\n{se}".encode()
     return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode("ascii")
 
 

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from dpsctl.core.clock import format_timestamp
 from dpsctl.core.errors import Conflict, InvalidInput, StoreError
-from dpsctl.core.models import SERVICE_POLICIES, ServiceSettings, _choice
 from dpsctl.core.ids import validate_id_scope
+from dpsctl.core.models import SERVICE_POLICIES, ServiceSettings, _choice
 from dpsctl.store import Transaction
 
 ARM_POLICY = {"hashed": "Hashed", "geoLatency": "GeoLatency", "static": "Static"}
@@ -24,7 +24,10 @@ def new_service(now: datetime, *, id_scope: str | None = None, allocation_policy
     from dpsctl.core.keys import generate_key
 
     if allocation_policy.lower() == "custom":
-        raise InvalidInput("custom allocation cannot be the service default", hint="set it on enrollments with --allocation-policy custom")
+        raise InvalidInput(
+            "custom allocation cannot be the service default",
+            hint="set it on enrollments with --allocation-policy custom",
+        )
     return ServiceSettings(
         id_scope=validate_id_scope(id_scope) if id_scope else random_id_scope(),
         allocation_policy=_choice(allocation_policy, SERVICE_POLICIES, "allocation policy"),
@@ -53,21 +56,30 @@ def save_service(tx: Transaction, settings: ServiceSettings) -> None:
 def init_service(tx: Transaction, now: datetime, *, id_scope: str | None, allocation_policy: str) -> ServiceSettings:
     """Create the service explicitly; refuses when the store already has one."""
     if tx.get("service", "service") is not None:
-        raise Conflict("the store already exists", hint="use another --db path, or `dpsctl service update` to change settings")
+        raise Conflict(
+            "the store already exists", hint="use another --db path, or `dpsctl service update` to change settings"
+        )
     settings = new_service(now, id_scope=id_scope, allocation_policy=allocation_policy)
     save_service(tx, settings)
     return settings
 
 
-def update_service(tx: Transaction, now: datetime, *, allocation_policy: str | None, location: str | None) -> ServiceSettings:
+def update_service(
+    tx: Transaction, now: datetime, *, allocation_policy: str | None, location: str | None
+) -> ServiceSettings:
     """Change the default allocation policy or the service location."""
     from dataclasses import replace
 
     settings = load_service(tx, now)
     if allocation_policy is not None:
         if allocation_policy.lower() == "custom":
-            raise InvalidInput("custom allocation cannot be the service default, as in DPS", hint="set it on enrollments with --allocation-policy custom")
-        settings = replace(settings, allocation_policy=_choice(allocation_policy, SERVICE_POLICIES, "allocation policy"))
+            raise InvalidInput(
+                "custom allocation cannot be the service default, as in DPS",
+                hint="set it on enrollments with --allocation-policy custom",
+            )
+        settings = replace(
+            settings, allocation_policy=_choice(allocation_policy, SERVICE_POLICIES, "allocation policy")
+        )
     if location is not None:
         from dpsctl.core.regions import normalize_region
 
@@ -112,7 +124,9 @@ def ensure_service_key(tx: Transaction, now: datetime) -> ServiceSettings:
     if settings.service_key:
         return settings
     if not tx.writable:
-        raise StoreError("the store has no service key yet", hint="run `dpsctl service connection-string` once to create it")
+        raise StoreError(
+            "the store has no service key yet", hint="run `dpsctl service connection-string` once to create it"
+        )
     settings = replace(settings, service_key=generate_key(32))
     save_service(tx, settings)
     return settings
@@ -159,7 +173,6 @@ def check_login(settings: ServiceSettings | None, connection_string: str) -> Non
     import hmac
 
     from dpsctl.core.errors import Unauthorized
-
     from dpsctl.core.models import connection_string_fields
 
     fields = connection_string_fields(connection_string)
@@ -169,7 +182,9 @@ def check_login(settings: ServiceSettings | None, connection_string: str) -> Non
             "--login is not a DPS connection string: it has no " + ", ".join(missing),
             hint="expected HostName=...;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=...; print this store's with `dpsctl connection-string show`",
         )
-    service_host = settings.service_host if settings is not None else ServiceSettings(id_scope="0ne00000000").service_host
+    service_host = (
+        settings.service_host if settings is not None else ServiceSettings(id_scope="0ne00000000").service_host
+    )
     host = _host_only(fields["hostname"])
     if host not in (*LOCAL_HOSTS, service_host.lower()):
         raise InvalidInput(
@@ -177,7 +192,11 @@ def check_login(settings: ServiceSettings | None, connection_string: str) -> Non
             hint="point the script at this store's own connection string: `dpsctl connection-string show --query connectionString -o tsv`, or drop --login",
         )
     key = settings.service_key if settings is not None else None
-    if fields["sharedaccesskeyname"] != SERVICE_POLICY or not key or not hmac.compare_digest(fields["sharedaccesskey"].encode(), key.encode()):
+    if (
+        fields["sharedaccesskeyname"] != SERVICE_POLICY
+        or not key
+        or not hmac.compare_digest(fields["sharedaccesskey"].encode(), key.encode())
+    ):
         raise Unauthorized(
             f"--login is not authorized for {service_host}: its policy {fields['sharedaccesskeyname']!r} or key is not this store's",
             hint="use this store's connection string: `dpsctl connection-string show --query connectionString -o tsv`",

@@ -200,7 +200,11 @@ def public_key_in(text: str, field: str, source: str) -> str:
             document = json.loads(text)
         except (ValueError, RecursionError):
             raise InvalidInput(f"{source} is neither Base64 nor a dpsctl software TPM file") from None
-        if not isinstance(document, dict) or document.get("format") != FILE_FORMAT or not isinstance(document.get(field), str):
+        if (
+            not isinstance(document, dict)
+            or document.get("format") != FILE_FORMAT
+            or not isinstance(document.get(field), str)
+        ):
             raise InvalidInput(f"{source} is JSON but not a dpsctl software TPM file with {field}")
         return document[field]
     return "".join(text.split())

@@ -6,19 +6,19 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from dpsctl.core.enrollments import KIND, AnyEnrollment, certificate_ref, check_entry
 from dpsctl.core.errors import DpsError, InvalidInput
 from dpsctl.core.jsondepth import MAX_DOCUMENT_DEPTH, check_depth, parse_json
-from dpsctl.core.enrollments import KIND, AnyEnrollment, certificate_ref, check_entry
 from dpsctl.core.models import (
     Attestation,
     EnrollmentGroup,
     IndividualEnrollment,
     LinkedHub,
-    check_hub_connection_string,
-    default_hub_connection_string,
     ServiceSettings,
     _check_keys,
     _expect,
+    check_hub_connection_string,
+    default_hub_connection_string,
 )
 from dpsctl.core.service import count_operations, load_service, save_service
 from dpsctl.store import Transaction
@@ -48,7 +48,8 @@ class ImportPlan:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "counts": {
-                action: sum(len(v) for v in getattr(self, action).values()) for action in ("created", "updated", "unchanged")
+                action: sum(len(v) for v in getattr(self, action).values())
+                for action in ("created", "updated", "unchanged")
             },
         }
 
@@ -84,8 +85,10 @@ def _load_yaml(text: str, source: str) -> Any:
         node = yaml.compose(text, Loader=loader)
         if node is not None and _has_alias(node, set()):
             # Aliases are how "billion laughs" documents expand; enrollment files never need them.
-            raise InvalidInput(f"{source} uses YAML anchors/aliases, which dpsctl does not accept", hint="write the values out in full")
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+            raise InvalidInput(
+                f"{source} uses YAML anchors/aliases, which dpsctl does not accept", hint="write the values out in full"
+            )
+        return yaml.load(text, Loader=loader)
     except RecursionError:  # composing and the alias check recurse once per level
         raise InvalidInput(f"{source} nests YAML collections too deeply to be an import document") from None
     except yaml.YAMLError as exc:
@@ -114,7 +117,11 @@ def _records(doc: dict[str, Any], name: str) -> list[Any]:
 
 def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
     """A record without the fields the service stamps, for deciding 'unchanged'."""
-    return {k: v for k, v in doc.items() if k not in ("etag", "createdDateTimeUtc", "lastUpdatedDateTimeUtc", "registrationState")}
+    return {
+        k: v
+        for k, v in doc.items()
+        if k not in ("etag", "createdDateTimeUtc", "lastUpdatedDateTimeUtc", "registrationState")
+    }
 
 
 def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
@@ -125,15 +132,26 @@ def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
 
         if att.primary_key and att.secondary_key:
             return entry
-        return replace(entry, attestation=replace(att, primary_key=att.primary_key or generate_key(), secondary_key=att.secondary_key or generate_key()))
+        return replace(
+            entry,
+            attestation=replace(
+                att, primary_key=att.primary_key or generate_key(), secondary_key=att.secondary_key or generate_key()
+            ),
+        )
     if att.type == "tpm":
         from dpsctl.core.tpm import validate_endorsement_key
 
-        return replace(entry, attestation=replace(att, endorsement_key=validate_endorsement_key(att.endorsement_key or "")))
+        return replace(
+            entry, attestation=replace(att, endorsement_key=validate_endorsement_key(att.endorsement_key or ""))
+        )
     reg_id = None if entry.is_group else entry.id
     where = f"{'enrollmentGroups' if entry.is_group else 'enrollments'} {entry.id!r}"
     refs = [
-        certificate_ref(ref.certificate, f"{where} {slot} certificate", registration_id=reg_id, require_ca=entry.is_group) if ref else None
+        certificate_ref(
+            ref.certificate, f"{where} {slot} certificate", registration_id=reg_id, require_ca=entry.is_group
+        )
+        if ref
+        else None
         for slot, ref in (("primary", att.primary_cert), ("secondary", att.secondary_cert))
     ]
     if refs[0] is None and not att.primary_ca:
@@ -144,7 +162,11 @@ def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
 def _keep_existing_keys(new: AnyEnrollment, old_doc: dict[str, Any] | None, given: dict[str, Any]) -> AnyEnrollment:
     """A key the file leaves out keeps its stored value (an export without --show-keys has none to give)."""
     keys = given.get("attestation", {}).get("symmetricKey") or {}
-    if old_doc is None or new.attestation.type != "symmetricKey" or (keys.get("primaryKey") and keys.get("secondaryKey")):
+    if (
+        old_doc is None
+        or new.attestation.type != "symmetricKey"
+        or (keys.get("primaryKey") and keys.get("secondaryKey"))
+    ):
         return new
     old = Attestation.from_dict(old_doc["attestation"], group=new.is_group)
     if old.type != "symmetricKey":
@@ -168,7 +190,9 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
     new_service = service
     if doc.get("service") is not None:
         given = ServiceSettings.from_dict({**service.to_dict(), **_expect(doc["service"], dict, "service")}, "service")
-        new_service = replace(given, operations=service.operations, created=service.created, history_sequence=service.history_sequence)
+        new_service = replace(
+            given, operations=service.operations, created=service.created, history_sequence=service.history_sequence
+        )
         if new_service != service:
             plan.service = "updated"
 
@@ -200,7 +224,9 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         old = tx.get("hubs", hub.name)
         if "=****" in hub.connection_string:
             # An export without --show-keys masks hub keys: keep the stored key, or simulate a new one.
-            hub = replace(hub, connection_string=old["connectionString"] if old else default_hub_connection_string(hub.name))
+            hub = replace(
+                hub, connection_string=old["connectionString"] if old else default_hub_connection_string(hub.name)
+            )
         else:
             check_hub_connection_string(hub.connection_string, hub.name)
         if hub.location is None:
@@ -242,7 +268,9 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
             continue
         if old is None:
             # Keep the file's stamps so that export -> import reproduces a store exactly.
-            entry = replace(entry, etag=entry.etag or new_etag(), created=entry.created or ts, updated=entry.updated or ts)
+            entry = replace(
+                entry, etag=entry.etag or new_etag(), created=entry.created or ts, updated=entry.updated or ts
+            )
             plan.created[name].append(entry.id)
         else:
             entry = replace(entry, etag=new_etag(), created=old.get("createdDateTimeUtc"), updated=ts)
@@ -271,7 +299,13 @@ def _parse_cas(doc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
             raise InvalidInput(f"{where} repeats CA name {name!r}")
         names.add(name.lower())
         verified = _expect(raw.get("isVerified", False), bool, f"{where}.isVerified")
-        record = ca_record(name, _expect(raw.get("certificate"), str, f"{where}.certificate"), f"{where} ({name})", verified=verified, now=now)
+        record = ca_record(
+            name,
+            _expect(raw.get("certificate"), str, f"{where}.certificate"),
+            f"{where} ({name})",
+            verified=verified,
+            now=now,
+        )
         for stamp in ("created", "updated", "etag"):
             if raw.get(stamp):
                 record[stamp] = _expect(raw[stamp], str, f"{where}.{stamp}")
@@ -301,7 +335,9 @@ def _check_import_limits(tx: Transaction, group_types: dict[str, int]) -> None:
     from dpsctl.core.enrollments import MAX_GROUPS_PER_TYPE, MAX_INDIVIDUAL_ENROLLMENTS
 
     if tx.count("enrollments") > MAX_INDIVIDUAL_ENROLLMENTS:
-        raise InvalidInput(f"the import would exceed {MAX_INDIVIDUAL_ENROLLMENTS:,} individual enrollments, the DPS limit")
+        raise InvalidInput(
+            f"the import would exceed {MAX_INDIVIDUAL_ENROLLMENTS:,} individual enrollments, the DPS limit"
+        )
     for kind in group_types:
         if len(tx.find("groups", "attestation", kind)) > MAX_GROUPS_PER_TYPE:
             raise InvalidInput(f"the import would exceed {MAX_GROUPS_PER_TYPE} {kind} enrollment groups, the DPS limit")
@@ -316,7 +352,14 @@ def export_document(tx: Transaction, now: datetime, *, show_keys: bool = False) 
     return {
         "service": service,
         "linkedHubs": [LinkedHub.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("hubs")],
-        "certificates": [{k: d[k] for k in ("name", "certificate", "isVerified", "created", "updated", "etag") if d.get(k) is not None} for d in tx.scan("cas")],
+        "certificates": [
+            {
+                k: d[k]
+                for k in ("name", "certificate", "isVerified", "created", "updated", "etag")
+                if d.get(k) is not None
+            }
+            for d in tx.scan("cas")
+        ],
         "enrollments": [IndividualEnrollment.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("enrollments")],
         "enrollmentGroups": [EnrollmentGroup.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("groups")],
     }

@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import TypeAlias, TypeVar
 
@@ -65,18 +65,25 @@ def load_private_key(data: bytes | str, *, source: str, password: bytes | None =
     is_pem = _looks_like_pem(raw)
     try:
         if is_pem:
-            key = serialization.load_pem_private_key(_pem_private_key_block(raw, source=source, encrypted=password is not None), password=password)
+            key = serialization.load_pem_private_key(
+                _pem_private_key_block(raw, source=source, encrypted=password is not None), password=password
+            )
         else:
             key = serialization.load_der_private_key(raw, password=password)
     except TypeError:
         if password is not None:
-            raise InvalidInput(f"{source}: the key is not encrypted, but a passphrase was given", hint="drop the passphrase") from None
+            raise InvalidInput(
+                f"{source}: the key is not encrypted, but a passphrase was given", hint="drop the passphrase"
+            ) from None
         # cryptography signals "this key needs a password" with TypeError.
         raise _encrypted_key_error(source) from None
     except _PARSE_ERRORS:
         # The original exception is dropped on purpose: it must never drag key bytes into a message.
         if password is not None:
-            raise InvalidInput(f"{source}: the passphrase does not open this private key (or the key is damaged)", hint="check the passphrase") from None
+            raise InvalidInput(
+                f"{source}: the passphrase does not open this private key (or the key is damaged)",
+                hint="check the passphrase",
+            ) from None
         raise InvalidInput(
             f"{source}: found {'a damaged PEM key' if is_pem else _describe_der(raw)}, not a usable private key",
             hint="pass an unencrypted PEM or DER private key file",
@@ -228,7 +235,7 @@ def _describe_der(data: bytes) -> str:
         return "a private key"
     except TypeError:
         return "an encrypted private key"
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to parse means "not a private key"
         pass
     for kind, probe in (
         ("a public key", serialization.load_der_public_key),
@@ -237,7 +244,7 @@ def _describe_der(data: bytes) -> str:
         try:
             probe(data)
             return kind
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure to parse means "not this kind"
             pass
     if _is_printable_text(data):
         return "text"
@@ -608,8 +615,8 @@ def _extension(cert: x509.Certificate, kind: type[_Ext]) -> _Ext | None:
 def _as_utc(moment: datetime) -> datetime:
     """An aware UTC datetime; a naive one is taken as UTC, as cryptography does."""
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _key_kind(key: object) -> str:

@@ -77,7 +77,9 @@ def run(
         if store is not None:
             store.close()
         raise
-    _banner(running.host, running.port, running.mqtt_port, store.location, store.backend, settings.id_scope, files, options)
+    _banner(
+        running.host, running.port, running.mqtt_port, store.location, store.backend, settings.id_scope, files, options
+    )
 
     stop = threading.Event()
     previous = {}
@@ -98,12 +100,16 @@ def run(
     return 0
 
 
-def _banner(host: str, port: int, mqtt_port: int | None, db: str, backend: str, id_scope: str, files: TlsFiles, options: Options) -> None:
+def _banner(
+    host: str, port: int, mqtt_port: int | None, db: str, backend: str, id_scope: str, files: TlsFiles, options: Options
+) -> None:
     shown = f"[{host}]" if ":" in host else host
     name = "localhost" if host in ("127.0.0.1", "::1", "0.0.0.0", "::", "localhost") else host
     lines = [f"dpsctl serve {__version__}: listening on https://{shown}:{port}"]
     if mqtt_port is not None:
-        lines.append(f"  MQTT         mqtts://{shown}:{mqtt_port} (MQTT 3.1.1 over TLS); MQTT over WebSockets at wss://{shown}:{port}/$iothub/websocket")
+        lines.append(
+            f"  MQTT         mqtts://{shown}:{mqtt_port} (MQTT 3.1.1 over TLS); MQTT over WebSockets at wss://{shown}:{port}/$iothub/websocket"
+        )
     lines.append(f"  store        {db} ({backend}), ID scope {id_scope}")
     if files.ca is not None:
         made = " (new: trust it once)" if files.created else ""
@@ -111,14 +117,27 @@ def _banner(host: str, port: int, mqtt_port: int | None, db: str, backend: str, 
     else:
         lines.append(f"  certificate  {files.cert} (clients must trust its issuer)")
     ca = str(files.ca or "<the CA of your --tls-cert>")
-    python_port = "" if mqtt_port == 8883 else f" (the Python SDK connects to port 8883 only; this MQTT port is {mqtt_port})" if mqtt_port else " (MQTT is off: --mqtt-port 8883 turns it on)"
+    python_port = (
+        ""
+        if mqtt_port == 8883
+        else f" (the Python SDK connects to port 8883 only; this MQTT port is {mqtt_port})"
+        if mqtt_port
+        else " (MQTT is off: --mqtt-port 8883 turns it on)"
+    )
     lines += [
         f"  Python SDK   ProvisioningDeviceClient.create_from_symmetric_key(provisioning_host={name!r}, registration_id=..., id_scope={id_scope!r}, symmetric_key=..., server_verification_cert=open({ca!r}).read()){python_port}",
-        f"               websockets=True uses wss://{name}:443: run `dpsctl serve --port 443`" + ("" if port == 443 else f" (this HTTPS port is {port})"),
-        f"  Node SDK     NODE_EXTRA_CA_CERTS={ca}; Http transport: https://{name}:{port}" + (f"; Mqtt transport: port {mqtt_port}" if mqtt_port else ""),
+        f"               websockets=True uses wss://{name}:443: run `dpsctl serve --port 443`"
+        + ("" if port == 443 else f" (this HTTPS port is {port})"),
+        f"  Node SDK     NODE_EXTRA_CA_CERTS={ca}; Http transport: https://{name}:{port}"
+        + (f"; Mqtt transport: port {mqtt_port}" if mqtt_port else ""),
         f"  devices      PUT https://{name}:{port}/{id_scope}/registrations/{{registrationId}}/register",
         f"  service      https://{name}:{port} with `dpsctl service connection-string --port {port}`",
-        "  answers      " + ("200 at once (--fast)" if options.fast else f"202 assigning, then 200 on the poll after {options.assigning_delay:g} s"),
+        "  answers      "
+        + (
+            "200 at once (--fast)"
+            if options.fast
+            else f"202 assigning, then 200 on the poll after {options.assigning_delay:g} s"
+        ),
     ]
     faults = [f"{f.status} on {f.rate:.0%} of device requests (Retry-After {f.retry_after} s)" for f in options.faults]
     if options.registrations_per_minute:

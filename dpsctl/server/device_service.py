@@ -25,7 +25,15 @@ from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, X5
 from dpsctl.core.clock import Clock, SystemClock, new_operation_id
 from dpsctl.core.errors import Disabled, DpsError, InvalidInput, StoreBusy, Unauthorized
 from dpsctl.core.jsondepth import parse_json
-from dpsctl.core.provisioning import Plan, ProvisionResult, RegistrationRequest, check_request, diagnose, plan_registration, provision_planned
+from dpsctl.core.provisioning import (
+    Plan,
+    ProvisionResult,
+    RegistrationRequest,
+    check_request,
+    diagnose,
+    plan_registration,
+    provision_planned,
+)
 from dpsctl.core.registrations import public_registration
 from dpsctl.core.service import load_service
 from dpsctl.core.tpm import issue_challenge, seal_to_endorsement_key, validate_endorsement_key
@@ -85,14 +93,23 @@ class DeviceReply:
 class DeviceService:
     """The device API over one store, shared by every front end of one `serve`."""
 
-    def __init__(self, access: StoreAccess, options: Options | None = None, *, clock: Clock | None = None, faults: FaultInjector | None = None) -> None:
+    def __init__(
+        self,
+        access: StoreAccess,
+        options: Options | None = None,
+        *,
+        clock: Clock | None = None,
+        faults: FaultInjector | None = None,
+    ) -> None:
         self.access = access
         self.options = options or Options()
         self.clock = clock or SystemClock()
         self.book = OperationBook(self.clock)
         self.faults = faults or FaultInjector(self.options.faults)
         self.limiter = RateLimiter(self.options.registrations_per_minute, self.clock)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, self.options.allocation_workers), thread_name_prefix="dpsctl-allocate")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, self.options.allocation_workers), thread_name_prefix="dpsctl-allocate"
+        )
         self._in_flight: set[Future[None]] = set()
         self._lock = threading.Lock()
         self.refused = 0  # authentication refusals since start: counted here, never written to the store
@@ -114,14 +131,21 @@ class DeviceService:
 
     # -- the three calls
 
-    def register(self, id_scope: str, registration_id: str, presented: Presented, body: bytes, *, tpm_allowed: bool = True) -> DeviceReply:
+    def register(
+        self, id_scope: str, registration_id: str, presented: Presented, body: bytes, *, tpm_allowed: bool = True
+    ) -> DeviceReply:
         """PUT .../register: authenticate now; allocate on the pool (or at once with --fast)."""
         self.faults.check()
         self.limiter.check()
         document = _device_registration(body, registration_id)
         tpm = document.get("tpm")
         if tpm is not None and not tpm_allowed:
-            raise Refusal(400, E_BAD_REQUEST, "TPM attestation is not supported over MQTT", hint="DPS takes TPM devices over HTTPS or AMQP; use the HTTPS transport")
+            raise Refusal(
+                400,
+                E_BAD_REQUEST,
+                "TPM attestation is not supported over MQTT",
+                hint="DPS takes TPM devices over HTTPS or AMQP; use the HTTPS transport",
+            )
         challenge: Challenge | None = None
         with self.access.read() as tx:
             self._check_scope(tx, id_scope)
@@ -142,8 +166,12 @@ class DeviceService:
                     self.book.save_challenge(tx, registration_id, _ek(tpm), challenge.key)
             body = {"authenticationKey": challenge.blob, "keyName": TPM_KEY_NAME}
             return DeviceReply(401, body, note="TPM challenge issued (401 with authenticationKey)")
-        tpm_keys = {"endorsementKey": _ek(tpm), "storageRootKey": tpm.get("storageRootKey")} if isinstance(tpm, dict) else None
-        operation = self.book.new(new_operation_id(), id_scope, registration_id, delay=self.options.assigning_delay, tpm=tpm_keys)
+        tpm_keys = (
+            {"endorsementKey": _ek(tpm), "storageRootKey": tpm.get("storageRootKey")} if isinstance(tpm, dict) else None
+        )
+        operation = self.book.new(
+            new_operation_id(), id_scope, registration_id, delay=self.options.assigning_delay, tpm=tpm_keys
+        )
         if self.options.fast:
             self._allocate(operation, plan, busy_retries=0)  # a busy store is the device's 503 (Retry-After)
             result = operation.result or _internal_error(operation)
@@ -158,23 +186,40 @@ class DeviceService:
         body = {"operationId": operation.operation_id, "status": "assigning"}
         return DeviceReply(202, body, retry, note=f"{registration_id} assigning (operation {operation.operation_id})")
 
-    def operation_status(self, id_scope: str, registration_id: str, operation_id: str, presented: Presented) -> DeviceReply:
+    def operation_status(
+        self, id_scope: str, registration_id: str, operation_id: str, presented: Presented
+    ) -> DeviceReply:
         """GET .../operations/{id}: 202 while assigning, then the outcome (RegistrationOperationStatus)."""
         self.faults.check()
         with self.access.read() as tx:
             self._check_scope(tx, id_scope)
             operation = self.book.get(tx, operation_id)
-            if operation is None or operation.registration_id.lower() != registration_id.lower() or operation.id_scope.lower() != id_scope.lower():
-                raise Refusal(404, E_OPERATION_NOT_FOUND, f"operation {operation_id!r} not found for {registration_id!r}", hint="operations are kept for 30 minutes; register again")
+            if (
+                operation is None
+                or operation.registration_id.lower() != registration_id.lower()
+                or operation.id_scope.lower() != id_scope.lower()
+            ):
+                raise Refusal(
+                    404,
+                    E_OPERATION_NOT_FOUND,
+                    f"operation {operation_id!r} not found for {registration_id!r}",
+                    hint="operations are kept for 30 minutes; register again",
+                )
             if operation.tpm is not None:
-                credential, _ = self._tpm_credential(tx, registration_id, operation.tpm, presented.sas_token, issue=False)
+                credential, _ = self._tpm_credential(
+                    tx, registration_id, operation.tpm, presented.sas_token, issue=False
+                )
             else:
                 credential = _credential(presented)
             self._authenticate(tx, credential, registration_id)
         remaining = self.book.seconds_until_ready(operation)
         if operation.result is None or (remaining > 0 and not self.options.fast):
             wait = _whole_seconds(remaining) if operation.result is not None else 1
-            body = {"operationId": operation_id, "status": "assigning", "registrationState": {"registrationId": registration_id, "status": "assigning"}}
+            body = {
+                "operationId": operation_id,
+                "status": "assigning",
+                "registrationState": {"registrationId": registration_id, "status": "assigning"},
+            }
             return DeviceReply(202, body, wait, note=f"{registration_id} assigning")
         return DeviceReply(200, operation.result, note=_outcome_note(registration_id, operation.result))
 
@@ -193,7 +238,12 @@ class DeviceService:
             self._authenticate(tx, credential, registration_id)
             record = tx.get("registrations", registration_id)
         if record is None:
-            raise Refusal(404, E_REGISTRATION_NOT_FOUND, f"no registration record for {registration_id!r}", hint="the device has not registered yet")
+            raise Refusal(
+                404,
+                E_REGISTRATION_NOT_FOUND,
+                f"no registration record for {registration_id!r}",
+                hint="the device has not registered yet",
+            )
         return DeviceReply(200, public_registration(record), note=f"{registration_id} {record.get('status')}")
 
     # -- allocation, on the pool
@@ -214,7 +264,14 @@ class DeviceService:
         try:
             for attempt in range(busy_retries + 1):
                 try:
-                    result = provision_planned(self.access, plan, self.clock.now, webhook_timeout=self.options.webhook_timeout, record_refusals=False, alongside=record)
+                    result = provision_planned(
+                        self.access,
+                        plan,
+                        self.clock.now,
+                        webhook_timeout=self.options.webhook_timeout,
+                        record_refusals=False,
+                        alongside=record,
+                    )
                     if operation.result is None:  # refused without a record (a disabled entry before attesting)
                         record_unwritten = {**result.operation, "operationId": operation.operation_id}
                         operation.result, operation.status = record_unwritten, result.status
@@ -235,7 +292,12 @@ class DeviceService:
     def _fail(self, operation: Operation, message: str) -> None:
         """Record a failed outcome that the engine did not produce (an error while allocating)."""
         _log.warning("allocation of %s failed: %s", operation.registration_id, message)
-        state = {"registrationId": operation.registration_id, "status": "failed", "errorCode": E_INTERNAL, "errorMessage": message}
+        state = {
+            "registrationId": operation.registration_id,
+            "status": "failed",
+            "errorCode": E_INTERNAL,
+            "errorMessage": message,
+        }
         operation.result = {"operationId": operation.operation_id, "status": "failed", "registrationState": state}
         operation.status = "failed"
         try:
@@ -255,7 +317,12 @@ class DeviceService:
         actual = load_service(tx, self.clock.now()).id_scope
         if actual.lower() != id_scope.lower():
             self.refused += 1
-            raise Refusal(401, E_UNAUTHORIZED, f"ID scope {id_scope!r} is not this service's", hint="see `dpsctl service show` for the ID scope")
+            raise Refusal(
+                401,
+                E_UNAUTHORIZED,
+                f"ID scope {id_scope!r} is not this service's",
+                hint="see `dpsctl service show` for the ID scope",
+            )
 
     def _authenticate(self, tx: Transaction, credential: Credential, registration_id: str) -> None:
         """Attestation only, nothing written. A disabled entry passes: its device learns "disabled" from the outcome."""
@@ -266,7 +333,9 @@ class DeviceService:
                 raise Refusal(401, E_UNAUTHORIZED, diagnosis.error.message, hint=diagnosis.error.hint)
             raise refusal_for(diagnosis.error)
 
-    def _tpm_credential(self, tx: Transaction, registration_id: str, tpm: Any, token: str | None, *, issue: bool = True) -> tuple[Credential, Challenge | None]:
+    def _tpm_credential(
+        self, tx: Transaction, registration_id: str, tpm: Any, token: str | None, *, issue: bool = True
+    ) -> tuple[Credential, Challenge | None]:
         """A TPM device: its first request gets the 401 challenge; its signed retry is checked against that challenge.
 
         A pending challenge is never replaced by another request for the same device and EK: anyone may know
@@ -280,7 +349,10 @@ class DeviceService:
             return TpmCredential(endorsement_key, storage_root_key, lambda _blob: token, challenge_key=key), None
 
         def unanswered(_blob: str) -> str:
-            raise Unauthorized("no answer to the TPM challenge", hint="answer the 401's authenticationKey with a SAS token signed by the TPM")
+            raise Unauthorized(
+                "no answer to the TPM challenge",
+                hint="answer the 401's authenticationKey with a SAS token signed by the TPM",
+            )
 
         refused = TpmCredential(endorsement_key, storage_root_key, unanswered)
         if not issue:
@@ -292,7 +364,9 @@ class DeviceService:
         if key is None:
             key, blob = issue_challenge(endorsement_key)
             return refused, Challenge(key, blob, new=True)
-        return refused, Challenge(key, seal_to_endorsement_key(endorsement_key, base64.b64encode(key).decode("ascii")), new=False)
+        return refused, Challenge(
+            key, seal_to_endorsement_key(endorsement_key, base64.b64encode(key).decode("ascii")), new=False
+        )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -301,7 +375,11 @@ class DeviceService:
 def _device_registration(body: bytes, registration_id: str) -> Json:
     """The DeviceRegistration body: a JSON object whose registrationId, if any, is the path's."""
     if len(body) > MAX_DEVICE_BODY_BYTES:
-        raise Refusal(413, E_TOO_LARGE, f"the request body is {len(body)} bytes; DPS takes at most {MAX_DEVICE_BODY_BYTES} (96 KB)")
+        raise Refusal(
+            413,
+            E_TOO_LARGE,
+            f"the request body is {len(body)} bytes; DPS takes at most {MAX_DEVICE_BODY_BYTES} (96 KB)",
+        )
     if not body.strip():
         return {}
     try:
@@ -314,7 +392,11 @@ def _device_registration(body: bytes, registration_id: str) -> Json:
         raise Refusal(400, E_BAD_REQUEST, "the request body must be a JSON object (DeviceRegistration)")
     given = document.get("registrationId")
     if given is not None and (not isinstance(given, str) or given.lower() != registration_id.lower()):
-        raise Refusal(400, E_BAD_REQUEST, f"registrationId {given!r} in the body is not the {registration_id!r} the device connected as")
+        raise Refusal(
+            400,
+            E_BAD_REQUEST,
+            f"registrationId {given!r} in the body is not the {registration_id!r} the device connected as",
+        )
     tpm = document.get("tpm")
     if tpm is not None and (not isinstance(tpm, dict) or not isinstance(tpm.get("endorsementKey"), str)):
         raise Refusal(400, E_BAD_REQUEST, "tpm.endorsementKey must be a Base64 string")
@@ -372,4 +454,3 @@ def _outcome_note(registration_id: str, operation: Json) -> str:
     if status == "assigned":
         return f"{registration_id} assigned to {state.get('assignedHub')}"
     return f"{registration_id} {status}: {state.get('errorMessage', '')}".rstrip(": ")
-

@@ -12,7 +12,16 @@ from datetime import datetime
 from typing import Any
 
 from dpsctl.core.clock import format_timestamp, utc_now
-from dpsctl.core.errors import AllocationFailed, Conflict, Disabled, DpsError, InvalidInput, NotFound, StoreBusy, Unauthorized
+from dpsctl.core.errors import (
+    AllocationFailed,
+    Conflict,
+    Disabled,
+    DpsError,
+    InvalidInput,
+    NotFound,
+    StoreBusy,
+    Unauthorized,
+)
 
 Json = dict[str, Any]
 
@@ -38,7 +47,9 @@ E_BUSY = 503001
 class Refusal(Exception):
     """A request refused in the DPS error shape (status, errorCode, message, optional hint and headers)."""
 
-    def __init__(self, status: int, code: int, message: str, *, hint: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: int, message: str, *, hint: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code

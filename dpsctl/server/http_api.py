@@ -32,7 +32,9 @@ class DeviceRoute:
 
     def matches(self, rest: list[str]) -> bool:
         """True when the path's remaining segments fit this route."""
-        return len(rest) == len(self.rest) and all(want in ("*", got.lower()) for want, got in zip(self.rest, rest))
+        return len(rest) == len(self.rest) and all(
+            want in ("*", got.lower()) for want, got in zip(self.rest, rest, strict=False)
+        )
 
 
 def _register(api: HttpApi, request: HttpRequest, scope: str, registration_id: str, rest: list[str]) -> DeviceReply:
@@ -88,8 +90,18 @@ class HttpApi:
             _require_api_version(url.query)
             return self._device(request, segments)
         if url.path == WEBSOCKET_PATH:
-            raise Refusal(400, E_NO_RESOURCE, f"{WEBSOCKET_PATH} takes WebSocket upgrades only (subprotocol mqtt)", hint="connect with an MQTT-over-WebSocket client")
-        raise Refusal(404, E_NO_RESOURCE, f"no such resource: {url.path or '/'}", hint="device paths are /{idScope}/registrations/{id}/register; service paths start with /enrollments, /enrollmentGroups or /registrations")
+            raise Refusal(
+                400,
+                E_NO_RESOURCE,
+                f"{WEBSOCKET_PATH} takes WebSocket upgrades only (subprotocol mqtt)",
+                hint="connect with an MQTT-over-WebSocket client",
+            )
+        raise Refusal(
+            404,
+            E_NO_RESOURCE,
+            f"no such resource: {url.path or '/'}",
+            hint="device paths are /{idScope}/registrations/{id}/register; service paths start with /enrollments, /enrollmentGroups or /registrations",
+        )
 
     def _device(self, request: HttpRequest, segments: list[str]) -> HttpResponse:
         scope, registration_id, rest = segments[0], segments[2], segments[3:]
@@ -98,7 +110,12 @@ class HttpApi:
             raise Refusal(404, E_NO_RESOURCE, f"no such device resource: {'/'.join(rest)}")
         route = routes[0]
         if request.method != route.method:
-            raise Refusal(405, E_METHOD, f"{request.method} is not allowed here; use {route.method}", headers={"Allow": route.method})
+            raise Refusal(
+                405,
+                E_METHOD,
+                f"{request.method} is not allowed here; use {route.method}",
+                headers={"Allow": route.method},
+            )
         reply = route.call(self, request, scope, registration_id, rest)
         headers = {"Retry-After": str(reply.retry_after)} if reply.retry_after is not None else {}
         if reply.status == 202 and route.rest == ("register",) and request.host:
@@ -109,9 +126,19 @@ class HttpApi:
 def refusal_response(refusal: Refusal) -> HttpResponse:
     """The response for a refusal: the DPS error body and its code in `x-ms-error-code`."""
     headers = {"x-ms-error-code": str(refusal.code), **refusal.headers}
-    return HttpResponse(refusal.status, error_body(refusal.code, refusal.message, refusal.hint), headers, note=f"{refusal.code} {refusal.message}")
+    return HttpResponse(
+        refusal.status,
+        error_body(refusal.code, refusal.message, refusal.hint),
+        headers,
+        note=f"{refusal.code} {refusal.message}",
+    )
 
 
 def _require_api_version(query: str) -> None:
     if not parse_qs(query).get("api-version"):
-        raise Refusal(400, E_API_VERSION, "the api-version query parameter is missing", hint="add ?api-version=2021-10-01 (devices may use 2019-03-31)")
+        raise Refusal(
+            400,
+            E_API_VERSION,
+            "the api-version query parameter is missing",
+            hint="add ?api-version=2021-10-01 (devices may use 2019-03-31)",
+        )

@@ -52,7 +52,9 @@ def what_arrived(data: bytes) -> str | None:
 class HttpsConnection:
     """One client connection: requests answered in order until either side closes."""
 
-    def __init__(self, server: Server, peer: Peer, api: HttpApi, mqtt_port: int | None, websocket: WebSocketHandler | None) -> None:
+    def __init__(
+        self, server: Server, peer: Peer, api: HttpApi, mqtt_port: int | None, websocket: WebSocketHandler | None
+    ) -> None:
         self.server = server
         self.peer = peer
         self.api = api
@@ -84,14 +86,21 @@ class HttpsConnection:
             pending = b""
             if request is None:
                 return
-            if request.method == "GET" and urlsplit(request.target).path == WEBSOCKET_PATH and _wants_websocket(request) and self.websocket is not None:
+            if (
+                request.method == "GET"
+                and urlsplit(request.target).path == WEBSOCKET_PATH
+                and _wants_websocket(request)
+                and self.websocket is not None
+            ):
                 self.server.log.line(f"{self.peer.address} GET {WEBSOCKET_PATH} 101 WebSocket upgrade (MQTT)")
                 await self.websocket(self.server, self.peer, bytes(self.raw_head))
                 return
             response = await self._answer(request)
             self.server.count_request()
             close = self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE
-            self._log(request.method, request.target, response, started)  # before the send: a client never outruns its line
+            self._log(
+                request.method, request.target, response, started
+            )  # before the send: a client never outruns its line
             await self._send(response, close=close, head_only=request.method == "HEAD")
             if self.conn.our_state is h11.MUST_CLOSE or close:
                 return
@@ -119,9 +128,17 @@ class HttpsConnection:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise Refusal(exc.error_status_hint, E_BAD_REQUEST if exc.error_status_hint != 413 else E_TOO_LARGE, f"malformed HTTP request: {exc}") from None
+                raise Refusal(
+                    exc.error_status_hint,
+                    E_BAD_REQUEST if exc.error_status_hint != 413 else E_TOO_LARGE,
+                    f"malformed HTTP request: {exc}",
+                ) from None
             if event is h11.NEED_DATA:
-                timeout = first_wait if not waited_first and head is None and not self.raw_head else deadline - time.monotonic()
+                timeout = (
+                    first_wait
+                    if not waited_first and head is None and not self.raw_head
+                    else deadline - time.monotonic()
+                )
                 waited_first = True
                 if timeout <= 0:
                     raise Refusal(408, E_BAD_REQUEST, f"the request took longer than {limits.request_timeout:g} s")
@@ -134,13 +151,23 @@ class HttpsConnection:
             if isinstance(event, h11.Request):
                 head = event
                 if event.http_version not in (b"1.0", b"1.1"):
-                    raise Refusal(505, E_BAD_REQUEST, f"HTTP/{event.http_version.decode()} is not spoken here", hint="use HTTP/1.1")
-                if len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD_BYTES:
+                    raise Refusal(
+                        505,
+                        E_BAD_REQUEST,
+                        f"HTTP/{event.http_version.decode()} is not spoken here",
+                        hint="use HTTP/1.1",
+                    )
+                if (
+                    len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+                    > MAX_HEAD_BYTES
+                ):
                     raise Refusal(431, E_BAD_REQUEST, f"the request head is larger than {MAX_HEAD_BYTES} bytes")
                 limit = _body_limit(event)
                 declared = _declared_length(event)
                 if declared is not None and declared > limit:
-                    raise Refusal(413, E_TOO_LARGE, f"the body is {declared} bytes; this endpoint takes at most {limit}")
+                    raise Refusal(
+                        413, E_TOO_LARGE, f"the body is {declared} bytes; this endpoint takes at most {limit}"
+                    )
                 if _wants_websocket_head(event):
                     return _to_request(event, b"", self.peer)
                 continue
@@ -168,15 +195,30 @@ class HttpsConnection:
                 import traceback
 
                 traceback.print_exc()
-            return refusal_response(Refusal(500, E_INTERNAL, f"unexpected {type(exc).__name__} in dpsctl serve (a bug; DPSCTL_DEBUG=1 prints the traceback)"))
+            return refusal_response(
+                Refusal(
+                    500,
+                    E_INTERNAL,
+                    f"unexpected {type(exc).__name__} in dpsctl serve (a bug; DPSCTL_DEBUG=1 prints the traceback)",
+                )
+            )
 
     async def _send(self, response: HttpResponse, *, close: bool, head_only: bool = False) -> None:
-        payload = b"" if response.body is None else json.dumps(response.body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        payload = (
+            b""
+            if response.body is None
+            else json.dumps(response.body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        )
         headers: list[tuple[bytes, bytes]] = [(b"Server", SERVER_NAME)]
         if response.status != 204:
             # Node parses a body only when it is declared JSON.
-            headers += [(b"Content-Type", b"application/json; charset=utf-8"), (b"Content-Length", str(len(payload)).encode())]
-        headers.append((b"x-ms-request-id", (response.headers.pop("x-ms-request-id", None) or str(uuid.uuid4())).encode()))
+            headers += [
+                (b"Content-Type", b"application/json; charset=utf-8"),
+                (b"Content-Length", str(len(payload)).encode()),
+            ]
+        headers.append(
+            (b"x-ms-request-id", (response.headers.pop("x-ms-request-id", None) or str(uuid.uuid4())).encode())
+        )
         headers += [(name.encode(), value.encode()) for name, value in response.headers.items()]
         if close:
             headers.append((b"Connection", b"close"))
@@ -187,7 +229,10 @@ class HttpsConnection:
             out += self.conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             # The request was too broken for h11 to answer in its state: write a minimal response by hand.
-            out = f"HTTP/1.1 {response.status} Error\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload
+            out = (
+                f"HTTP/1.1 {response.status} Error\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload
+            )
         self.peer.writer.write(out)
         await self.peer.writer.drain()
 
@@ -204,7 +249,9 @@ class _Closed(Exception):
     """The client closed the connection between requests."""
 
 
-async def serve_https(server: Server, peer: Peer, api: HttpApi, mqtt_port: int | None, websocket: WebSocketHandler | None) -> None:
+async def serve_https(
+    server: Server, peer: Peer, api: HttpApi, mqtt_port: int | None, websocket: WebSocketHandler | None
+) -> None:
     """Serve one HTTPS connection."""
     await HttpsConnection(server, peer, api, mqtt_port, websocket).serve()
 
@@ -222,7 +269,11 @@ def _body_limit(head: h11.Request) -> int:
     """The device API takes 96 KB (DPS's documented limit); the service API 4 MiB."""
     path = urlsplit(head.target.decode("latin-1")).path
     segments = [s for s in path.split("/") if s]
-    if len(segments) >= 3 and segments[1].lower() == "registrations" and segments[0].lower() not in ("enrollments", "enrollmentgroups", "registrations"):
+    if (
+        len(segments) >= 3
+        and segments[1].lower() == "registrations"
+        and segments[0].lower() not in ("enrollments", "enrollmentgroups", "registrations")
+    ):
         return MAX_DEVICE_BODY_BYTES
     return MAX_BODY_BYTES
 
@@ -231,7 +282,12 @@ def _declared_length(head: h11.Request) -> int | None:
     lengths = {value for name, value in head.headers if name == b"content-length"}
     encodings = [value for name, value in head.headers if name == b"transfer-encoding"]
     if lengths and encodings:
-        raise Refusal(400, E_BAD_REQUEST, "the request has both Content-Length and Transfer-Encoding", hint="send one of them (RFC 9112 §6.1)")
+        raise Refusal(
+            400,
+            E_BAD_REQUEST,
+            "the request has both Content-Length and Transfer-Encoding",
+            hint="send one of them (RFC 9112 §6.1)",
+        )
     return int(next(iter(lengths))) if lengths else None
 
 
@@ -250,4 +306,6 @@ def _to_request(head: h11.Request, body: bytes, peer: Peer) -> HttpRequest:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return HttpRequest(head.method.decode("ascii"), head.target.decode("latin-1"), headers, body, peer.chain, headers.get("host", ""))
+    return HttpRequest(
+        head.method.decode("ascii"), head.target.decode("latin-1"), headers, body, peer.chain, headers.get("host", "")
+    )

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.x509 import Certificate
-
 from OpenSSL import SSL
 
 from dpsctl.core.errors import Conflict, DpsError, InvalidInput, StoreBusy
@@ -79,7 +78,9 @@ Handler = Callable[["Server", Peer], Coroutine[Any, Any, None]]
 class Server:
     """Listening sockets, the event loop that serves them (in a thread of its own), and the worker pool."""
 
-    def __init__(self, tls: SSL.Context | None, log: RequestLog, *, limits: Limits | None = None, ca: Path | None = None) -> None:
+    def __init__(
+        self, tls: SSL.Context | None, log: RequestLog, *, limits: Limits | None = None, ca: Path | None = None
+    ) -> None:
         self.tls = tls
         self.log = log
         self.limits = _fit_to_descriptors(limits or Limits())
@@ -139,7 +140,9 @@ class Server:
         for sock, name in self._sockets:
             accepted = self._accepting(self._handlers[name], name)
 
-            def factory(accepted: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]] = accepted) -> asyncio.Protocol:
+            def factory(
+                accepted: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]] = accepted,
+            ) -> asyncio.Protocol:
                 return _PausedAtConnect(asyncio.StreamReader(limit=256 * 1024), accepted)
 
             server = await self._loop.create_server(factory, sock=sock)
@@ -199,14 +202,19 @@ class Server:
 
     # -- connections
 
-    def _accepting(self, handler: Handler, name: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]:
+    def _accepting(
+        self, handler: Handler, name: str
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]:
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             if task is not None:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             address = str((writer.get_extra_info("peername") or ("?",))[0])
-            if sum(self._connections.values()) >= self.limits.max_connections or self._connections[address] >= self.limits.max_per_address:
+            if (
+                sum(self._connections.values()) >= self.limits.max_connections
+                or self._connections[address] >= self.limits.max_per_address
+            ):
                 self.refused_connections += 1
                 self._log_refusal(address, name)
                 writer.transport.abort()  # cheap: no handshake, no read
@@ -230,7 +238,9 @@ class Server:
 
         return accepted
 
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, name: str) -> Peer | None:
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, name: str
+    ) -> Peer | None:
         if self.tls is None:
             return None  # bound but not launched: nothing to serve yet
         tls = TlsConnection(self.tls, reader, writer)
@@ -247,7 +257,10 @@ class Server:
         now = time.monotonic()
         if now - self._last_refusal_log >= 1.0:  # one line a second at most: a flood must not flood the log
             self._last_refusal_log = now
-            self.log.line(f"{address} {name} connection refused: {self.refused_connections} so far over the limit of {self.limits.max_connections} connections ({self.limits.max_per_address} per address)", always=True)
+            self.log.line(
+                f"{address} {name} connection refused: {self.refused_connections} so far over the limit of {self.limits.max_connections} connections ({self.limits.max_per_address} per address)",
+                always=True,
+            )
 
     # -- blocking work
 
@@ -261,7 +274,10 @@ class Server:
 
         def timed() -> T:
             if time.monotonic() - queued > timeout:
-                raise StoreBusy(f"the request waited more than {timeout:g} s for a worker", hint="retry after the Retry-After seconds")
+                raise StoreBusy(
+                    f"the request waited more than {timeout:g} s for a worker",
+                    hint="retry after the Retry-After seconds",
+                )
             return call()
 
         self._in_flight += 1
@@ -300,7 +316,9 @@ def _fit_to_descriptors(limits: Limits) -> Limits:
     if room < limits.max_connections:
         from dataclasses import replace
 
-        return replace(limits, max_connections=max(16, room), max_per_address=min(limits.max_per_address, max(16, room)))
+        return replace(
+            limits, max_connections=max(16, room), max_per_address=min(limits.max_per_address, max(16, room))
+        )
     return limits
 
 
@@ -318,7 +336,10 @@ def bind_error(exc: OSError, host: str, port: int, name: str = "https") -> DpsEr
             hint=f"ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another {option}",
         )
     if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-        return InvalidInput(f"cannot listen on {host!r}: {exc.strerror or exc}", hint="use 127.0.0.1, localhost, ::1 or an address of this machine")
+        return InvalidInput(
+            f"cannot listen on {host!r}: {exc.strerror or exc}",
+            hint="use 127.0.0.1, localhost, ::1 or an address of this machine",
+        )
     return InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 

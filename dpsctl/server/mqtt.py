@@ -22,7 +22,17 @@ from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
 from amqtt.mqtt.disconnect import DisconnectPacket
-from amqtt.mqtt.packet import CONNECT, DISCONNECT, PINGREQ, PUBACK, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, MQTTFixedHeader, MQTTPacket
+from amqtt.mqtt.packet import (
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBLISH,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    MQTTFixedHeader,
+    MQTTPacket,
+)
 from amqtt.mqtt.pingreq import PingReqPacket
 from amqtt.mqtt.pingresp import PingRespPacket
 from amqtt.mqtt.puback import PubackPacket
@@ -215,7 +225,15 @@ def parse_username(username: str | None, client_id: str | None) -> DeviceIdentit
 class MqttSession:
     """One device's MQTT connection, from CONNECT to DISCONNECT."""
 
-    def __init__(self, server: Server, devices: DeviceService, stream: ByteStream, address: str, chain: tuple[Certificate, ...], transport: str = "MQTT") -> None:
+    def __init__(
+        self,
+        server: Server,
+        devices: DeviceService,
+        stream: ByteStream,
+        address: str,
+        chain: tuple[Certificate, ...],
+        transport: str = "MQTT",
+    ) -> None:
         self.server = server
         self.devices = devices
         self.stream = stream
@@ -247,7 +265,9 @@ class MqttSession:
         except ProtocolViolation as exc:
             self.server.log.line(f"{self.address} {self.transport} {self._who()}closed: {exc}")
         except TimeoutError:
-            what = "no CONNECT" if self.identity is None else f"nothing within 1.5 x the keep-alive of {self.keep_alive} s"
+            what = (
+                "no CONNECT" if self.identity is None else f"nothing within 1.5 x the keep-alive of {self.keep_alive} s"
+            )
             self.server.log.line(f"{self.address} {self.transport} {self._who()}closed: {what}")
         except asyncio.IncompleteReadError:
             pass  # the client closed the connection
@@ -261,12 +281,18 @@ class MqttSession:
     async def _connect(self, packet: ConnectPacket) -> bool:
         if packet.proto_name != "MQTT" or packet.proto_level != 4:
             await self._connack(BAD_PROTOCOL)
-            self.server.log.line(f"{self.address} {self.transport} CONNECT refused: protocol {packet.proto_name!r} level {packet.proto_level} (DPS speaks MQTT 3.1.1, level 4)")
+            self.server.log.line(
+                f"{self.address} {self.transport} CONNECT refused: protocol {packet.proto_name!r} level {packet.proto_level} (DPS speaks MQTT 3.1.1, level 4)"
+            )
             return False
         identity = parse_username(packet.username, packet.client_id)
         if isinstance(identity, int):
             await self._connack(identity)
-            why = "client ID is not the registration ID" if identity == IDENTIFIER_REJECTED else "user name is not {idScope}/registrations/{registrationId}/api-version=..."
+            why = (
+                "client ID is not the registration ID"
+                if identity == IDENTIFIER_REJECTED
+                else "user name is not {idScope}/registrations/{registrationId}/api-version=..."
+            )
             self.server.log.line(f"{self.address} {self.transport} CONNECT refused: the {why}")
             return False
         self.identity = identity
@@ -330,21 +356,40 @@ class MqttSession:
         call: Callable[[], DeviceReply]
         if path == REGISTER:
             name = "PUT register"
-            call = lambda: self.devices.register(identity.id_scope, identity.registration_id, presented, data, tpm_allowed=False)  # noqa: E731
+
+            def call() -> DeviceReply:
+                return self.devices.register(
+                    identity.id_scope, identity.registration_id, presented, data, tpm_allowed=False
+                )
         elif path == OPERATION_STATUS:
             name = "GET operationstatus"
             operation_id = params.get("operationId", "")
-            call = lambda: self.devices.operation_status(identity.id_scope, identity.registration_id, operation_id, presented)  # noqa: E731
+
+            def call() -> DeviceReply:
+                return self.devices.operation_status(
+                    identity.id_scope, identity.registration_id, operation_id, presented
+                )
         else:
             name = path[len(TOPIC_PREFIX) :][:60]
-            call = _refuse(Refusal(404, E_NO_RESOURCE, f"no such DPS topic: {path[:80]}", hint="publish to $dps/registrations/PUT/iotdps-register/?$rid=... or .../GET/iotdps-get-operationstatus/?$rid=...&operationId=..."))
+            call = _refuse(
+                Refusal(
+                    404,
+                    E_NO_RESOURCE,
+                    f"no such DPS topic: {path[:80]}",
+                    hint="publish to $dps/registrations/PUT/iotdps-register/?$rid=... or .../GET/iotdps-get-operationstatus/?$rid=...&operationId=...",
+                )
+            )
         if not rid:
             call = _refuse(Refusal(400, E_BAD_REQUEST, "the topic has no $rid", hint="add ?$rid={request id}"))
         status, body, retry_after, note = await self._answer(call)
         self.server.count_request()
-        answer_topic = f"$dps/registrations/res/{status}/?$rid={rid}" + (f"&retry-after={retry_after}" if retry_after is not None else "")
+        answer_topic = f"$dps/registrations/res/{status}/?$rid={rid}" + (
+            f"&retry-after={retry_after}" if retry_after is not None else ""
+        )
         elapsed = (time.perf_counter() - started) * 1000
-        self.server.log.line(f"{self.address} {self.transport} {name} {identity.registration_id} {status} {elapsed:.1f}ms{' ' + note if note else ''}")
+        self.server.log.line(
+            f"{self.address} {self.transport} {name} {identity.registration_id} {status} {elapsed:.1f}ms{' ' + note if note else ''}"
+        )
         await self._respond(answer_topic, body)
 
     async def _answer(self, call: Callable[[], DeviceReply]) -> tuple[int, Any, int | None, str]:
@@ -352,16 +397,33 @@ class MqttSession:
             reply = await self.server.blocking(call)
             return reply.status, reply.body, reply.retry_after, reply.note
         except Refusal as refusal:
-            return refusal.status, error_body(refusal.code, refusal.message, refusal.hint), refusal.retry_after, f"{refusal.code} {refusal.message}"
+            return (
+                refusal.status,
+                error_body(refusal.code, refusal.message, refusal.hint),
+                refusal.retry_after,
+                f"{refusal.code} {refusal.message}",
+            )
         except DpsError as exc:
             refusal = refusal_for(exc)
-            return refusal.status, error_body(refusal.code, refusal.message, refusal.hint), refusal.retry_after, f"{refusal.code} {refusal.message}"
+            return (
+                refusal.status,
+                error_body(refusal.code, refusal.message, refusal.hint),
+                refusal.retry_after,
+                f"{refusal.code} {refusal.message}",
+            )
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the session
-            return 500, error_body(E_INTERNAL, f"unexpected {type(exc).__name__} in dpsctl serve (a bug)"), None, type(exc).__name__
+            return (
+                500,
+                error_body(E_INTERNAL, f"unexpected {type(exc).__name__} in dpsctl serve (a bug)"),
+                None,
+                type(exc).__name__,
+            )
 
     async def _respond(self, topic: str, body: Any) -> None:
         if self.subscribed_qos is None:
-            self.server.log.line(f"{self.address} {self.transport} {self._who()}answer dropped: not subscribed to {RESPONSE_FILTER}")
+            self.server.log.line(
+                f"{self.address} {self.transport} {self._who()}answer dropped: not subscribed to {RESPONSE_FILTER}"
+            )
             return
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         packet_id = None

@@ -76,10 +76,14 @@ class OperationBook:
     def _epoch(self) -> float:
         return self.clock.now().timestamp()
 
-    def new(self, operation_id: str, id_scope: str, registration_id: str, *, delay: float, tpm: Json | None = None) -> Operation:
+    def new(
+        self, operation_id: str, id_scope: str, registration_id: str, *, delay: float, tpm: Json | None = None
+    ) -> Operation:
         """A new operation, assigning, not yet stored."""
         now = self._epoch()
-        return Operation(operation_id, id_scope, registration_id, "assigning", now + delay, now + OPERATION_TTL, tpm=tpm)
+        return Operation(
+            operation_id, id_scope, registration_id, "assigning", now + delay, now + OPERATION_TTL, tpm=tpm
+        )
 
     def save(self, tx: Transaction, operation: Operation) -> None:
         """Store (or replace) an operation."""
@@ -108,7 +112,11 @@ class OperationBook:
 
     def save_challenge(self, tx: Transaction, registration_id: str, endorsement_key: str, key: bytes) -> None:
         """Store a challenge key for this device and EK (replacing an expired one only: see DeviceService)."""
-        doc = {"slot": _slot(registration_id, endorsement_key), "key": base64.b64encode(key).decode("ascii"), "expiresAt": self._epoch() + CHALLENGE_TTL}
+        doc = {
+            "slot": _slot(registration_id, endorsement_key),
+            "key": base64.b64encode(key).decode("ascii"),
+            "expiresAt": self._epoch() + CHALLENGE_TTL,
+        }
         tx.put("challenges", doc)
 
     def drop_challenge(self, tx: Transaction, registration_id: str, endorsement_key: str) -> None:

@@ -60,7 +60,15 @@ class Running:
         return finished
 
 
-def bind(host: str, port: int, mqtt_port: int | None, log: RequestLog, *, limits: Limits | None = None, ca: Path | None = None) -> Bound:
+def bind(
+    host: str,
+    port: int,
+    mqtt_port: int | None,
+    log: RequestLog,
+    *,
+    limits: Limits | None = None,
+    ca: Path | None = None,
+) -> Bound:
     """Take the HTTPS port (and the MQTT port unless None) before anything is written."""
     server = Server(None, log, limits=limits, ca=ca)
     try:
@@ -79,7 +87,9 @@ def prepare(store: Store, clock: Clock | None = None) -> ServiceSettings:
         return ensure_service_key(tx, (clock or SystemClock()).now())
 
 
-def launch(bound: Bound, store: Store, options: Options, *, cert: Path, key: Path, ca: Path | None, clock: Clock | None = None) -> Running:
+def launch(
+    bound: Bound, store: Store, options: Options, *, cert: Path, key: Path, ca: Path | None, clock: Clock | None = None
+) -> Running:
     """Serve HTTPS (with MQTT over WebSockets) and MQTT over TLS on the bound sockets."""
     clock = clock or SystemClock()
     access = StoreAccess(store)
@@ -106,7 +116,20 @@ def launch(bound: Bound, store: Store, options: Options, *, cert: Path, key: Pat
     return Running(server, devices, bound.host, bound.port, bound.mqtt_port)
 
 
-def start(store: Store, options: Options | None = None, *, host: str, port: int, mqtt_port: int | None = None, cert: Path, key: Path, ca: Path | None, log: RequestLog, clock: Clock | None = None, limits: Limits | None = None) -> Running:
+def start(
+    store: Store,
+    options: Options | None = None,
+    *,
+    host: str,
+    port: int,
+    mqtt_port: int | None = None,
+    cert: Path,
+    key: Path,
+    ca: Path | None,
+    log: RequestLog,
+    clock: Clock | None = None,
+    limits: Limits | None = None,
+) -> Running:
     """Bind and serve in one step (in-process use and tests)."""
     bound = bind(host, port, mqtt_port, log, limits=limits, ca=ca)
     try:

@@ -99,7 +99,12 @@ class ServiceApi:
     @staticmethod
     def _allowing(request: HttpRequest, methods: tuple[str, ...], run: Callable[[], HttpResponse]) -> HttpResponse:
         if request.method not in methods:
-            raise Refusal(405, E_METHOD, f"{request.method} is not allowed here; use {' or '.join(methods)}", headers={"Allow": ", ".join(methods)})
+            raise Refusal(
+                405,
+                E_METHOD,
+                f"{request.method} is not allowed here; use {' or '.join(methods)}",
+                headers={"Allow": ", ".join(methods)},
+            )
         return run()
 
     def _authorize(self, tx: Transaction, request: HttpRequest) -> None:
@@ -118,8 +123,15 @@ class ServiceApi:
             raise Refusal(401, E_UNAUTHORIZED, exc.message, hint=hint) from None
         settings = load_service(tx, self.clock.now())
         if (token.skn or "").lower() != SERVICE_POLICY:
-            raise Refusal(401, E_UNAUTHORIZED, f"unknown shared access policy {token.skn!r}", hint=f"the service's policy is {SERVICE_POLICY}; {hint}")
-        if not settings.service_key or not signature_matches(token, decode_key(settings.service_key, what="service key")):
+            raise Refusal(
+                401,
+                E_UNAUTHORIZED,
+                f"unknown shared access policy {token.skn!r}",
+                hint=f"the service's policy is {SERVICE_POLICY}; {hint}",
+            )
+        if not settings.service_key or not signature_matches(
+            token, decode_key(settings.service_key, what="service key")
+        ):
             raise Refusal(401, E_UNAUTHORIZED, "the SAS token is not signed with the service key", hint=hint)
         if is_expired(token, self.clock.now().timestamp()):
             raise Refusal(401, E_UNAUTHORIZED, f"the SAS token expired (se={token.se})", hint=hint)
@@ -163,11 +175,17 @@ class ServiceApi:
             old = tx.get(KIND[group], entry_id)
             if_match = request.header("If-Match")
             if if_match is not None and old is None:
-                raise Refusal(412, E_PRECONDITION, f"{NOUN[group]} {entry_id!r} does not exist, so If-Match {if_match} cannot match")
+                raise Refusal(
+                    412,
+                    E_PRECONDITION,
+                    f"{NOUN[group]} {entry_id!r} does not exist, so If-Match {if_match} cannot match",
+                )
             if old is not None:
                 _check_if_match(request, old)
             entry, created = self._put_entry(tx, body, group, entry_id, old)
-        return HttpResponse(200, entry.to_dict(show_keys=True), note=f"{NOUN[group]} {entry.id} {'created' if created else 'updated'}")
+        return HttpResponse(
+            200, entry.to_dict(show_keys=True), note=f"{NOUN[group]} {entry.id} {'created' if created else 'updated'}"
+        )
 
     def _put_entry(self, tx: Transaction, body: Any, group: bool, entry_id: str, old: Json | None) -> tuple[Any, bool]:
         """Create or replace one entry from its REST body; returns (entry, created)."""
@@ -219,7 +237,13 @@ class ServiceApi:
             size, after = _page_request(request)
             page, more = _page(docs, "enrollmentGroupId" if group else "registrationId", size, after)
             items = [self._entry_view(tx, doc, group) for doc in page]
-        return _page_response(items, more, size, "EnrollmentGroup" if group else "Enrollment", "enrollmentGroupId" if group else "registrationId")
+        return _page_response(
+            items,
+            more,
+            size,
+            "EnrollmentGroup" if group else "Enrollment",
+            "enrollmentGroupId" if group else "registrationId",
+        )
 
     def _bulk(self, request: HttpRequest, group: bool) -> HttpResponse:
         from dpsctl.core.enrollments import KIND, delete_entry
@@ -232,13 +256,20 @@ class ServiceApi:
             self._authorize(tx, request)
             body = _json_body(request)
             if not isinstance(body, dict):
-                raise Refusal(400, E_BAD_REQUEST, f"the body must be a BulkEnrollmentOperation object {{mode, {items_field}}}")
+                raise Refusal(
+                    400, E_BAD_REQUEST, f"the body must be a BulkEnrollmentOperation object {{mode, {items_field}}}"
+                )
             mode = _choice(body.get("mode"), ("create", "update", "updateIfMatchETag", "delete"), "mode")
             items = body.get(items_field)
             if not isinstance(items, list) or not items:
                 raise Refusal(400, E_BAD_REQUEST, f"{items_field} must be a non-empty list")
             if len(items) > MAX_BULK_ITEMS:
-                raise Refusal(400, E_BAD_REQUEST, f"a bulk operation takes at most {MAX_BULK_ITEMS} items, not {len(items)}", hint="split it into several calls")
+                raise Refusal(
+                    400,
+                    E_BAD_REQUEST,
+                    f"a bulk operation takes at most {MAX_BULK_ITEMS} items, not {len(items)}",
+                    hint="split it into several calls",
+                )
             for item in items:
                 item_id = item.get(id_field) if isinstance(item, dict) else None
                 try:
@@ -258,7 +289,11 @@ class ServiceApi:
                 except (Refusal, DpsError) as exc:
                     refusal = exc if isinstance(exc, Refusal) else refusal_for(exc)
                     errors.append({id_field: item_id, "errorCode": refusal.code, "errorStatus": refusal.message})
-        return HttpResponse(200, {"isSuccessful": not errors, "errors": errors}, note=f"bulk {mode} of {len(items)}: {len(errors)} failed")
+        return HttpResponse(
+            200,
+            {"isSuccessful": not errors, "errors": errors},
+            note=f"bulk {mode} of {len(items)}: {len(errors)} failed",
+        )
 
     # -- registration states
 
@@ -291,8 +326,6 @@ class ServiceApi:
         return _page_response([_registration_view(d) for d in page], more, size, "DeviceRegistration", "registrationId")
 
 
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -320,7 +353,12 @@ def _registration_not_found(registration_id: str) -> Refusal:
 def _check_if_match(request: HttpRequest, doc: Json) -> None:
     if_match = request.header("If-Match")
     if if_match is not None and not same_etag(if_match.strip(), doc.get("etag")):
-        raise Refusal(412, E_PRECONDITION, f"precondition failed: etag {if_match} is not the current {doc.get('etag')}", hint="read it again and retry with the current etag")
+        raise Refusal(
+            412,
+            E_PRECONDITION,
+            f"precondition failed: etag {if_match} is not the current {doc.get('etag')}",
+            hint="read it again and retry with the current etag",
+        )
 
 
 def _registration_view(record: Json) -> Json:
@@ -335,7 +373,9 @@ def _entry_from_body(body: Any, group: bool, entry_id: str, old: Json | None) ->
     from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
 
     if not isinstance(body, dict):
-        raise Refusal(400, E_BAD_REQUEST, f"the body must be an {'EnrollmentGroup' if group else 'IndividualEnrollment'} object")
+        raise Refusal(
+            400, E_BAD_REQUEST, f"the body must be an {'EnrollmentGroup' if group else 'IndividualEnrollment'} object"
+        )
     id_field = "enrollmentGroupId" if group else "registrationId"
     given = body.get(id_field)
     if given is None:
@@ -362,11 +402,17 @@ def _entry_from_body(body: Any, group: bool, entry_id: str, old: Json | None) ->
         registration_id = None if group else entry.id
         where = f"{'enrollment group' if group else 'enrollment'} {entry.id!r}"
         refs = [
-            certificate_ref(ref.certificate, f"{where} {slot} certificate", registration_id=registration_id, require_ca=group) if ref else None
+            certificate_ref(
+                ref.certificate, f"{where} {slot} certificate", registration_id=registration_id, require_ca=group
+            )
+            if ref
+            else None
             for slot, ref in (("primary", att.primary_cert), ("secondary", att.secondary_cert))
         ]
         if refs[0] is None and not att.primary_ca:
-            raise Refusal(400, E_BAD_REQUEST, f"{where} needs a primary certificate" + (" or CA reference" if group else ""))
+            raise Refusal(
+                400, E_BAD_REQUEST, f"{where} needs a primary certificate" + (" or CA reference" if group else "")
+            )
         att = replace(att, primary_cert=refs[0], secondary_cert=refs[1])
     return replace(entry, attestation=att)
 
@@ -376,12 +422,14 @@ def _check_query(spec: Any) -> None:
     if spec is None:
         return
     if not isinstance(spec, dict):
-        raise Refusal(400, E_BAD_REQUEST, "the body must be a QuerySpecification object {\"query\": \"*\"}")
+        raise Refusal(400, E_BAD_REQUEST, 'the body must be a QuerySpecification object {"query": "*"}')
     text = spec.get("query", "*")
     if not isinstance(text, str):
         raise Refusal(400, E_BAD_REQUEST, "query must be a string")
     if " where " in f" {' '.join(text.lower().split())} ":
-        raise Refusal(400, E_BAD_REQUEST, "DPS queries do not support WHERE clauses", hint="query \"*\" and filter the results")
+        raise Refusal(
+            400, E_BAD_REQUEST, "DPS queries do not support WHERE clauses", hint='query "*" and filter the results'
+        )
 
 
 def _page_request(request: HttpRequest) -> tuple[int, str | None]:
@@ -399,7 +447,9 @@ def _page_request(request: HttpRequest) -> tuple[int, str | None]:
     after = None
     if token:
         try:
-            after = base64.b64decode(token.encode("ascii") + b"=" * (-len(token) % 4), altchars=b"-_", validate=True).decode("utf-8")
+            after = base64.b64decode(
+                token.encode("ascii") + b"=" * (-len(token) % 4), altchars=b"-_", validate=True
+            ).decode("utf-8")
         except (binascii.Error, ValueError, UnicodeError):
             raise Refusal(400, E_BAD_REQUEST, "x-ms-continuation is not a token this service gave") from None
     return size, after
@@ -419,7 +469,12 @@ def _page_response(items: list[Json], more: bool, size: int, item_type: str, id_
         # Present only when another page exists: the Node client's hasMoreResults is "the header is there".
         last = str(items[-1][id_field]).lower()
         headers["x-ms-continuation"] = base64.urlsafe_b64encode(last.encode("utf-8")).decode("ascii").rstrip("=")
-    return HttpResponse(200, items, headers, note=f"query: {len(items)} {item_type}{'' if len(items) == 1 else 's'}{', more' if more else ''}")
+    return HttpResponse(
+        200,
+        items,
+        headers,
+        note=f"query: {len(items)} {item_type}{'' if len(items) == 1 else 's'}{', more' if more else ''}",
+    )
 
 
 def _strip_port(host: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,14 @@ def dev_tls(folder: Path, host: str, now: datetime | None = None) -> TlsFiles:
     """
     from dpsctl.core import pki, x509
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     names = server_names(host)
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise InvalidInput(f"cannot create the TLS folder {folder}: {exc.strerror}", hint="pass --tls-cert and --tls-key") from None
+        raise InvalidInput(
+            f"cannot create the TLS folder {folder}: {exc.strerror}", hint="pass --tls-cert and --tls-key"
+        ) from None
     ca_path, ca_key_path = folder / "ca.pem", folder / "ca.key.pem"
     cert_path, key_path = folder / "server.pem", folder / "server.key.pem"
     created = False
@@ -95,7 +97,9 @@ def _server_cert_fits(cert_path: Path, key_path: Path, ca_cert: Any, names: list
         san = cert.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
     except cx509.ExtensionNotFound:
         return False
-    have = {n.lower() for n in san.get_values_for_type(cx509.DNSName)} | {str(ip) for ip in san.get_values_for_type(cx509.IPAddress)}
+    have = {n.lower() for n in san.get_values_for_type(cx509.DNSName)} | {
+        str(ip) for ip in san.get_values_for_type(cx509.IPAddress)
+    }
     return all(_san_value(name) in have for name in names)
 
 

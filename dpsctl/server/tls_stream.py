@@ -47,7 +47,9 @@ class TlsError(Exception):
 class TlsConnection:
     """One server-side TLS connection over a plain asyncio stream pair: `read`, `readexactly`, `write`, `drain`."""
 
-    def __init__(self, context: SSL.Context, raw_reader: asyncio.StreamReader, raw_writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, context: SSL.Context, raw_reader: asyncio.StreamReader, raw_writer: asyncio.StreamWriter
+    ) -> None:
         self._tls = SSL.Connection(context, None)
         self._tls.set_accept_state()
         self._raw_reader = raw_reader
@@ -174,5 +176,7 @@ class TlsConnection:
 
 
 def _describe(exc: SSL.Error) -> str:
-    reasons = [str(part[2]) for part in (exc.args[0] if exc.args and isinstance(exc.args[0], list) else []) if len(part) > 2]
+    reasons = [
+        str(part[2]) for part in (exc.args[0] if exc.args and isinstance(exc.args[0], list) else []) if len(part) > 2
+    ]
     return "; ".join(reasons) or type(exc).__name__

@@ -91,7 +91,9 @@ async def serve_websocket(server: Server, peer: Peer, raw_request: bytes, run_se
     if SUBPROTOCOL not in [p.lower() for p in request.subprotocols]:
         peer.writer.write(ws.send(RejectConnection(status_code=400, headers=[(b"content-length", b"0")])))
         await peer.writer.drain()
-        server.log.line(f"{peer.address} WebSocket upgrade refused: no 'mqtt' subprotocol (offered {request.subprotocols})")
+        server.log.line(
+            f"{peer.address} WebSocket upgrade refused: no 'mqtt' subprotocol (offered {request.subprotocols})"
+        )
         return
     peer.writer.write(ws.send(AcceptConnection(subprotocol=SUBPROTOCOL)))
     await peer.writer.drain()

@@ -148,7 +148,7 @@ class Store(abc.ABC):
     def _commit(self, tx: Transaction) -> None:
         """Write the transaction's changes in one atomic step."""
 
-    def _end(self, tx: Transaction) -> None:
+    def _end(self, tx: Transaction) -> None:  # noqa: B027 - optional hook: most backends have nothing to release
         """Release whatever `_begin` took."""
 
     @contextmanager
@@ -166,7 +166,7 @@ class Store(abc.ABC):
         """True when the store has been created."""
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends keep nothing open
         """Release what the store keeps open between transactions (nothing, for most backends)."""
 
     def __enter__(self) -> Store:

@@ -48,7 +48,9 @@ def check_store_file(path: Path, target: Path, *, write: bool, creating: tuple[s
         raise os_error(exc, path, "open store") from None
     named = f"store {path}" + (f" (a link to {target})" if target != path else "")
     if not stat.S_ISREG(info.st_mode):
-        raise StoreError(f"{named} is a {file_kind(info.st_mode)}, not a regular file; it was left untouched", hint=OTHER_STORE_HINT)
+        raise StoreError(
+            f"{named} is a {file_kind(info.st_mode)}, not a regular file; it was left untouched", hint=OTHER_STORE_HINT
+        )
     if info.st_nlink > 1 and not _being_created(target, info, creating):
         raise StoreError(
             f"{named} has {info.st_nlink} hard links; dpsctl refuses it, because writes through one name would not be seen "
@@ -93,7 +95,10 @@ def read_store_bytes(path: Path, target: Path) -> bytes | None:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise StoreError(f"store {path} is a {file_kind(info.st_mode)}, not a regular file; it was left untouched", hint=OTHER_STORE_HINT)
+            raise StoreError(
+                f"store {path} is a {file_kind(info.st_mode)}, not a regular file; it was left untouched",
+                hint=OTHER_STORE_HINT,
+            )
         # Read what fstat says is there, plus a little: a file being appended to by another program cannot keep us reading.
         budget = info.st_size + (1 << 20)
         chunks: list[bytes] = []
@@ -113,7 +118,9 @@ def read_store_bytes(path: Path, target: Path) -> bytes | None:
 SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
 
 
-def secure_side_files(path: Path, target: Path, store_owner: int, *, create: tuple[str, ...] = ("-wal", "-shm")) -> list[Path]:
+def secure_side_files(
+    path: Path, target: Path, store_owner: int, *, create: tuple[str, ...] = ("-wal", "-shm")
+) -> list[Path]:
     """Check SQLite's side files of `target` before SQLite opens them; create the missing ones in `create`, 0600.
 
     SQLite opens an existing -wal or -shm as it finds it and writes pages (keys included) into it. One planted
@@ -134,7 +141,10 @@ def secure_side_files(path: Path, target: Path, store_owner: int, *, create: tup
             except FileExistsError:
                 pass
             except OSError as exc:
-                if exc.errno in (errno.EACCES, errno.EROFS):  # a reader in a folder it may not write; SQLite opens read-only
+                if exc.errno in (
+                    errno.EACCES,
+                    errno.EROFS,
+                ):  # a reader in a folder it may not write; SQLite opens read-only
                     continue
                 raise os_error(exc, side, "create SQLite side file") from None
         try:

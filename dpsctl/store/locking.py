@@ -61,7 +61,9 @@ class FileLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW | NONBLOCK | CLOEXEC, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise StoreError(f"lock file {self.path} is a symbolic link; dpsctl never follows one", hint=hint) from None
+                raise StoreError(
+                    f"lock file {self.path} is a symbolic link; dpsctl never follows one", hint=hint
+                ) from None
             if exc.errno == errno.EISDIR:
                 raise StoreError(f"lock file {self.path} is a directory", hint=hint) from None
             raise os_error(exc, self.path, "create lock file") from None

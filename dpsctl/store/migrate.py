@@ -16,7 +16,10 @@ def record_counts(store: Store) -> dict[str, int]:
 def migrate(source: Store, target: Store) -> dict[str, int]:
     """Copy every record of `source` into a new store `target` in one transaction; returns the counts copied."""
     if target.exists():
-        raise Conflict(f"store {target.location} already exists", hint="migrate into a new store (a new file, or another ?schema= of the database), or delete it first")
+        raise Conflict(
+            f"store {target.location} already exists",
+            hint="migrate into a new store (a new file, or another ?schema= of the database), or delete it first",
+        )
     if source.location == target.location:
         raise Conflict("source and target are the same store")
     counts: dict[str, int] = {}

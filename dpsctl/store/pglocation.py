@@ -119,6 +119,10 @@ def parse(location: str) -> PostgresLocation:
         except ValueError:
             pool_size = 0
         if not 1 <= pool_size <= 1000:
-            raise InvalidInput(f"store URL {shown}: pool_size must be a whole number from 1 to 1000, not {pool_values[0]!r}")
+            raise InvalidInput(
+                f"store URL {shown}: pool_size must be a whole number from 1 to 1000, not {pool_values[0]!r}"
+            )
     conninfo = _join(head, netloc, path, _without(query, (SCHEMA_PARAM, POOL_PARAM)))
-    return PostgresLocation(conninfo=conninfo, schema=schema, pool_size=pool_size, shown=shown, secrets=tuple(secrets_of(location)))
+    return PostgresLocation(
+        conninfo=conninfo, schema=schema, pool_size=pool_size, shown=shown, secrets=tuple(secrets_of(location))
+    )

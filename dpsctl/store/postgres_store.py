@@ -206,7 +206,9 @@ class PostgresStore(Store):
                 conn, self._spare = self._spare, None
                 return conn
             if self._pool is None:
-                from psycopg_pool import ConnectionPool  # only when transactions run concurrently (serve): not for a command
+                from psycopg_pool import (
+                    ConnectionPool,
+                )  # only when transactions run concurrently (serve): not for a command
 
                 self._pool = ConnectionPool(
                     self.where.conninfo,
@@ -260,11 +262,16 @@ class PostgresStore(Store):
         """psycopg's errors as dpsctl's: busy (exit 8) or a store it cannot use (exit 1); never the password."""
         if not isinstance(exc, psycopg.Error):
             return exc
-        first = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, list(self.where.secrets))
+        first = scrub(
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, list(self.where.secrets)
+        )
         if isinstance(exc, (pgerrors.LockNotAvailable, pgerrors.QueryCanceled)):
             return self._busy()
         if isinstance(exc, pgerrors.InsufficientPrivilege):
-            return StoreError(f"store {self.location}: {first}", hint="grant the user CREATE on the database (or on the schema), or use ?schema= to pick one it owns")
+            return StoreError(
+                f"store {self.location}: {first}",
+                hint="grant the user CREATE on the database (or on the schema), or use ?schema= to pick one it owns",
+            )
         if isinstance(exc, psycopg.OperationalError):
             hint = "is the server running and the URL right? (user, password via PGPASSWORD or ~/.pgpass, host, port, database)"
             if "does not exist" in first and "database" in first:
@@ -340,7 +347,9 @@ class PostgresStore(Store):
             if not self._up_to_date(meta):
                 conn.execute("BEGIN")
                 self._lock(conn)
-                self._migrate(conn, self._state(conn) or {})  # again, under the lock: another process may have been first
+                self._migrate(
+                    conn, self._state(conn) or {}
+                )  # again, under the lock: another process may have been first
                 conn.execute("COMMIT")
             else:
                 self._store_id = meta.get("storeId", "")
@@ -364,7 +373,11 @@ class PostgresStore(Store):
                 conn.execute(statement.format(s=self.sql.schema))
         if not meta:
             self._store_id = uuid.uuid4().hex
-            for name, value in (("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION)), ("storeId", self._store_id)):
+            for name, value in (
+                ("app", APP_MARKER),
+                ("schemaVersion", str(SCHEMA_VERSION)),
+                ("storeId", self._store_id),
+            ):
                 conn.execute(self.sql.set_meta, (name, value))
         else:
             self._store_id = meta.get("storeId", "")
@@ -420,7 +433,7 @@ class PostgresStore(Store):
                     tx.creates = True
             else:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot for the whole command
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - translated and re-raised; the connection goes back whatever happened
             self._release(conn)
             raise self._translate(exc) from None
         return tx
@@ -459,10 +472,13 @@ class PostgresStore(Store):
                 if gone_keys:
                     cur.execute(sql.delete_records, (gone_kinds, gone_keys))
                 if kept:
-                    cur.execute(sql.upsert, ([k for k, _, _ in kept], [key for _, key, _ in kept], [_dumps(doc) for _, _, doc in kept]))
+                    cur.execute(
+                        sql.upsert,
+                        ([k for k, _, _ in kept], [key for _, key, _ in kept], [_dumps(doc) for _, _, doc in kept]),
+                    )
                     rows = [row for kind, key, doc in kept for row in _index_rows(kind, key, doc)]
                     if rows:
-                        cur.execute(sql.insert_index, tuple(list(column) for column in zip(*rows)))
+                        cur.execute(sql.insert_index, tuple(list(column) for column in zip(*rows, strict=False)))
             cur.execute(sql.bump, (touched,))
         conn.execute("COMMIT")
         if tx.creates:

@@ -73,8 +73,16 @@ def _busy(path: Path) -> StoreBusy:
 
 # SQLite's words for the operating system's failures, as dpsctl's one-line errors (the transaction is rolled back).
 _WRITE_FAILURES = (
-    ("full", "the disk is full (no space left on device)", "free some space on that disk, or move the store to another one"),
-    ("readonly", "the store or its folder is read-only", "check the owner and mode of the store, its -wal and -shm files and its folder (ls -la)"),
+    (
+        "full",
+        "the disk is full (no space left on device)",
+        "free some space on that disk, or move the store to another one",
+    ),
+    (
+        "readonly",
+        "the store or its folder is read-only",
+        "check the owner and mode of the store, its -wal and -shm files and its folder (ls -la)",
+    ),
     ("disk i/o", "an input/output error (a failing disk?)", "check the disk (dmesg)"),
 )
 
@@ -179,11 +187,15 @@ class SqliteStore(Store):
                 # Like the TinyDB file: reading a store that does not exist yet sees an empty one, and creates nothing.
                 conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
                 conn.executescript(SCHEMA)
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))])
+                conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))]
+                )
                 return conn
             if not target.parent.is_dir():
                 raise StoreError(f"folder {target.parent} of store {self.path} does not exist")
-            remove_empty(secure_side_files(self.path, target, os.geteuid()))  # before creating: a planted -wal is refused first
+            remove_empty(
+                secure_side_files(self.path, target, os.geteuid())
+            )  # before creating: a planted -wal is refused first
             self._create(target)
             info = check_store_file(self.path, target, write=writable, creating=_CREATING)
             assert info is not None
@@ -199,7 +211,7 @@ class SqliteStore(Store):
             self._check(conn)
             conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, never corrupt
             conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: a million-record store stays mostly in memory
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - translated and re-raised after closing the file
             if conn is not None:
                 conn.close()  # a refused file must not stay open (a server would leak it, with its -wal)
             remove_empty(created)
@@ -237,7 +249,10 @@ class SqliteStore(Store):
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION)), ("indexes", index_set())])
+                conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION)), ("indexes", index_set())],
+                )
             finally:
                 conn.close()  # the last connection: checkpoints into the main file and removes the -wal
             try:
@@ -297,7 +312,10 @@ class SqliteStore(Store):
                 added.setdefault(kind, set()).add(name)
             for kind, names in added.items():
                 records = conn.execute("SELECT key, doc FROM records WHERE kind = ?", (kind,)).fetchall()
-                conn.executemany("INSERT OR REPLACE INTO record_index VALUES (?, ?, ?, ?)", [r for key, doc in records for r in _index_rows(kind, key, json.loads(doc), names)])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO record_index VALUES (?, ?, ?, ?)",
+                    [r for key, doc in records for r in _index_rows(kind, key, json.loads(doc), names)],
+                )
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', ?)", (index_set(),))
             conn.execute("COMMIT")
         finally:
@@ -340,8 +358,14 @@ class SqliteStore(Store):
             deleted = [(kind, key) for key, doc in changes.items() if doc is _DELETED]
             kept = [(key, doc) for key, doc in changes.items() if doc is not _DELETED]
             conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", deleted)
-            conn.executemany("INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)", [(kind, key, _dumps(doc)) for key, doc in kept])
-            conn.executemany("INSERT INTO record_index (kind, key, name, value) VALUES (?, ?, ?, ?)", [row for key, doc in kept for row in _index_rows(kind, key, doc)])
+            conn.executemany(
+                "INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)",
+                [(kind, key, _dumps(doc)) for key, doc in kept],
+            )
+            conn.executemany(
+                "INSERT INTO record_index (kind, key, name, value) VALUES (?, ?, ?, ?)",
+                [row for key, doc in kept for row in _index_rows(kind, key, doc)],
+            )
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', ?)", (index_set(),))  # what the index rows hold
         # The change counters that change_stamp reads (meta rows `changes:<kind>`; a store without them reads 0).
         conn.executemany(
@@ -361,7 +385,11 @@ class SqliteStore(Store):
         try:
             assert isinstance(tx, _SqliteTransaction)
             marks = ",".join("?" * len(kinds))
-            counters = dict(tx.conn.execute(f"SELECT name, value FROM meta WHERE name IN ({marks})", [CHANGES + k for k in kinds]).fetchall())
+            counters = dict(
+                tx.conn.execute(
+                    f"SELECT name, value FROM meta WHERE name IN ({marks})", [CHANGES + k for k in kinds]
+                ).fetchall()
+            )
         finally:
             self._end(tx)
         return (ino, *(int(counters.get(CHANGES + kind, 0)) for kind in kinds))
@@ -375,4 +403,3 @@ class SqliteStore(Store):
         else:
             with self._pool_lock:
                 self._idle.append(tx.conn)
-

@@ -203,7 +203,9 @@ class TinyDBStore(Store):
                     remove_stale_temporaries(target)
                     self._swept = True
             loaded = _read(self.path, target)
-            data, raw = loaded if loaded else ({META_TABLE: {"1": {"app": APP_MARKER, "schemaVersion": SCHEMA_VERSION}}}, None)
+            data, raw = (
+                loaded if loaded else ({META_TABLE: {"1": {"app": APP_MARKER, "schemaVersion": SCHEMA_VERSION}}}, None)
+            )
             return _TinyTransaction(TinyDB(storage=_SnapshotStorage, data=data), writable, lock, raw, target)
         except BaseException:
             if lock:
@@ -232,7 +234,10 @@ class TinyDBStore(Store):
             if removed:
                 table.remove(doc_ids=removed)
             if replaced:
-                table.update(lambda old: _replace(old, replaced[key_of(kind, old)]), doc_ids=[ids[k] for k in replaced])
+                table.update(
+                    lambda old, kind=kind, replaced=replaced: _replace(old, replaced[key_of(kind, old)]),
+                    doc_ids=[ids[k] for k in replaced],
+                )
             if added:
                 changed.setdefault(kind, set()).update(str(i) for i in table.insert_multiple(added))
             changed.setdefault(kind, set()).update(str(ids[k]) for k in replaced)
