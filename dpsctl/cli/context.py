@@ -198,7 +198,7 @@ def json_arg(value: str, what: str, *, lenient: bool = False) -> object:
     as Microsoft's examples write it (--initial-twin-tags "{'location': {'region': 'US'}}").
     """
     from dpsctl.core.errors import InvalidInput
-    from dpsctl.core.jsondepth import check_value, parse_json
+    from dpsctl.core.untrusted_json import check_value, parse_json
 
     text = value
     if value.startswith("@"):

@@ -58,8 +58,8 @@ def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[Any]:
     """One request per line; a line whose credential cannot be built becomes a counted refusal, not a crash."""
     from dpsctl.cli.provision import credential as device_credential
     from dpsctl.core.batch import read_batch_file, read_text
-    from dpsctl.core.jsondepth import parse_json
     from dpsctl.core.provisioning import RegistrationRequest
+    from dpsctl.core.untrusted_json import parse_json
 
     base = path.parent
 

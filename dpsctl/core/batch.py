@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
-from dpsctl.core.jsondepth import parse_json
 from dpsctl.core.provisioning import (
     ALLOCATION_ROUNDS,
     Plan,
@@ -27,6 +26,7 @@ from dpsctl.core.provisioning import (
     plan_registration,
     settle,
 )
+from dpsctl.core.untrusted_json import parse_json
 from dpsctl.store import Store
 
 BATCH_COLUMNS = ("registrationId", "symmetricKey", "sasToken", "cert", "key", "chain", "tpm", "payload", "region")

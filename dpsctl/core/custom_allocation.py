@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dpsctl.core.errors import AllocationFailed, InvalidInput
-from dpsctl.core.jsondepth import check_depth, check_value
+from dpsctl.core.untrusted_json import check_depth, check_value
 
 # Far above any sane answer (DPS messages are capped at 96 KB) yet small enough that a runaway
 # webhook or command cannot make us parse an unbounded document.

@@ -442,7 +442,7 @@ def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
         return [(slot, k) for slot, k in (("primary", a.primary_key), ("secondary", a.secondary_key)) if k]
 
     doc = tx.get("enrollments", reg_id)
-    own = IndividualEnrollment.from_dict(doc) if doc is not None else None
+    own = IndividualEnrollment.from_stored(doc) if doc is not None else None
     if own is not None and own.attestation.type == "symmetricKey":
         for slot, k in slots(own.attestation):
             if same(k):
@@ -452,7 +452,7 @@ def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
                     f"the {slot} key of individual enrollment {own.id!r}",
                     {"individualEnrollment": own.id, "key": slot},
                 )
-    groups = [EnrollmentGroup.from_dict(d) for d in tx.find("groups", "attestation", "symmetricKey")]
+    groups = [EnrollmentGroup.from_stored(d) for d in tx.find("groups", "attestation", "symmetricKey")]
     precedence = f"; but individual enrollment {own.id!r} takes precedence over every group" if own is not None else ""
     for group in groups:
         for slot, k in slots(group.attestation):
@@ -490,7 +490,7 @@ def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
                         f" dpsctl keys derive --group-key @GROUP_KEY_FILE --registration-id {reg_id}",
                     )
     for other in tx.scan("enrollments"):
-        enrollment = IndividualEnrollment.from_dict(other)
+        enrollment = IndividualEnrollment.from_stored(other)
         if enrollment.attestation.type != "symmetricKey" or (own is not None and enrollment.id == own.id):
             continue
         for slot, k in slots(enrollment.attestation):

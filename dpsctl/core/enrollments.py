@@ -6,6 +6,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from dpsctl.core.checks import (
+    choice,
+    filter_choice,
+    validate_custom_api_version,
+    validate_initial_twin,
+    validate_webhook_url,
+)
 from dpsctl.core.clock import format_timestamp, new_etag, same_etag
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
 from dpsctl.core.ids import (
@@ -23,11 +30,6 @@ from dpsctl.core.models import (
     EnrollmentGroup,
     IndividualEnrollment,
     ReprovisionPolicy,
-    _choice,
-    filter_choice,
-    validate_custom_api_version,
-    validate_initial_twin,
-    validate_webhook_url,
 )
 from dpsctl.core.service import count_operations, load_service
 from dpsctl.store import Transaction
@@ -110,7 +112,7 @@ def build_attestation(kind: str, cred: CredentialInput, *, group: bool, registra
     """Turn user input into a checked Attestation; missing symmetric keys are generated (64 bytes, as DPS)."""
     from dpsctl.core.keys import decode_key, generate_key
 
-    kind = _choice(kind, ("symmetricKey", "x509") if group else ("symmetricKey", "x509", "tpm"), "attestation type")
+    kind = choice(kind, ("symmetricKey", "x509") if group else ("symmetricKey", "x509", "tpm"), "attestation type")
     if kind == "symmetricKey":
         _refuse_other(cred, kind, ("primary_key", "secondary_key"))
         # None means "not given": generate, as DPS does. An empty string was given, and is refused as a bad key.
@@ -184,7 +186,7 @@ def get_enrollment(tx: Transaction, registration_id: str) -> IndividualEnrollmen
     doc = tx.get("enrollments", registration_id)
     if doc is None:
         raise NotFound(f"enrollment {registration_id!r} not found", hint="see `dpsctl enrollment list`")
-    return IndividualEnrollment.from_dict(doc)
+    return IndividualEnrollment.from_stored(doc)
 
 
 def get_group(tx: Transaction, group_id: str) -> EnrollmentGroup:
@@ -192,7 +194,7 @@ def get_group(tx: Transaction, group_id: str) -> EnrollmentGroup:
     doc = tx.get("groups", group_id)
     if doc is None:
         raise NotFound(f"enrollment group {group_id!r} not found", hint="see `dpsctl enrollment-group list`")
-    return EnrollmentGroup.from_dict(doc)
+    return EnrollmentGroup.from_stored(doc)
 
 
 def get_entry(tx: Transaction, entry_id: str, *, group: bool) -> AnyEnrollment:
@@ -215,7 +217,7 @@ def list_entries(
             continue
         if attestation and doc["attestation"]["type"] != attestation:
             continue
-        out.append(model.from_dict(doc))
+        out.append(model.from_stored(doc))
     return out
 
 
@@ -232,7 +234,7 @@ def apply_options(entry: AnyEnrollment, opts: EnrollmentOptions) -> AnyEnrollmen
     if opts.hubs is not None:
         changes["iot_hubs"] = tuple(opts.hubs)
     if opts.allocation_policy is not None:
-        changes["allocation_policy"] = _choice(opts.allocation_policy, ALLOCATION_POLICIES, "allocation policy")
+        changes["allocation_policy"] = choice(opts.allocation_policy, ALLOCATION_POLICIES, "allocation policy")
     if opts.initial_twin is not None:
         changes["initial_twin"] = validate_initial_twin(opts.initial_twin) or None
     if opts.twin_tags is not None or opts.twin_desired is not None:
@@ -246,7 +248,7 @@ def apply_options(entry: AnyEnrollment, opts: EnrollmentOptions) -> AnyEnrollmen
     if opts.iot_edge is not None:
         changes["iot_edge"] = opts.iot_edge
     if opts.provisioning_status is not None:
-        changes["provisioning_status"] = _choice(opts.provisioning_status, PROVISIONING_STATUSES, "provisioning status")
+        changes["provisioning_status"] = choice(opts.provisioning_status, PROVISIONING_STATUSES, "provisioning status")
     if opts.reprovision_policy is not None:
         changes["reprovision_policy"] = ReprovisionPolicy.from_name(opts.reprovision_policy)
     if opts.webhook_url is not None or opts.allocation_command is not None or opts.api_version is not None:
@@ -542,7 +544,7 @@ def delete_entry(tx: Transaction, entry_id: str, *, group: bool, etag: str | Non
         if doc is None or "optionalDeviceInformation" not in doc:
             raise
         model = EnrollmentGroup if group else IndividualEnrollment
-        entry = model.from_dict({k: v for k, v in doc.items() if k != "optionalDeviceInformation"})
+        entry = model.from_stored({k: v for k, v in doc.items() if k != "optionalDeviceInformation"})
     check_etag(entry, etag)
     tx.delete(KIND[group], entry.id)
     return entry

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dpsctl.core.errors import Conflict, InvalidInput, NotFound
-from dpsctl.core.ids import hub_host_name
-from dpsctl.core.models import (
-    LinkedHub,
+from dpsctl.core.checks import (
     check_hub_connection_string,
     connection_string_fields,
     default_hub_connection_string,
     validate_weight,
 )
+from dpsctl.core.errors import Conflict, InvalidInput, NotFound
+from dpsctl.core.ids import hub_host_name
+from dpsctl.core.service_records import LinkedHub
 from dpsctl.store import Transaction
 
 MAX_LINKED_HUBS = 50
@@ -21,10 +21,10 @@ DEFAULT_HUB_LOCATION = "eastus"
 
 def default_hub_location(tx: Transaction) -> str:
     """Where a hub linked without --location is: the service's location, else DEFAULT_HUB_LOCATION."""
-    from dpsctl.core.models import ServiceSettings
+    from dpsctl.core.service_records import ServiceSettings
 
     doc = tx.get("service", "service")
-    location = ServiceSettings.from_dict(doc).location if doc is not None else None
+    location = ServiceSettings.from_stored(doc).location if doc is not None else None
     return location or DEFAULT_HUB_LOCATION
 
 
@@ -34,12 +34,12 @@ def get_hub(tx: Transaction, name: str) -> LinkedHub:
     doc = tx.get("hubs", host)
     if doc is None:
         raise NotFound(f"IoT hub {host} is not linked", hint="see `dpsctl hub list`, or link it with `dpsctl hub add`")
-    return LinkedHub.from_dict(doc)
+    return LinkedHub.from_stored(doc)
 
 
 def list_hubs(tx: Transaction) -> list[LinkedHub]:
     """All linked hubs, by host name."""
-    return [LinkedHub.from_dict(doc) for doc in tx.scan("hubs")]
+    return [LinkedHub.from_stored(doc) for doc in tx.scan("hubs")]
 
 
 def hub_of_connection_string(cs: str) -> str:

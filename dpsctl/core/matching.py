@@ -15,7 +15,8 @@ from dpsctl.core import attestation as att
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, Trace, X509Credential
 from dpsctl.core.errors import Disabled, DpsError, Unauthorized
 from dpsctl.core.ids import MAX_X509_REGISTRATION_ID
-from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment, ServiceSettings
+from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
+from dpsctl.core.service_records import ServiceSettings
 from dpsctl.store import Transaction
 
 Entry = IndividualEnrollment | EnrollmentGroup
@@ -49,7 +50,7 @@ def match_and_attest(
     kind = att.credential_type(cred)
     doc = tx.get("enrollments", reg_id)
     if doc is not None:
-        entry = IndividualEnrollment.from_dict(doc)
+        entry = IndividualEnrollment.from_stored(doc)
         trace.note(
             f"individual enrollment {entry.id!r} found ({entry.attestation.type}, {entry.provisioning_status}); "
             "it takes precedence over any group"
@@ -302,7 +303,7 @@ def _match_symmetric_group(
     groups = tx.memo(
         "groups",
         "symmetricKey",
-        lambda: [EnrollmentGroup.from_dict(d) for d in tx.find("groups", "attestation", "symmetricKey")],
+        lambda: [EnrollmentGroup.from_stored(d) for d in tx.find("groups", "attestation", "symmetricKey")],
     )
     for group in groups:
         a = group.attestation
@@ -350,7 +351,7 @@ def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple
 
     out = []
     for doc in tx.find("groups", "attestation", "x509"):
-        group = EnrollmentGroup.from_dict(doc)
+        group = EnrollmentGroup.from_stored(doc)
         a = group.attestation
         signers: list[tuple[str, Any]] = []
         for slot, ref in (("primary", a.primary_cert), ("secondary", a.secondary_cert)):

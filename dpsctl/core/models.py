@@ -1,78 +1,34 @@
-"""Records of the enrollment list and the service, converted to and from the DPS REST (camelCase) shape."""
+"""Records of the enrollment list (individual enrollments and groups), converted to and from the DPS REST (camelCase) shape.
+
+Two ways in: `from_dict` checks input from users, devices and files (through core/checks.py); `from_stored`
+builds a record from what dpsctl itself wrote to the store, without checking it again.
+"""
 
 from __future__ import annotations
 
 import copy
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dpsctl.core.errors import InvalidInput, NotFound
-from dpsctl.core.ids import (
-    hub_host_name,
-    validate_device_id,
-    validate_group_id,
-    validate_id_scope,
-    validate_registration_id,
+from dpsctl.core.checks import (
+    DEFAULT_CUSTOM_API_VERSION,
+    Json,
+    choice,
+    expect,
+    input_object,
+    optional_field,
+    validate_allocation_command,
+    validate_initial_twin,
+    validate_webhook_url,
 )
+from dpsctl.core.errors import InvalidInput
+from dpsctl.core.ids import hub_host_name, validate_device_id, validate_group_id, validate_registration_id
+from dpsctl.core.untrusted_json import check_depth, check_value
 
 AttestationType = Literal["symmetricKey", "x509", "tpm"]
 ATTESTATION_TYPES: tuple[str, ...] = ("symmetricKey", "x509", "tpm")
 ALLOCATION_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static", "custom")
-SERVICE_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static")
 PROVISIONING_STATUSES: tuple[str, ...] = ("enabled", "disabled")
-DEFAULT_CUSTOM_API_VERSION = "2021-10-01"
-MIN_CUSTOM_API_VERSION = "2018-09-01-preview"  # the oldest the service accepts (reference §1, SPEC-SVC)
-MAX_TWIN_BYTES = 32 * 1024  # IoT Hub's limit for desired properties and tags, each; DPS documents none of its own
-
-Json = dict[str, Any]
-
-
-def _expect(doc: Any, kind: type | tuple[type, ...], where: str) -> Any:
-    """Type-check one field of an input document, naming the field on failure."""
-    if not isinstance(doc, kind) or (kind is int and isinstance(doc, bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        wanted = {
-            "dict": "an object",
-            "list": "a list",
-            "str": "a string",
-            "bool": "true or false",
-            "int": "an integer",
-        }
-        raise InvalidInput(f"{where} must be {wanted.get(names, names)}")
-    return doc
-
-
-def _check_keys(doc: Json, allowed: set[str], where: str) -> None:
-    """Refuse fields we do not know, so that a typo in an import file is not silently dropped."""
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise InvalidInput(
-            f"{where} has unknown field {unknown[0]!r}", hint=f"known fields: {', '.join(sorted(allowed))}"
-        )
-
-
-def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
-    """Match an enum value case-insensitively (as az does) and return its canonical spelling."""
-    if isinstance(value, str):
-        for choice in choices:
-            if choice.lower() == value.lower():
-                return choice
-    raise InvalidInput(f"{where} is {value!r}; expected one of: {', '.join(choices)}")
-
-
-def filter_choice(value: str, choices: tuple[str, ...], where: str) -> str:
-    """A list filter's value: like `_choice`, but a value that names nothing is not found (exit 3), as `show` says."""
-    try:
-        return _choice(value, choices, where)
-    except InvalidInput:
-        raise NotFound(f"there is no {where} {value!r}; expected one of: {', '.join(choices)}") from None
-
-
-def require_named(found: bool, referenced: bool, what: str, hint: str) -> None:
-    """A list filter naming a record: refused (exit 3) when no such record exists and nothing refers to it."""
-    if not found and not referenced:
-        raise NotFound(f"{what} does not exist", hint=hint)
 
 
 # --------------------------------------------------------------------------- parts
@@ -118,41 +74,17 @@ class ReprovisionPolicy:
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "reprovisionPolicy") -> ReprovisionPolicy:
-        """Parse the DPS `reprovisionPolicy` object."""
-        _expect(doc, dict, where)
-        _check_keys(doc, {"updateHubAssignment", "migrateDeviceData"}, where)
-        update = _expect(doc.get("updateHubAssignment", True), bool, f"{where}.updateHubAssignment")
-        migrate = _expect(doc.get("migrateDeviceData", True), bool, f"{where}.migrateDeviceData")
-        return cls(update, migrate)
+        """Parse and check the DPS `reprovisionPolicy` object from input (null: the default policy)."""
+        if doc is not None:
+            for key in input_object(doc, {"updateHubAssignment", "migrateDeviceData"}, where):
+                optional_field(doc, key, bool, where)
+        return cls.from_stored(doc)
 
-
-def _device_information(info: Any, where: str) -> Json:
-    """optionalDeviceInformation: a JSON object within the one limit of values from outside (depth and size)."""
-    from dpsctl.core.jsondepth import check_value
-
-    return check_value(_expect(info, dict, f"{where}.optionalDeviceInformation"), f"{where}.optionalDeviceInformation")
-
-
-def validate_initial_twin(doc: Any, where: str = "initialTwin") -> Json:
-    """Check an initial twin `{"tags": {...}, "properties": {"desired": {...}}}` and return a clean copy."""
-    from dpsctl.core.jsondepth import check_depth
-
-    _expect(doc, dict, where)
-    check_depth(doc, where)  # before json.dumps and deepcopy below, which recurse once per level
-    _check_keys(doc, {"tags", "properties"}, where)
-    twin: Json = {}
-    if doc.get("tags") is not None:
-        twin["tags"] = _expect(doc["tags"], dict, f"{where}.tags")
-    if doc.get("properties") is not None:
-        props = _expect(doc["properties"], dict, f"{where}.properties")
-        _check_keys(props, {"desired"}, f"{where}.properties")
-        desired = props.get("desired") or {}
-        twin["properties"] = {"desired": _expect(desired, dict, f"{where}.properties.desired")}
-    for part in ("tags", "properties"):
-        size = len(json.dumps(twin.get(part, {}), separators=(",", ":")).encode())
-        if size > MAX_TWIN_BYTES:
-            raise InvalidInput(f"{where}.{part} is {size} bytes; the limit is {MAX_TWIN_BYTES} (IoT Hub's twin limit)")
-    return copy.deepcopy(twin)
+    @classmethod
+    def from_stored(cls, doc: Json | None) -> ReprovisionPolicy:
+        """Build from a stored `reprovisionPolicy` object (absent: the default policy)."""
+        doc = doc or {}
+        return cls(doc.get("updateHubAssignment") is not False, doc.get("migrateDeviceData") is not False)
 
 
 @dataclass(frozen=True)
@@ -171,77 +103,26 @@ class CustomAllocation:
         return doc
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str = "customAllocationDefinition") -> CustomAllocation:
-        """Parse the DPS `customAllocationDefinition` object."""
-        _expect(doc, dict, where)
-        _check_keys(doc, {"webhookUrl", "apiVersion", "allocationCommand"}, where)
-        url = doc.get("webhookUrl")
-        command = doc.get("allocationCommand")
+    def from_dict(cls, doc: Any, where: str = "customAllocationDefinition") -> CustomAllocation | None:
+        """Parse and check the DPS `customAllocationDefinition` object from input (null or empty: none)."""
+        if not doc:
+            return None
+        input_object(doc, {"webhookUrl", "apiVersion", "allocationCommand"}, where)
+        url, command = doc.get("webhookUrl"), doc.get("allocationCommand")
         if url is not None:
-            validate_webhook_url(_expect(url, str, f"{where}.webhookUrl"), f"{where}.webhookUrl")
+            validate_webhook_url(expect(url, str, f"{where}.webhookUrl"), f"{where}.webhookUrl")
         if command is not None:
             validate_allocation_command(
-                _expect(command, str, f"{where}.allocationCommand"), f"{where}.allocationCommand"
+                expect(command, str, f"{where}.allocationCommand"), f"{where}.allocationCommand"
             )
-        api = _expect(doc.get("apiVersion") or DEFAULT_CUSTOM_API_VERSION, str, f"{where}.apiVersion")
-        return cls(url or None, api, command or None)
+        expect(doc.get("apiVersion") or DEFAULT_CUSTOM_API_VERSION, str, f"{where}.apiVersion")
+        return cls.from_stored(doc)
 
-
-def validate_custom_api_version(version: str, where: str = "customAllocationDefinition.apiVersion") -> str:
-    """A DPS api-version (`YYYY-MM-DD` or `YYYY-MM-DD-preview`) no older than 2018-09-01-preview; returned in lower case."""
-    import re
-    from datetime import date
-
-    match = (
-        re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})(-preview)?", version.strip().lower())
-        if isinstance(version, str)
-        else None
-    )
-    try:
-        day = date(int(match[1]), int(match[2]), int(match[3])) if match else None
-    except ValueError:
-        day = None
-    hint = (
-        f"use an api-version such as {DEFAULT_CUSTOM_API_VERSION} (the oldest DPS accepts is {MIN_CUSTOM_API_VERSION})"
-    )
-    if match is None or day is None:
-        shown = repr(version[:40]) if isinstance(version, str) else "?"
-        raise InvalidInput(f"{where} {shown} is not an api-version (YYYY-MM-DD or YYYY-MM-DD-preview)", hint=hint)
-    # On the same day a preview comes before the stable version.
-    if (day, match[4] is None) < (date(2018, 9, 1), False):
-        raise InvalidInput(
-            f"{where} {version!r} is older than {MIN_CUSTOM_API_VERSION}, the oldest DPS accepts", hint=hint
-        )
-    return version.strip().lower()
-
-
-def validate_allocation_command(command: str, where: str = "allocation command") -> str:
-    """An allocation command must split into a program and its arguments (it runs without a shell)."""
-    import shlex
-
-    if command:  # empty means "none", as for the webhook URL
-        try:
-            shlex.split(command)
-        except ValueError as error:
-            # Refused when stored, not at the first device's registration.
-            raise InvalidInput(
-                f"{where} cannot be parsed: {error}",
-                hint="quote it as for a POSIX shell; it is split, never run by a shell",
-            ) from None
-    return command
-
-
-def validate_webhook_url(url: str, where: str = "webhook URL") -> str:
-    """A webhook must be an absolute http(s) URL with a host."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"{where} must be an http:// or https:// URL with a host name")
-    return url
+    @classmethod
+    def from_stored(cls, doc: Json) -> CustomAllocation:
+        """Build from a stored `customAllocationDefinition` object."""
+        api = doc.get("apiVersion") or DEFAULT_CUSTOM_API_VERSION
+        return cls(doc.get("webhookUrl") or None, api, doc.get("allocationCommand") or None)
 
 
 # --------------------------------------------------------------------------- attestation
@@ -258,6 +139,11 @@ class CertificateRef:
         """The DPS `X509CertificateWithInfo` object."""
         return {"certificate": self.certificate, "info": dict(self.info)}
 
+    @classmethod
+    def from_stored(cls, doc: Json | None) -> CertificateRef | None:
+        """Build from an `X509CertificateWithInfo` object (None: no certificate in that slot)."""
+        return None if doc is None else cls(doc["certificate"], dict(doc.get("info") or {}))
+
 
 @dataclass(frozen=True)
 class Attestation:
@@ -273,6 +159,18 @@ class Attestation:
     endorsement_key: str | None = None
     storage_root_key: str | None = None
 
+    @property
+    def certificates(self) -> tuple[tuple[str, CertificateRef], ...]:
+        """The uploaded certificates, with their slot ("primary", "secondary")."""
+        slots = (("primary", self.primary_cert), ("secondary", self.secondary_cert))
+        return tuple((slot, ref) for slot, ref in slots if ref is not None)
+
+    @property
+    def ca_references(self) -> tuple[tuple[str, str], ...]:
+        """The names of uploaded CA certificates this attestation refers to, with their slot."""
+        slots = (("primary", self.primary_ca), ("secondary", self.secondary_ca))
+        return tuple((slot, name) for slot, name in slots if name)
+
     def to_dict(self, *, group: bool, show_keys: bool = True) -> Json:
         """The DPS `AttestationMechanism` object; symmetric keys only when `show_keys`."""
         doc: Json = {"type": self.type}
@@ -280,13 +178,9 @@ class Attestation:
             keys = {"primaryKey": self.primary_key, "secondaryKey": self.secondary_key} if show_keys else {}
             doc["symmetricKey"] = keys
         elif self.type == "x509":
-            certs: Json = {}
-            if self.primary_cert:
-                certs["primary"] = self.primary_cert.to_dict()
-            if self.secondary_cert:
-                certs["secondary"] = self.secondary_cert.to_dict()
             x509: Json = {}
-            if certs:
+            if self.certificates:
+                certs = {slot: ref.to_dict() for slot, ref in self.certificates}
                 x509["signingCertificates" if group else "clientCertificates"] = certs
             if self.primary_ca or self.secondary_ca:
                 refs = {"primary": self.primary_ca}
@@ -303,64 +197,57 @@ class Attestation:
 
     @classmethod
     def from_dict(cls, doc: Any, *, group: bool, where: str = "attestation") -> Attestation:
-        """Parse a stored or imported `AttestationMechanism` (certificates are re-parsed by the caller)."""
-        _expect(doc, dict, where)
-        _check_keys(doc, {"type", "symmetricKey", "x509", "tpm"}, where)
-        kind = _choice(doc.get("type"), ("symmetricKey", "x509") if group else ATTESTATION_TYPES, f"{where}.type")
+        """Parse and check an `AttestationMechanism` from input (certificates are re-parsed by the caller)."""
+        input_object(doc, {"type", "symmetricKey", "x509", "tpm"}, where)
+        kind = choice(doc.get("type"), ("symmetricKey", "x509") if group else ATTESTATION_TYPES, f"{where}.type")
         if kind == "symmetricKey":
-            keys = _expect(doc.get("symmetricKey") or {}, dict, f"{where}.symmetricKey")
-            _check_keys(keys, {"primaryKey", "secondaryKey"}, f"{where}.symmetricKey")
+            input_object(doc.get("symmetricKey") or {}, {"primaryKey", "secondaryKey"}, f"{where}.symmetricKey")
+        elif kind == "tpm":
+            tpm = input_object(doc.get("tpm"), {"endorsementKey", "storageRootKey"}, f"{where}.tpm")
+            expect(tpm.get("endorsementKey"), str, f"{where}.tpm.endorsementKey")
+            if tpm.get("storageRootKey"):
+                expect(tpm["storageRootKey"], str, f"{where}.tpm.storageRootKey")
+        else:
+            certs_field = "signingCertificates" if group else "clientCertificates"
+            x509 = input_object(
+                doc.get("x509"), {certs_field, "caReferences"} if group else {certs_field}, f"{where}.x509"
+            )
+            certs = expect(x509.get(certs_field) or {}, dict, f"{where}.x509.{certs_field}")
+            expect(x509.get("caReferences") or {}, dict, f"{where}.x509.caReferences")
+            for slot in ("primary", "secondary"):
+                if certs.get(slot) is not None:
+                    ref = input_object(certs[slot], {"certificate", "info"}, f"{where}.x509.{certs_field}.{slot}")
+                    expect(ref.get("certificate"), str, f"{where}.x509.{certs_field}.{slot}.certificate")
+        return cls.from_stored({**doc, "type": kind}, group=group)
+
+    @classmethod
+    def from_stored(cls, doc: Json, *, group: bool) -> Attestation:
+        """Build from a stored `AttestationMechanism` (or one `from_dict` has checked)."""
+        kind = doc["type"]
+        if kind == "symmetricKey":
+            keys = doc.get("symmetricKey") or {}
             return cls(kind, primary_key=keys.get("primaryKey"), secondary_key=keys.get("secondaryKey"))
         if kind == "tpm":
-            tpm = _expect(doc.get("tpm"), dict, f"{where}.tpm")
-            _check_keys(tpm, {"endorsementKey", "storageRootKey"}, f"{where}.tpm")
-            ek = _expect(tpm.get("endorsementKey"), str, f"{where}.tpm.endorsementKey")
-            srk = tpm.get("storageRootKey")
-            return cls(
-                kind,
-                endorsement_key=ek,
-                storage_root_key=_expect(srk, str, f"{where}.tpm.storageRootKey") if srk else None,
-            )
-        x509 = _expect(doc.get("x509"), dict, f"{where}.x509")
-        certs_field = "signingCertificates" if group else "clientCertificates"
-        _check_keys(x509, {certs_field, "caReferences"} if group else {certs_field}, f"{where}.x509")
-        certs = _expect(x509.get(certs_field) or {}, dict, f"{where}.x509.{certs_field}")
-        refs = _expect(x509.get("caReferences") or {}, dict, f"{where}.x509.caReferences")
+            tpm = doc["tpm"]
+            return cls(kind, endorsement_key=tpm["endorsementKey"], storage_root_key=tpm.get("storageRootKey") or None)
+        x509 = doc.get("x509") or {}
+        certs = x509.get("signingCertificates" if group else "clientCertificates") or {}
+        refs = x509.get("caReferences") or {}
         return cls(
             kind,
-            primary_cert=_cert_ref(certs.get("primary"), f"{where}.x509.{certs_field}.primary"),
-            secondary_cert=_cert_ref(certs.get("secondary"), f"{where}.x509.{certs_field}.secondary"),
+            primary_cert=CertificateRef.from_stored(certs.get("primary")),
+            secondary_cert=CertificateRef.from_stored(certs.get("secondary")),
             primary_ca=refs.get("primary"),
             secondary_ca=refs.get("secondary"),
         )
 
 
-def _cert_ref(doc: Any, where: str) -> CertificateRef | None:
-    """Parse an `X509CertificateWithInfo`; `info` is recomputed from the certificate by the caller."""
-    if doc is None:
-        return None
-    _expect(doc, dict, where)
-    _check_keys(doc, {"certificate", "info"}, where)
-    cert = _expect(doc.get("certificate"), str, f"{where}.certificate")
-    return CertificateRef(cert, dict(doc.get("info") or {}))
-
-
 # --------------------------------------------------------------------------- enrollments
 
-_COMMON_FIELDS = {
-    "attestation",
-    "capabilities",
-    "initialTwin",
-    "etag",
-    "provisioningStatus",
-    "reprovisionPolicy",
-    "createdDateTimeUtc",
-    "lastUpdatedDateTimeUtc",
-    "allocationPolicy",
-    "iotHubs",
-    "customAllocationDefinition",
-    "iotHubHostName",
-}
+_COMMON_FIELDS = set(
+    "attestation capabilities initialTwin etag provisioningStatus reprovisionPolicy createdDateTimeUtc"
+    " lastUpdatedDateTimeUtc allocationPolicy iotHubs customAllocationDefinition iotHubHostName".split()
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -416,35 +303,53 @@ class Enrollment:
 
     @staticmethod
     def _common_from_dict(doc: Json, *, group: bool, where: str) -> Json:
-        caps = _expect(doc.get("capabilities") or {}, dict, f"{where}.capabilities")
-        _check_keys(caps, {"iotEdge"}, f"{where}.capabilities")
-        hubs = _expect(doc.get("iotHubs") or [], list, f"{where}.iotHubs")
-        legacy_hub = doc.get("iotHubHostName")
-        policy = doc.get("allocationPolicy")
+        """The shared fields of an input entry, checked, as constructor arguments."""
+        caps = input_object(doc.get("capabilities") or {}, {"iotEdge"}, f"{where}.capabilities")
+        hubs = expect(doc.get("iotHubs") or [], list, f"{where}.iotHubs")
+        legacy_hub, policy = doc.get("iotHubHostName"), doc.get("allocationPolicy")
         if legacy_hub and not hubs:
             # DPS's legacy single-hub field means a static assignment (as az maps --iot-hub-host-name).
             hubs, policy = [legacy_hub], policy or "static"
-        twin = doc.get("initialTwin")
-        custom = doc.get("customAllocationDefinition")
+        twin, custom = doc.get("initialTwin"), doc.get("customAllocationDefinition")
+        status = doc.get("provisioningStatus") or "enabled"
         return {
             "attestation": Attestation.from_dict(doc.get("attestation"), group=group, where=f"{where}.attestation"),
-            "provisioning_status": _choice(
-                doc.get("provisioningStatus") or "enabled", PROVISIONING_STATUSES, f"{where}.provisioningStatus"
+            "provisioning_status": choice(status, PROVISIONING_STATUSES, f"{where}.provisioningStatus"),
+            "iot_edge": optional_field(caps, "iotEdge", bool, f"{where}.capabilities", False),
+            "initial_twin": None if twin is None else validate_initial_twin(twin, f"{where}.initialTwin"),
+            "reprovision_policy": ReprovisionPolicy.from_dict(
+                doc.get("reprovisionPolicy"), f"{where}.reprovisionPolicy"
             ),
-            "iot_edge": _expect(caps.get("iotEdge", False), bool, f"{where}.capabilities.iotEdge"),
-            "initial_twin": validate_initial_twin(twin, f"{where}.initialTwin") if twin is not None else None,
-            "reprovision_policy": ReprovisionPolicy.from_dict(doc["reprovisionPolicy"], f"{where}.reprovisionPolicy")
-            if doc.get("reprovisionPolicy") is not None
-            else ReprovisionPolicy(),
-            "allocation_policy": _choice(policy, ALLOCATION_POLICIES, f"{where}.allocationPolicy") if policy else None,
-            "iot_hubs": tuple(hub_host_name(_expect(h, str, f"{where}.iotHubs[]")) for h in hubs),
-            "custom_allocation": CustomAllocation.from_dict(custom, f"{where}.customAllocationDefinition")
-            if custom
-            else None,
+            "allocation_policy": choice(policy, ALLOCATION_POLICIES, f"{where}.allocationPolicy") if policy else None,
+            "iot_hubs": tuple(hub_host_name(expect(h, str, f"{where}.iotHubs[]")) for h in hubs),
+            "custom_allocation": CustomAllocation.from_dict(custom, f"{where}.customAllocationDefinition"),
             "etag": doc.get("etag"),
             "created": doc.get("createdDateTimeUtc"),
             "updated": doc.get("lastUpdatedDateTimeUtc"),
         }
+
+    @staticmethod
+    def _common_from_stored(doc: Json, *, group: bool, where: str) -> Json:
+        """The shared fields of a stored entry, as constructor arguments (free-form JSON only depth-checked)."""
+        custom = doc.get("customAllocationDefinition")
+        return {
+            "attestation": Attestation.from_stored(doc["attestation"], group=group),
+            "provisioning_status": doc.get("provisioningStatus") or "enabled",
+            "iot_edge": (doc.get("capabilities") or {}).get("iotEdge", False),
+            "initial_twin": _stored_json(doc.get("initialTwin"), f"{where}.initialTwin"),
+            "reprovision_policy": ReprovisionPolicy.from_stored(doc.get("reprovisionPolicy")),
+            "allocation_policy": doc.get("allocationPolicy") or None,
+            "iot_hubs": tuple(doc.get("iotHubs") or ()),
+            "custom_allocation": CustomAllocation.from_stored(custom) if custom else None,
+            "etag": doc.get("etag"),
+            "created": doc.get("createdDateTimeUtc"),
+            "updated": doc.get("lastUpdatedDateTimeUtc"),
+        }
+
+
+def _stored_json(value: Json | None, where: str) -> Json | None:
+    """A free-form stored value, refused in one line if an older dpsctl let in one too deep to print or copy."""
+    return None if value is None else check_depth(value, where)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -472,22 +377,34 @@ class IndividualEnrollment(Enrollment):
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "enrollment") -> IndividualEnrollment:
-        """Parse and validate a DPS `IndividualEnrollment` object."""
-        _expect(doc, dict, where)
-        _check_keys(
-            doc,
-            _COMMON_FIELDS | {"registrationId", "deviceId", "optionalDeviceInformation", "registrationState"},
-            where,
-        )
-        reg_id = validate_registration_id(_expect(doc.get("registrationId"), str, f"{where}.registrationId"))
+        """Parse and check a DPS `IndividualEnrollment` object from input."""
+        allowed = _COMMON_FIELDS | {"registrationId", "deviceId", "optionalDeviceInformation", "registrationState"}
+        input_object(doc, allowed, where)
+        reg_id = validate_registration_id(expect(doc.get("registrationId"), str, f"{where}.registrationId"))
         where = f"enrollment {reg_id!r}"
-        device_id = doc.get("deviceId")
-        info = doc.get("optionalDeviceInformation")
+        device_id, info = doc.get("deviceId"), doc.get("optionalDeviceInformation")
+        if info is not None:
+            info = check_value(
+                expect(info, dict, f"{where}.optionalDeviceInformation"), f"{where}.optionalDeviceInformation"
+            )
         return cls(
             registration_id=reg_id,
             device_id=validate_device_id(device_id) if device_id else None,
-            optional_device_information=_device_information(info, where) if info is not None else None,
+            optional_device_information=info,
             **cls._common_from_dict(doc, group=False, where=where),
+        )
+
+    @classmethod
+    def from_stored(cls, doc: Json) -> IndividualEnrollment:
+        """Build from a stored `IndividualEnrollment` object, without checking it again."""
+        where = f"enrollment {doc['registrationId']!r}"
+        return cls(
+            registration_id=doc["registrationId"],
+            device_id=doc.get("deviceId") or None,
+            optional_device_information=_stored_json(
+                doc.get("optionalDeviceInformation"), f"{where}.optionalDeviceInformation"
+            ),
+            **cls._common_from_stored(doc, group=False, where=where),
         )
 
 
@@ -515,202 +432,15 @@ class EnrollmentGroup(Enrollment):
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "enrollment group") -> EnrollmentGroup:
-        """Parse and validate a DPS `EnrollmentGroup` object."""
-        _expect(doc, dict, where)
-        _check_keys(doc, _COMMON_FIELDS | {"enrollmentGroupId"}, where)
-        group_id = validate_group_id(_expect(doc.get("enrollmentGroupId"), str, f"{where}.enrollmentGroupId"))
-        return cls(
-            enrollment_group_id=group_id,
-            **cls._common_from_dict(doc, group=True, where=f"enrollment group {group_id!r}"),
-        )
-
-
-# --------------------------------------------------------------------------- hubs and service
-
-
-@dataclass(frozen=True)
-class LinkedHub:
-    """An IoT hub linked to the service (`IotHubDefinitionDescription`)."""
-
-    name: str
-    connection_string: str
-    location: str | None = None
-    allocation_weight: int | None = None
-    apply_allocation_policy: bool | None = None
-
-    @property
-    def weight(self) -> int:
-        """The effective allocation weight (DPS treats null as 1)."""
-        return self.allocation_weight or 1
-
-    @property
-    def applies_policy(self) -> bool:
-        """Whether the hub takes part in allocation when an enrollment names no hubs (null means yes)."""
-        return self.apply_allocation_policy is not False
-
-    def to_dict(self, *, show_keys: bool = True) -> Json:
-        """The DPS `IotHubDefinitionDescription` object; the access key is masked unless `show_keys`."""
-        cs = self.connection_string if show_keys else mask_connection_string(self.connection_string)
-        return {
-            "allocationWeight": self.allocation_weight,
-            "applyAllocationPolicy": self.apply_allocation_policy,
-            "connectionString": cs,
-            "location": self.location,
-            "name": self.name,
-        }
+        """Parse and check a DPS `EnrollmentGroup` object from input."""
+        input_object(doc, _COMMON_FIELDS | {"enrollmentGroupId"}, where)
+        group_id = validate_group_id(expect(doc.get("enrollmentGroupId"), str, f"{where}.enrollmentGroupId"))
+        where = f"enrollment group {group_id!r}"
+        return cls(enrollment_group_id=group_id, **cls._common_from_dict(doc, group=True, where=where))
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str = "linked hub") -> LinkedHub:
-        """Parse and validate a linked hub."""
-        _expect(doc, dict, where)
-        _check_keys(doc, {"allocationWeight", "applyAllocationPolicy", "connectionString", "location", "name"}, where)
-        name = hub_host_name(_expect(doc.get("name"), str, f"{where}.name"))
-        where = f"linked hub {name!r}"
-        weight = doc.get("allocationWeight")
-        if weight is not None:
-            validate_weight(_expect(weight, int, f"{where}.allocationWeight"))
-        apply = doc.get("applyAllocationPolicy")
-        if apply is not None:
-            _expect(apply, bool, f"{where}.applyAllocationPolicy")
-        location = doc.get("location")
-        if location is not None:
-            from dpsctl.core.regions import normalize_region
-
-            location = normalize_region(_expect(location, str, f"{where}.location"))
-        cs = doc.get("connectionString") or default_hub_connection_string(name)
-        return cls(name, _expect(cs, str, f"{where}.connectionString"), location, weight, apply)
-
-
-def validate_weight(weight: int) -> int:
-    """Allocation weights are 1 to 1000, as in DPS."""
-    if not 1 <= weight <= 1000:
-        raise InvalidInput(f"allocation weight {weight} is out of range", hint="use a whole number from 1 to 1000")
-    return weight
-
-
-def check_hub_connection_string(cs: str, host: str) -> str:
-    """A hub connection string must name the same hub and carry a valid Base64 key, as DPS checks when linking."""
-    fields = {}
-    for part in cs.split(";"):
-        name, sep, value = part.partition("=")
-        if sep:
-            fields[name.strip().lower()] = value
-    missing = [f for f in ("hostname", "sharedaccesskeyname", "sharedaccesskey") if not fields.get(f)]
-    if missing:
-        raise InvalidInput(
-            "hub connection string is missing " + ", ".join(missing),
-            hint="expected HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>",
-        )
-    if not fields["hostname"].isascii() or fields["hostname"].lower() != host:
-        raise InvalidInput(f"the connection string is for {fields['hostname']}, not {host}")
-    from dpsctl.core.keys import decode_key
-
-    decode_key(fields["sharedaccesskey"], what="hub key (SharedAccessKey of the connection string)")
-    return cs
-
-
-def default_hub_connection_string(host: str) -> str:
-    """A placeholder owner connection string for a simulated hub, with a stable fake key."""
-    import base64
-    import hashlib
-
-    key = base64.b64encode(hashlib.sha256(f"dpsctl-simulated-hub:{host}".encode()).digest()).decode()
-    return f"HostName={host};SharedAccessKeyName=iothubowner;SharedAccessKey={key}"
-
-
-def connection_string_fields(text: str) -> dict[str, str]:
-    """The `Name=value;...` fields of a connection string, names lower-cased (a value may hold '=')."""
-    fields: dict[str, str] = {}
-    for part in text.split(";"):
-        name, sep, value = part.partition("=")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    return fields
-
-
-def mask_connection_string(cs: str) -> str:
-    """Hide the SharedAccessKey part of a connection string, as the Azure portal and az do."""
-    parts = []
-    for part in cs.split(";"):
-        name, sep, _ = part.partition("=")
-        parts.append(f"{name}=****" if sep and name.lower() == "sharedaccesskey" else part)
-    return ";".join(parts)
-
-
-@dataclass(frozen=True)
-class ServiceSettings:
-    """The provisioning service instance: ID scope, default allocation policy, location, operations count."""
-
-    id_scope: str
-    allocation_policy: str = "hashed"
-    location: str | None = None
-    name: str = "dpsctl"
-    operations: int = 0
-    created: str | None = None
-    service_key: str | None = None
-    history_sequence: int = 0
-
-    @property
-    def device_endpoint(self) -> str:
-        """The global device endpoint host name devices use."""
-        return "global.azure-devices-provisioning.net"
-
-    @property
-    def service_host(self) -> str:
-        """The service operations host name of this instance."""
-        return f"{self.name}.azure-devices-provisioning.net"
-
-    def to_dict(self, *, show_keys: bool = True) -> Json:
-        """Stored form of the settings (the ARM-like view is built by the service module)."""
-        doc = {
-            "name": self.name,
-            "idScope": self.id_scope,
-            "allocationPolicy": self.allocation_policy,
-            "location": self.location,
-            "operations": self.operations,
-            "createdDateTimeUtc": self.created,
-            "historySequence": self.history_sequence,
-        }
-        if show_keys:
-            doc["serviceKey"] = self.service_key
-        return doc
-
-    @classmethod
-    def from_dict(cls, doc: Any, where: str = "service") -> ServiceSettings:
-        """Parse stored or imported service settings."""
-        _expect(doc, dict, where)
-        _check_keys(
-            doc,
-            {
-                "name",
-                "idScope",
-                "allocationPolicy",
-                "location",
-                "operations",
-                "createdDateTimeUtc",
-                "serviceKey",
-                "historySequence",
-            },
-            where,
-        )
-        location = doc.get("location")
-        if location is not None:
-            from dpsctl.core.regions import normalize_region
-
-            location = normalize_region(_expect(location, str, f"{where}.location"))
-        return cls(
-            id_scope=validate_id_scope(_expect(doc.get("idScope"), str, f"{where}.idScope")),
-            allocation_policy=_choice(
-                doc.get("allocationPolicy") or "hashed", SERVICE_POLICIES, f"{where}.allocationPolicy"
-            ),
-            location=location,
-            name=_expect(doc.get("name") or "dpsctl", str, f"{where}.name"),
-            operations=_expect(doc.get("operations") or 0, int, f"{where}.operations"),
-            created=doc.get("createdDateTimeUtc"),
-            service_key=doc.get("serviceKey"),
-            history_sequence=_expect(doc.get("historySequence") or 0, int, f"{where}.historySequence"),
-        )
-
-    def with_operations(self, added: int) -> ServiceSettings:
-        """A copy with `added` more billable operations counted."""
-        return replace(self, operations=self.operations + added)
+    def from_stored(cls, doc: Json) -> EnrollmentGroup:
+        """Build from a stored `EnrollmentGroup` object, without checking it again."""
+        group_id = doc["enrollmentGroupId"]
+        where = f"enrollment group {group_id!r}"
+        return cls(enrollment_group_id=group_id, **cls._common_from_stored(doc, group=True, where=where))

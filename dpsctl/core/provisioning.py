@@ -27,8 +27,9 @@ from dpsctl.core.clock import format_timestamp, new_history_id, new_operation_id
 from dpsctl.core.errors import AllocationFailed, Disabled, DpsError, InvalidInput, RegistrationConflict, Unauthorized
 from dpsctl.core.ids import validate_registration_id
 from dpsctl.core.matching import Match, Refused, match_and_attest
-from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment, LinkedHub, ServiceSettings
+from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
 from dpsctl.core.service import count_operations, load_service
+from dpsctl.core.service_records import LinkedHub, ServiceSettings
 from dpsctl.core.transactions import StoreTransactions, Transactions
 from dpsctl.store import Transaction
 
@@ -219,7 +220,7 @@ def check_request(request: RegistrationRequest) -> str:
     """The request's registration ID, after the checks that make a request the caller's error (raise InvalidInput)."""
     reg_id = _registration_id(request)
     if request.payload is not None:
-        from dpsctl.core.jsondepth import check_value
+        from dpsctl.core.untrusted_json import check_value
 
         # A payload nested too deep would fail later (deepcopy, store write, output) with RecursionError.
         check_value(request.payload, "the registration payload")
@@ -499,7 +500,7 @@ def _plan_allocation(tx: Transaction, plan: Plan) -> None:
     """The allocation inputs of a matched, enabled entry: candidate hubs, policy, the device's current hub."""
     assert plan.match is not None
     entry, trace = plan.match.entry, plan.trace
-    linked = tx.memo("hubs", "linked", lambda: [LinkedHub.from_dict(d) for d in plan.hubs])
+    linked = tx.memo("hubs", "linked", lambda: [LinkedHub.from_stored(d) for d in plan.hubs])
     if entry.iot_hubs:
         plan.candidates = [h for h in linked if h.name in entry.iot_hubs]
         trace.note(f"candidate hubs (named by the entry): {', '.join(h.name for h in plan.candidates) or 'none'}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
+from dpsctl.core.checks import choice
 from dpsctl.core.clock import format_timestamp
 from dpsctl.core.errors import Conflict, InvalidInput, StoreError
 from dpsctl.core.ids import validate_id_scope
-from dpsctl.core.models import SERVICE_POLICIES, ServiceSettings, _choice
+from dpsctl.core.service_records import SERVICE_POLICIES, ServiceSettings
 from dpsctl.store import Transaction
 
 ARM_POLICY = {"hashed": "Hashed", "geoLatency": "GeoLatency", "static": "Static"}
@@ -30,7 +31,7 @@ def new_service(now: datetime, *, id_scope: str | None = None, allocation_policy
         )
     return ServiceSettings(
         id_scope=validate_id_scope(id_scope) if id_scope else random_id_scope(),
-        allocation_policy=_choice(allocation_policy, SERVICE_POLICIES, "allocation policy"),
+        allocation_policy=choice(allocation_policy, SERVICE_POLICIES, "allocation policy"),
         created=format_timestamp(now),
         service_key=generate_key(32),
     )
@@ -40,7 +41,7 @@ def load_service(tx: Transaction, now: datetime) -> ServiceSettings:
     """The service settings, created with a random ID scope the first time a store is written."""
     doc = tx.get("service", "service")
     if doc is not None:
-        return ServiceSettings.from_dict(doc)
+        return ServiceSettings.from_stored(doc)
     if not tx.writable:
         raise StoreError("the store has no service settings yet", hint="run `dpsctl init`")
     settings = new_service(now)
@@ -77,9 +78,7 @@ def update_service(
                 "custom allocation cannot be the service default, as in DPS",
                 hint="set it on enrollments with --allocation-policy custom",
             )
-        settings = replace(
-            settings, allocation_policy=_choice(allocation_policy, SERVICE_POLICIES, "allocation policy")
-        )
+        settings = replace(settings, allocation_policy=choice(allocation_policy, SERVICE_POLICIES, "allocation policy"))
     if location is not None:
         from dpsctl.core.regions import normalize_region
 
@@ -172,8 +171,8 @@ def check_login(settings: ServiceSettings | None, connection_string: str) -> Non
     """An az `--login` connection string must name this service and carry its owner key (None: a store without settings)."""
     import hmac
 
+    from dpsctl.core.checks import connection_string_fields
     from dpsctl.core.errors import Unauthorized
-    from dpsctl.core.models import connection_string_fields
 
     fields = connection_string_fields(connection_string)
     missing = [name for name in ("HostName", "SharedAccessKeyName", "SharedAccessKey") if not fields.get(name.lower())]

@@ -6,21 +6,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from dpsctl.core.checks import check_hub_connection_string, check_keys, default_hub_connection_string, expect
 from dpsctl.core.enrollments import KIND, AnyEnrollment, certificate_ref, check_entry
 from dpsctl.core.errors import DpsError, InvalidInput
-from dpsctl.core.jsondepth import MAX_DOCUMENT_DEPTH, check_depth, parse_json
-from dpsctl.core.models import (
-    Attestation,
-    EnrollmentGroup,
-    IndividualEnrollment,
-    LinkedHub,
-    ServiceSettings,
-    _check_keys,
-    _expect,
-    check_hub_connection_string,
-    default_hub_connection_string,
-)
+from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
 from dpsctl.core.service import count_operations, load_service, save_service
+from dpsctl.core.service_records import LinkedHub, ServiceSettings
+from dpsctl.core.untrusted_json import MAX_DOCUMENT_DEPTH, check_depth, parse_json
 from dpsctl.store import Transaction
 
 DOCUMENT_FIELDS = {"service", "linkedHubs", "certificates", "enrollments", "enrollmentGroups"}
@@ -73,7 +65,7 @@ def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
     check_depth(doc, source, limit=MAX_DOCUMENT_DEPTH)  # YAML too: the values in it are checked where they are read
     if not isinstance(doc, dict):
         raise InvalidInput(f"{source} must hold an object with linkedHubs, enrollments and enrollmentGroups")
-    _check_keys(doc, DOCUMENT_FIELDS, source)
+    check_keys(doc, DOCUMENT_FIELDS, source)
     return doc
 
 
@@ -112,7 +104,7 @@ def _has_alias(node: Any, seen: set[int]) -> bool:
 
 
 def _records(doc: dict[str, Any], name: str) -> list[Any]:
-    return _expect(doc.get(name) or [], list, name)
+    return expect(doc.get(name) or [], list, name)
 
 
 def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +160,7 @@ def _keep_existing_keys(new: AnyEnrollment, old_doc: dict[str, Any] | None, give
         or (keys.get("primaryKey") and keys.get("secondaryKey"))
     ):
         return new
-    old = Attestation.from_dict(old_doc["attestation"], group=new.is_group)
+    old = Attestation.from_stored(old_doc["attestation"], group=new.is_group)
     if old.type != "symmetricKey":
         return new
     return replace(
@@ -189,7 +181,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
     service = load_service(tx, now)
     new_service = service
     if doc.get("service") is not None:
-        given = ServiceSettings.from_dict({**service.to_dict(), **_expect(doc["service"], dict, "service")}, "service")
+        given = ServiceSettings.from_dict({**service.to_dict(), **expect(doc["service"], dict, "service")}, "service")
         new_service = replace(
             given, operations=service.operations, created=service.created, history_sequence=service.history_sequence
         )
@@ -292,23 +284,23 @@ def _parse_cas(doc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
     names: set[str] = set()
     for i, raw in enumerate(_records(doc, "certificates")):
         where = f"certificates[{i}]"
-        _expect(raw, dict, where)
-        _check_keys(raw, CA_FIELDS, where)
-        name = _expect(raw.get("name"), str, f"{where}.name")
+        expect(raw, dict, where)
+        check_keys(raw, CA_FIELDS, where)
+        name = expect(raw.get("name"), str, f"{where}.name")
         if name.lower() in names:
             raise InvalidInput(f"{where} repeats CA name {name!r}")
         names.add(name.lower())
-        verified = _expect(raw.get("isVerified", False), bool, f"{where}.isVerified")
+        verified = expect(raw.get("isVerified", False), bool, f"{where}.isVerified")
         record = ca_record(
             name,
-            _expect(raw.get("certificate"), str, f"{where}.certificate"),
+            expect(raw.get("certificate"), str, f"{where}.certificate"),
             f"{where} ({name})",
             verified=verified,
             now=now,
         )
         for stamp in ("created", "updated", "etag"):
             if raw.get(stamp):
-                record[stamp] = _expect(raw[stamp], str, f"{where}.{stamp}")
+                record[stamp] = expect(raw[stamp], str, f"{where}.{stamp}")
         records.append(record)
     return records
 
@@ -351,7 +343,7 @@ def export_document(tx: Transaction, now: datetime, *, show_keys: bool = False) 
     service.pop("historySequence", None)
     return {
         "service": service,
-        "linkedHubs": [LinkedHub.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("hubs")],
+        "linkedHubs": [LinkedHub.from_stored(d).to_dict(show_keys=show_keys) for d in tx.scan("hubs")],
         "certificates": [
             {
                 k: d[k]
@@ -360,6 +352,8 @@ def export_document(tx: Transaction, now: datetime, *, show_keys: bool = False) 
             }
             for d in tx.scan("cas")
         ],
-        "enrollments": [IndividualEnrollment.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("enrollments")],
-        "enrollmentGroups": [EnrollmentGroup.from_dict(d).to_dict(show_keys=show_keys) for d in tx.scan("groups")],
+        "enrollments": [
+            IndividualEnrollment.from_stored(d).to_dict(show_keys=show_keys) for d in tx.scan("enrollments")
+        ],
+        "enrollmentGroups": [EnrollmentGroup.from_stored(d).to_dict(show_keys=show_keys) for d in tx.scan("groups")],
     }

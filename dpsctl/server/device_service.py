@@ -24,7 +24,6 @@ from cryptography.x509 import Certificate
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, X509Credential
 from dpsctl.core.clock import Clock, SystemClock, new_operation_id
 from dpsctl.core.errors import Disabled, DpsError, InvalidInput, StoreBusy, Unauthorized
-from dpsctl.core.jsondepth import parse_json
 from dpsctl.core.provisioning import (
     Plan,
     ProvisionResult,
@@ -37,6 +36,7 @@ from dpsctl.core.provisioning import (
 from dpsctl.core.registrations import public_registration
 from dpsctl.core.service import load_service
 from dpsctl.core.tpm import issue_challenge, seal_to_endorsement_key, validate_endorsement_key
+from dpsctl.core.untrusted_json import parse_json
 from dpsctl.server.errors import (
     E_BAD_REQUEST,
     E_INTERNAL,

@@ -12,8 +12,8 @@ from pathlib import Path
 from cryptography.x509 import Certificate
 
 from dpsctl.core.clock import Clock, SystemClock
-from dpsctl.core.models import ServiceSettings
 from dpsctl.core.service import ensure_service_key
+from dpsctl.core.service_records import ServiceSettings
 from dpsctl.server.device_service import DeviceService
 from dpsctl.server.faults import Options
 from dpsctl.server.http_api import HttpApi

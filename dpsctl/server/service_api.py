@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from dpsctl.core.clock import Clock, SystemClock, format_timestamp, same_etag
 from dpsctl.core.errors import DpsError, InvalidInput
-from dpsctl.core.jsondepth import parse_json
+from dpsctl.core.untrusted_json import parse_json
 from dpsctl.server.errors import (
     E_BAD_REQUEST,
     E_CONFLICT,
@@ -208,8 +208,8 @@ class ServiceApi:
         from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
 
         if group:
-            return EnrollmentGroup.from_dict(doc).to_dict(show_keys=False)
-        view = IndividualEnrollment.from_dict(doc).to_dict(show_keys=False)
+            return EnrollmentGroup.from_stored(doc).to_dict(show_keys=False)
+        view = IndividualEnrollment.from_stored(doc).to_dict(show_keys=False)
         record = tx.get("registrations", doc["registrationId"])
         if record is not None:
             view["registrationState"] = _registration_view(record)
@@ -224,7 +224,7 @@ class ServiceApi:
             doc = tx.get(KIND[group], entry_id)
         if doc is None:
             raise _not_found(group, entry_id)
-        mechanism = Attestation.from_dict(doc["attestation"], group=group).to_dict(group=group, show_keys=True)
+        mechanism = Attestation.from_stored(doc["attestation"], group=group).to_dict(group=group, show_keys=True)
         return HttpResponse(200, mechanism, note=f"{NOUN[group]} {entry_id} attestation mechanism")
 
     def _entry_query(self, request: HttpRequest, group: bool) -> HttpResponse:
@@ -246,8 +246,8 @@ class ServiceApi:
         )
 
     def _bulk(self, request: HttpRequest, group: bool) -> HttpResponse:
+        from dpsctl.core.checks import choice
         from dpsctl.core.enrollments import KIND, delete_entry
-        from dpsctl.core.models import _choice
 
         items_field = "enrollmentGroups" if group else "enrollments"
         id_field = "enrollmentGroupId" if group else "registrationId"
@@ -259,7 +259,7 @@ class ServiceApi:
                 raise Refusal(
                     400, E_BAD_REQUEST, f"the body must be a BulkEnrollmentOperation object {{mode, {items_field}}}"
                 )
-            mode = _choice(body.get("mode"), ("create", "update", "updateIfMatchETag", "delete"), "mode")
+            mode = choice(body.get("mode"), ("create", "update", "updateIfMatchETag", "delete"), "mode")
             items = body.get(items_field)
             if not isinstance(items, list) or not items:
                 raise Refusal(400, E_BAD_REQUEST, f"{items_field} must be a non-empty list")
@@ -386,7 +386,7 @@ def _entry_from_body(body: Any, group: bool, entry_id: str, old: Json | None) ->
     entry = model.from_dict(body)
     att = entry.attestation
     if att.type == "symmetricKey":
-        previous = Attestation.from_dict(old["attestation"], group=group) if old is not None else None
+        previous = Attestation.from_stored(old["attestation"], group=group) if old is not None else None
         keep = previous if previous is not None and previous.type == "symmetricKey" else None
         # A GET answer sent back (keys left out) keeps the stored keys; a new entry without keys gets fresh ones.
         att = replace(

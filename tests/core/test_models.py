@@ -10,14 +10,8 @@ from hypothesis import strategies as st
 
 from dpsctl.core.errors import InvalidInput
 from dpsctl.core.ids import hub_host_name, validate_id_scope, validate_registration_id
-from dpsctl.core.models import (
-    Attestation,
-    CustomAllocation,
-    EnrollmentGroup,
-    IndividualEnrollment,
-    LinkedHub,
-    ReprovisionPolicy,
-)
+from dpsctl.core.models import Attestation, CustomAllocation, EnrollmentGroup, IndividualEnrollment, ReprovisionPolicy
+from dpsctl.core.service_records import LinkedHub
 
 REG_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:-]*[A-Za-z0-9-])?")
 valid_ids = st.from_regex(r"\A[A-Za-z0-9]([A-Za-z0-9._:-]{0,40}[A-Za-z0-9-])?\Z")

@@ -24,7 +24,7 @@ from dpsctl.core import ids, keys, sas, x509
 from dpsctl.core.batch import read_batch_file
 from dpsctl.core.custom_allocation import AllocationResponse, parse_allocation_response
 from dpsctl.core.errors import AllocationFailed, DpsError
-from dpsctl.core.jsondepth import MAX_JSON_DEPTH, too_deep
+from dpsctl.core.untrusted_json import MAX_JSON_DEPTH, too_deep
 from dpsctl.core.transfer import DOCUMENT_FIELDS, ImportPlan, import_document, parse_document
 from dpsctl.store.memory import MemoryStore
 

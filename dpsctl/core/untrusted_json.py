@@ -12,6 +12,7 @@ service API body) may nest MAX_DOCUMENT_DEPTH levels, so that a value at the lim
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from dpsctl.core.errors import DpsError, InvalidInput
@@ -31,6 +32,7 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, (list, tuple)):
