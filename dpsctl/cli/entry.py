@@ -189,17 +189,16 @@ def cert_input(path: str | None, what: str) -> tuple[bytes, str] | None:
 
 
 def _keys_cell(doc: dict[str, Any]) -> str:
-    att = doc["attestation"]
-    if att["type"] == "symmetricKey":
-        return att.get("symmetricKey", {}).get("primaryKey") or "(hidden)"
-    if att["type"] == "tpm":
-        ek = att["tpm"]["endorsementKey"]
-        return ek[:16] + "..."
-    x509 = att.get("x509", {})
-    certs = x509.get("clientCertificates") or x509.get("signingCertificates") or {}
-    if certs.get("primary"):
-        return "SHA1 " + certs["primary"]["info"].get("sha1Thumbprint", "")
-    return "CA " + str(x509.get("caReferences", {}).get("primary"))
+    from dpsctl.core.models import Attestation
+
+    att = Attestation.from_stored(doc["attestation"], group="enrollmentGroupId" in doc)
+    if att.type == "symmetricKey":
+        return att.primary_key or "(hidden)"
+    if att.type == "tpm":
+        return (att.endorsement_key or "")[:16] + "..."
+    if att.primary_cert:
+        return "SHA1 " + att.primary_cert.info.get("sha1Thumbprint", "")
+    return f"CA {att.primary_ca}"
 
 
 def render_entries(docs: list[dict[str, Any]], output: Output, *, group: bool) -> None:

@@ -50,7 +50,7 @@ def _credentials(
     remove_cert=False,
     remove_secondary_cert=False,
 ):
-    from dpsctl.core.enrollments import CredentialInput
+    from dpsctl.core.credentials import CredentialInput
 
     return CredentialInput(
         remove_certificate=remove_cert,

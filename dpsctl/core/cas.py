@@ -97,11 +97,13 @@ def arm_certificate(doc: Json, service_name: str) -> Json:
 
 def ca_users(tx: Transaction, name: str) -> list[str]:
     """IDs of the enrollment groups whose primary or secondary CA reference names this CA."""
+    from dpsctl.core.models import Attestation
+
     key = name.lower()
     users = []
     for doc in tx.find("groups", "attestation", "x509"):
-        refs = doc["attestation"].get("x509", {}).get("caReferences") or {}
-        if any(isinstance(ref, str) and ref.lower() == key for ref in refs.values()):
+        refs = Attestation.from_stored(doc["attestation"], group=True).ca_references
+        if any(ref.lower() == key for _, ref in refs):
             users.append(doc["enrollmentGroupId"])
     return users
 

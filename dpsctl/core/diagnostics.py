@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from dpsctl.core import x509
 from dpsctl.core.attestation import POSSESSION_BY_TLS
 from dpsctl.core.errors import DpsError, InvalidInput, Unauthorized
+from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
 from dpsctl.core.x509 import PrivateKey
 from dpsctl.store import Transaction
 
@@ -307,9 +308,8 @@ def _dangling_references(tx: Transaction) -> list[Step]:
     """Groups whose CA reference names a CA that no longer exists (left by `ca delete --force`)."""
     notes = []
     for doc in tx.find("groups", "attestation", "x509"):
-        refs = doc["attestation"].get("x509", {}).get("caReferences") or {}
-        for slot, name in refs.items():
-            if name and tx.get("cas", name) is None:
+        for slot, name in Attestation.from_stored(doc["attestation"], group=True).ca_references:
+            if tx.get("cas", name) is None:
                 notes.append(
                     _step(
                         "note",
@@ -326,11 +326,10 @@ def _issuer_unknown(tx: Transaction, chain: list[cx509.Certificate]) -> bool:
         return False
     known: set[str] = set()
     for doc in tx.find("groups", "attestation", "x509"):
-        x = doc["attestation"].get("x509", {})
-        for ref in (x.get("signingCertificates") or {}).values():
-            known.add(ref.get("info", {}).get("subjectName", ""))
-        for name in (x.get("caReferences") or {}).values():
-            ca = tx.get("cas", name) if name else None
+        attestation = Attestation.from_stored(doc["attestation"], group=True)
+        known.update(ref.info.get("subjectName", "") for _, ref in attestation.certificates)
+        for _, name in attestation.ca_references:
+            ca = tx.get("cas", name)
             if ca is not None:
                 known.add(ca["subject"])
     return x509.issuer_of(top) not in known and not any(x509.distinguished_name(c.subject) in known for c in chain[1:])
@@ -427,7 +426,6 @@ def key_mistake(tx: Transaction, registration_id: str, key_text: str) -> str | N
 def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
     """Compare the key with every key the store holds, and with keys derived from group keys."""
     from dpsctl.core.keys import derive_device_key
-    from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
 
     def same(candidate: str | None) -> bool:
         if not candidate:

@@ -14,9 +14,9 @@ from dpsctl.core.checks import (
     validate_webhook_url,
 )
 from dpsctl.core.clock import format_timestamp, new_etag, same_etag
+from dpsctl.core.credentials import CredentialInput, build_attestation, updated_attestation
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
 from dpsctl.core.ids import (
-    MAX_X509_REGISTRATION_ID,
     validate_device_id,
     validate_group_id,
     validate_registration_id,
@@ -25,7 +25,6 @@ from dpsctl.core.models import (
     ALLOCATION_POLICIES,
     PROVISIONING_STATUSES,
     Attestation,
-    CertificateRef,
     CustomAllocation,
     EnrollmentGroup,
     IndividualEnrollment,
@@ -47,22 +46,6 @@ NOUN = {False: "enrollment", True: "enrollment group"}
 
 
 @dataclass(frozen=True)
-class CredentialInput:
-    """Attestation material as a user gives it: keys, certificate file contents, or TPM keys (None = not given)."""
-
-    primary_key: str | None = None
-    secondary_key: str | None = None
-    certificate: tuple[bytes, str] | None = None  # (file contents, file name)
-    secondary_certificate: tuple[bytes, str] | None = None
-    ca_reference: str | None = None
-    secondary_ca_reference: str | None = None
-    endorsement_key: str | None = None
-    storage_root_key: str | None = None
-    remove_certificate: bool = False  # update only: drop the stored primary / secondary certificate (az --rc, --rsc)
-    remove_secondary_certificate: bool = False
-
-
-@dataclass(frozen=True)
 class EnrollmentOptions:
     """The settings shared by `add` and `update` of enrollments and groups (None = leave as is / default)."""
 
@@ -80,102 +63,6 @@ class EnrollmentOptions:
     twin_tags: dict[str, Any] | None = None
     twin_desired: dict[str, Any] | None = None
     device_information: dict[str, Any] | None = None
-
-
-# --------------------------------------------------------------------------- attestation building
-
-
-def certificate_ref(
-    data: bytes | str, source: str, *, registration_id: str | None = None, require_ca: bool = False
-) -> CertificateRef:
-    """Parse an uploaded certificate and derive its DPS info; checks CN (device) or CA flag (signing cert)."""
-    from dpsctl.core import x509
-
-    certs = x509.load_certificates(data, source=source)
-    cert = certs[0]
-    if registration_id is not None:
-        cn = x509.common_name(cert)
-        if cn is None or cn.lower() != registration_id.lower():
-            raise InvalidInput(
-                f"certificate {source} has CN={cn!r}, but the registration ID is {registration_id!r}",
-                hint="DPS requires the device certificate's subject CN to equal the registration ID",
-            )
-    if require_ca and not x509.is_ca(cert):
-        raise InvalidInput(
-            f"certificate {source} is not a CA certificate (no basicConstraints CA=true)",
-            hint="an enrollment group's signing certificate is the root or intermediate CA that issues device certificates",
-        )
-    return CertificateRef(x509.cert_to_pem(cert), x509.certificate_info(cert))
-
-
-def build_attestation(kind: str, cred: CredentialInput, *, group: bool, registration_id: str | None) -> Attestation:
-    """Turn user input into a checked Attestation; missing symmetric keys are generated (64 bytes, as DPS)."""
-    from dpsctl.core.keys import decode_key, generate_key
-
-    kind = choice(kind, ("symmetricKey", "x509") if group else ("symmetricKey", "x509", "tpm"), "attestation type")
-    if kind == "symmetricKey":
-        _refuse_other(cred, kind, ("primary_key", "secondary_key"))
-        # None means "not given": generate, as DPS does. An empty string was given, and is refused as a bad key.
-        primary = generate_key() if cred.primary_key is None else cred.primary_key
-        secondary = generate_key() if cred.secondary_key is None else cred.secondary_key
-        decode_key(primary, what="primary key")
-        decode_key(secondary, what="secondary key")
-        return Attestation(kind, primary_key=primary.strip(), secondary_key=secondary.strip())
-    if kind == "tpm":
-        from dpsctl.core.tpm import validate_endorsement_key
-
-        _refuse_other(cred, kind, ("endorsement_key", "storage_root_key"))
-        if not cred.endorsement_key:
-            raise InvalidInput(
-                "a TPM enrollment needs --endorsement-key",
-                hint="print a software TPM's key with `dpsctl tpm show FILE`",
-            )
-        return Attestation(
-            kind, endorsement_key=validate_endorsement_key(cred.endorsement_key), storage_root_key=cred.storage_root_key
-        )
-    _refuse_other(cred, kind, ("certificate", "secondary_certificate", "ca_reference", "secondary_ca_reference"))
-    if group:
-        if not cred.certificate and not cred.ca_reference:
-            raise InvalidInput("an X.509 enrollment group needs --signing-cert FILE (or --ca-ref NAME)")
-        if cred.certificate and cred.ca_reference:
-            raise InvalidInput("give either --signing-cert or --ca-ref, not both")
-    elif not cred.certificate:
-        raise InvalidInput("an X.509 enrollment needs --cert FILE (the device certificate)")
-    max_id = None if group else registration_id
-    if max_id is not None and len(max_id) > MAX_X509_REGISTRATION_ID:
-        raise InvalidInput(
-            f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters (the certificate CN limit)"
-        )
-    refs = [
-        certificate_ref(*c, registration_id=max_id, require_ca=group) if c else None
-        for c in (cred.certificate, cred.secondary_certificate)
-    ]
-    return Attestation(
-        kind,
-        primary_cert=refs[0],
-        secondary_cert=refs[1],
-        primary_ca=cred.ca_reference,
-        secondary_ca=cred.secondary_ca_reference,
-    )
-
-
-def _refuse_other(cred: CredentialInput, kind: str, allowed: tuple[str, ...]) -> None:
-    """A credential option that does not belong to the attestation type is a mistake worth reporting."""
-    flags = {
-        "primary_key": "--primary-key",
-        "secondary_key": "--secondary-key",
-        "certificate": "--cert/--signing-cert",
-        "secondary_certificate": "--secondary-cert",
-        "ca_reference": "--ca-ref",
-        "secondary_ca_reference": "--secondary-ca-ref",
-        "endorsement_key": "--endorsement-key",
-        "storage_root_key": "--storage-root-key",
-        "remove_certificate": "--remove-certificate",
-        "remove_secondary_certificate": "--remove-secondary-certificate",
-    }
-    for name, flag in flags.items():
-        if name not in allowed and getattr(cred, name) not in (None, False):
-            raise InvalidInput(f"{flag} does not apply to {kind} attestation")
 
 
 # --------------------------------------------------------------------------- reading
@@ -211,14 +98,13 @@ def list_entries(
         status = filter_choice(status, PROVISIONING_STATUSES, "status")
     if attestation is not None:
         attestation = filter_choice(attestation, ("symmetricKey", "x509", "tpm"), "attestation type")
-    out = []
-    for doc in tx.scan(KIND[group]):
-        if status and doc.get("provisioningStatus", "enabled") != status:
-            continue
-        if attestation and doc["attestation"]["type"] != attestation:
-            continue
-        out.append(model.from_stored(doc))
-    return out
+    entries = [model.from_stored(doc) for doc in tx.scan(KIND[group])]
+    return [
+        e
+        for e in entries
+        if (status is None or e.provisioning_status == status)
+        and (attestation is None or e.attestation.type == attestation)
+    ]
 
 
 # --------------------------------------------------------------------------- checks
@@ -321,7 +207,7 @@ def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> A
 
 def _check_limits(tx: Transaction, entry: AnyEnrollment) -> None:
     if entry.is_group:
-        same_type = sum(1 for d in tx.scan("groups") if d["attestation"]["type"] == entry.attestation.type)
+        same_type = len(tx.find("groups", "attestation", entry.attestation.type))
         if same_type >= MAX_GROUPS_PER_TYPE:
             raise Conflict(
                 f"the service already has {MAX_GROUPS_PER_TYPE} {entry.attestation.type} enrollment groups, the DPS limit"
@@ -338,17 +224,15 @@ def _stamp(entry: AnyEnrollment, now: datetime, *, created: bool) -> AnyEnrollme
 # --------------------------------------------------------------------------- one entry per certificate
 
 
-def _entry_certificates(tx: Transaction, doc: dict[str, Any], *, group: bool) -> list[tuple[str, str]]:
-    """(SHA-1 thumbprint, how the entry names it) of each certificate a stored X.509 entry stands for."""
-    x509_doc = doc["attestation"].get("x509") or {}
-    certs = x509_doc.get("signingCertificates" if group else "clientCertificates") or {}
+def _entry_certificates(tx: Transaction, attestation: Attestation, *, group: bool) -> list[tuple[str, str]]:
+    """(SHA-1 thumbprint, how the entry names it) of each certificate an X.509 entry stands for."""
     out = []
-    for slot, ref in certs.items():
-        thumbprint = ((ref or {}).get("info") or {}).get("sha1Thumbprint")
+    for slot, ref in attestation.certificates:
+        thumbprint = ref.info.get("sha1Thumbprint")
         if thumbprint:
             out.append((str(thumbprint).upper(), f"its {slot} {'signing' if group else 'device'} certificate"))
-    for slot, name in (x509_doc.get("caReferences") or {}).items():
-        ca = tx.get("cas", name) if isinstance(name, str) and name else None
+    for slot, name in attestation.ca_references:
+        ca = tx.get("cas", name)
         if ca is not None:
             out.append((str(ca["thumbprint"]).upper(), f"its {slot} CA reference {ca['name']!r}"))
     return out
@@ -359,7 +243,8 @@ def _group_certificate_owners(tx: Transaction) -> dict[str, list[tuple[str, str]
     owners: dict[str, list[tuple[str, str]]] = {}
     for doc in tx.find("groups", "attestation", "x509"):
         group_id = doc["enrollmentGroupId"]
-        for thumbprint, how in _entry_certificates(tx, doc, group=True):
+        attestation = Attestation.from_stored(doc["attestation"], group=True)
+        for thumbprint, how in _entry_certificates(tx, attestation, group=True):
             owners.setdefault(thumbprint, []).append((group_id.lower(), f"enrollment group {group_id!r} ({how})"))
     return owners
 
@@ -373,7 +258,7 @@ def _check_certificates_unique(tx: Transaction, entry: AnyEnrollment) -> None:
     A group's --signing-cert may not be a CA certificate already uploaded to the service either: that CA is
     named with --ca-ref, so the certificate stays in one place (a dpsctl choice, docs/choices.md).
     """
-    mine = _entry_certificates(tx, entry.to_dict(), group=entry.is_group)
+    mine = _entry_certificates(tx, entry.attestation, group=entry.is_group)
     if not mine:
         return
     # Parsed once per transaction until groups or CAs change: an import of many enrollments reads them once.
@@ -461,76 +346,13 @@ def update_entry(
     entry = get_entry(tx, entry_id, group=group)
     check_etag(entry, etag)
     if cred is not None and cred != CredentialInput():
-        entry = replace(entry, attestation=_updated_attestation(entry, cred))
+        entry = replace(entry, attestation=updated_attestation(entry, cred))
     entry = apply_options(entry, opts)
     entry = check_entry(tx, entry, load_service(tx, now).allocation_policy)
     entry = _stamp(entry, now, created=False)
     tx.put(KIND[group], entry.to_dict())
     count_operations(tx, now)
     return entry
-
-
-def _updated_attestation(entry: AnyEnrollment, cred: CredentialInput) -> Attestation:
-    """New keys or certificates of the same attestation type; the parts not given are kept."""
-    from dpsctl.core.keys import decode_key
-
-    att = entry.attestation
-    noun = f"{NOUN[entry.is_group]} {entry.id!r}"
-    if att.type == "symmetricKey":
-        _refuse_other(cred, att.type, ("primary_key", "secondary_key"))
-        for key, what in ((cred.primary_key, "primary key"), (cred.secondary_key, "secondary key")):
-            if key is not None:
-                decode_key(key, what=what)
-        return replace(
-            att, primary_key=cred.primary_key or att.primary_key, secondary_key=cred.secondary_key or att.secondary_key
-        )
-    if att.type == "tpm":
-        _refuse_other(cred, att.type, ("endorsement_key", "storage_root_key"))
-        fresh = build_attestation(
-            "tpm",
-            replace(cred, endorsement_key=cred.endorsement_key or att.endorsement_key),
-            group=False,
-            registration_id=None,
-        )
-        return replace(fresh, storage_root_key=cred.storage_root_key or att.storage_root_key)
-    _refuse_other(
-        cred,
-        att.type,
-        (
-            "certificate",
-            "secondary_certificate",
-            "ca_reference",
-            "secondary_ca_reference",
-            "remove_certificate",
-            "remove_secondary_certificate",
-        ),
-    )
-    reg_id = None if entry.is_group else entry.id
-    kept_primary = None if cred.remove_certificate else att.primary_cert
-    kept_secondary = None if cred.remove_secondary_certificate else att.secondary_cert
-    primary = (
-        certificate_ref(*cred.certificate, registration_id=reg_id, require_ca=entry.is_group)
-        if cred.certificate
-        else kept_primary
-    )
-    secondary = (
-        certificate_ref(*cred.secondary_certificate, registration_id=reg_id, require_ca=entry.is_group)
-        if cred.secondary_certificate
-        else kept_secondary
-    )
-    if primary is None and secondary is not None and cred.remove_certificate:
-        primary, secondary = secondary, None  # as DPS, a lone certificate is the primary one
-    if primary is None and not (cred.ca_reference or att.primary_ca):
-        raise InvalidInput(
-            f"{noun} would have no certificate", hint="give a new one with the removal, or keep the current one"
-        )
-    return replace(
-        att,
-        primary_cert=primary,
-        secondary_cert=secondary,
-        primary_ca=cred.ca_reference or att.primary_ca,
-        secondary_ca=cred.secondary_ca_reference or att.secondary_ca,
-    )
 
 
 def delete_entry(tx: Transaction, entry_id: str, *, group: bool, etag: str | None) -> AnyEnrollment:

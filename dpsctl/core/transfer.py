@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from dpsctl.core.checks import check_hub_connection_string, check_keys, default_hub_connection_string, expect
-from dpsctl.core.enrollments import KIND, AnyEnrollment, certificate_ref, check_entry
+from dpsctl.core.credentials import certificate_ref
+from dpsctl.core.enrollments import KIND, AnyEnrollment, check_entry
 from dpsctl.core.errors import DpsError, InvalidInput
 from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
 from dpsctl.core.service import count_operations, load_service, save_service

@@ -24,6 +24,7 @@ from cryptography.x509 import Certificate
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, X509Credential
 from dpsctl.core.clock import Clock, SystemClock, new_operation_id
 from dpsctl.core.errors import Disabled, DpsError, InvalidInput, StoreBusy, Unauthorized
+from dpsctl.core.models import Attestation
 from dpsctl.core.provisioning import (
     Plan,
     ProvisionResult,
@@ -358,8 +359,8 @@ class DeviceService:
         if not issue:
             return refused, None
         doc = tx.get("enrollments", registration_id)
-        enrolled = doc is not None and (doc.get("attestation") or {}).get("type") == "tpm"
-        if not enrolled or _canonical_ek(doc) != endorsement_key:
+        enrolled = Attestation.from_stored(doc["attestation"], group=False) if doc is not None else None
+        if enrolled is None or enrolled.type != "tpm" or _canonical_ek(enrolled) != endorsement_key:
             return refused, None  # the engine says why (no enrollment, another type, another EK)
         if key is None:
             key, blob = issue_challenge(endorsement_key)
@@ -432,10 +433,10 @@ def _ek(tpm: Json) -> str:
         raise Refusal(400, E_BAD_REQUEST, exc.message, hint=exc.hint) from None
 
 
-def _canonical_ek(doc: Json) -> str | None:
+def _canonical_ek(attestation: Attestation) -> str | None:
     try:
-        return validate_endorsement_key(doc["attestation"]["tpm"]["endorsementKey"])
-    except (DpsError, KeyError, TypeError):
+        return validate_endorsement_key(attestation.endorsement_key or "")
+    except DpsError:
         return None
 
 

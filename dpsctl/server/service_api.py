@@ -368,7 +368,7 @@ def _registration_view(record: Json) -> Json:
 
 def _entry_from_body(body: Any, group: bool, entry_id: str, old: Json | None) -> Any:
     """An entry from a REST body: ID checked against the path, missing keys kept or generated, certificates re-read."""
-    from dpsctl.core.enrollments import certificate_ref
+    from dpsctl.core.credentials import certificate_ref
     from dpsctl.core.keys import generate_key
     from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
 
