@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dpsctl.core.errors import AllocationFailed, InvalidInput
-from dpsctl.core.untrusted_json import check_depth, check_value
+from dpsctl.core.untrusted_json import check_depth, check_value, parse_json
 
 # Far above any sane answer (DPS messages are capped at 96 KB) yet small enough that a runaway
 # webhook or command cannot make us parse an unbounded document.
@@ -179,20 +179,16 @@ def _decode_json_object(body: bytes | str, source: str) -> dict:
     try:
         # utf-8-sig: scripts on Windows like to start their output with a byte-order mark.
         text = body.decode("utf-8-sig") if isinstance(body, bytes) else body
-        document = json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError as error:
         raise AllocationFailed(f"{source} answered with text that is not UTF-8") from error
-    except (ValueError, RecursionError) as error:
-        # RecursionError: absurdly nested arrays are still "not an AllocationResponse".
+    try:
+        # NaN/Infinity are not JSON; accepting them would break re-serialising the payload later.
+        document = parse_json(text, source, allow_nan=False)
+    except InvalidInput as error:  # absurdly nested arrays too: still "not an AllocationResponse"
         raise AllocationFailed(f"{source} did not answer with JSON") from error
     if not isinstance(document, dict):
         raise AllocationFailed(f"{source} answered with JSON {_json_kind(document)}, not an object")
     return document
-
-
-def _reject_constant(name: str) -> object:
-    # NaN/Infinity are not JSON; accepting them would break re-serialising the payload later.
-    raise ValueError(f"{name} is not JSON")
 
 
 def _linked_hub(document: Mapping[str, object], linked_hubs: list[str], source: str) -> str:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from dpsctl.core.errors import Conflict, InvalidInput, Unauthorized
+from dpsctl.core.untrusted_json import parse_json
 
 FILE_FORMAT = "dpsctl-software-tpm"
 FILE_VERSION = 1
@@ -197,8 +198,8 @@ def public_key_in(text: str, field: str, source: str) -> str:
     """A TPM public key given in a file: the file's Base64 text, or the `field` (endorsementKey, storageRootKey) of a TPM file."""
     if text.lstrip().startswith("{"):
         try:
-            document = json.loads(text)
-        except (ValueError, RecursionError):
+            document = parse_json(text, source)
+        except InvalidInput:
             raise InvalidInput(f"{source} is neither Base64 nor a dpsctl software TPM file") from None
         if (
             not isinstance(document, dict)
@@ -222,8 +223,8 @@ def _read_tpm_document(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise InvalidInput(f"cannot read TPM file {path}: not UTF-8 text") from None
     try:
-        document = json.loads(text)
-    except (ValueError, RecursionError):
+        document = parse_json(text, f"TPM file {path}")
+    except InvalidInput:
         raise InvalidInput(f"TPM file {path} is not JSON") from None
     if not isinstance(document, dict) or document.get("format") != FILE_FORMAT:
         raise InvalidInput(f"{path} is not a dpsctl software TPM file")

@@ -1,4 +1,7 @@
-"""Untrusted JSON: parsing it with one-line errors, and one nesting and size limit for every value from outside.
+"""Untrusted JSON: the one parser of JSON from outside (one-line errors), and one nesting and size limit for its values.
+
+Every JSON text dpsctl did not write itself goes through `parse_json`: import files, service API and device
+request bodies, CLI values, TPM files, custom allocation answers. The store's own records do not.
 
 Python's JSON parser, `copy.deepcopy` and the JSON encoder all recurse once per level, so a document nested a
 few hundred levels deep parses and then fails later with RecursionError, far from where it came in (and after
@@ -61,14 +64,17 @@ def check_value(value: Any, what: str, error: type[DpsError] = InvalidInput) -> 
     return value
 
 
-def parse_json(text: str | bytes, what: str, *, limit_depth: bool = False, document: bool = False) -> Any:
+def parse_json(
+    text: str | bytes, what: str, *, limit_depth: bool = False, document: bool = False, allow_nan: bool = True
+) -> Any:
     """json.loads for text from outside: every way it can fail becomes one InvalidInput naming `what`.
 
     `limit_depth`: the text is one value (check_value: depth and size); `document`: the text carries values
     (import files, request bodies; at most MAX_DOCUMENT_DEPTH levels, the values being checked where they are read).
+    `allow_nan=False` refuses NaN and Infinity, which are not JSON, where a value is passed on as JSON.
     """
     try:
-        value = json.loads(text)
+        value = json.loads(text) if allow_nan else json.loads(text, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise InvalidInput(f"{what} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -80,3 +86,7 @@ def parse_json(text: str | bytes, what: str, *, limit_depth: bool = False, docum
     if limit_depth:
         return check_value(value, what)
     return check_depth(value, what, limit=MAX_DOCUMENT_DEPTH) if document else value
+
+
+def _refuse_constant(name: str) -> object:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
