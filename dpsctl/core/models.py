@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from dpsctl.core.checks import (
     DEFAULT_CUSTOM_API_VERSION,
@@ -25,7 +25,6 @@ from dpsctl.core.errors import InvalidInput
 from dpsctl.core.ids import hub_host_name, validate_device_id, validate_group_id, validate_registration_id
 from dpsctl.core.untrusted_json import check_depth, check_value
 
-AttestationType = Literal["symmetricKey", "x509", "tpm"]
 ATTESTATION_TYPES: tuple[str, ...] = ("symmetricKey", "x509", "tpm")
 ALLOCATION_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static", "custom")
 PROVISIONING_STATUSES: tuple[str, ...] = ("enabled", "disabled")
@@ -83,8 +82,12 @@ class ReprovisionPolicy:
     @classmethod
     def from_stored(cls, doc: Json | None) -> ReprovisionPolicy:
         """Build from a stored `reprovisionPolicy` object (absent: the default policy)."""
-        doc = doc or {}
+        if not doc:
+            return _DEFAULT_REPROVISION
         return cls(doc.get("updateHubAssignment") is not False, doc.get("migrateDeviceData") is not False)
+
+
+_DEFAULT_REPROVISION = ReprovisionPolicy()  # frozen: one instance serves every record that has no policy
 
 
 @dataclass(frozen=True)
