@@ -152,26 +152,18 @@ def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
     return replace(entry, attestation=replace(att, primary_cert=refs[0], secondary_cert=refs[1]))
 
 
-def _keep_existing_keys(new: AnyEnrollment, old_doc: dict[str, Any] | None, given: dict[str, Any]) -> AnyEnrollment:
+def _keep_existing_keys(new: AnyEnrollment, old_doc: dict[str, Any] | None) -> AnyEnrollment:
     """A key the file leaves out keeps its stored value (an export without --show-keys has none to give)."""
-    keys = given.get("attestation", {}).get("symmetricKey") or {}
-    if (
-        old_doc is None
-        or new.attestation.type != "symmetricKey"
-        or (keys.get("primaryKey") and keys.get("secondaryKey"))
-    ):
+    att = new.attestation
+    if old_doc is None or att.type != "symmetricKey" or (att.primary_key and att.secondary_key):
         return new
     old = Attestation.from_stored(old_doc["attestation"], group=new.is_group)
     if old.type != "symmetricKey":
         return new
-    return replace(
-        new,
-        attestation=replace(
-            new.attestation,
-            primary_key=keys.get("primaryKey") or old.primary_key,
-            secondary_key=keys.get("secondaryKey") or old.secondary_key,
-        ),
+    keys = replace(
+        att, primary_key=att.primary_key or old.primary_key, secondary_key=att.secondary_key or old.secondary_key
     )
+    return replace(new, attestation=keys)
 
 
 def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_run: bool = False) -> ImportPlan:
@@ -202,7 +194,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
     if len(known_hubs) > 50:
         raise InvalidInput(f"the import would link {len(known_hubs)} hubs; DPS allows 50")
 
-    entries: list[tuple[AnyEnrollment, dict[str, Any]]] = []
+    entries: list[AnyEnrollment] = []
     for name, model in (("enrollments", IndividualEnrollment), ("enrollmentGroups", EnrollmentGroup)):
         ids: set[str] = set()
         for i, raw in enumerate(_records(doc, name)):
@@ -210,7 +202,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
             if entry.id.lower() in ids:
                 raise InvalidInput(f"{name}[{i}] repeats ID {entry.id!r} (IDs are case-insensitive)")
             ids.add(entry.id.lower())
-            entries.append((entry, raw))
+            entries.append(entry)
 
     # Hubs first, so that the entries' hub references resolve inside the same transaction.
     for hub in hubs:
@@ -237,16 +229,16 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
 
     # The stored versions in one read, not one per record (a round trip each on a database server).
     for kind in sorted(set(KIND.values())):
-        tx.prefetch(kind, [entry.id for entry, _ in entries if KIND[entry.is_group] == kind])
+        tx.prefetch(kind, [entry.id for entry in entries if KIND[entry.is_group] == kind])
     operations = 0
     ts = format_timestamp(now)
     group_types: dict[str, int] = {}
-    for entry, raw in entries:
+    for entry in entries:
         kind = KIND[entry.is_group]
         name = "enrollmentGroups" if entry.is_group else "enrollments"
         old = tx.get(kind, entry.id)
         try:
-            entry = _recheck_certificates(_keep_existing_keys(entry, old, raw))
+            entry = _recheck_certificates(_keep_existing_keys(entry, old))
             entry = check_entry(tx, entry, new_service.allocation_policy)
         except DpsError as exc:
             where = f"{name} {entry.id!r}"
