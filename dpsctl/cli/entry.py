@@ -146,7 +146,7 @@ def options(
     from dpsctl.core.enrollments import EnrollmentOptions
 
     if allocation_command:
-        from dpsctl.core.checks import validate_allocation_command
+        from dpsctl.core.validation import validate_allocation_command
 
         validate_allocation_command(allocation_command, "--allocation-command")
     twin = json_arg(initial_twin, "initial twin") if initial_twin is not None else None

@@ -97,7 +97,7 @@ def credential(
 def _mask(cs: str | None, show_keys: bool) -> str | None:
     if cs is None or show_keys:
         return cs
-    from dpsctl.core.checks import mask_connection_string
+    from dpsctl.core.validation import mask_connection_string
 
     return mask_connection_string(cs)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dpsctl.core.checks import choice
 from dpsctl.core.errors import InvalidInput
 from dpsctl.core.ids import MAX_X509_REGISTRATION_ID
 from dpsctl.core.models import Attestation, CertificateRef, Enrollment
+from dpsctl.core.validation import choice
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import copy
 from datetime import datetime
 from typing import Any
 
-from dpsctl.core.checks import require_named, validate_initial_twin
 from dpsctl.core.clock import format_timestamp, new_etag
 from dpsctl.core.errors import InvalidInput, NotFound
 from dpsctl.core.ids import hub_host_name
+from dpsctl.core.validation import require_named, validate_initial_twin
 from dpsctl.store import Transaction
 
 Json = dict[str, Any]

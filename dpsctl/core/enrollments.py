@@ -6,13 +6,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from dpsctl.core.checks import (
-    choice,
-    filter_choice,
-    validate_custom_api_version,
-    validate_initial_twin,
-    validate_webhook_url,
-)
 from dpsctl.core.clock import format_timestamp, new_etag, same_etag
 from dpsctl.core.credentials import CredentialInput, build_attestation, updated_attestation
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
@@ -31,6 +24,13 @@ from dpsctl.core.models import (
     ReprovisionPolicy,
 )
 from dpsctl.core.service import count_operations, load_service
+from dpsctl.core.validation import (
+    choice,
+    filter_choice,
+    validate_custom_api_version,
+    validate_initial_twin,
+    validate_webhook_url,
+)
 from dpsctl.store import Transaction
 
 AnyEnrollment = IndividualEnrollment | EnrollmentGroup

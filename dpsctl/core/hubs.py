@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dpsctl.core.checks import (
+from dpsctl.core.errors import Conflict, InvalidInput, NotFound
+from dpsctl.core.ids import hub_host_name
+from dpsctl.core.service_records import LinkedHub
+from dpsctl.core.validation import (
     check_hub_connection_string,
     connection_string_fields,
     default_hub_connection_string,
     validate_weight,
 )
-from dpsctl.core.errors import Conflict, InvalidInput, NotFound
-from dpsctl.core.ids import hub_host_name
-from dpsctl.core.service_records import LinkedHub
 from dpsctl.store import Transaction
 
 MAX_LINKED_HUBS = 50

@@ -1,6 +1,6 @@
 """Records of the enrollment list (individual enrollments and groups), converted to and from the DPS REST (camelCase) shape.
 
-Two ways in: `from_dict` checks input from users, devices and files (through core/checks.py); `from_stored`
+Two ways in: `from_dict` checks input from users, devices and files (through core/validation.py); `from_stored`
 builds a record from what dpsctl itself wrote to the store, without checking it again.
 """
 
@@ -10,7 +10,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from dpsctl.core.checks import (
+from dpsctl.core.errors import InvalidInput
+from dpsctl.core.ids import hub_host_name, validate_device_id, validate_group_id, validate_registration_id
+from dpsctl.core.untrusted_json import check_depth, check_value
+from dpsctl.core.validation import (
     DEFAULT_CUSTOM_API_VERSION,
     Json,
     choice,
@@ -21,9 +24,6 @@ from dpsctl.core.checks import (
     validate_initial_twin,
     validate_webhook_url,
 )
-from dpsctl.core.errors import InvalidInput
-from dpsctl.core.ids import hub_host_name, validate_device_id, validate_group_id, validate_registration_id
-from dpsctl.core.untrusted_json import check_depth, check_value
 
 ATTESTATION_TYPES: tuple[str, ...] = ("symmetricKey", "x509", "tpm")
 ALLOCATION_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static", "custom")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpsctl.core.checks import filter_choice, require_named
 from dpsctl.core.clock import same_etag
 from dpsctl.core.errors import Conflict, NotFound
 from dpsctl.core.ids import hub_host_name
+from dpsctl.core.validation import filter_choice, require_named
 from dpsctl.store import Transaction
 
 REGISTRATION_STATUSES = ("unassigned", "assigning", "assigned", "failed", "disabled")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from dpsctl.core.checks import choice
 from dpsctl.core.clock import format_timestamp
 from dpsctl.core.errors import Conflict, InvalidInput, StoreError
 from dpsctl.core.ids import validate_id_scope
 from dpsctl.core.service_records import SERVICE_POLICIES, ServiceSettings
+from dpsctl.core.validation import choice
 from dpsctl.store import Transaction
 
 ARM_POLICY = {"hashed": "Hashed", "geoLatency": "GeoLatency", "static": "Static"}
@@ -171,8 +171,8 @@ def check_login(settings: ServiceSettings | None, connection_string: str) -> Non
     """An az `--login` connection string must name this service and carry its owner key (None: a store without settings)."""
     import hmac
 
-    from dpsctl.core.checks import connection_string_fields
     from dpsctl.core.errors import Unauthorized
+    from dpsctl.core.validation import connection_string_fields
 
     fields = connection_string_fields(connection_string)
     missing = [name for name in ("HostName", "SharedAccessKeyName", "SharedAccessKey") if not fields.get(name.lower())]

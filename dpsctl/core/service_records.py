@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dpsctl.core.checks import (
+from dpsctl.core.ids import hub_host_name, validate_id_scope
+from dpsctl.core.validation import (
     Json,
     choice,
     default_hub_connection_string,
@@ -17,7 +18,6 @@ from dpsctl.core.checks import (
     mask_connection_string,
     validate_weight,
 )
-from dpsctl.core.ids import hub_host_name, validate_id_scope
 
 SERVICE_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static")
 

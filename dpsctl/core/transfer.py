@@ -6,7 +6,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from dpsctl.core.checks import check_hub_connection_string, check_keys, default_hub_connection_string, expect
 from dpsctl.core.credentials import certificate_ref
 from dpsctl.core.enrollments import KIND, AnyEnrollment, check_entry
 from dpsctl.core.errors import DpsError, InvalidInput
@@ -14,6 +13,7 @@ from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollmen
 from dpsctl.core.service import count_operations, load_service, save_service
 from dpsctl.core.service_records import LinkedHub, ServiceSettings
 from dpsctl.core.untrusted_json import MAX_DOCUMENT_DEPTH, check_depth, parse_json
+from dpsctl.core.validation import check_hub_connection_string, check_keys, default_hub_connection_string, expect
 from dpsctl.store import Transaction
 
 DOCUMENT_FIELDS = {"service", "linkedHubs", "certificates", "enrollments", "enrollmentGroups"}

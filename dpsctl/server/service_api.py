@@ -246,8 +246,8 @@ class ServiceApi:
         )
 
     def _bulk(self, request: HttpRequest, group: bool) -> HttpResponse:
-        from dpsctl.core.checks import choice
         from dpsctl.core.enrollments import KIND, delete_entry
+        from dpsctl.core.validation import choice
 
         items_field = "enrollmentGroups" if group else "enrollments"
         id_field = "enrollmentGroupId" if group else "registrationId"

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dpsctl.core.errors import InvalidInput
-from dpsctl.core.checks import validate_custom_api_version
+from dpsctl.core.validation import validate_custom_api_version
 
 MINIMUM = date(2018, 9, 1)
 
