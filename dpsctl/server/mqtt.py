@@ -391,21 +391,10 @@ class MqttSession:
         try:
             reply = await self.server.blocking(call)
             return reply.status, reply.body, reply.retry_after, reply.note
-        except Refusal as refusal:
-            return (
-                refusal.status,
-                error_body(refusal.code, refusal.message, refusal.hint),
-                refusal.retry_after,
-                f"{refusal.code} {refusal.message}",
-            )
+        except Refusal as exc:
+            refused = exc
         except DpsError as exc:
-            refusal = refusal_for(exc)
-            return (
-                refusal.status,
-                error_body(refusal.code, refusal.message, refusal.hint),
-                refusal.retry_after,
-                f"{refusal.code} {refusal.message}",
-            )
+            refused = refusal_for(exc)
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the session
             return (
                 500,
@@ -413,6 +402,8 @@ class MqttSession:
                 None,
                 type(exc).__name__,
             )
+        body = error_body(refused.code, refused.message, refused.hint)
+        return refused.status, body, refused.retry_after, f"{refused.code} {refused.message}"
 
     async def _respond(self, topic: str, body: Any) -> None:
         if self.subscribed_qos is None:
