@@ -205,10 +205,10 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
     for an individual enrollment "this certificate can be any signing certificate in the device's certificate chain".
     A self-signed device certificate has no chain and needs none.
     """
-    from dpsctl.core.certs import common_name, is_ca, issuer_of, same_certificate, subject_of
+    from dpsctl.core.certs import common_name, is_ca, is_self_signed, issuer_of, same_certificate, subject_of
 
     leaf = cred.chain[0]
-    if len(cred.chain) == 1 and leaf.issuer == leaf.subject:
+    if len(cred.chain) == 1 and is_self_signed(leaf):
         trace.ok("the device certificate is self-signed: no signing chain to verify")
         return
     anchors = tx.memo(("groups", "cas"), "verified-certificates", lambda: _verified_certificates(tx))
@@ -220,7 +220,7 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
     top = cred.chain[-1]
     depth = sum(1 for c in cred.chain[1:] if is_ca(c))
     for label, anchor in anchors:
-        if top.issuer != top.subject and anchor.subject == top.issuer:
+        if not is_self_signed(top) and anchor.subject == top.issuer:
             trace.note(f"the chain's top certificate names issuer {issuer_of(top)!r}, {label}")
             if att.check_link_to_signer(top, anchor, depth, now, trace):
                 return
@@ -274,23 +274,20 @@ def _same_cert(pem: str, cert: Any) -> bool:
 
 
 def _check_cn(leaf: Any, reg_id: str, trace: Trace) -> None:
-    from dpsctl.core.certs import common_name
+    from dpsctl.core.certs import check_common_name, common_name, names_registration_id
 
-    cn = common_name(leaf)
-    if cn is None or cn.lower() != reg_id.lower():
-        trace.fail(f"the device certificate's CN is {cn!r}, but the registration ID is {reg_id!r}")
+    if trace.add([check_common_name(leaf, reg_id)]):
+        return
+    if not names_registration_id(leaf, reg_id):
         raise Refused(
             _unauthorized(
-                f"the device certificate's CN {cn!r} is not the registration ID {reg_id!r}",
+                f"the device certificate's CN {common_name(leaf)!r} is not the registration ID {reg_id!r}",
                 hint="DPS takes the registration ID from the certificate CN; omit --registration-id or fix the CN",
             )
         )
-    if len(reg_id) > MAX_X509_REGISTRATION_ID:
-        trace.fail(f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters")
-        raise Refused(
-            _unauthorized(f"X.509 registration ID {reg_id!r} is longer than {MAX_X509_REGISTRATION_ID} characters")
-        )
-    trace.ok(f"the device certificate's CN is the registration ID {reg_id!r}")
+    raise Refused(
+        _unauthorized(f"X.509 registration ID {reg_id!r} is longer than {MAX_X509_REGISTRATION_ID} characters")
+    )
 
 
 def _match_symmetric_group(

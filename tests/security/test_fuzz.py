@@ -84,12 +84,12 @@ def seed_material() -> dict[str, bytes]:
     """A real chain and key from dpsctl's own PKI, to mutate."""
     from cryptography.hazmat.primitives import serialization
 
-    from dpsctl.core import pki
+    from dpsctl.core.certs import issue_device, issue_intermediate, issue_root
 
-    root = pki.create_root("fuzz root")
-    inter = pki.create_intermediate("fuzz intermediate", *root)
-    leaf, key = pki.create_device("fuzz-01", *inter)
-    expired = pki.create_device("fuzz-02", *inter, not_before=datetime.now(timezone.utc) - timedelta(days=30), days=1)[0]
+    root = issue_root("fuzz root")
+    inter = issue_intermediate("fuzz intermediate", *root)
+    leaf, key = issue_device("fuzz-01", *inter)
+    expired = issue_device("fuzz-02", *inter, not_before=datetime.now(timezone.utc) - timedelta(days=30), days=1)[0]
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, inter[0], root[0]))
     return {
         "pem": pem,

@@ -18,6 +18,7 @@ from dpsctl.core.certs.describing import (
     is_self_signed,
     issuer_of,
     key_belongs_to,
+    names_registration_id,
     same_certificate,
     serial_hex,
     sha1_thumbprint,
@@ -38,6 +39,7 @@ from dpsctl.core.certs.issuing import (
 from dpsctl.core.certs.loading import MAX_CERTIFICATES, MAX_INPUT_BYTES, load_certificates, load_private_key
 from dpsctl.core.certs.verifying import (
     MIN_RSA_BITS,
+    check_common_name,
     check_issued_by,
     check_key_strength,
     check_validity,
@@ -54,6 +56,7 @@ __all__ = [
     "as_utc",
     "cert_to_pem",
     "certificate_info",
+    "check_common_name",
     "check_issued_by",
     "check_key_strength",
     "check_validity",
@@ -70,6 +73,7 @@ __all__ = [
     "key_belongs_to",
     "load_certificates",
     "load_private_key",
+    "names_registration_id",
     "new_private_key",
     "require_registration_id",
     "same_certificate",

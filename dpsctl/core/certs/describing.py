@@ -67,6 +67,12 @@ def common_name(cert: x509.Certificate) -> str | None:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
+def names_registration_id(cert: x509.Certificate, registration_id: str) -> bool:
+    """Whether the certificate's CN is this registration ID; registration IDs ignore letter case."""
+    cn = common_name(cert)
+    return cn is not None and cn.lower() == registration_id.lower()
+
+
 def sha1_thumbprint(cert: x509.Certificate) -> str:
     """SHA-1 fingerprint of the DER certificate: upper-case hex, no colons (DPS and IoT Hub format)."""
     # SHA-1 here is an identifier DPS and IoT Hub display and match on, not a security decision.

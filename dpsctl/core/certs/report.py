@@ -27,32 +27,37 @@ from dpsctl.core.certs.describing import (
     subject_of,
     utc_iso,
 )
-from dpsctl.core.certs.verifying import sign_possession_challenge, verify_chain
+from dpsctl.core.certs.verifying import check_common_name, sign_possession_challenge, verify_chain
 from dpsctl.core.checks import Check, Level, note, passed, refused, warning
 from dpsctl.core.errors import DpsError, InvalidInput, Unauthorized
+from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
 from dpsctl.store import Transaction
 
 Json = dict[str, Any]
+Entry = IndividualEnrollment | EnrollmentGroup
 
 EXPIRY_WARNING_DAYS = 30
 
 
-def _entry_ref(entry: Any) -> Json | None:
+def _entry_ref(entry: Entry | None) -> Json | None:
     """Which enrollment entry a diagnosis reached."""
     if entry is None:
         return None
     return {"kind": "enrollmentGroup" if entry.is_group else "individualEnrollment", "id": entry.id}
 
 
-def _entry_noun(entry: Any) -> str:
+def _entry_noun(entry: Entry) -> str:
+    """'individual enrollment ID' or 'enrollment group ID', for sentences."""
     return f"{'enrollment group' if entry.is_group else 'individual enrollment'} {entry.id!r}"
 
 
-def _verdict(entry: Any, error: DpsError | None) -> str:
-    """One sentence: accepted, or refused and why."""
-    if error is None:
-        return f"DPS would accept it: it matches {_entry_noun(entry)}"
-    return f"DPS would refuse it: {error.message}"
+def _verdict(entry: Entry | None, error: DpsError | None) -> str:
+    """One sentence: accepted, or refused and why (or that no enrollment was looked up)."""
+    if error is not None:
+        return f"DPS would refuse it: {error.message}"
+    if entry is None:
+        return "no enrollment lookup"
+    return f"DPS would accept it: it matches {_entry_noun(entry)}"
 
 
 @dataclass
@@ -63,7 +68,7 @@ class CertReport:
     certificate: Json
     checks: list[Check]
     explain: list[Check]
-    entry: Any
+    entry: Entry | None
     error: DpsError | None
 
     @property
@@ -80,9 +85,7 @@ class CertReport:
             "enrollment": _entry_ref(self.entry),
             "explain": [step.to_dict() for step in self.explain],
             "accepted": self.accepted,
-            "verdict": _verdict(self.entry, self.error)
-            if self.entry is not None or self.error
-            else "no enrollment lookup",
+            "verdict": _verdict(self.entry, self.error),
         }
         if self.error is not None and self.error.hint:
             doc["hint"] = self.error.hint
@@ -105,7 +108,8 @@ def check_certificate(
         raise InvalidInput("no certificate to check")
     leaf = chain[0]
     checks: list[Check] = []
-    cn_ok = _check_common_name(leaf, checks)
+    checks.append(check_common_name(leaf))
+    cn_ok = checks[-1].ok
     _check_order(chain, checks)
     _check_top(chain, checks)
     checks.extend(verify_chain(chain, now))
@@ -150,25 +154,6 @@ def _facts(leaf: x509.Certificate, now: datetime) -> Json:
         "notAfterUtc": utc_iso(end),
         "daysLeft": (end - as_utc(now)).days,
     }
-
-
-def _check_common_name(leaf: x509.Certificate, checks: list[Check]) -> bool:
-    """The CN is the registration ID, so it must follow DPS's rules and X.509's 64-character limit."""
-    from dpsctl.core.ids import MAX_X509_REGISTRATION_ID, validate_registration_id
-
-    cn = common_name(leaf)
-    if cn is None:
-        checks.append(refused(f"{subject_of(leaf)}: has no subject CN, so it carries no registration ID"))
-        return False
-    try:
-        validate_registration_id(cn, what="the CN", max_length=MAX_X509_REGISTRATION_ID)
-    except InvalidInput as exc:
-        checks.append(
-            refused(f"{exc.message}: DPS uses the CN as the registration ID ({exc.hint or 'see the ID rules'})")
-        )
-        return False
-    checks.append(passed(f"the CN {cn!r} is a valid registration ID"))
-    return True
 
 
 def _check_order(chain: list[x509.Certificate], checks: list[Check]) -> None:

@@ -18,14 +18,17 @@ from dpsctl.core.certs.describing import (
     PARSE_ERRORS,
     PrivateKey,
     as_utc,
+    common_name,
     distinguished_name,
     extension,
     key_kind,
+    names_registration_id,
     subject_of,
     utc_iso,
 )
 from dpsctl.core.checks import Check, held, passed, refused
 from dpsctl.core.errors import InvalidInput
+from dpsctl.core.ids import MAX_X509_REGISTRATION_ID, validate_registration_id
 
 ACCEPTED_EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 MIN_RSA_BITS = 2048
@@ -65,6 +68,32 @@ def verify_possession(cert: x509.Certificate, nonce: bytes, signature: bytes) ->
 def _pss() -> padding.PSS:
     """RSA-PSS with SHA-256 and a digest-length salt, fixed so both sides agree."""
     return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+
+
+# --------------------------------------------------------------------------- the device certificate's CN
+
+
+def check_common_name(leaf: x509.Certificate, registration_id: str | None = None) -> Check:
+    """DPS reads the registration ID from the CN: it must be a valid X.509 registration ID, and the device's own.
+
+    With `registration_id` (what the device sends) the engine's rule: the CN names it, within 64 characters.
+    Without one (`cert check` before any lookup) the CN itself must be a valid registration ID.
+    """
+    if registration_id is not None:
+        if not names_registration_id(leaf, registration_id):
+            cn = common_name(leaf)
+            return refused(f"the device certificate's CN is {cn!r}, but the registration ID is {registration_id!r}")
+        if len(registration_id) > MAX_X509_REGISTRATION_ID:
+            return refused(f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters")
+        return passed(f"the device certificate's CN is the registration ID {registration_id!r}")
+    cn = common_name(leaf)
+    if cn is None:
+        return refused("has no subject CN, so it carries no registration ID", subject_of(leaf))
+    try:
+        validate_registration_id(cn, what="the CN", max_length=MAX_X509_REGISTRATION_ID)
+    except InvalidInput as exc:
+        return refused(f"{exc.message}: DPS uses the CN as the registration ID ({exc.hint or 'see the ID rules'})")
+    return passed(f"the CN {cn!r} is a valid registration ID")
 
 
 # --------------------------------------------------------------------------- chain verification
