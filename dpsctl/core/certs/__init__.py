@@ -34,7 +34,6 @@ from dpsctl.core.certs.issuing import (
     issue_server,
     issue_verification,
     new_private_key,
-    require_registration_id,
 )
 from dpsctl.core.certs.loading import MAX_CERTIFICATES, MAX_INPUT_BYTES, load_certificates, load_private_key
 from dpsctl.core.certs.verifying import (
@@ -75,7 +74,6 @@ __all__ = [
     "load_private_key",
     "names_registration_id",
     "new_private_key",
-    "require_registration_id",
     "same_certificate",
     "serial_hex",
     "sha1_thumbprint",

@@ -35,13 +35,6 @@ from dpsctl.core.safefiles import os_error, write_atomically, write_new
 
 Json = dict[str, Any]
 
-DEFAULT_ROOT_DAYS = 3650
-DEFAULT_INTERMEDIATE_DAYS = 1825
-DEFAULT_DEVICE_DAYS = 365
-DEFAULT_VERIFICATION_DAYS = 30  # used once, right away, by `ca verify`
-DEFAULT_ROOT_PATH_LENGTH = 2  # room for two tiers of intermediates without re-creating (and re-verifying) the root
-DEFAULT_INTERMEDIATE_PATH_LENGTH = 0  # the usual intermediate signs devices only
-
 
 @dataclass(frozen=True)
 class Issuer:

@@ -21,7 +21,6 @@ from dpsctl.core.certs.describing import PrivateKey, as_utc, key_belongs_to, sub
 from dpsctl.core.certs.verifying import MIN_RSA_BITS
 from dpsctl.core.errors import InvalidInput
 
-KEY_TYPES = ("ec", "rsa")
 MAX_RSA_BITS = 8192
 MAX_DAYS = 100 * 366
 """Longest validity accepted; beyond it dates approach year 9999, which X.509 cannot encode."""
@@ -108,7 +107,7 @@ def issue_device(
     is_ca: bool = False,
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A device (leaf) certificate whose CN is the registration ID; self-signed when ca_cert is None."""
-    require_registration_id(registration_id)
+    _require_device_cn(registration_id)
     if (ca_cert is None) != (ca_key is None):
         raise InvalidInput(
             "a device certificate needs both the CA certificate and the CA key, or neither (self-signed)"
@@ -162,7 +161,7 @@ def issue_server(
     return _sign(builder, ca_key), key
 
 
-def require_registration_id(registration_id: str) -> None:
+def _require_device_cn(registration_id: str) -> None:
     """Refuse a registration ID that cannot be an X.509 device CN (1..64 chars, alnum first, then alnum - . _ :)."""
     if _REGISTRATION_ID.fullmatch(registration_id) is None:
         raise InvalidInput(
