@@ -20,6 +20,7 @@ from dpsctl.core.certs.describing import (
     as_utc,
     common_name,
     distinguished_name,
+    extension,
     is_self_signed,
     issuer_of,
     key_belongs_to,
@@ -229,19 +230,19 @@ def _check_days_left(chain: list[x509.Certificate], now: datetime, checks: list[
 def _check_client_auth(leaf: x509.Certificate, checks: list[Check]) -> None:
     """A device authenticates as a TLS client: extendedKeyUsage, when present, must allow clientAuth."""
     subject = subject_of(leaf)
-    try:
-        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        checks.append(passed(f"{subject}: has no extendedKeyUsage, so TLS client authentication is allowed"))
+    usages = extension(leaf, x509.ExtendedKeyUsage)
+    if usages is None:
+        checks.append(passed("has no extendedKeyUsage, so TLS client authentication is allowed", subject))
         return
     if ExtendedKeyUsageOID.CLIENT_AUTH in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages:
-        checks.append(passed(f"{subject}: extendedKeyUsage allows TLS client authentication (clientAuth)"))
+        checks.append(passed("extendedKeyUsage allows TLS client authentication (clientAuth)", subject))
         return
     names = ", ".join(getattr(oid, "_name", None) or oid.dotted_string for oid in usages)
     checks.append(
         warning(
-            f"{subject}: extendedKeyUsage ({names}) lacks clientAuth; TLS servers refuse such a client certificate"
+            f"extendedKeyUsage ({names}) lacks clientAuth; TLS servers refuse such a client certificate"
             " (dpsctl's engine does not check extendedKeyUsage)",
+            subject,
         )
     )
 
