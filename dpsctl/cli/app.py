@@ -175,7 +175,8 @@ class LazyGroup(TyperGroup):
 
             matches = get_close_matches(args[0], list(COMMANDS)) if args else []
             if matches and "Did you mean" not in exc.message:
-                exc.message = exc.message.rstrip(".") + ". Did you mean " + ", ".join(repr(m) for m in matches) + "?"
+                suggestion = ". Did you mean " + ", ".join(repr(m) for m in matches) + "?"
+                raise typer._click.exceptions.UsageError(exc.message.rstrip(".") + suggestion, ctx=exc.ctx) from None
             raise
 
     def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:

@@ -217,8 +217,7 @@ def json_arg(value: str, what: str, *, lenient: bool = False) -> object:
 
             # The import loader: safe (no Python tags) and refusing anchors/aliases, whose expansion is exponential.
             return check_value(_load_yaml(text, what), what)
-        exc.hint = exc.hint or "give inline JSON, @FILE, or a file path"
-        raise
+        raise exc.amended(hint=exc.hint or "give inline JSON, @FILE, or a file path") from exc
 
 
 def _python_literal(text: str) -> object | None:

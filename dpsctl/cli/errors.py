@@ -5,10 +5,54 @@ from __future__ import annotations
 import os
 import re
 import sys
+from enum import IntEnum
 from typing import Any
 
 from dpsctl.cli.safetext import safe_text
-from dpsctl.core.errors import DpsError, ExitCode
+from dpsctl.core.errors import (
+    AllocationFailed,
+    Conflict,
+    Disabled,
+    DpsError,
+    InvalidInput,
+    NotFound,
+    StoreBusy,
+    StoreError,
+    Unauthorized,
+)
+
+
+class ExitCode(IntEnum):
+    """Documented process exit codes (docs/exit-codes.md)."""
+
+    OK = 0
+    UNEXPECTED = 1
+    INVALID_INPUT = 2
+    NOT_FOUND = 3
+    CONFLICT = 4
+    UNAUTHORIZED = 5
+    DISABLED = 6
+    ALLOCATION_FAILED = 7
+    STORE_BUSY = 8
+
+
+# The one table: core error type -> exit code. Order matters only for subclasses; a type it does not name exits 1.
+EXIT_CODES: tuple[tuple[type[DpsError], ExitCode], ...] = (
+    (InvalidInput, ExitCode.INVALID_INPUT),
+    (NotFound, ExitCode.NOT_FOUND),
+    (Conflict, ExitCode.CONFLICT),
+    (Unauthorized, ExitCode.UNAUTHORIZED),
+    (Disabled, ExitCode.DISABLED),
+    (AllocationFailed, ExitCode.ALLOCATION_FAILED),
+    (StoreError, ExitCode.UNEXPECTED),
+    (StoreBusy, ExitCode.STORE_BUSY),
+)
+
+
+def exit_code_for(exc: DpsError) -> ExitCode:
+    """The exit code of a core error, by the table above."""
+    return next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), ExitCode.UNEXPECTED)
+
 
 # A Base64 run long enough to be a key (16 bytes and up) or a SAS signature, also URL-encoded (%2B, %2F, %3D).
 _SECRET_LOOKING = re.compile(r"(?:[A-Za-z0-9+/]|%2[BbFf]){22,}(?:=|%3[Dd]){0,2}")
@@ -41,7 +85,7 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except DpsError as exc:
         _say(exc.message, exc.hint)
-        return int(exc.exit_code)
+        return int(exit_code_for(exc))
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
@@ -52,11 +96,12 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
     except OSError as exc:
         # The operating system refused a file (permission, full disk, read-only folder, name too long...): the
         # user's to fix, not a bug. Where a command did not say which file, the error itself does.
+        # Imported here, not at the top: safefiles brings `secrets` (hashlib, hmac), ~5 ms every start-up would pay.
         from dpsctl.core.safefiles import os_error
 
         failure = os_error(exc, exc.filename, "use")
         _say(failure.message, failure.hint)
-        return int(failure.exit_code)
+        return int(exit_code_for(failure))
     except Exception as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
             # Bare `dpsctl` or `dpsctl hub`: the help the user asked for in effect, on stdout, exit 0.

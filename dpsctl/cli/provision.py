@@ -301,11 +301,12 @@ def register(app: typer.Typer) -> None:
             return RegistrationRequest(presented, registration_id, body, region)
 
         result = _register(request, dry_run=dry_run, webhook_timeout=webhook_timeout)
-        if result.error is not None and symmetric_key and registration_id:
+        error = result.error
+        if error is not None and symmetric_key and registration_id:
             from dpsctl.core.diagnostics import key_mistake
 
             with session() as tx:
-                result.error.hint = key_mistake(tx, registration_id, symmetric_key) or result.error.hint
+                error = error.amended(hint=key_mistake(tx, registration_id, symmetric_key) or None)
         doc = dict(result.operation)
         if result.connection_string:
             doc["connectionString"] = result.connection_string
@@ -338,7 +339,7 @@ def register(app: typer.Typer) -> None:
             )
 
         emit(doc, output, table=table)
-        if result.error is not None:
-            if not explain and result.error.hint is None:
-                result.error.hint = "rerun with --explain to see every check"
-            raise result.error
+        if error is not None:
+            if explain or error.hint is not None:
+                raise error
+            raise error.amended(hint="rerun with --explain to see every check")

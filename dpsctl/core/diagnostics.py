@@ -132,8 +132,8 @@ def check_certificate(
         explain += _dangling_references(tx)
         entry, error = diagnosis.entry, diagnosis.error
         if error is not None and entry is None and _issuer_unknown(tx, chain):
-            error.hint = (
-                f"the chain ends with a certificate issued by '{x509.issuer_of(chain[-1])}', which is not in the chain:"
+            error = error.amended(
+                hint=f"the chain ends with a certificate issued by '{x509.issuer_of(chain[-1])}', which is not in the chain:"
                 " if that is an intermediate CA, send it too (--chain FILE, or the device's NAME.fullchain.pem);"
                 " otherwise enroll the CA that issued it (enrollment-group add --signing-cert, or --ca-ref)"
             )
@@ -403,7 +403,7 @@ def check_key(tx: Transaction, registration_id: str, key_text: str, now: datetim
     report.explain = diagnosis.explain
     report.error = diagnosis.error
     if report.error is not None and report.hint is not None:
-        report.error.hint = report.hint
+        report.error = report.error.amended(hint=report.hint)
     return report
 
 

@@ -258,8 +258,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         except DpsError as exc:
             where = f"{name} {entry.id!r}"
             if not exc.message.startswith(where):  # certificate errors name the record already
-                exc.message = f"{where}: {exc.message}"
-                exc.args = (exc.message,)
+                raise exc.amended(message=f"{where}: {exc.message}") from exc
             raise
         if entry.is_group:
             group_types[entry.attestation.type] = group_types.get(entry.attestation.type, 0) + 1
