@@ -6,20 +6,14 @@ import os
 import re
 import sys
 from enum import IntEnum
-from typing import Any
+
+from typer._click.core import Command
+from typer._click.exceptions import NoArgsIsHelpError
+from typer.exceptions import Abort, TyperException
 
 from dpsctl.cli.safetext import safe_text
-from dpsctl.core.errors import (
-    AllocationFailed,
-    Conflict,
-    Disabled,
-    DpsError,
-    InvalidInput,
-    NotFound,
-    StoreBusy,
-    StoreError,
-    Unauthorized,
-)
+from dpsctl.core import errors as core
+from dpsctl.core.errors import DpsError
 
 
 class ExitCode(IntEnum):
@@ -38,14 +32,14 @@ class ExitCode(IntEnum):
 
 # The one table: core error type -> exit code. Order matters only for subclasses; a type it does not name exits 1.
 EXIT_CODES: tuple[tuple[type[DpsError], ExitCode], ...] = (
-    (InvalidInput, ExitCode.INVALID_INPUT),
-    (NotFound, ExitCode.NOT_FOUND),
-    (Conflict, ExitCode.CONFLICT),
-    (Unauthorized, ExitCode.UNAUTHORIZED),
-    (Disabled, ExitCode.DISABLED),
-    (AllocationFailed, ExitCode.ALLOCATION_FAILED),
-    (StoreError, ExitCode.UNEXPECTED),
-    (StoreBusy, ExitCode.STORE_BUSY),
+    (core.InvalidInput, ExitCode.INVALID_INPUT),
+    (core.NotFound, ExitCode.NOT_FOUND),
+    (core.Conflict, ExitCode.CONFLICT),
+    (core.Unauthorized, ExitCode.UNAUTHORIZED),
+    (core.Disabled, ExitCode.DISABLED),
+    (core.AllocationFailed, ExitCode.ALLOCATION_FAILED),
+    (core.StoreError, ExitCode.UNEXPECTED),
+    (core.StoreBusy, ExitCode.STORE_BUSY),
 )
 
 
@@ -79,7 +73,7 @@ def _say(message: str, hint: str | None = None) -> None:
         print("hint: " + safe_text(" ".join(hint.split())), file=sys.stderr)
 
 
-def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
+def run_guarded(command: Command, args: list[str] | None, prog_name: str) -> int:
     """Run the Click command, turning every exception into a message and an exit code."""
     try:
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
@@ -102,19 +96,19 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
         failure = os_error(exc, exc.filename, "use")
         _say(failure.message, failure.hint)
         return int(exit_code_for(failure))
+    except NoArgsIsHelpError as exc:
+        # Bare `dpsctl` or `dpsctl hub`: the help the user asked for in effect, on stdout, exit 0.
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        return 0
+    except TyperException as exc:  # Click usage errors
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else prog_name
+        _say(_redact(exc.format_message()), f"see `{where} --help`")
+        return int(exc.exit_code or ExitCode.INVALID_INPUT)
+    except Abort:
+        _say("aborted")
+        return 1
     except Exception as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            # Bare `dpsctl` or `dpsctl hub`: the help the user asked for in effect, on stdout, exit 0.
-            sys.stdout.write(exc.ctx.get_help() + "\n")
-            return 0
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click usage errors
-            ctx = getattr(exc, "ctx", None)
-            where = ctx.command_path if ctx is not None else prog_name
-            _say(_redact(exc.format_message()), f"see `{where} --help`")
-            return int(getattr(exc, "exit_code", ExitCode.INVALID_INPUT) or ExitCode.INVALID_INPUT)
-        if type(exc).__name__ == "Abort":
-            _say("aborted")
-            return 1
         if os.environ.get("DPSCTL_DEBUG"):
             raise
         _say(
