@@ -6,11 +6,14 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dpsctl.cli.render import Output
+
+if TYPE_CHECKING:  # for annotations only: the store package costs start-up time every command would pay
+    from dpsctl.store import Transaction
 
 DEFAULT_DB = "dps.json"
 
@@ -68,7 +71,7 @@ EtagOpt = Annotated[
 
 
 @contextmanager
-def session(*, write: bool = False) -> Iterator[object]:
+def session(*, write: bool = False) -> Iterator[Transaction]:
     """Open the store for one command: one read, at most one atomic write, locked when writing."""
     from dpsctl.store import open_store
 

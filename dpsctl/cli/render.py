@@ -59,7 +59,7 @@ def emit(
     output: Output,
     *,
     columns: Sequence[str] = (),
-    rows: Callable[[], list[Row]] | None = None,
+    rows: Callable[[], Sequence[Row]] | None = None,
     drop: Sequence[str] = (),
     title: str | None = None,
     table: Callable[[], str] | None = None,
@@ -277,7 +277,7 @@ def fit(
 
 def format_table(
     columns: Sequence[str],
-    rows: list[Row],
+    rows: Sequence[Row],
     *,
     drop: Sequence[str] = (),
     title: str | None = None,
