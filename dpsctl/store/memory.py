@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 
-from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.schema import KINDS, Doc
 
 
@@ -32,7 +32,7 @@ class MemoryStore(Store):
     def _commit(self, tx: Transaction) -> None:
         for kind, changes in tx.changes.items():
             for key, doc in changes.items():
-                if doc is _DELETED:
+                if doc is DELETED:
                     self.data[kind].pop(key, None)
                 else:
                     self.data[kind][key] = copy.deepcopy(doc)

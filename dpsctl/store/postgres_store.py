@@ -26,7 +26,7 @@ from psycopg import errors as pgerrors
 from psycopg.pq import TransactionStatus
 
 from dpsctl.core.errors import StoreBusy, StoreError
-from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.locking import lock_timeout
 from dpsctl.store.memory import _MemoryTransaction
 from dpsctl.store.pglocation import PostgresLocation, parse, scrub
@@ -150,9 +150,9 @@ class _PgTransaction(Transaction):
         if pending:
             stored = {key for (key,) in self.conn.execute(self.sql.stored_keys, (kind, list(pending)))}
             for key, doc in pending.items():
-                if doc is _DELETED and key in stored:
+                if doc is DELETED and key in stored:
                     total -= 1
-                elif doc is not _DELETED and key not in stored:
+                elif doc is not DELETED and key not in stored:
                     total += 1
         return total
 
@@ -451,7 +451,7 @@ class PostgresStore(Store):
             for key, doc in tx.changes[kind].items():
                 changed_kinds.append(kind)
                 changed_keys.append(key)
-                if doc is _DELETED:
+                if doc is DELETED:
                     gone_kinds.append(kind)
                     gone_keys.append(key)
                 else:

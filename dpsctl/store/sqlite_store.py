@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dpsctl.core.errors import StoreBusy, StoreError
 from dpsctl.core.safefiles import CLOEXEC, NOFOLLOW, os_error, sync_folder
-from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.files import check_store_file, remove_empty, secure_side_files, store_target
 from dpsctl.store.locking import lock_timeout
 from dpsctl.store.schema import APP_MARKER, INDEXES, SCHEMA_VERSION, Doc, index_set
@@ -130,9 +130,9 @@ class _SqliteTransaction(Transaction):
         if pending:
             stored = self._stored_keys(kind, list(pending))
             for key, doc in pending.items():
-                if doc is _DELETED and key in stored:
+                if doc is DELETED and key in stored:
                     total -= 1
-                elif doc is not _DELETED and key not in stored:
+                elif doc is not DELETED and key not in stored:
                     total += 1
         return int(total)
 
@@ -185,12 +185,12 @@ class SqliteStore(Store):
         if info is None:
             if not writable:
                 # Like the TinyDB file: reading a store that does not exist yet sees an empty one, and creates nothing.
-                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-                conn.executescript(SCHEMA)
-                conn.executemany(
+                empty = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                empty.executescript(SCHEMA)
+                empty.executemany(
                     "INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))]
                 )
-                return conn
+                return empty
             if not target.parent.is_dir():
                 raise StoreError(f"folder {target.parent} of store {self.path} does not exist")
             remove_empty(
@@ -205,7 +205,7 @@ class SqliteStore(Store):
                 hint="point --db / DPSCTL_DB at another file, or restore it from a backup",
             )
         created = secure_side_files(self.path, target, info.st_uid)
-        conn = None
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(target, timeout=lock_timeout(), isolation_level=None, check_same_thread=False)
             self._check(conn)
@@ -355,8 +355,8 @@ class SqliteStore(Store):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 conn.execute(f"DELETE FROM record_index WHERE kind = ? AND key IN ({marks})", (kind, *chunk))
-            deleted = [(kind, key) for key, doc in changes.items() if doc is _DELETED]
-            kept = [(key, doc) for key, doc in changes.items() if doc is not _DELETED]
+            deleted = [(kind, key) for key, doc in changes.items() if doc is DELETED]
+            kept = [(key, doc) for key, doc in changes.items() if doc is not DELETED]
             conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", deleted)
             conn.executemany(
                 "INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)",
