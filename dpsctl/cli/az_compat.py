@@ -25,14 +25,16 @@ from typing import Any
 
 from typer._click.exceptions import MissingParameter, UsageError
 from typer._click.globals import get_current_context
+from typer.core import TyperGroup
 
 # az's three-state flags take these words (get_three_state_flag: true/false, case-insensitive; yes/no as Click).
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
 
+# mypy wants an Enum's members spelled out; these come from the word lists above.
 TriState = Enum("TriState", {w: w for w in (*_TRUE, *_FALSE)}, type=str)  # type: ignore[misc]
-Status = Enum("Status", {"enabled": "enabled", "disabled": "disabled"}, type=str)  # type: ignore[misc]
-AuthType = Enum("AuthType", {"key": "key", "login": "login"}, type=str)  # type: ignore[misc]
+Status = Enum("Status", {"enabled": "enabled", "disabled": "disabled"}, type=str)
+AuthType = Enum("AuthType", {"key": "key", "login": "login"}, type=str)
 AZ_PREFIX = "dps "  # az paths are written after `az iot`: "dps enrollment create", "device registration create"
 
 
@@ -133,25 +135,26 @@ def _target(target: str, noun: str, command: Any) -> Any:
     return _find(load_command(words[0]), words[1:])
 
 
+class AzGroup(TyperGroup):
+    """A sub-group that exists only at az's paths (`dps enrollment-group registration`): it lists its commands."""
+
+
 def _graft(group: Any, path: list[str], target: Any) -> None:
     """Put a copy of `target` at `path` below `group`, hidden from dpsctl's help (az's own sub-groups list theirs)."""
     in_az_group = False
     for word in path[:-1]:
         sub = group.commands.get(word)
         if sub is None:
-            from typer.core import TyperGroup
-
-            sub = TyperGroup(
+            sub = AzGroup(
                 name=word,
                 hidden=True,
                 no_args_is_help=True,
                 help=f"az's `{group.name} {word}` commands (see docs/az-mapping.md).",
             )
             sub.rich_markup_mode = None
-            sub.az_group = True
             group.add_command(sub, word)
         group = sub
-        in_az_group = getattr(sub, "az_group", False)
+        in_az_group = isinstance(sub, AzGroup)
     clone = copy.copy(target)
     clone.name, clone.hidden = path[-1], not in_az_group
     group.add_command(clone, path[-1])
@@ -307,6 +310,7 @@ def _translate(h: _Hidden, value: Any, kwargs: dict[str, Any]) -> None:
 
         SELECTION.top = value
         return
+    assert name is not None, h.option  # the table names a parameter for every option that carries a value
     if how == "many":
         values = [part for v in value for part in v.split()]
         kwargs[name] = [*(kwargs.get(name) or []), *values]
@@ -375,9 +379,9 @@ def normalize(args: list[str], *, three_state: set[str], flags: set[str], many: 
             out.extend(args[i:])
             break
         name, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
-        following = args[i + 1] if i + 1 < len(args) else None
+        following = args[i + 1] if i + 1 < len(args) else ""
         word = inline if eq else following
-        is_bool = word is not None and word.lower() in (*_TRUE, *_FALSE)
+        is_bool = word.lower() in (*_TRUE, *_FALSE)
         if name in three_state:
             if eq:
                 out.extend(_joined(name, inline))  # Click says what is wrong with a value that is not a boolean

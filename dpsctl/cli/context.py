@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -169,7 +169,7 @@ def secret_value(value: str | None, what: str) -> str | None:
     return text
 
 
-def secret_option(flag: str, what: str, help_text: str, *, envvar: str | None = None, **extra: object) -> object:
+def secret_option(flag: str, what: str, help_text: str, *, envvar: str | None = None, **extra: Any) -> object:
     """A typer.Option for a secret: the value, @FILE or - (stdin), and an environment variable where scripts need one."""
     more = f" Also {SECRET_FORMS.split(', ', 1)[1]}" + (f"; or set {envvar}." if envvar else ".")
     return typer.Option(

@@ -126,8 +126,8 @@ def add(
     )
     entry = new_enrollment(registration_id, attestation, cred, opts)
     with session(write=True) as tx:
-        entry = add_entry(tx, entry, now())
-    e.render_entry(entry.to_dict(show_keys=show_keys), output)
+        added = add_entry(tx, entry, now())
+    e.render_entry(added.to_dict(show_keys=show_keys), output)
 
 
 @app.command("list")

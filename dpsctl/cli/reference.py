@@ -67,7 +67,8 @@ def help_text(command: Any) -> str:
 
 def parameters(command: Any) -> tuple[list[Any], list[Any]]:
     """(arguments, options) of a command, in declaration order; hidden ones left out."""
-    args, opts = [], []
+    args: list[Any] = []
+    opts: list[Any] = []
     for param in command.params:
         if getattr(param, "hidden", False):
             continue
