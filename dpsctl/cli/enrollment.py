@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -80,6 +80,7 @@ def _tpm_key(value: str | None, field: str, option: str) -> str | None:
 
 
 @app.command("add")
+@e.allocation_options(before="device_information")
 def add(
     registration_id: IdArg,
     attestation: e.AttestationOpt,
@@ -90,34 +91,20 @@ def add(
     endorsement_key: EkOpt = None,
     storage_root_key: SrkOpt = None,
     device_id: DeviceIdOpt = None,
-    hub: e.HubOpt = None,
-    allocation_policy: e.PolicyOpt = None,
-    webhook_url: e.WebhookOpt = None,
-    allocation_command: e.CommandOpt = None,
-    api_version: e.ApiVersionOpt = None,
-    initial_twin: e.TwinOpt = None,
-    twin_tags: e.TwinTagsOpt = None,
-    twin_desired: e.TwinDesiredOpt = None,
     device_information: e.DeviceInfoOpt = None,
     edge: e.EdgeOpt = None,
     disabled: e.AddDisabledOpt = False,
     reprovision_policy: e.ReprovisionOpt = None,
     show_keys: ShowKeysOpt = False,
     output: OutputOpt = Output.table,
+    **allocation: Any,
 ) -> None:
     """Create an individual enrollment (symmetric keys are generated when not given)."""
     from dpsctl.core.enrollments import add_entry, new_enrollment
 
     cred = _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key)
     opts = e.options(
-        hub=hub,
-        allocation_policy=allocation_policy,
-        webhook_url=webhook_url,
-        allocation_command=allocation_command,
-        api_version=api_version,
-        initial_twin=initial_twin,
-        twin_tags=twin_tags,
-        twin_desired=twin_desired,
+        **allocation,
         edge=edge,
         device_information=device_information,
         reprovision_policy=reprovision_policy,
@@ -163,6 +150,7 @@ def show(registration_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputO
 
 
 @app.command("update")
+@e.allocation_options(before="device_information")
 def update(
     registration_id: IdArg,
     primary_key: e.NewPrimaryKeyOpt = None,
@@ -172,14 +160,6 @@ def update(
     endorsement_key: EkOpt = None,
     storage_root_key: SrkOpt = None,
     device_id: DeviceIdOpt = None,
-    hub: e.HubOpt = None,
-    allocation_policy: e.PolicyOpt = None,
-    webhook_url: e.WebhookOpt = None,
-    allocation_command: e.CommandOpt = None,
-    api_version: e.ApiVersionOpt = None,
-    initial_twin: e.TwinOpt = None,
-    twin_tags: e.TwinTagsOpt = None,
-    twin_desired: e.TwinDesiredOpt = None,
     device_information: e.DeviceInfoOpt = None,
     edge: e.EdgeOpt = None,
     enabled: e.EnabledOpt = None,
@@ -189,6 +169,7 @@ def update(
     etag: EtagOpt = None,
     show_keys: ShowKeysOpt = False,
     output: OutputOpt = Output.table,
+    **allocation: Any,
 ) -> None:
     """Change an individual enrollment; with --etag, refused (exit 4) if it changed meanwhile."""
     from dpsctl.core.enrollments import update_entry
@@ -204,14 +185,7 @@ def update(
         remove_secondary_cert,
     )
     opts = e.options(
-        hub=hub,
-        allocation_policy=allocation_policy,
-        webhook_url=webhook_url,
-        allocation_command=allocation_command,
-        api_version=api_version,
-        initial_twin=initial_twin,
-        twin_tags=twin_tags,
-        twin_desired=twin_desired,
+        **allocation,
         edge=edge,
         device_information=device_information,
         reprovision_policy=reprovision_policy,

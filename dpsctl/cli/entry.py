@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -124,6 +126,45 @@ RemoveSecondaryCertOpt = Annotated[
 ]
 AddDisabledOpt = Annotated[bool, typer.Option("--disabled", help="Create the entry disabled.")]
 EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable the entry.")]
+
+# The allocation and initial-twin options of `add` and `update`, the same for enrollments and groups: declared once.
+ALLOCATION_OPTIONS: dict[str, Any] = {
+    "hub": HubOpt,
+    "allocation_policy": PolicyOpt,
+    "webhook_url": WebhookOpt,
+    "allocation_command": CommandOpt,
+    "api_version": ApiVersionOpt,
+    "initial_twin": TwinOpt,
+    "twin_tags": TwinTagsOpt,
+    "twin_desired": TwinDesiredOpt,
+}
+
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def allocation_options(before: str) -> Callable[[Command], Command]:
+    """Give a command ALLOCATION_OPTIONS (each None unless given), in --help just before its parameter `before`.
+
+    The command takes them as `**allocation` and hands them on to `options`; Typer reads the signature made here.
+    """
+
+    def decorate(command: Command) -> Command:
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=kind)
+            for name, kind in ALLOCATION_OPTIONS.items()
+        ]
+        params: list[inspect.Parameter] = []
+        for param in inspect.signature(command, eval_str=True).parameters.values():
+            if param.name == before:
+                params += shared
+            if param.kind is not inspect.Parameter.VAR_KEYWORD:
+                params.append(param)
+        # A function's own attributes (typeshed declares no __signature__ on it): what inspect.signature reads.
+        command.__dict__["__signature__"] = inspect.Signature(params, return_annotation=None)
+        command.__annotations__ = {param.name: param.annotation for param in params} | {"return": None}
+        return command
+
+    return decorate
 
 
 def options(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -65,6 +65,7 @@ def _credentials(
 
 
 @app.command("add")
+@e.allocation_options(before="edge")
 def add(
     group_id: IdArg,
     attestation: GroupAttestationOpt = None,
@@ -74,33 +75,19 @@ def add(
     secondary_signing_cert: SecondarySigningCertOpt = None,
     ca_ref: CaRefOpt = None,
     secondary_ca_ref: SecondaryCaRefOpt = None,
-    hub: e.HubOpt = None,
-    allocation_policy: e.PolicyOpt = None,
-    webhook_url: e.WebhookOpt = None,
-    allocation_command: e.CommandOpt = None,
-    api_version: e.ApiVersionOpt = None,
-    initial_twin: e.TwinOpt = None,
-    twin_tags: e.TwinTagsOpt = None,
-    twin_desired: e.TwinDesiredOpt = None,
     edge: e.EdgeOpt = None,
     disabled: e.AddDisabledOpt = False,
     reprovision_policy: e.ReprovisionOpt = None,
     show_keys: ShowKeysOpt = False,
     output: OutputOpt = Output.table,
+    **allocation: Any,
 ) -> None:
     """Create an enrollment group (symmetric keys are generated when not given)."""
     from dpsctl.core.enrollments import add_entry, new_group
 
     cred = _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref)
     opts = e.options(
-        hub=hub,
-        allocation_policy=allocation_policy,
-        webhook_url=webhook_url,
-        allocation_command=allocation_command,
-        api_version=api_version,
-        initial_twin=initial_twin,
-        twin_tags=twin_tags,
-        twin_desired=twin_desired,
+        **allocation,
         edge=edge,
         reprovision_policy=reprovision_policy,
         status="disabled" if disabled else None,
@@ -143,6 +130,7 @@ def show(group_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Ou
 
 
 @app.command("update")
+@e.allocation_options(before="edge")
 def update(
     group_id: IdArg,
     primary_key: e.NewPrimaryKeyOpt = None,
@@ -151,14 +139,6 @@ def update(
     secondary_signing_cert: SecondarySigningCertOpt = None,
     ca_ref: CaRefOpt = None,
     secondary_ca_ref: SecondaryCaRefOpt = None,
-    hub: e.HubOpt = None,
-    allocation_policy: e.PolicyOpt = None,
-    webhook_url: e.WebhookOpt = None,
-    allocation_command: e.CommandOpt = None,
-    api_version: e.ApiVersionOpt = None,
-    initial_twin: e.TwinOpt = None,
-    twin_tags: e.TwinTagsOpt = None,
-    twin_desired: e.TwinDesiredOpt = None,
     edge: e.EdgeOpt = None,
     enabled: e.EnabledOpt = None,
     reprovision_policy: e.ReprovisionOpt = None,
@@ -167,6 +147,7 @@ def update(
     etag: EtagOpt = None,
     show_keys: ShowKeysOpt = False,
     output: OutputOpt = Output.table,
+    **allocation: Any,
 ) -> None:
     """Change an enrollment group; with --etag, refused (exit 4) if it changed meanwhile."""
     from dpsctl.core.enrollments import update_entry
@@ -182,14 +163,7 @@ def update(
         remove_secondary_cert,
     )
     opts = e.options(
-        hub=hub,
-        allocation_policy=allocation_policy,
-        webhook_url=webhook_url,
-        allocation_command=allocation_command,
-        api_version=api_version,
-        initial_twin=initial_twin,
-        twin_tags=twin_tags,
-        twin_desired=twin_desired,
+        **allocation,
         edge=edge,
         reprovision_policy=reprovision_policy,
         status=None if enabled is None else ("enabled" if enabled else "disabled"),
