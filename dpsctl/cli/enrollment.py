@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from dpsctl.cli import entry as e
-from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, now, session
-from dpsctl.cli.render import Output, info
+from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, session
+from dpsctl.cli.render import Output
+
+if TYPE_CHECKING:  # for annotations only: the core's enrollment code brings cryptography, which `--help` must not load
+    from dpsctl.core.enrollments import CredentialInput
 
 app = typer.Typer(
     add_completion=False, help="Individual enrollments: one device each, by registration ID.", no_args_is_help=True
@@ -46,26 +49,19 @@ DeviceIdOpt = Annotated[
 
 
 def _credentials(
-    primary_key,
-    secondary_key,
-    cert,
-    secondary_cert,
-    endorsement_key,
-    storage_root_key,
-    remove_cert=False,
-    remove_secondary_cert=False,
-):
-    from dpsctl.core.enrollments import CredentialInput
-
-    return CredentialInput(
-        remove_certificate=remove_cert,
-        remove_secondary_certificate=remove_secondary_cert,
-        primary_key=primary_key,
-        secondary_key=secondary_key,
-        certificate=e.cert_input(cert, "certificate"),
-        secondary_certificate=e.cert_input(secondary_cert, "secondary certificate"),
-        endorsement_key=_tpm_key(endorsement_key, "endorsementKey", "--endorsement-key"),
-        storage_root_key=_tpm_key(storage_root_key, "storageRootKey", "--storage-root-key"),
+    keys: tuple[str | None, str | None],
+    certs: tuple[str | None, str | None],
+    tpm: tuple[str | None, str | None],
+    removed: tuple[bool, bool] = (False, False),
+) -> CredentialInput:
+    """The credential options; TPM keys as given, or read from @FILE."""
+    return e.credentials(
+        keys,
+        certs,
+        "certificate",
+        removed,
+        endorsement_key=_tpm_key(tpm[0], "endorsementKey", "--endorsement-key"),
+        storage_root_key=_tpm_key(tpm[1], "storageRootKey", "--storage-root-key"),
     )
 
 
@@ -100,9 +96,9 @@ def add(
     **allocation: Any,
 ) -> None:
     """Create an individual enrollment (symmetric keys are generated when not given)."""
-    from dpsctl.core.enrollments import add_entry, new_enrollment
+    from dpsctl.core.enrollments import new_enrollment
 
-    cred = _credentials(primary_key, secondary_key, cert, secondary_cert, endorsement_key, storage_root_key)
+    cred = _credentials((primary_key, secondary_key), (cert, secondary_cert), (endorsement_key, storage_root_key))
     opts = e.options(
         **allocation,
         edge=edge,
@@ -112,27 +108,10 @@ def add(
         device_id=device_id,
     )
     entry = new_enrollment(registration_id, attestation, cred, opts)
-    with session(write=True) as tx:
-        added = add_entry(tx, entry, now())
-    e.render_entry(added.to_dict(show_keys=show_keys), output)
+    e.add(entry, show_keys, output)
 
 
-@app.command("list")
-def list_(
-    status: Annotated[str | None, typer.Option("--status", help="Only enabled or disabled entries.")] = None,
-    attestation: Annotated[str | None, typer.Option("--attestation", help="Only this attestation type.")] = None,
-    show_keys: ShowKeysOpt = False,
-    output: OutputOpt = Output.table,
-) -> None:
-    """List individual enrollments."""
-    from dpsctl.core.enrollments import list_entries
-
-    with session() as tx:
-        docs = [
-            x.to_dict(show_keys=show_keys)
-            for x in list_entries(tx, group=False, status=status, attestation=attestation)
-        ]
-    e.render_entries(docs, output, group=False)
+app.command("list")(e.list_command(group=False))
 
 
 @app.command("show")
@@ -172,17 +151,11 @@ def update(
     **allocation: Any,
 ) -> None:
     """Change an individual enrollment; with --etag, refused (exit 4) if it changed meanwhile."""
-    from dpsctl.core.enrollments import update_entry
-
     cred = _credentials(
-        primary_key,
-        secondary_key,
-        cert,
-        secondary_cert,
-        endorsement_key,
-        storage_root_key,
-        remove_cert,
-        remove_secondary_cert,
+        (primary_key, secondary_key),
+        (cert, secondary_cert),
+        (endorsement_key, storage_root_key),
+        (remove_cert, remove_secondary_cert),
     )
     opts = e.options(
         **allocation,
@@ -192,16 +165,10 @@ def update(
         status=None if enabled is None else ("enabled" if enabled else "disabled"),
         device_id=device_id,
     )
-    with session(write=True) as tx:
-        entry = update_entry(tx, registration_id, group=False, opts=opts, cred=cred, etag=etag, now=now())
-    e.render_entry(entry.to_dict(show_keys=show_keys), output)
+    e.update(registration_id, False, opts, cred, etag, show_keys, output)
 
 
 @app.command("delete")
 def delete(registration_id: IdArg, etag: EtagOpt = None) -> None:
     """Delete an individual enrollment (its registration record stays)."""
-    from dpsctl.core.enrollments import delete_entry
-
-    with session(write=True) as tx:
-        entry = delete_entry(tx, registration_id, group=False, etag=etag)
-    info(f"deleted enrollment {entry.id}")
+    e.delete(registration_id, False, etag)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from dpsctl.cli.context import json_arg, read_file, secret_option
-from dpsctl.cli.render import Output, emit
+from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, secret_option, session
+from dpsctl.cli.render import Output, emit, info
+
+if TYPE_CHECKING:  # for annotations only: the core's enrollment code brings cryptography, which `--help` must not load
+    from dpsctl.core.enrollments import AnyEnrollment, CredentialInput, EnrollmentOptions
 
 AttestationOpt = Annotated[
     str,
@@ -224,6 +227,35 @@ def _object(value: str | None, what: str) -> dict[str, Any] | None:
     return doc
 
 
+def credentials(
+    keys: tuple[str | None, str | None],
+    certs: tuple[str | None, str | None],
+    what: str,
+    removed: tuple[bool, bool] = (False, False),
+    *,
+    endorsement_key: str | None = None,
+    storage_root_key: str | None = None,
+    ca_reference: str | None = None,
+    secondary_ca_reference: str | None = None,
+) -> CredentialInput:
+    """The credential options as the core takes them: (primary, secondary) keys, certificate files (`what` names
+    them in errors) and which certificates to remove; TPM keys and CA names as given."""
+    from dpsctl.core.enrollments import CredentialInput
+
+    return CredentialInput(
+        remove_certificate=removed[0],
+        remove_secondary_certificate=removed[1],
+        primary_key=keys[0],
+        secondary_key=keys[1],
+        certificate=cert_input(certs[0], what),
+        secondary_certificate=cert_input(certs[1], f"secondary {what}"),
+        endorsement_key=endorsement_key,
+        storage_root_key=storage_root_key,
+        ca_reference=ca_reference,
+        secondary_ca_reference=secondary_ca_reference,
+    )
+
+
 def cert_input(path: str | None, what: str) -> tuple[bytes, str] | None:
     """Read a certificate file for the core (which parses PEM or DER)."""
     return (read_file(path, what), path) if path else None
@@ -283,3 +315,66 @@ def render_entry(doc: dict[str, Any], output: Output) -> None:
         emit(shown, output)
     else:
         emit(doc, output)
+
+
+# The store side of each command, the same for enrollments and groups (`group` says which).
+def add(entry: AnyEnrollment, show_keys: bool, output: Output) -> None:
+    """Store a new enrollment or group, built by the command, and print it."""
+    from dpsctl.core.enrollments import add_entry
+
+    with session(write=True) as tx:
+        added = add_entry(tx, entry, now())
+    render_entry(added.to_dict(show_keys=show_keys), output)
+
+
+EntryStatusOpt = Annotated[str | None, typer.Option("--status", help="Only enabled or disabled entries.")]
+GroupStatusOpt = Annotated[str | None, typer.Option("--status", help="Only enabled or disabled groups.")]
+AttestationFilterOpt = Annotated[str | None, typer.Option("--attestation", help="Only this attestation type.")]
+
+
+def list_command(*, group: bool) -> Callable[..., None]:
+    """The `list` command of individual enrollments, or of groups."""
+
+    def list_(
+        status: EntryStatusOpt = None,
+        attestation: AttestationFilterOpt = None,
+        show_keys: ShowKeysOpt = False,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        from dpsctl.core.enrollments import list_entries
+
+        with session() as tx:
+            found = list_entries(tx, group=group, status=status, attestation=attestation)
+            docs = [x.to_dict(show_keys=show_keys) for x in found]
+        render_entries(docs, output, group=group)
+
+    list_.__doc__ = "List enrollment groups." if group else "List individual enrollments."
+    if group:  # the same option, its help naming groups (Typer reads the annotation, a string here, by its name)
+        list_.__annotations__["status"] = "GroupStatusOpt"
+    return list_
+
+
+def update(
+    entry_id: str,
+    group: bool,
+    opts: EnrollmentOptions,
+    cred: CredentialInput,
+    etag: str | None,
+    show_keys: bool,
+    output: Output,
+) -> None:
+    """Change an enrollment or group (refused if `etag` is stale) and print it."""
+    from dpsctl.core.enrollments import update_entry
+
+    with session(write=True) as tx:
+        entry = update_entry(tx, entry_id, group=group, opts=opts, cred=cred, etag=etag, now=now())
+    render_entry(entry.to_dict(show_keys=show_keys), output)
+
+
+def delete(entry_id: str, group: bool, etag: str | None) -> None:
+    """Delete an enrollment or group (refused if `etag` is stale) and say so."""
+    from dpsctl.core.enrollments import delete_entry
+
+    with session(write=True) as tx:
+        entry = delete_entry(tx, entry_id, group=group, etag=etag)
+    info(f"deleted enrollment{' group' if group else ''} {entry.id}")
