@@ -216,10 +216,10 @@ def json_arg(value: str, what: str, *, lenient: bool = False) -> object:
             if literal is not None:
                 return check_value(literal, what)
         if value.endswith((".yaml", ".yml")):
-            from dpsctl.core.transfer import _load_yaml
+            from dpsctl.core.transfer import load_yaml
 
             # The import loader: safe (no Python tags) and refusing anchors/aliases, whose expansion is exponential.
-            return check_value(_load_yaml(text, what), what)
+            return check_value(load_yaml(text, what), what)
         raise exc.amended(hint=exc.hint or "give inline JSON, @FILE, or a file path") from exc
 
 

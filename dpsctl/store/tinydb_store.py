@@ -17,7 +17,7 @@ from dpsctl.core.safefiles import write_atomically as _write_atomically
 from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.files import check_store_file, read_store_bytes, store_target
 from dpsctl.store.locking import FileLock
-from dpsctl.store.schema import APP_MARKER, SCHEMA_VERSION, Doc, key_of
+from dpsctl.store.schema import APP_MARKER, SCHEMA_VERSION, Doc, compact_json, key_of
 
 META_TABLE = "_dpsctl"
 
@@ -70,9 +70,6 @@ def _read(path: Path, target: Path) -> tuple[dict[str, Any], bytes] | None:
     return data, raw
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
 def _raw_lines(raw: bytes, data: dict[str, Any]) -> dict[str, dict[str, bytes]]:
     """Each record's line as it stands in a file dpsctl wrote (one record per line), by table and doc id.
 
@@ -108,14 +105,16 @@ def _dump(data: dict[str, Any], raw_lines: dict[str, dict[str, bytes]], changed:
         records = data[name]
         reuse = raw_lines.get(name, {})
         dirty = changed.get(name, set())
-        out.append(_dumps(name).encode() + (b": {" if records else b": {}" + (b"," if t < len(names) - 1 else b"")))
+        out.append(
+            compact_json(name).encode() + (b": {" if records else b": {}" + (b"," if t < len(names) - 1 else b""))
+        )
         if not records:
             continue
         last = len(records) - 1
         for i, (doc_id, doc) in enumerate(records.items()):
             line = reuse.get(doc_id) if doc_id not in dirty else None
             if line is None:
-                line = f"  {_dumps(doc_id)}: {_dumps(doc)}".encode()
+                line = f"  {compact_json(doc_id)}: {compact_json(doc)}".encode()
             out.append(line + b"," if i < last else line)
         out.append(b"}," if t < len(names) - 1 else b"}")
     out.append(b"}\n")
