@@ -19,13 +19,23 @@ az's three-state booleans (`--edge-enabled`, `--ee true`, `--show-keys false`) a
 from __future__ import annotations
 
 import copy
+import inspect
+import os
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from typer._click.exceptions import MissingParameter, UsageError
 from typer._click.globals import get_current_context
 from typer.core import TyperGroup
+
+from dpsctl.cli.app import load_command
+from dpsctl.cli.context import STATE, now
+from dpsctl.cli.render import SELECTION
+
+# The alias table, the store and the service settings are imported where used: this module is loaded with
+# every sub-command, and most need none of them.
 
 # az's three-state flags take these words (get_three_state_flag: true/false, case-insensitive; yes/no as Click).
 _TRUE = ("true", "yes", "1", "on")
@@ -130,7 +140,6 @@ def _target(target: str, noun: str, command: Any) -> Any:
     words = target.split()
     if words[0] == noun and command is not None:
         return _find(command, words[1:])
-    from dpsctl.cli.app import load_command
 
     return _find(load_command(words[0]), words[1:])
 
@@ -248,11 +257,6 @@ _KINDS: dict[str, Any] = {
 
 def _hidden_options(options: list[AzOption]) -> list[Any]:
     """Hidden options with az's names, built by Typer from a signature (as the global options are)."""
-    import inspect
-    from typing import Annotated
-
-    import typer
-
     if not options:
         return []
     signature = inspect.Signature(
@@ -272,7 +276,7 @@ def _hidden_options(options: list[AzOption]) -> list[Any]:
     def probe(**kwargs: Any) -> None:
         """Never run: its parameters are reused."""
 
-    probe.__signature__ = signature  # type: ignore[attr-defined]
+    probe.__dict__["__signature__"] = signature  # what inspect.signature reads (typeshed declares no __signature__)
     holder = typer.Typer(add_completion=False)
     holder.command()(probe)
     return list(typer.main.get_command(holder).params)
@@ -306,8 +310,6 @@ def _translate(h: _Hidden, value: Any, kwargs: dict[str, Any]) -> None:
         check_login(value)
         return
     if how == "top":
-        from dpsctl.cli.render import SELECTION
-
         SELECTION.top = value
         return
     assert name is not None, h.option  # the table names a parameter for every option that carries a value
@@ -332,9 +334,6 @@ def _translate(h: _Hidden, value: Any, kwargs: dict[str, Any]) -> None:
 
 def check_login(connection_string: str) -> None:
     """`--login`: the connection string must be this store's (its host and its owner key)."""
-    import os
-
-    from dpsctl.cli.context import STATE, now
     from dpsctl.core.service import check_login
 
     settings = None

@@ -16,6 +16,9 @@ from dpsctl.cli.ca import COLUMNS, row
 from dpsctl.cli.context import OutputOpt, now, read_file, session
 from dpsctl.cli.render import Output, emit
 
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+
 app = typer.Typer(
     add_completion=False,
     help="az's `iot dps certificate`: CA certificates and proof of possession (dpsctl's own command is `ca`).",

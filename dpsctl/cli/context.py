@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -9,11 +11,16 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer._click.core import ParameterSource
 
-from dpsctl.cli.render import Output
+from dpsctl.cli.render import SELECTION, Output
+from dpsctl.core.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:  # for annotations only: the store package costs start-up time every command would pay
     from dpsctl.store import Transaction
+
+# The store, the core's service settings and file helpers are imported where used: every command loads this
+# module at start-up, and most of them need none of these before they run.
 
 DEFAULT_DB = "dps.json"
 
@@ -31,8 +38,6 @@ STATE = Invocation()
 
 def _global_output(ctx: typer.Context, param: typer.CallbackParam, value: Output) -> Output:
     """`dpsctl -o json hub list` and `dpsctl hub list -o json` mean the same; DPSCTL_OUTPUT yields to either."""
-    from typer._click.core import ParameterSource
-
     if STATE.output is not None and ctx.get_parameter_source(param.name or "output") in (
         ParameterSource.DEFAULT,
         ParameterSource.ENVIRONMENT,
@@ -51,8 +56,6 @@ OutputOpt = Annotated[
 
 
 def _whole_values(value: bool) -> bool:
-    from dpsctl.cli.render import SELECTION
-
     SELECTION.whole_values = SELECTION.whole_values or value
     return value
 
@@ -101,7 +104,6 @@ def require_store(path: str) -> None:
                 return
     elif os.path.lexists(path):
         return
-    from dpsctl.core.errors import NotFound
 
     where = f"the default store {path} (in {os.getcwd()})" if path == DEFAULT_DB else f"store {path}"
     raise NotFound(
@@ -136,7 +138,6 @@ def secret_value(value: str | None, what: str) -> str | None:
     """
     if value is None:
         return None
-    from dpsctl.core.errors import InvalidInput
 
     if value == "-":
         if STATE.stdin_taken_by is not None:
@@ -184,10 +185,6 @@ def secret_option(flag: str, what: str, help_text: str, *, envvar: str | None = 
 
 def read_stdin(limit: int) -> bytes:
     """Standard input as bytes (for `-` in place of a file), size-capped like a file."""
-    import sys
-
-    from dpsctl.core.errors import InvalidInput
-
     data = sys.stdin.buffer.read(limit + 1)
     if len(data) > limit:
         raise InvalidInput(f"standard input is over {limit // (1024 * 1024)} MiB; dpsctl reads at most that")
@@ -200,7 +197,6 @@ def json_arg(value: str, what: str, *, lenient: bool = False) -> object:
     `lenient` also takes what az's shell_safe_json_parse takes: Python-literal JSON with single quotes,
     as Microsoft's examples write it (--initial-twin-tags "{'location': {'region': 'US'}}").
     """
-    from dpsctl.core.errors import InvalidInput
     from dpsctl.core.jsondepth import check_value, parse_json
 
     text = value
@@ -225,8 +221,6 @@ def json_arg(value: str, what: str, *, lenient: bool = False) -> object:
 
 def _python_literal(text: str) -> object | None:
     """A dict or list written as a Python literal ({'a': 'b'}), or None; size-capped, no code runs (ast.literal_eval)."""
-    import ast
-
     if len(text) > 1024 * 1024:
         return None
     try:
@@ -235,7 +229,6 @@ def _python_literal(text: str) -> object | None:
         return None
     if not isinstance(value, (dict, list)):
         return None
-    import json
 
     try:
         return json.loads(json.dumps(value))  # JSON types only: a set, bytes or complex number is not JSON

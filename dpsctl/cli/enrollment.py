@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dpsctl.cli import entry as e
-from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, session
+from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, read_file, session
 from dpsctl.cli.render import Output
 
-if TYPE_CHECKING:  # for annotations only: the core's enrollment code brings cryptography, which `--help` must not load
+if TYPE_CHECKING:  # for annotations only: the core's enrollment code is slow to load, and `--help` needs none of it
     from dpsctl.core.enrollments import CredentialInput
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False, help="Individual enrollments: one device each, by registration ID.", no_args_is_help=True
@@ -69,7 +72,6 @@ def _tpm_key(value: str | None, field: str, option: str) -> str | None:
     """A TPM public key given inline, or as @FILE (its Base64 text, or the TPM file itself)."""
     if value is None or not value.startswith("@"):
         return value
-    from dpsctl.cli.context import read_file
     from dpsctl.core.tpm import public_key_in
 
     return public_key_in(read_file(value[1:], f"{option} file").decode("utf-8", "replace"), field, value[1:])

@@ -10,9 +10,13 @@ import typer
 
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, secret_option, session
 from dpsctl.cli.render import Output, emit, info
+from dpsctl.core.errors import InvalidInput
 
-if TYPE_CHECKING:  # for annotations only: the core's enrollment code brings cryptography, which `--help` must not load
+if TYPE_CHECKING:  # for annotations only: the core's enrollment code is slow to load, and `--help` needs none of it
     from dpsctl.core.enrollments import AnyEnrollment, CredentialInput, EnrollmentOptions
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 AttestationOpt = Annotated[
     str,
@@ -22,30 +26,20 @@ AttestationOpt = Annotated[
         help="Attestation type: symmetricKey, x509 or tpm (groups: symmetricKey or x509).",
     ),
 ]
-PrimaryKeyOpt = Annotated[
-    str | None,
-    secret_option(
-        "--primary-key", "primary key", "Base64 primary key (16-64 bytes); generated if absent.", metavar="KEY"
-    ),
-]
-SecondaryKeyOpt = Annotated[
-    str | None,
-    secret_option("--secondary-key", "secondary key", "Base64 secondary key; generated if absent.", metavar="KEY"),
-]
+
+
+def _key_option(which: str, help_text: str) -> object:
+    """--primary-key or --secondary-key: a secret (the value, @FILE or -)."""
+    return secret_option(f"--{which}-key", f"{which} key", help_text, metavar="KEY")
+
+
+PrimaryKeyOpt = Annotated[str | None, _key_option("primary", "Base64 primary key (16-64 bytes); generated if absent.")]
+SecondaryKeyOpt = Annotated[str | None, _key_option("secondary", "Base64 secondary key; generated if absent.")]
 NewPrimaryKeyOpt = Annotated[
-    str | None,
-    secret_option(
-        "--primary-key",
-        "primary key",
-        "New Base64 primary key (16-64 bytes); the stored one is kept if absent.",
-        metavar="KEY",
-    ),
+    str | None, _key_option("primary", "New Base64 primary key (16-64 bytes); the stored one is kept if absent.")
 ]
 NewSecondaryKeyOpt = Annotated[
-    str | None,
-    secret_option(
-        "--secondary-key", "secondary key", "New Base64 secondary key; the stored one is kept if absent.", metavar="KEY"
-    ),
+    str | None, _key_option("secondary", "New Base64 secondary key; the stored one is kept if absent.")
 ]
 HubOpt = Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use.")]
 PolicyOpt = Annotated[
@@ -195,8 +189,6 @@ def options(
         validate_allocation_command(allocation_command, "--allocation-command")
     twin = json_arg(initial_twin, "initial twin") if initial_twin is not None else None
     if twin is not None and not isinstance(twin, dict):
-        from dpsctl.core.errors import InvalidInput
-
         raise InvalidInput('initial twin must be a JSON object like {"tags": {...}, "properties": {"desired": {...}}}')
     return EnrollmentOptions(
         twin_tags=_object(twin_tags, "initial twin tags"),
@@ -221,8 +213,6 @@ def _object(value: str | None, what: str) -> dict[str, Any] | None:
         return None
     doc = json_arg(value, what, lenient=True)
     if not isinstance(doc, dict):
-        from dpsctl.core.errors import InvalidInput
-
         raise InvalidInput(f'{what} must be a JSON object, like {{"key": "value"}}')
     return doc
 

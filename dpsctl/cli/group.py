@@ -9,6 +9,10 @@ import typer
 from dpsctl.cli import entry as e
 from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, session
 from dpsctl.cli.render import Output, emit
+from dpsctl.core.errors import InvalidInput
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -153,8 +157,6 @@ def compute_device_key(
     output: OutputOpt = Output.table,
 ) -> None:
     """Print the device key derived from the group key: Base64(HMAC-SHA256(group key, registration ID))."""
-    from dpsctl.core.errors import InvalidInput
-
     if group_key is not None:
         if secondary:
             raise InvalidInput(

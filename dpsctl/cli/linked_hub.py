@@ -14,6 +14,10 @@ from dpsctl.cli.az_compat import TriState, tri_state
 from dpsctl.cli.context import OutputOpt, session
 from dpsctl.cli.hub import COLUMNS, DROP, rows
 from dpsctl.cli.render import Output, emit
+from dpsctl.core.errors import InvalidInput
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -75,7 +79,6 @@ def create(
     output: OutputOpt = Output.table,
 ) -> None:
     """Link an IoT hub, by connection string or name; prints the linked hubs (as az)."""
-    from dpsctl.core.errors import InvalidInput
     from dpsctl.core.hubs import add_hub, hub_of_connection_string
 
     if (connection_string is None) == (hub_name is None):

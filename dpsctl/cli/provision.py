@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +13,9 @@ from dpsctl.cli.context import STATE, OutputOpt, ShowKeysOpt, json_arg, now, rea
 from dpsctl.cli.render import Output, emit, format_table
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 SAS_TTL_SECONDS = 3600
 
@@ -74,7 +78,6 @@ def credential(
             read_file(key, "private key"), source=key, password=passphrase.encode() if passphrase is not None else None
         )
         return X509Credential(tuple(certs), prove=lambda nonce: x509.sign_possession_challenge(private, nonce))
-    from pathlib import Path
 
     from dpsctl.core.sas import build_sas_token, device_resource_uri
     from dpsctl.core.tpm import load_tpm

@@ -13,6 +13,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from dpsctl.core.errors import StoreError
+
+# yaml is imported where used: every command loads this module at start-up.
+
 # Bidirectional formatting characters: embeddings, overrides, isolates, marks; plus the line and paragraph separators.
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029" + BIDI + "]")
@@ -63,8 +67,6 @@ def too_deep_to_print() -> Iterator[None]:
     try:
         yield
     except RecursionError:
-        from dpsctl.core.errors import StoreError
-
         raise StoreError(
             "what the store holds here nests objects or arrays too deeply to print (written by an older dpsctl or by hand)",
             hint="delete or replace the record that holds it (dpsctl enrollment delete ID, dpsctl registration delete ID)",

@@ -6,8 +6,12 @@ from typing import Annotated
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, now, session
+from dpsctl.cli.context import STATE, OutputOpt, now, session
 from dpsctl.cli.render import Output, emit
+from dpsctl.core.errors import Conflict
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -113,8 +117,6 @@ def register_init(root: typer.Typer) -> None:
         output: OutputOpt = Output.table,
     ) -> None:
         """Create the store explicitly; refuses to overwrite an existing one."""
-        from dpsctl.cli.context import STATE
-        from dpsctl.core.errors import Conflict
         from dpsctl.core.service import init_service
         from dpsctl.store import open_store
 

@@ -12,6 +12,9 @@ from dpsctl.cli.context import STATE, now
 from dpsctl.cli.render import Output, emit, format_bars, format_table
 from dpsctl.core.errors import AllocationFailed, Disabled, DpsError, InvalidInput, Unauthorized
 
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+
 
 def _scope() -> str:
     from dpsctl.core.service import load_service
