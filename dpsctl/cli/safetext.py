@@ -15,8 +15,6 @@ from contextlib import contextmanager
 
 from dpsctl.core.errors import StoreError
 
-# yaml is imported where used: every command loads this module at start-up.
-
 # Bidirectional formatting characters: embeddings, overrides, isolates, marks; plus the line and paragraph separators.
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029" + BIDI + "]")
@@ -36,22 +34,6 @@ def safe_text(text: str) -> str:
 def safe_lines(text: str) -> str:
     """Multi-line text made safe line by line: its own line breaks stay, everything else is escaped."""
     return "\n".join(safe_text(line) for line in str(text).split("\n"))
-
-
-def has_unsafe(text: str) -> bool:
-    """Whether `text` holds a character that safe_text would escape."""
-    return _UNSAFE.search(text) is not None
-
-
-def safe_yaml(data: object) -> str:
-    """YAML of `data`; when it holds a bidi or separator character, every non-ASCII character is written escaped."""
-    import yaml
-
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    if _RAW_IN_DATA.search(text):
-        # PyYAML escapes C0 and C1 controls itself but writes bidi characters raw when allow_unicode is on.
-        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False, default_flow_style=False)
-    return text
 
 
 _RAW_IN_DATA = re.compile("[\x7f-\x9f\u2028\u2029" + BIDI + "]")
