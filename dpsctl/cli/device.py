@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, session
 from dpsctl.cli.render import Output, emit
 from dpsctl.core.errors import InvalidInput
+
+if TYPE_CHECKING:  # for annotations only: the commands that open the store load it
+    from dpsctl.store import Transaction
 
 # The core and the store are imported inside the commands that use them: loading this module, for its --help or
 # for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
@@ -201,7 +204,9 @@ def registration_create(
     emit(result.operation, output)
 
 
-def _device_key(tx, registration_id: str, group_id: str | None, key: str | None, compute: bool | None) -> str:
+def _device_key(
+    tx: Transaction, registration_id: str, group_id: str | None, key: str | None, compute: bool | None
+) -> str:
     """The device's symmetric key, as az finds it: given, derived from a group key, or read from the enrollment."""
     if compute and not group_id and key is None:
         raise InvalidInput(

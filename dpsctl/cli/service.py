@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dpsctl.cli.context import STATE, OutputOpt, now, session
 from dpsctl.cli.render import Output, emit
 from dpsctl.core.errors import Conflict
+
+if TYPE_CHECKING:  # for annotations only: the commands that open the store load it
+    from dpsctl.store import Transaction
 
 # The core and the store are imported inside the commands that use them: loading this module, for its --help or
 # for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
@@ -24,7 +27,7 @@ PolicyOpt = Annotated[
 ]
 
 
-def _show(tx, output: Output) -> None:
+def _show(tx: Transaction, output: Output) -> None:
     from dpsctl.core.hubs import list_hubs
     from dpsctl.core.service import load_service, operations_count, service_view
 
