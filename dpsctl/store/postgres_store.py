@@ -26,11 +26,11 @@ from psycopg import errors as pgerrors
 from psycopg.pq import TransactionStatus
 
 from dpsctl.core.errors import StoreBusy, StoreError
-from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.locking import lock_timeout
-from dpsctl.store.memory import _MemoryTransaction
+from dpsctl.store.memory import MemoryTransaction
 from dpsctl.store.pglocation import PostgresLocation, parse, scrub
-from dpsctl.store.schema import APP_MARKER, INDEXES, KINDS, SCHEMA_VERSION, Doc, index_set
+from dpsctl.store.schema import APP_MARKER, KINDS, SCHEMA_VERSION, Doc, compact_json, index_rows, index_set
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -52,19 +52,6 @@ MIGRATIONS: dict[int, list[str]] = {
 LAYOUT_VERSION = max(MIGRATIONS)
 COPY_THRESHOLD = 2000  # changes of one commit from which rows go by COPY instead of one multi-row statement
 LOCK_CLASS = 0x4450  # "DP": the first half of the advisory lock key; the second is the schema name's CRC
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def _index_rows(kind: str, key: str, doc: Doc, names: Iterable[str] | None = None) -> list[tuple[str, str, str, str]]:
-    rows = []
-    for name, extract in INDEXES.get(kind, {}).items():
-        if names is not None and name not in names:
-            continue
-        value = extract(doc)
-        if value:
-            rows.append((kind, key, name, str(value).lower()))
-    return rows
 
 
 class _Sql:
@@ -150,9 +137,9 @@ class _PgTransaction(Transaction):
         if pending:
             stored = {key for (key,) in self.conn.execute(self.sql.stored_keys, (kind, list(pending)))}
             for key, doc in pending.items():
-                if doc is _DELETED and key in stored:
+                if doc is DELETED and key in stored:
                     total -= 1
-                elif doc is not _DELETED and key not in stored:
+                elif doc is not DELETED and key not in stored:
                     total += 1
         return total
 
@@ -206,9 +193,9 @@ class PostgresStore(Store):
                 conn, self._spare = self._spare, None
                 return conn
             if self._pool is None:
-                from psycopg_pool import (
-                    ConnectionPool,
-                )  # only when transactions run concurrently (serve): not for a command
+                # psycopg_pool is imported only here and below, by a store whose transactions run concurrently
+                # (serve): a command, with one transaction, never loads it.
+                from psycopg_pool import ConnectionPool
 
                 self._pool = ConnectionPool(
                     self.where.conninfo,
@@ -220,7 +207,7 @@ class PostgresStore(Store):
                     name=f"dpsctl-{self.schema}",
                 )
             pool = self._pool
-        from psycopg_pool import PoolTimeout
+        from psycopg_pool import PoolTimeout  # loaded with the pool, above
 
         try:
             return pool.getconn()
@@ -396,7 +383,7 @@ class PostgresStore(Store):
                 records = conn.execute(self.sql.load, (kind,)).fetchall()  # all read before COPY takes the connection
                 with conn.cursor() as cur, cur.copy(self.sql.copy_index) as copy:
                     for key, doc in records:
-                        for row in _index_rows(kind, key, json.loads(doc), names):
+                        for row in index_rows(kind, key, json.loads(doc), names):
                             copy.write_row(row)
         conn.execute(self.sql.set_meta, ("indexes", index_set()))
 
@@ -418,7 +405,7 @@ class PostgresStore(Store):
         exists = self._check()
         if not exists and not writable:
             # Like a file that does not exist yet: read as empty, and nothing is created.
-            return _MemoryTransaction({kind: {} for kind in KINDS}, writable)
+            return MemoryTransaction({kind: {} for kind in KINDS}, writable)
         conn = self._getconn()
         tx = _PgTransaction(conn, self.sql, writable)
         try:
@@ -451,7 +438,7 @@ class PostgresStore(Store):
             for key, doc in tx.changes[kind].items():
                 changed_kinds.append(kind)
                 changed_keys.append(key)
-                if doc is _DELETED:
+                if doc is DELETED:
                     gone_kinds.append(kind)
                     gone_keys.append(key)
                 else:
@@ -463,10 +450,10 @@ class PostgresStore(Store):
                 cur.execute(sql.delete_records, (changed_kinds, changed_keys))
                 with cur.copy(sql.copy_records) as copy:
                     for kind, key, doc in kept:
-                        copy.write_row((kind, key, _dumps(doc)))
+                        copy.write_row((kind, key, compact_json(doc)))
                 with cur.copy(sql.copy_index) as copy:
                     for kind, key, doc in kept:
-                        for row in _index_rows(kind, key, doc):
+                        for row in index_rows(kind, key, doc):
                             copy.write_row(row)
             else:
                 if gone_keys:
@@ -474,9 +461,13 @@ class PostgresStore(Store):
                 if kept:
                     cur.execute(
                         sql.upsert,
-                        ([k for k, _, _ in kept], [key for _, key, _ in kept], [_dumps(doc) for _, _, doc in kept]),
+                        (
+                            [k for k, _, _ in kept],
+                            [key for _, key, _ in kept],
+                            [compact_json(doc) for _, _, doc in kept],
+                        ),
                     )
-                    rows = [row for kind, key, doc in kept for row in _index_rows(kind, key, doc)]
+                    rows = [row for kind, key, doc in kept for row in index_rows(kind, key, doc)]
                     if rows:
                         cur.execute(sql.insert_index, tuple(list(column) for column in zip(*rows, strict=False)))
             cur.execute(sql.bump, (touched,))
