@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -11,6 +11,9 @@ from dpsctl.cli.context import OutputOpt, now, secret_option, session
 from dpsctl.cli.render import Output, emit, info
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -76,8 +79,6 @@ def sas(
     output: OutputOpt = Output.table,
 ) -> None:
     """Print the SAS token a device sends to DPS: sr={scope}/registrations/{id}, signed with its key, skn=registration."""
-    from datetime import datetime
-
     from dpsctl.core.ids import validate_id_scope, validate_registration_id
     from dpsctl.core.sas import build_sas_token, device_resource_uri
 
@@ -121,14 +122,15 @@ def sas(
 @app.command("check")
 def check(registration_id: RegIdOpt, key: KeyOpt, output: OutputOpt = Output.table) -> None:
     """Say which key this is for the device and whether DPS would accept it: exit 0 accepted, 2 not a key, 5 refused, 6 disabled."""
-    from dpsctl.core.diagnostics import check_key, format_steps
+    from dpsctl.core.checks import format_checks
+    from dpsctl.core.key_report import check_symmetric_key
 
     with session() as tx:
-        report = check_key(tx, registration_id, key, now())
+        report = check_symmetric_key(tx, registration_id, key, now())
 
     def table() -> str:
         lines = [f"registration ID: {report.registration_id}", f"diagnosis: {report.message}"]
-        lines += [format_steps(report.explain)] if report.explain else []
+        lines += [format_checks(report.explain)] if report.explain else []
         return (
             safe_lines("\n".join(lines + ["DPS would accept it" if report.accepted else "DPS would refuse it"])) + "\n"
         )

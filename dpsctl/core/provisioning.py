@@ -23,6 +23,7 @@ from typing import Any
 
 from dpsctl.core import attestation as att
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, Trace, X509Credential
+from dpsctl.core.checks import Check
 from dpsctl.core.clock import format_timestamp, new_history_id, new_operation_id, new_registration_etag
 from dpsctl.core.errors import AllocationFailed, Disabled, DpsError, InvalidInput, RegistrationConflict, Unauthorized
 from dpsctl.core.ids import validate_registration_id
@@ -78,7 +79,7 @@ class ProvisionResult:
     status: str  # assigned | failed | disabled | unauthorized
     registration_id: str
     operation: Json
-    explain: list[dict[str, str]]
+    explain: list[Check]
     error: DpsError | None = None
     connection_string: str | None = None
 
@@ -431,7 +432,7 @@ class Diagnosis:
 
     registration_id: str
     entry: Entry | None
-    explain: list[dict[str, str]]
+    explain: list[Check]
     error: DpsError | None
 
 
@@ -457,9 +458,9 @@ def _registration_id(request: RegistrationRequest) -> str:
     cred = request.credential
     reg_id = request.registration_id
     if reg_id is None and isinstance(cred, X509Credential):
-        from dpsctl.core import x509
+        from dpsctl.core.certs import common_name
 
-        reg_id = x509.common_name(cred.chain[0])
+        reg_id = common_name(cred.chain[0])
         if not reg_id:
             raise InvalidInput("the device certificate has no subject CN, so it has no registration ID")
     if reg_id is None and isinstance(cred, TpmCredential):

@@ -162,11 +162,12 @@ class DeviceService:
                     self.refused += 1
                     raise Refusal(401, E_UNAUTHORIZED, plan.refused.error.message, hint=plan.refused.error.hint)
         if challenge is not None:
+            assert tpm is not None  # only a TPM device is challenged
             if challenge.new:
                 with self.access.write() as tx:
                     self.book.save_challenge(tx, registration_id, _ek(tpm), challenge.key)
-            body = {"authenticationKey": challenge.blob, "keyName": TPM_KEY_NAME}
-            return DeviceReply(401, body, note="TPM challenge issued (401 with authenticationKey)")
+            issued = {"authenticationKey": challenge.blob, "keyName": TPM_KEY_NAME}
+            return DeviceReply(401, issued, note="TPM challenge issued (401 with authenticationKey)")
         tpm_keys = (
             {"endorsementKey": _ek(tpm), "storageRootKey": tpm.get("storageRootKey")} if isinstance(tpm, dict) else None
         )
@@ -184,8 +185,10 @@ class DeviceService:
             self._in_flight.add(future)
         future.add_done_callback(self._done)
         retry = _whole_seconds(self.options.assigning_delay)
-        body = {"operationId": operation.operation_id, "status": "assigning"}
-        return DeviceReply(202, body, retry, note=f"{registration_id} assigning (operation {operation.operation_id})")
+        assigning = {"operationId": operation.operation_id, "status": "assigning"}
+        return DeviceReply(
+            202, assigning, retry, note=f"{registration_id} assigning (operation {operation.operation_id})"
+        )
 
     def operation_status(
         self, id_scope: str, registration_id: str, operation_id: str, presented: Presented
