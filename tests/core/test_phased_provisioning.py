@@ -15,6 +15,7 @@ import pytest
 
 from dpsctl.core import custom_allocation, provisioning
 from dpsctl.core.attestation import SasCredential
+from dpsctl.core.errors import Conflict
 from dpsctl.core.clock import new_etag
 from dpsctl.core.custom_allocation import AllocationResponse
 from dpsctl.core.enrollments import add_entry
@@ -189,7 +190,7 @@ def test_changes_during_both_allocations_are_a_conflict_that_leaves_the_registra
 
     assert result.status == "failed" and isinstance(result.error, RegistrationConflict)
     assert result.operation["registrationState"]["errorCode"] == 409203
-    assert result.error.exit_code == 4 and "changed while custom allocation ran, twice" in result.error.message
+    assert isinstance(result.error, Conflict) and "changed while custom allocation ran, twice" in result.error.message
     with store.transaction() as tx:
         assert (tx.get("registrations", "dev-1"), list(tx.scan("devices"))) == before
         assert [h["status"] for h in history(tx)] == ["assigned", "failed"]
