@@ -293,6 +293,7 @@ def _opener(connections: list[http.client.HTTPConnection]) -> urllib.request.Ope
 
     def track(cls: type[http.client.HTTPConnection]):
         def make(*args: object, **kwargs: object) -> http.client.HTTPConnection:
+            # urllib passes the host and its own keywords through unchanged: typing them here would only restate it.
             connection = cls(*args, **kwargs)  # type: ignore[arg-type]
             connections.append(connection)
             return connection
@@ -304,8 +305,12 @@ def _opener(connections: list[http.client.HTTPConnection]) -> urllib.request.Ope
             return self.do_open(track(http.client.HTTPConnection), req)
 
     class Https(urllib.request.HTTPSHandler):
+        def __init__(self) -> None:
+            self.tls = ssl.create_default_context()  # what urllib uses by default: verified against the system's CAs
+            super().__init__(context=self.tls)
+
         def https_open(self, req):
-            return self.do_open(track(http.client.HTTPSConnection), req, context=self._context)
+            return self.do_open(track(http.client.HTTPSConnection), req, context=self.tls)
 
     return urllib.request.build_opener(_NoRedirects, Http, Https)
 
