@@ -115,7 +115,7 @@ def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: 
         provision_phased,
         provision_planned,
     )
-    from dpsctl.core.service import load_service
+    from dpsctl.core.service import find_service, load_service
     from dpsctl.core.transactions import dry_run as dry
     from dpsctl.store import open_store
 
@@ -126,9 +126,10 @@ def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: 
                 return provision_phased(source, built, now, webhook_timeout=webhook_timeout)
         source = StoreTransactions(store)
         with source.read() as tx:
+            service = find_service(tx)
             planned = None
-            if tx.get("service", "service") is not None:
-                planned = plan_registration(tx, request(load_service(tx, now()).id_scope), now())
+            if service is not None:
+                planned = plan_registration(tx, request(service.id_scope), now(), service=service)
         if planned is not None:
             return provision_planned(source, planned, now, webhook_timeout=webhook_timeout)
         # A new store: its service settings (the ID scope the credential is built for) are written only if the

@@ -28,7 +28,7 @@ from dpsctl.core.engine.request import Entry, RegistrationRequest, check_request
 from dpsctl.core.engine.settle import commit_plan, settle, unrecorded_result
 from dpsctl.core.errors import Disabled, DpsError
 from dpsctl.core.matching import Refused, match_and_attest
-from dpsctl.core.service import load_service
+from dpsctl.core.service import find_service, load_service
 from dpsctl.core.transactions import StoreTransactions, Transactions
 from dpsctl.store import Transaction
 
@@ -94,9 +94,10 @@ def provision_phased(
     """
     reg_id = check_request(request)
     with source.read() as tx:
+        service = find_service(tx)
         current = (
-            plan_registration(tx, request, now(), registration_id=reg_id)
-            if tx.get("service", "service") is not None
+            plan_registration(tx, request, now(), registration_id=reg_id, service=service)
+            if service is not None
             else None
         )
     if current is None:

@@ -34,7 +34,7 @@ from dpsctl.core.provisioning import (
     plan_registration,
     provision_planned,
 )
-from dpsctl.core.registrations import public_registration
+from dpsctl.core.registrations import find_registration
 from dpsctl.core.service import load_service
 from dpsctl.core.tpm import issue_challenge, seal_to_endorsement_key, validate_endorsement_key
 from dpsctl.server.errors import (
@@ -236,7 +236,7 @@ class DeviceService:
             else:
                 credential = _credential(presented)
             self._authenticate(tx, credential, registration_id)
-            record = tx.get("registrations", registration_id)
+            record = find_registration(tx, registration_id)
         if record is None:
             raise Refusal(
                 404,
@@ -244,7 +244,7 @@ class DeviceService:
                 f"no registration record for {registration_id!r}",
                 hint="the device has not registered yet",
             )
-        return DeviceReply(200, public_registration(record), note=f"{registration_id} {record.get('status')}")
+        return DeviceReply(200, record.view(), note=f"{registration_id} {record.status}")
 
     # -- allocation, on the pool
 

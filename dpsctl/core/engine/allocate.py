@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from dpsctl.core.engine.plan import Decision, Plan
-from dpsctl.core.engine.request import Json
+from dpsctl.core.engine.plan import Allocated, Decision, Plan
 from dpsctl.core.errors import AllocationFailed
 from dpsctl.core.matching import Refused
 
@@ -18,14 +15,14 @@ def allocate(plan: Plan, webhook_timeout: float) -> Decision:
         return refused
 
 
-def allocate_fast(plan: Plan) -> tuple[str, Json | None, Any]:
-    """Choose the hub by a built-in policy (hashed, geoLatency, static); returns (hub, None, None) or raises Refused."""
+def allocate_fast(plan: Plan) -> Allocated:
+    """Choose the hub by a built-in policy (hashed, geoLatency, static), or raise Refused."""
     from dpsctl.core import allocation
 
     assert plan.match is not None and plan.policy != "custom"
     entry, trace, reg_id, candidates = plan.match.entry, plan.trace, plan.registration_id, plan.candidates
-    if plan.stay:
-        return plan.current, None, None  # type: ignore[return-value]
+    if plan.stay and plan.current is not None:
+        return Allocated(plan.current)
     choices = [allocation.HubChoice(h.name, h.weight, h.location) for h in candidates]
     try:
         if not choices:
@@ -60,10 +57,10 @@ def allocate_fast(plan: Plan) -> tuple[str, Json | None, Any]:
         trace.fail(f"allocation failed: {exc.message}")
         raise Refused(exc, entry) from None
     trace.ok(f"assigned hub: {hub}")
-    return hub, None, None
+    return Allocated(hub)
 
 
-def allocate_custom(plan: Plan, timeout: float) -> tuple[str, Json | None, Any]:
+def allocate_custom(plan: Plan, timeout: float) -> Allocated:
     """Ask the entry's webhook or allocation command for the hub; reads and writes nothing in the store."""
     from dpsctl.core.custom_allocation import build_allocation_request, call_command, call_webhook, redacted_url
 
@@ -71,7 +68,7 @@ def allocate_custom(plan: Plan, timeout: float) -> tuple[str, Json | None, Any]:
     match, trace, previous = plan.match, plan.trace, plan.previous
     entry = match.entry
     custom = entry.custom_allocation
-    hubs = [plan.current] if plan.stay else [h.name for h in plan.candidates]
+    hubs = [plan.current] if plan.stay and plan.current else [h.name for h in plan.candidates]
     if not hubs:
         exc = AllocationFailed("no linked IoT hub is available for custom allocation")
         trace.fail(exc.message)
@@ -80,9 +77,9 @@ def allocate_custom(plan: Plan, timeout: float) -> tuple[str, Json | None, Any]:
         enrollment=entry.to_dict(show_keys=False),
         is_group=entry.is_group,
         registration_id=plan.registration_id,
-        linked_hubs=hubs,  # type: ignore[arg-type]
+        linked_hubs=hubs,
         current_hub=plan.current,
-        current_device_id=(previous or {}).get("_currentDeviceId") if plan.current else None,
+        current_device_id=previous.current_device_id if plan.current and previous else None,
         attestation=match.runtime_attestation,
         payload=plan.request.payload,
     )
@@ -104,4 +101,4 @@ def allocate_custom(plan: Plan, timeout: float) -> tuple[str, Json | None, Any]:
         f"custom allocation chose {answer.iot_hub_host_name}"
         + (" and returned an initial twin" if answer.initial_twin else "")
     )
-    return answer.iot_hub_host_name, answer.initial_twin, answer.payload
+    return Allocated(answer.iot_hub_host_name, answer.initial_twin, answer.payload)

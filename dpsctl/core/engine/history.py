@@ -10,7 +10,8 @@ from dpsctl.core.clock import format_timestamp, new_history_id
 from dpsctl.core.engine.request import Json, RegistrationRequest
 from dpsctl.core.errors import DpsError
 from dpsctl.core.matching import Match
-from dpsctl.core.service import count_operations
+from dpsctl.core.registrations import Registration
+from dpsctl.core.service import add_operations
 from dpsctl.store import Transaction
 
 HISTORY_LIMIT = 1000
@@ -22,8 +23,7 @@ def record_attempt(
     now: datetime,
     reg_id: str,
     request: RegistrationRequest,
-    status: str,
-    state: Json,
+    record: Registration,
     error: DpsError | None,
     match: Match | None,
 ) -> None:
@@ -36,15 +36,15 @@ def record_attempt(
             "timestampUtc": format_timestamp(now),
             "registrationId": reg_id,
             "attestation": att.credential_type(request.credential),
-            "status": status,
-            "substatus": state.get("substatus"),
-            "assignedHub": state.get("assignedHub"),
+            "status": record.status,
+            "substatus": record.substatus,
+            "assignedHub": record.assigned_hub,
             "enrollment": None if entry is None else f"{'group' if entry.is_group else 'individual'}:{entry.id}",
             "errorMessage": error.message if error else None,
         },
     )
-    if status == "assigned":
-        count_operations(tx, now)
+    if record.status == "assigned":
+        add_operations(tx)  # the plan read (or created) the service settings: no need to load them again
     if secrets.randbelow(HISTORY_TRIM_EVERY) == 0:
         trim_history(tx)
 

@@ -11,6 +11,7 @@ from dpsctl.core.clock import format_timestamp, new_operation_id
 from dpsctl.core.engine.request import Json
 from dpsctl.core.errors import Disabled, DpsError, Unauthorized
 from dpsctl.core.matching import Match
+from dpsctl.core.registrations import Registration
 
 ERROR_UNAUTHORIZED = 401002
 ERROR_CONFLICT = 409203  # what DPS answers to concurrent registrations of one device ("Precondition failed")
@@ -28,6 +29,7 @@ class ProvisionResult:
     explain: list[dict[str, str]]
     error: DpsError | None = None
     connection_string: str | None = None
+    record: Registration | None = None  # the registration record as decided (written unless unrecorded or a 401)
 
     @property
     def assigned(self) -> bool:
@@ -41,10 +43,10 @@ def status_of(error: DpsError) -> str:
 
 
 def result_of(
-    reg_id: str, status: str, state: Json, trace: Trace, error: DpsError | None, match: Match | None, now: datetime
+    reg_id: str, record: Registration, trace: Trace, error: DpsError | None, match: Match | None, now: datetime
 ) -> ProvisionResult:
-    from dpsctl.core.registrations import public_registration
-
+    """The answer to the device: an operation with the record's DPS view (or a 401's error body) and its hub credential."""
+    status = record.status
     if status == "unauthorized":
         operation: Json = {
             "errorCode": ERROR_UNAUTHORIZED,
@@ -52,15 +54,14 @@ def result_of(
             "message": error.message if error else "Unauthorized",
             "timestampUtc": format_timestamp(now),
         }
-        return ProvisionResult(status, reg_id, operation, trace.steps, error)
-    public = public_registration(state)
-    operation = {"operationId": new_operation_id(), "status": status, "registrationState": public}
+        return ProvisionResult(status, reg_id, operation, trace.steps, error, record=record)
+    operation = {"operationId": new_operation_id(), "status": status, "registrationState": record.view()}
     cs = None
     if status == "assigned":
-        cs = f"HostName={state['assignedHub']};DeviceId={state['deviceId']};"
+        cs = f"HostName={record.assigned_hub};DeviceId={record.device_id};"
         cs += (
             "x509=true"
             if match and match.device_key is None
             else f"SharedAccessKey={match.device_key if match else ''}"
         )
-    return ProvisionResult(status, reg_id, operation, trace.steps, error, cs)
+    return ProvisionResult(status, reg_id, operation, trace.steps, error, cs, record)

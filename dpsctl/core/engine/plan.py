@@ -12,10 +12,22 @@ from dpsctl.core.engine.request import Json, RegistrationRequest, check_request
 from dpsctl.core.errors import Disabled
 from dpsctl.core.matching import Match, Refused, match_and_attest
 from dpsctl.core.models import LinkedHub, ServiceSettings
-from dpsctl.core.service import load_service
+from dpsctl.core.registrations import Registration
+from dpsctl.core.service import find_service, load_service
 from dpsctl.store import Transaction
 
-Decision = tuple[str, Json | None, Any] | Refused
+
+@dataclass(frozen=True)
+class Allocated:
+    """A hub chosen for the device, with what a custom allocator returned besides (initial twin, payload)."""
+
+    hub: str
+    initial_twin: Json | None = None
+    payload: Any = None  # the allocator's custom JSON reply for the device, whatever its shape
+
+
+# What the allocation phase decides: a hub, or a refusal.
+Decision = Allocated | Refused
 
 
 @dataclass
@@ -29,7 +41,7 @@ class Plan:
     registration_id: str
     request: RegistrationRequest
     service: ServiceSettings
-    previous: Json | None
+    previous: Registration | None  # the device's registration record, as read
     trace: Trace
     hubs: list[Json]
     relied_on: dict[tuple[str, str], Json | None] = field(default_factory=dict)
@@ -57,20 +69,24 @@ def plan_registration(
     now: datetime,
     *,
     registration_id: str | None = None,
+    service: ServiceSettings | None = None,
     trace: Trace | None = None,
 ) -> Plan:
     """Phase 1: match and attest on the snapshot in `tx`, and note the records the decision relies on (writes nothing*).
 
+    `service`: the settings the caller read in `tx` already (read here otherwise; the plan carries them on).
     *Except the service settings of a store that has none, in a writable transaction.
     """
     reg_id = registration_id or check_request(request)
-    service = load_service(tx, now)
+    service = service or load_service(tx, now)
     trace = trace or Trace()
     trace.note(
         f"device {reg_id!r} registers with {att.credential_type(request.credential)} attestation in ID scope {service.id_scope}"
     )
     hubs = tx.memo("hubs", "docs", lambda: list(tx.scan("hubs")))
-    result = Plan(reg_id, request, service, tx.get("registrations", reg_id), trace, hubs)
+    stored = tx.get("registrations", reg_id)
+    previous = None if stored is None else Registration.from_doc(stored)
+    result = Plan(reg_id, request, service, previous, trace, hubs)
     try:
         result.match = match_and_attest(tx, service, reg_id, request.credential, now, trace)
         entry = result.match.entry
@@ -86,22 +102,27 @@ def plan_registration(
         _plan_allocation(tx, result)
     except Refused as refused:
         result.refused = refused
-    _note_relied_on(tx, result)
+    _note_relied_on(tx, result, stored)
     return result
 
 
-def _note_relied_on(tx: Transaction, plan: Plan) -> None:
+def _note_relied_on(tx: Transaction, plan: Plan, registration: Json | None) -> None:
     """Record, as read now, each record the plan's decision depends on (besides the linked hubs, kept in plan.hubs)."""
-    keys = [("service", "service"), ("registrations", plan.registration_id), ("enrollments", plan.registration_id)]
+    keys = [("registrations", plan.registration_id), ("enrollments", plan.registration_id)]
     entry = plan.refused.entry if plan.refused and plan.refused.entry else (plan.match.entry if plan.match else None)
     if entry is not None and entry.is_group:
         keys.append(("groups", entry.id))
     if entry is not None:
         a = entry.attestation
         keys += [("cas", name) for name in (getattr(a, "primary_ca", None), getattr(a, "secondary_ca", None)) if name]
-    plan.relied_on = {
-        (kind, key.lower()): plan.previous if kind == "registrations" else _read(tx, kind, key) for kind, key in keys
-    }
+    plan.relied_on = {(kind, key.lower()): _relied(tx, plan, kind, key, registration) for kind, key in keys}
+
+
+def _relied(tx: Transaction, plan: Plan, kind: str, key: str, registration: Json | None) -> Json | None:
+    """A record the plan relies on, as the plan read it (the registration was read once already)."""
+    if kind == "registrations":
+        return registration
+    return _read(tx, kind, key)
 
 
 def _read(tx: Transaction, kind: str, key: str) -> Json | None:
@@ -112,7 +133,6 @@ def _read(tx: Transaction, kind: str, key: str) -> Json | None:
 
 
 _NOUNS = {
-    "service": "the service settings",
     "registrations": "registration",
     "enrollments": "individual enrollment",
     "groups": "enrollment group",
@@ -122,19 +142,16 @@ _NOUNS = {
 
 def changed_since(tx: Transaction, plan: Plan) -> list[str]:
     """What changed since the plan was made (empty: the plan still holds), in words."""
-    changed = [
-        _NOUNS[kind] if kind == "service" else f"{_NOUNS[kind]} {key!r}"
-        for (kind, key), doc in plan.relied_on.items()
-        if _read(tx, kind, key) != doc
-    ]
+    changed = ["the service settings"] if find_service(tx) != plan.service else []
+    changed += [f"{_NOUNS[kind]} {key!r}" for (kind, key), doc in plan.relied_on.items() if _read(tx, kind, key) != doc]
     if tx.memo("hubs", "docs", lambda: list(tx.scan("hubs"))) != plan.hubs:
         changed.append("the linked hubs")
     return changed
 
 
-def current_hub(tx: Transaction, previous: Json | None) -> str | None:
+def current_hub(tx: Transaction, previous: Registration | None) -> str | None:
     """The hub the device lives in now, if it is still linked."""
-    hub = (previous or {}).get("_currentHub")
+    hub = previous.current_hub if previous else None
     return hub if hub and tx.get("hubs", hub) is not None else None
 
 

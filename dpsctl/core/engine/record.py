@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from dpsctl.core.attestation import Trace
 from dpsctl.core.clock import format_timestamp, new_registration_etag
 from dpsctl.core.engine.outcome import ERROR_DISABLED, ERROR_NO_HUB
-from dpsctl.core.engine.plan import current_hub
-from dpsctl.core.engine.request import Entry, Json
+from dpsctl.core.engine.plan import Allocated, Plan
+from dpsctl.core.engine.request import Entry
 from dpsctl.core.errors import DpsError
-from dpsctl.core.matching import Match
+from dpsctl.core.registrations import EntryRef, Registration, save_registration
 from dpsctl.store import Transaction
 
 
@@ -41,36 +39,28 @@ def decide_reprovision(
     return ("deviceDataMigrated", "migrate") if migrate else ("deviceDataReset", "initial")
 
 
-def assign(
-    tx: Transaction,
-    reg_id: str,
-    match: Match,
-    previous: Json | None,
-    hub: str,
-    webhook_twin: Json | None,
-    payload: Any,
-    now: datetime,
-    trace: Trace,
-) -> Json:
-    """Create or move the device in the hub registries and write the registration record."""
+def assign(tx: Transaction, plan: Plan, decision: Allocated, now: datetime) -> Registration:
+    """Create or move the device in the hub registries and write its registration record."""
     from dpsctl.core.devices import device_doc, twin_from_initial, twin_of
 
-    entry = match.entry
-    reg_id = _record_spelling(reg_id, previous, entry)
+    assert plan.match is not None
+    match, previous, trace = plan.match, plan.previous, plan.trace
+    entry, hub, webhook_twin = match.entry, decision.hub, decision.initial_twin
+    reg_id = _record_spelling(plan.registration_id, previous, entry)
     device_id = getattr(entry, "device_id", None) or reg_id
-    current = current_hub(tx, previous)
-    old_key = f"{current}/{previous.get('_currentDeviceId')}" if current and previous else None
+    current = plan.current  # read by the plan in this transaction, or checked unchanged since
+    old_key = f"{current}/{previous.current_device_id}" if current and previous else None
     old_device = tx.get("devices", old_key) if old_key else None
     if current and old_device is None:
         current = None  # the device was removed from its hub meanwhile: provision it afresh
     policy = entry.reprovision_policy
     substatus, twin_source = decide_reprovision(
         previous_hub=current,
-        initial_hub=(previous or {}).get("_initialHub"),
+        initial_hub=previous.initial_hub if previous else None,
         new_hub=hub,
         update_hub=policy.update_hub_assignment,
         migrate=policy.migrate_device_data,
-        previous_substatus=(previous or {}).get("substatus") or (previous or {}).get("_substatus"),
+        previous_substatus=previous.previous_substatus if previous else None,
     )
     # DOC:concepts-custom-allocation: when reprovisioning, the webhook's initialTwin counts only if the hub changes and
     # the policy resets to the initial config; "in all other cases, DPS ignores the initialTwin property".
@@ -97,7 +87,7 @@ def assign(
     same_place = old_key is not None and old_key.lower() == f"{hub}/{device_id}".lower()
     if old_key and old_device is not None and not same_place:
         tx.delete("devices", old_key)
-        trace.note(f"device {previous.get('_currentDeviceId')!r} removed from {current}")  # type: ignore[union-attr]
+        trace.note(f"device {previous.current_device_id if previous else None!r} removed from {current}")
     tx.put(
         "devices",
         device_doc(
@@ -112,81 +102,68 @@ def assign(
         ),
     )
     ts = format_timestamp(now)
-    state: Json = {
-        "registrationId": reg_id,
-        "createdDateTimeUtc": (previous or {}).get("createdDateTimeUtc") or ts,
-        "assignedHub": hub,
-        "deviceId": device_id,
-        "status": "assigned",
-        "substatus": substatus,
-        "lastUpdatedDateTimeUtc": ts,
-        "etag": new_registration_etag(),
-    }
-    if payload is not None:
-        state["payload"] = payload
-    state.update(match.attestation_state)
-    if "tpm" in state:
+    attestation = dict(match.attestation_state)
+    if "tpm" in attestation:
         from dpsctl.core.tpm import seal_to_endorsement_key
 
         # The hub key travels to the device encrypted to its endorsement key, as DPS's authenticationKey does.
-        state["tpm"] = {
+        attestation["tpm"] = {
             "authenticationKey": seal_to_endorsement_key(
                 entry.attestation.endorsement_key or "", match.device_key or ""
             )
         }
-    state["_currentHub"] = hub
-    state["_currentDeviceId"] = device_id
-    state["_initialHub"] = (previous or {}).get("_initialHub") if current else hub
-    state["_entry"] = {"group": entry.is_group, "id": entry.id}
-    tx.put("registrations", state)
-    return state
+    record = Registration(
+        registration_id=reg_id,
+        status="assigned",
+        created=(previous.created if previous else None) or ts,
+        assigned_hub=hub,
+        device_id=device_id,
+        substatus=substatus,
+        last_updated=ts,
+        etag=new_registration_etag(),
+        payload=decision.payload,
+        attestation=attestation,
+        current_hub=hub,
+        current_device_id=device_id,
+        initial_hub=(previous.initial_hub if previous else None) if current else hub,
+        entry=EntryRef(entry.is_group, entry.id),
+    )
+    save_registration(tx, record)
+    return record
 
 
-def _record_spelling(reg_id: str, previous: Json | None, entry: Entry) -> str:
+def _record_spelling(reg_id: str, previous: Registration | None, entry: Entry) -> str:
     """The spelling a registration keeps: registration IDs are case-insensitive, hub device IDs are not.
 
     One registration has one record and one hub device, so `SYMDEV` after `symdev` is `symdev` again: the record's
     spelling, else the individual enrollment's, else the one the device sent first (docs/choices.md).
     """
-    if previous and previous.get("registrationId"):
-        return str(previous["registrationId"])
+    if previous and previous.registration_id:
+        return previous.registration_id
     return reg_id if entry.is_group else entry.id
 
 
-def refusal_state(
-    tx: Transaction | None,
-    reg_id: str,
-    previous: Json | None,
-    status: str,
-    error: DpsError,
-    entry: Entry | None,
-    match: Match | None,
-    now: datetime,
-) -> Json:
-    """The registration record after a refusal, written in `tx` (None: only built); attempts that never reached an entry leave none (401)."""
+def refusal_record(plan: Plan, status: str, error: DpsError, entry: Entry | None, now: datetime) -> Registration:
+    """The registration record after a refusal (the caller writes it when it names an entry: attempts that never
+    reached an entry, and 401s, leave none)."""
+    reg_id, previous = plan.registration_id, plan.previous
     if status == "unauthorized" or entry is None:
-        return {"registrationId": reg_id, "status": status}
-    reg_id = _record_spelling(reg_id, previous, entry)
+        return Registration(reg_id, status)
     ts = format_timestamp(now)
-    state: Json = {
-        "registrationId": reg_id,
-        "createdDateTimeUtc": (previous or {}).get("createdDateTimeUtc") or ts,
-        "status": status,
-        "errorCode": ERROR_DISABLED if status == "disabled" else ERROR_NO_HUB,
-        "errorMessage": error.message,
-        "lastUpdatedDateTimeUtc": ts,
-        "etag": new_registration_etag(),
-    }
-    if match is not None:
-        state.update(match.attestation_state)
-    # The device still lives where it was: keep that for the next attempt's reprovisioning decision.
-    for key in ("_currentHub", "_currentDeviceId", "_initialHub"):
-        if previous and previous.get(key):
-            state[key] = previous[key]
-    # A refused record has no substatus, yet a later same-hub registration must report the last assignment's.
-    if previous and (previous.get("substatus") or previous.get("_substatus")):
-        state["_substatus"] = previous.get("substatus") or previous["_substatus"]
-    state["_entry"] = {"group": entry.is_group, "id": entry.id}
-    if tx is not None:
-        tx.put("registrations", state)
-    return state
+    return Registration(
+        registration_id=_record_spelling(reg_id, previous, entry),
+        status=status,
+        created=(previous.created if previous else None) or ts,
+        error_code=ERROR_DISABLED if status == "disabled" else ERROR_NO_HUB,
+        error_message=error.message,
+        last_updated=ts,
+        etag=new_registration_etag(),
+        attestation=dict(plan.match.attestation_state) if plan.match else {},
+        # The device still lives where it was: keep that for the next attempt's reprovisioning decision.
+        current_hub=previous.current_hub if previous else None,
+        current_device_id=previous.current_device_id if previous else None,
+        initial_hub=previous.initial_hub if previous else None,
+        # A refused record has no substatus, yet a later same-hub registration must report the last assignment's.
+        last_substatus=previous.previous_substatus if previous else None,
+        entry=EntryRef(entry.is_group, entry.id),
+    )

@@ -9,10 +9,10 @@ from dpsctl.core.engine.allocate import allocate, allocate_fast
 from dpsctl.core.engine.history import record_attempt
 from dpsctl.core.engine.outcome import ERROR_CONFLICT, ProvisionResult, result_of, status_of
 from dpsctl.core.engine.plan import Decision, Plan, changed_since, plan_registration
-from dpsctl.core.engine.record import assign, refusal_state
-from dpsctl.core.engine.request import Json
+from dpsctl.core.engine.record import assign, refusal_record
 from dpsctl.core.errors import DpsError, RegistrationConflict
 from dpsctl.core.matching import Refused
+from dpsctl.core.registrations import Registration, save_registration
 from dpsctl.store import Transaction
 
 
@@ -66,19 +66,16 @@ def commit_plan(
             decision = allocate(plan, webhook_timeout) if plan.needs_allocator else allocate_fast(plan)
         if isinstance(decision, Refused):
             raise decision
-        hub, twin_override, payload = decision
-        state = assign(tx, reg_id, match, plan.previous, hub, twin_override, payload, now, trace)
-        status = "assigned"
+        record = assign(tx, plan, decision, now)
     except Refused as refused:
         error = refused.error
-        status = status_of(error)
         if not plan.authenticated and not record_refusals:
             return unrecorded_result(plan, now)
-        entry = refused.entry or (match.entry if match else None)
-        state = refusal_state(tx, reg_id, plan.previous, status, error, entry, match, now)
-    result = result_of(reg_id, status, state, trace, error, match, now)
-    record_attempt(tx, now, reg_id, plan.request, status, state, error, match)
-    return result
+        record = refusal_record(plan, status_of(error), error, refused.entry or (match.entry if match else None), now)
+        if record.entry is not None:
+            save_registration(tx, record)
+    record_attempt(tx, now, reg_id, plan.request, record, error, match)
+    return result_of(reg_id, record, trace, error, match, now)
 
 
 def _conflict(tx: Transaction, plan: Plan, changed: list[str], now: datetime, record_refusals: bool) -> ProvisionResult:
@@ -89,17 +86,15 @@ def _conflict(tx: Transaction, plan: Plan, changed: list[str], now: datetime, re
         hint="register again (the device's SDK retries); stop changing the enrollment while its devices register",
     )
     plan.trace.fail(error.message)
-    ts = format_timestamp(now)
-    state: Json = {
-        "registrationId": plan.registration_id,
-        "status": "failed",
-        "errorCode": ERROR_CONFLICT,
-        "errorMessage": error.message,
-        "lastUpdatedDateTimeUtc": ts,
-    }
-    result = result_of(plan.registration_id, "failed", state, plan.trace, error, plan.match, now)
-    record_attempt(tx, now, plan.registration_id, plan.request, "failed", state, error, plan.match)
-    return result
+    record = Registration(
+        plan.registration_id,
+        "failed",
+        error_code=ERROR_CONFLICT,
+        error_message=error.message,
+        last_updated=format_timestamp(now),
+    )
+    record_attempt(tx, now, plan.registration_id, plan.request, record, error, plan.match)
+    return result_of(plan.registration_id, record, plan.trace, error, plan.match, now)
 
 
 def unrecorded_result(plan: Plan, now: datetime) -> ProvisionResult:
@@ -107,6 +102,5 @@ def unrecorded_result(plan: Plan, now: datetime) -> ProvisionResult:
     enrollment before attesting), without writing anything: what `record_refusals=False` asks for."""
     assert plan.refused is not None
     error = plan.refused.error
-    status = status_of(error)
-    state = refusal_state(None, plan.registration_id, plan.previous, status, error, plan.refused.entry, plan.match, now)
-    return result_of(plan.registration_id, status, state, plan.trace, error, plan.match, now)
+    record = refusal_record(plan, status_of(error), error, plan.refused.entry, now)
+    return result_of(plan.registration_id, record, plan.trace, error, plan.match, now)
