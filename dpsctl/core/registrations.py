@@ -12,41 +12,23 @@ from dpsctl.core.models import filter_choice, require_named
 from dpsctl.store import Transaction
 
 REGISTRATION_STATUSES = ("unassigned", "assigning", "assigned", "failed", "disabled")
-# The fields of DPS's `DeviceRegistrationState`, in the order a record shows them.
-STATE_FIELDS = (
-    "registrationId",
-    "createdDateTimeUtc",
-    "assignedHub",
-    "deviceId",
-    "status",
-    "substatus",
-    "errorCode",
-    "errorMessage",
-    "lastUpdatedDateTimeUtc",
-    "etag",
-    "payload",
-)
+# The fields of DPS's `DeviceRegistrationState`, in the order a record shows them, and their attributes here.
+_ATTRIBUTES = {
+    "registrationId": "registration_id",
+    "createdDateTimeUtc": "created",
+    "assignedHub": "assigned_hub",
+    "deviceId": "device_id",
+    "status": "status",
+    "substatus": "substatus",
+    "errorCode": "error_code",
+    "errorMessage": "error_message",
+    "lastUpdatedDateTimeUtc": "last_updated",
+    "etag": "etag",
+    "payload": "payload",
+}
+STATE_FIELDS = tuple(_ATTRIBUTES)
 # The attestation sub-object a record carries (`registrationState.symmetricKey` ...), one of these.
 ATTESTATION_FIELDS = ("symmetricKey", "x509", "tpm")
-_ATTRIBUTES = dict(
-    zip(
-        STATE_FIELDS,
-        (
-            "registration_id",
-            "created",
-            "assigned_hub",
-            "device_id",
-            "status",
-            "substatus",
-            "error_code",
-            "error_message",
-            "last_updated",
-            "etag",
-            "payload",
-        ),
-        strict=True,
-    )
-)
 # dpsctl's bookkeeping, stored beside the DPS fields under `_` keys that no view shows.
 _BOOKKEEPING = {
     "_currentHub": "current_hub",

@@ -56,21 +56,8 @@ def registration_id_of(request: RegistrationRequest) -> str:
 
         reg_id = default_registration_id(cred.endorsement_key)
     if reg_id is None and isinstance(cred, SasCredential):
-        reg_id = _registration_id_from_token(cred.token)
+        token = cred.parsed  # parsed once: matching reads the same token for its resource and signature
+        reg_id = None if isinstance(token, InvalidInput) else token.registration_id
     if reg_id is None:
         raise InvalidInput("the registration ID is missing", hint="pass --registration-id ID")
     return validate_registration_id(reg_id)
-
-
-def _registration_id_from_token(token: str) -> str | None:
-    """The registration ID named in a SAS token's `sr`, when the caller did not give one."""
-    from urllib.parse import unquote
-
-    from dpsctl.core.sas import parse_sas_token
-
-    try:
-        resource = unquote(parse_sas_token(token).sr)
-    except InvalidInput:
-        return None
-    parts = resource.split("/")
-    return parts[2] if len(parts) == 3 and parts[1].lower() == "registrations" else None
