@@ -34,7 +34,7 @@ from dpsctl.core.provisioning import (
     plan_registration,
     provision_planned,
 )
-from dpsctl.core.registrations import find_registration
+from dpsctl.core.registrations import Registration, find_registration
 from dpsctl.core.service import load_service
 from dpsctl.core.tpm import issue_challenge, seal_to_endorsement_key, validate_endorsement_key
 from dpsctl.server.errors import (
@@ -292,13 +292,12 @@ class DeviceService:
     def _fail(self, operation: Operation, message: str) -> None:
         """Record a failed outcome that the engine did not produce (an error while allocating)."""
         _log.warning("allocation of %s failed: %s", operation.registration_id, message)
-        state = {
-            "registrationId": operation.registration_id,
+        state = Registration(operation.registration_id, "failed", error_code=E_INTERNAL, error_message=message)
+        operation.result = {
+            "operationId": operation.operation_id,
             "status": "failed",
-            "errorCode": E_INTERNAL,
-            "errorMessage": message,
+            "registrationState": state.view(),
         }
-        operation.result = {"operationId": operation.operation_id, "status": "failed", "registrationState": state}
         operation.status = "failed"
         try:
             with self.access.write() as tx:

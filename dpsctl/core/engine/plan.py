@@ -126,8 +126,8 @@ def _relied(tx: Transaction, plan: Plan, kind: str, key: str, registration: Json
 
 
 def _read(tx: Transaction, kind: str, key: str) -> Json | None:
-    """tx.get, kept for the transaction where many registrations read the same record (the service, a group)."""
-    if kind in ("service", "groups"):
+    """tx.get, kept for the transaction where many registrations read the same record (a group)."""
+    if kind == "groups":
         return tx.memo(kind, f"record:{key.lower()}", lambda: tx.get(kind, key))
     return tx.get(kind, key)
 
