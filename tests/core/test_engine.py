@@ -11,17 +11,24 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dpsctl.core import custom_allocation
+from dpsctl.core import custom_allocation, sas
 from dpsctl.core.attestation import SasCredential
 from dpsctl.core.custom_allocation import AllocationResponse
 from dpsctl.core.enrollments import CredentialInput, EnrollmentOptions, add_entry, new_enrollment, new_group
 from dpsctl.core.errors import AllocationFailed, Disabled, Unauthorized
 from dpsctl.core.hubs import add_hub
 from dpsctl.core.keys import derive_device_key
-from dpsctl.core.provisioning import ProvisionResult, RegistrationRequest, StoreTransactions, provision_phased
+from dpsctl.core.provisioning import (
+    ProvisionResult,
+    RegistrationRequest,
+    StoreTransactions,
+    history,
+    provision_phased,
+)
 from dpsctl.core.registrations import EntryRef, Registration, find_registration
 from dpsctl.core.sas import build_sas_token, device_resource_uri
 from dpsctl.core.service import init_service
+from dpsctl.store import Transaction
 from dpsctl.store.memory import MemoryStore
 
 SCOPE = "0ne00000E0E"
@@ -260,3 +267,51 @@ def test_a_stored_record_of_an_older_version_reads_and_writes_back_unchanged():
     assert record.to_doc() == doc
     assert record.view() == {k: v for k, v in doc.items() if not k.startswith("_")}
     assert "x509" not in record.service_view() and "somethingNew" not in record.service_view()
+
+
+def test_one_registration_reads_the_service_settings_once_per_transaction_and_parses_its_token_once(
+    store, monkeypatch
+):
+    enroll(store, "counted")
+    reads: dict[int, int] = {}
+    parses: list[str] = []
+    real_get, real_parse = Transaction.get, sas.parse_sas_token
+
+    def get(self: Transaction, kind: str, key: str) -> object:
+        if kind == "service":
+            reads[id(self)] = reads.get(id(self), 0) + 1
+        return real_get(self, kind, key)
+
+    def parse(text: str) -> sas.SasToken:
+        parses.append(text)
+        return real_parse(text)
+
+    monkeypatch.setattr(Transaction, "get", get)
+    monkeypatch.setattr(sas, "parse_sas_token", parse)
+    result = register(store, "counted", name_id=False)  # the registration ID comes from the token
+    assert result.assigned
+    assert list(reads.values()) == [1, 1]  # the read snapshot that plans, the write that settles
+    assert len(parses) == 1
+
+
+def test_an_unauthorized_device_writes_nothing_when_refusals_are_not_recorded(store):
+    enroll(store, "quiet")
+    expiry = int((START + timedelta(hours=1)).timestamp())
+    token = build_sas_token(device_resource_uri(SCOPE, "quiet"), WRONG, expiry)
+    request = RegistrationRequest(SasCredential(token), "quiet")
+    before = {kind: dict(docs) for kind, docs in store.data.items()}
+    result = provision_phased(StoreTransactions(store), request, clock, record_refusals=False)
+    assert result.status == "unauthorized" and store.data == before
+
+
+def test_every_attempt_is_in_the_history_with_its_outcome(store):
+    enroll(store, "logged")
+    register(store, "logged", WRONG)
+    register(store, "logged")
+    with store.transaction() as tx:
+        attempts = history(tx, "logged")
+    assert [(a["status"], a["enrollment"]) for a in attempts] == [
+        ("unauthorized", None),
+        ("assigned", "individual:logged"),
+    ]
+    assert attempts[1]["substatus"] == "initialAssignment" and attempts[1]["assignedHub"] in (HUB_A, HUB_B)
