@@ -63,17 +63,17 @@ def enrollments_document(path: Path, count: int) -> None:
 def x509_batch(folder: Path, count: int) -> tuple[Path, Path]:
     """A root and an intermediate CA, `count` device certificates (ECDSA P-256), and a CSV batch file."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from dpsctl.core import pki
+    from dpsctl.core.certs import issue_device, issue_intermediate, issue_root, write_certificates, write_private_key
 
-    root, root_key = pki.create_root("Bench Root")
-    inter, inter_key = pki.create_intermediate("Bench Intermediate", root, root_key)
-    pki.write_certificates(folder / "root.pem", [root])
+    root, root_key = issue_root("Bench Root")
+    inter, inter_key = issue_intermediate("Bench Intermediate", root, root_key)
+    write_certificates(folder / "root.pem", [root])
     rows = ["registrationId,cert,key"]
     for i in range(count):
         rid = f"cam-{i:06d}"
-        cert, key = pki.create_device(rid, inter, inter_key)
-        pki.write_certificates(folder / f"{rid}.pem", [cert, inter])  # leaf, intermediate; the root is enrolled
-        pki.write_private_key(folder / f"{rid}.key", key)
+        cert, key = issue_device(rid, inter, inter_key)
+        write_certificates(folder / f"{rid}.pem", [cert, inter])  # leaf, intermediate; the root is enrolled
+        write_private_key(folder / f"{rid}.key", key)
         rows.append(f"{rid},{folder / (rid + '.pem')},{folder / (rid + '.key')}")
     batch = folder / "x509-batch.csv"
     batch.write_text("\n".join(rows) + "\n")

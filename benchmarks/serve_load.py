@@ -140,6 +140,7 @@ def _mqtt_client(host: str, port: int, ca: str, ids: list[str], out: list[tuple[
     from dpsctl.core.sas import build_sas_token, device_resource_uri
     from tests.server import mqtt_wire as wire
 
+    context = ssl.create_default_context(cafile=ca)  # once per client, as the HTTPS clients do
     for registration_id in ids:
         key = derive_device_key(GROUP_KEY, registration_id)
         token = build_sas_token(device_resource_uri(ID_SCOPE, registration_id), key, int(time.time()) + 3600)
@@ -148,10 +149,14 @@ def _mqtt_client(host: str, port: int, ca: str, ids: list[str], out: list[tuple[
         while True:
             client = None
             try:
-                client = wire.RawMqtt(port, Path(ca), host, timeout=60)
-                client.send(wire.connect(registration_id, wire.username(ID_SCOPE, registration_id), token))
-                client.send(wire.subscribe())
-                client.send(wire.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", json.dumps({"registrationId": registration_id}).encode()))
+                client = wire.RawMqtt(port, Path(ca), host, timeout=60, context=context)
+                # CONNECT, SUBSCRIBE and PUBLISH in one write, as MQTT 3.1.1 §3.1.4 lets a client send packets before
+                # its CONNACK (http.client likewise sends a request's head and body in one write).
+                client.send(
+                    wire.connect(registration_id, wire.username(ID_SCOPE, registration_id), token)
+                    + wire.subscribe()
+                    + wire.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", json.dumps({"registrationId": registration_id}).encode())
+                )
                 topic, body = client.response()
                 client.send(wire.packet(14, 0, b""))
             except (OSError, AssertionError, ValueError):
@@ -226,16 +231,30 @@ def _still_open(client: object) -> bool:
         return False
 
 
-def _process(mode: str, targets: list[tuple[str, int, str]], slices: list[tuple[int, list[str]]]) -> list[tuple[str, float, int, int, float]]:
-    """A client process: one thread per client slice, each client talking to the instance its number picks."""
+def _process(mode: str, targets: list[tuple[str, int, str]], slices: list[tuple[int, list[str]]]) -> tuple[list[tuple[str, float, int, int, float]], float]:
+    """A client process: one thread per client slice, each client talking to the instance its number picks.
+
+    Returns the results and the CPU seconds the clients used (the clients share the machine's CPUs with the server).
+    """
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the raw MQTT client of the tests
     results: list[tuple[str, float, int, int, float]] = []
     threads = [threading.Thread(target=_client, args=(mode, targets[n % len(targets)], ids, results)) for n, ids in slices]
+    before = os.times()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return results
+    after = os.times()
+    return results, (after.user - before.user) + (after.system - before.system)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (Linux /proc), or 0 where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -247,11 +266,14 @@ def _run_mode(mode: str, servers: list[dict], ids: list[str], clients: int, proc
     slices = [(i, ids[i::clients]) for i in range(clients)]
     groups = [slices[p::processes] for p in range(processes)]
     targets = [(s["host"], s["mqtt_port"] if mode == "mqtt" else s["port"], s["ca"]) for s in servers]
+    server_cpu = sum(_cpu_seconds(s["pid"]) for s in servers)
     wall_start, epoch_start = time.perf_counter(), time.time()
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = pool.starmap(_process, [(mode, targets, group) for group in groups])
     wall = time.perf_counter() - wall_start
-    results = [r for part in parts for r in part]
+    server_cpu = sum(_cpu_seconds(s["pid"]) for s in servers) - server_cpu
+    client_cpu = sum(cpu for _, cpu in parts)
+    results = [r for part, _ in parts for r in part]
     others = [r for r in results if not r[0].startswith("custom-")]
     if len(others) < len(results):
         # The devices not allocated by the webhook: their throughput up to the last of them.
@@ -271,6 +293,9 @@ def _run_mode(mode: str, servers: list[dict], ids: list[str], clients: int, proc
             "max": round(max(latencies), 1),
             "mean": round(statistics.fmean(latencies), 1),
         },
+        # CPU per registration: the server's (the figure that compares transports) and the benchmark clients'.
+        "serverCpuMsPerRegistration": round(server_cpu * 1000 / len(results), 2),
+        "clientCpuMsPerRegistration": round(client_cpu * 1000 / len(results), 2),
         "retries": sum(r[3] for r in results),
         "refused": sum(1 for r in results if r[2] != 200),
         **extra,
@@ -322,7 +347,7 @@ def main() -> None:
             for run in figures["runs"]:
                 for mode, m in run["modes"].items():
                     lat = m["latencyMs"]
-                    print(f"  {run['instances']} instance(s) {mode:16} {m['registrations']} registrations in {m['seconds']:.2f} s: {m['throughputPerSecond']} /s; p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; retries {m['retries']}")
+                    print(f"  {run['instances']} instance(s) {mode:16} {m['registrations']} registrations in {m['seconds']:.2f} s: {m['throughputPerSecond']} /s; p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; retries {m['retries']}; CPU per registration: server {m['serverCpuMsPerRegistration']} ms, clients {m['clientCpuMsPerRegistration']} ms")
                 if "mqttOverHttps" in run:
                     print(f"  {run['instances']} instance(s) MQTT / HTTPS (a connection per device, same run): {run['mqttOverHttps']}")
                 if "othersKeep" in run:
@@ -362,7 +387,7 @@ def _measure(args: argparse.Namespace, modes: list[str], counts: list[int], fold
                 proc, port, mqtt_port = start_server(store, own / "serve.log", host_of(n))
                 procs.append(proc)
                 ca = (Path(store).parent if isinstance(store, Path) else own) / "dpsctl-serve" / "ca.pem"
-                servers.append({"host": host_of(n), "port": port, "mqtt_port": mqtt_port, "ca": str(ca)})
+                servers.append({"host": host_of(n), "port": port, "mqtt_port": mqtt_port, "ca": str(ca), "pid": proc.pid})
             if args.hold and count == counts[0]:
                 holder = threading.Thread(target=_hold_sessions, args=(servers[0]["host"], servers[0]["mqtt_port"], servers[0]["ca"], args.hold, ready, stop_holding, held), daemon=True)
                 holder.start()

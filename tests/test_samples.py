@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpsctl.core import x509
+from dpsctl.core.certs import check_key_strength, is_ca, load_certificates, sha1_thumbprint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample-enrollments"
 FILES = sorted(SAMPLES.glob("*.yaml"))
@@ -135,14 +135,14 @@ def test_x509_group_signing_certificate_is_the_file_beside_it(dps):
     dps.ok("import", str(SAMPLES / "x509-group.yaml"))
     group = dps.json("enrollment-group", "show", "contoso-cameras")
     primary = group["attestation"]["x509"]["signingCertificates"]["primary"]
-    beside = x509.load_certificates((SAMPLES / "x509-group-root.cert.pem").read_bytes(), source="x509-group-root.cert.pem")
+    beside = load_certificates((SAMPLES / "x509-group-root.cert.pem").read_bytes(), source="x509-group-root.cert.pem")
     assert len(beside) == 1
     cert = beside[0]
-    assert x509.is_ca(cert)
-    assert primary["info"]["sha1Thumbprint"] == x509.sha1_thumbprint(cert)
+    assert is_ca(cert)
+    assert primary["info"]["sha1Thumbprint"] == sha1_thumbprint(cert)
     assert primary["info"]["subjectName"] == "CN=Contoso Sample Root CA"
     assert group["capabilities"] == {"iotEdge": True}
-    assert x509.check_key(cert).ok and "P-256" in x509.check_key(cert).what
+    assert check_key_strength(cert).ok and "P-256" in check_key_strength(cert).what
     days = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
     assert 3649 <= days <= 3651, "the README says the root is valid 10 years"
 

@@ -37,7 +37,7 @@ TEST_CREDENTIALS = "these are test credentials: the private key is unencrypted; 
 
 
 def _issuer(ca: str, ca_key: str) -> Any:
-    from dpsctl.core.certfiles import load_issuer
+    from dpsctl.core.certs.files import load_issuer
 
     return load_issuer(read_file(ca, "CA certificate"), ca, read_file(ca_key, "CA private key"), ca_key)
 
@@ -77,7 +77,7 @@ def create_root(
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a self-signed root CA: basicConstraints CA with a path length, keyCertSign and cRLSign, key identifiers."""
-    from dpsctl.core.certfiles import create_root as make
+    from dpsctl.core.certs.files import create_root as make
 
     created = make(
         name,
@@ -118,7 +118,7 @@ def create_intermediate(
     output: OutputOpt = Output.table,
 ) -> None:
     """Create an intermediate CA signed by --ca; NAME.fullchain.pem holds it and the intermediates above it."""
-    from dpsctl.core.certfiles import create_intermediate as make
+    from dpsctl.core.certs.files import create_intermediate as make
 
     created = make(
         name,
@@ -166,7 +166,7 @@ def create_device(
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a device certificate (CN = registration ID, digitalSignature, clientAuth) and NAME.fullchain.pem (leaf, then intermediates)."""
-    from dpsctl.core.certfiles import create_device as make
+    from dpsctl.core.certs.files import create_device as make
 
     if (ca is None) != (ca_key is None):
         raise InvalidInput(
@@ -196,7 +196,7 @@ def create_verification(
     output: OutputOpt = Output.table,
 ) -> None:
     """Create the proof-of-possession certificate: CN = the code, signed by the CA's private key (writes no key)."""
-    from dpsctl.core.certfiles import create_verification as make
+    from dpsctl.core.certs.files import create_verification as make
 
     created = make(code, _issuer(ca, ca_key), out, name=name, days=days, force=force)
     _report(created, output, next_step=f"dpsctl ca verify CA-NAME --cert {created.files['certificate']}")
@@ -222,13 +222,14 @@ def check(
     output: OutputOpt = Output.table,
 ) -> None:
     """Tell what DPS would say about a device certificate: exit 0 accepted, 5 refused, 6 disabled."""
-    from dpsctl.core import x509
-    from dpsctl.core.diagnostics import check_certificate, format_steps
+    from dpsctl.core.certs import load_certificates, load_private_key
+    from dpsctl.core.certs.report import check_certificate
+    from dpsctl.core.checks import format_checks
 
-    certs = x509.load_certificates(read_file(cert, "certificate"), source=cert)
+    certs = load_certificates(read_file(cert, "certificate"), source=cert)
     if chain:
-        certs += x509.load_certificates(read_file(chain, "chain"), source=chain)
-    private = x509.load_private_key(read_file(key, "private key"), source=key) if key else None
+        certs += load_certificates(read_file(chain, "chain"), source=chain)
+    private = load_private_key(read_file(key, "private key"), source=key) if key else None
     with session() as tx:
         report = check_certificate(tx, certs, now(), key=private, registration_id=registration_id)
     doc = report.to_dict()
@@ -240,9 +241,9 @@ def check(
             f"certificate: {facts['subject']} (issuer {facts['issuer']})",
             f"thumbprint:  {facts['thumbprint']}, valid until {facts['notAfterUtc']}",
         ]
-        lines.append(format_steps(report.checks))
+        lines.append(format_checks(report.checks))
         if report.explain:
-            lines += ["enrollment:", format_steps(report.explain)]
+            lines += ["enrollment:", format_checks(report.explain)]
         return safe_lines("\n".join(lines + [doc["verdict"]])) + "\n"
 
     emit(doc, output, table=table)

@@ -121,14 +121,15 @@ def sas(
 @app.command("check")
 def check(registration_id: RegIdOpt, key: KeyOpt, output: OutputOpt = Output.table) -> None:
     """Say which key this is for the device and whether DPS would accept it: exit 0 accepted, 2 not a key, 5 refused, 6 disabled."""
-    from dpsctl.core.diagnostics import check_key, format_steps
+    from dpsctl.core.checks import format_checks
+    from dpsctl.core.key_report import check_symmetric_key
 
     with session() as tx:
-        report = check_key(tx, registration_id, key, now())
+        report = check_symmetric_key(tx, registration_id, key, now())
 
     def table() -> str:
         lines = [f"registration ID: {report.registration_id}", f"diagnosis: {report.message}"]
-        lines += [format_steps(report.explain)] if report.explain else []
+        lines += [format_checks(report.explain)] if report.explain else []
         return (
             safe_lines("\n".join(lines + ["DPS would accept it" if report.accepted else "DPS would refuse it"])) + "\n"
         )

@@ -54,7 +54,7 @@ def credential(
 
         if not reg_id:
             raise InvalidInput("--symmetric-key needs --registration-id")
-        from dpsctl.core.diagnostics import DEVICE_KEY_HINT
+        from dpsctl.core.key_report import DEVICE_KEY_HINT
 
         decode_key(symmetric_key, what="device key", hint=DEVICE_KEY_HINT)
         return SasCredential(
@@ -63,17 +63,17 @@ def credential(
     if sas_token:
         return SasCredential(sas_token)
     if cert:
-        from dpsctl.core import x509
+        from dpsctl.core.certs import load_certificates, load_private_key, sign_possession_challenge
 
         if not key:
             raise InvalidInput("--cert needs --key, the device's private key (a TLS client proves possession of it)")
-        certs = x509.load_certificates(read_file(cert, "certificate"), source=cert)
+        certs = load_certificates(read_file(cert, "certificate"), source=cert)
         if chain:
-            certs += x509.load_certificates(read_file(chain, "chain"), source=chain)
-        private = x509.load_private_key(
+            certs += load_certificates(read_file(chain, "chain"), source=chain)
+        private = load_private_key(
             read_file(key, "private key"), source=key, password=passphrase.encode() if passphrase is not None else None
         )
-        return X509Credential(tuple(certs), prove=lambda nonce: x509.sign_possession_challenge(private, nonce))
+        return X509Credential(tuple(certs), prove=lambda nonce: sign_possession_challenge(private, nonce))
     from pathlib import Path
 
     from dpsctl.core.sas import build_sas_token, device_resource_uri
@@ -303,7 +303,7 @@ def register(app: typer.Typer) -> None:
 
         result = _register(request, dry_run=dry_run, webhook_timeout=webhook_timeout)
         if result.error is not None and symmetric_key and registration_id:
-            from dpsctl.core.diagnostics import key_mistake
+            from dpsctl.core.key_report import key_mistake
 
             with session() as tx:
                 result.error.hint = key_mistake(tx, registration_id, symmetric_key) or result.error.hint
@@ -311,15 +311,15 @@ def register(app: typer.Typer) -> None:
         if result.connection_string:
             doc["connectionString"] = result.connection_string
         if explain:
-            doc["explain"] = result.explain
+            doc["explain"] = [step.to_dict() for step in result.explain]
 
         def table() -> str:
             text = ""
             if explain:
-                from dpsctl.core.attestation import format_trace
+                from dpsctl.core.checks import format_checks
 
                 text = (
-                    safe_lines(format_trace(result.explain)) + "\n"
+                    safe_lines(format_checks(result.explain)) + "\n"
                 )  # the trace quotes allocators, payloads, certificate names
             state = doc.get("registrationState", {})
             return text + format_table(

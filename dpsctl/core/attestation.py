@@ -13,6 +13,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from dpsctl.core.checks import Check, Level, all_ok, passed, refused
 from dpsctl.core.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -82,32 +83,31 @@ def credential_type(credential: Credential) -> str:
 
 @dataclass
 class Trace:
-    """The decision trace printed by `provision --explain`: steps of {"result": ok|fail|note, "message"}."""
+    """The decision trace printed by `provision --explain`: every check and decision step, in order."""
 
-    steps: list[dict[str, str]] = field(default_factory=list)
+    steps: list[Check] = field(default_factory=list)
 
     def ok(self, text: str) -> None:
         """A check that passed."""
-        self.steps.append({"result": "ok", "message": text})
+        self.steps.append(passed(text))
 
     def fail(self, text: str) -> None:
         """A check that failed."""
-        self.steps.append({"result": "fail", "message": text})
+        self.steps.append(refused(text))
 
     def note(self, text: str) -> None:
         """A step of the decision that is not a check."""
-        self.steps.append({"result": "note", "message": text})
+        self.steps.append(Check(Level.NOTE, text))
+
+    def add(self, checks: list[Check]) -> bool:
+        """Record checks made elsewhere (a certificate chain's); whether all of them passed."""
+        self.steps.extend(checks)
+        return all_ok(checks)
 
     def last_failure(self) -> str:
         """The message of the last failed check (what a refusal reports)."""
-        fails = [step["message"] for step in self.steps if step["result"] == "fail"]
+        fails = [step.message for step in self.steps if not step.ok]
         return fails[-1] if fails else "attestation failed"
-
-
-def format_trace(steps: list[dict[str, str]]) -> str:
-    """The trace as text lines: '[ok]', '[fail]' or blank, then the message."""
-    marks = {"ok": "[ok]  ", "fail": "[fail]", "note": "      "}
-    return "\n".join(f"{marks[step['result']]} {step['message']}" for step in steps)
 
 
 # --------------------------------------------------------------------------- symmetric keys
@@ -176,7 +176,8 @@ def match_key(token: SasToken, keys: list[tuple[str, str]]) -> str | None:
 
 def check_chain(credential: X509Credential, now: datetime, trace: Trace) -> bool:
     """Possession of the leaf key, then every certificate's validity, key, and each link of the chain."""
-    from dpsctl.core import x509
+    from dpsctl.core.certs.describing import subject_of
+    from dpsctl.core.certs.verifying import verify_chain, verify_possession
 
     leaf = credential.chain[0]
     if credential.prove is not None:
@@ -185,33 +186,20 @@ def check_chain(credential: X509Credential, now: datetime, trace: Trace) -> bool
             signature = credential.prove(nonce)
         except Exception:  # noqa: BLE001 - a device-side failure is a failed proof
             signature = b""
-        if not x509.verify_possession(leaf, nonce, signature):
-            trace.fail(f"the private key does not belong to the device certificate {x509.subject_of(leaf)!r}")
+        if not verify_possession(leaf, nonce, signature):
+            trace.fail(f"the private key does not belong to the device certificate {subject_of(leaf)!r}")
             return False
         trace.ok("the device proved possession of the leaf certificate's private key")
     else:
         trace.ok(POSSESSION_BY_TLS)
-    checks = x509.verify_chain(list(credential.chain), now)
-    for check in checks:
-        (trace.ok if check.ok else trace.fail)(f"{check.subject}: {check.what}")
-    return x509.chain_ok(checks)
+    return trace.add(verify_chain(list(credential.chain), now))
 
 
 def check_link_to_signer(top: Any, signer: Any, depth: int, now: datetime, trace: Trace) -> bool:
     """The chain's last certificate was issued by an enrolled signing certificate that is not in the chain."""
-    from dpsctl.core import x509
+    from dpsctl.core.certs.verifying import check_issued_by, check_validity
 
-    checks = [x509.check_validity(signer, now), *x509.check_issued_by(top, signer, ca_depth=depth)]
-    for check in checks:
-        (trace.ok if check.ok else trace.fail)(f"{check.subject}: {check.what}")
-    return x509.chain_ok(checks)
-
-
-def certificate_info(cert: Any) -> dict[str, Any]:
-    """The DPS X509CertificateInfo of a certificate."""
-    from dpsctl.core import x509
-
-    return x509.certificate_info(cert)
+    return trace.add([check_validity(signer, now), *check_issued_by(top, signer, ca_depth=depth)])
 
 
 # --------------------------------------------------------------------------- TPM

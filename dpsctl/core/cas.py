@@ -126,28 +126,28 @@ def add_ca(tx: Transaction, name: str, data: bytes, source: str, *, verified: bo
 
 def ca_record(name: str, data: bytes | str, source: str, *, verified: bool, now: datetime) -> Json:
     """A new CA record from one CA certificate (PEM or DER); its subject, expiry and thumbprint are derived."""
-    from dpsctl.core import x509
+    from dpsctl.core.certs import cert_to_pem, distinguished_name, is_ca, load_certificates, sha1_thumbprint, subject_of
 
     validate_ca_name(name)
-    certs = x509.load_certificates(data, source=source)
+    certs = load_certificates(data, source=source)
     if len(certs) != 1:
         raise InvalidInput(
             f"{source}: holds {len(certs)} certificates; upload exactly one CA certificate",
             hint="pass the root or intermediate CA certificate alone (NAME.cert.pem), not a chain",
         )
     cert = certs[0]
-    if not x509.is_ca(cert):
+    if not is_ca(cert):
         raise InvalidInput(
-            f"{source}: '{x509.subject_of(cert)}' is not a CA certificate (no basicConstraints CA=true)",
+            f"{source}: '{subject_of(cert)}' is not a CA certificate (no basicConstraints CA=true)",
             hint="upload the root or intermediate CA that signs the device certificates",
         )
     stamp = rfc1123(now)
     return {
         "name": name,
-        "certificate": x509.cert_to_pem(cert),
-        "subject": x509.distinguished_name(cert.subject),
+        "certificate": cert_to_pem(cert),
+        "subject": distinguished_name(cert.subject),
         "expiry": rfc1123(cert.not_valid_after_utc),
-        "thumbprint": x509.sha1_thumbprint(cert),
+        "thumbprint": sha1_thumbprint(cert),
         "isVerified": bool(verified),
         "created": stamp,
         "updated": stamp,
@@ -184,7 +184,7 @@ def generate_verification_code(tx: Transaction, name: str, *, now: datetime, eta
 
 def verify_ca(tx: Transaction, name: str, data: bytes, source: str, *, now: datetime, etag: str | None = None) -> Json:
     """Accept proof of possession: a certificate whose CN is the current code, signed by this CA's key."""
-    from dpsctl.core import x509
+    from dpsctl.core.certs import check_issued_by, check_validity, common_name, load_certificates
 
     doc = _current(tx, name, etag)
     code = doc.get("verificationCode")
@@ -195,10 +195,10 @@ def verify_ca(tx: Transaction, name: str, data: bytes, source: str, *, now: date
             f"CA certificate {name!r} has no verification code yet",
             hint=f"get one: dpsctl ca verification-code {name}",
         )
-    certs = x509.load_certificates(data, source=source)
+    certs = load_certificates(data, source=source)
     proof = certs[0]
-    ca_cert = x509.load_certificates(doc["certificate"], source=f"CA {name}")[0]
-    cn = x509.common_name(proof)
+    ca_cert = load_certificates(doc["certificate"], source=f"CA {name}")[0]
+    cn = common_name(proof)
     sign_hint = f"dpsctl cert create-verification {code} --ca CA.cert.pem --ca-key CA.key.pem"
     if cn != code:
         raise InvalidInput(
@@ -206,13 +206,13 @@ def verify_ca(tx: Transaction, name: str, data: bytes, source: str, *, now: date
             " (each `ca verification-code` replaces the previous code)",
             hint=f"sign a certificate for the current code: {sign_hint}",
         )
-    failed = [c for c in x509.check_issued_by(proof, ca_cert, ca_depth=0) if not c.ok]
+    failed = [c for c in check_issued_by(proof, ca_cert, ca_depth=0) if not c.ok]
     if failed:
         raise Unauthorized(
             f"{source}: the verification certificate does not prove possession of CA {name!r}: {failed[0].subject} {failed[0].what}",
             hint=f"sign it with the private key of that CA: {sign_hint}",
         )
-    validity = x509.check_validity(proof, now)
+    validity = check_validity(proof, now)
     if not validity.ok:
         raise InvalidInput(
             f"{source}: the verification certificate {validity.what}", hint=f"create a new one: {sign_hint}"

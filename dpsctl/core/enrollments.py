@@ -87,23 +87,23 @@ def certificate_ref(
     data: bytes | str, source: str, *, registration_id: str | None = None, require_ca: bool = False
 ) -> CertificateRef:
     """Parse an uploaded certificate and derive its DPS info; checks CN (device) or CA flag (signing cert)."""
-    from dpsctl.core import x509
+    from dpsctl.core.certs import cert_to_pem, certificate_info, common_name, is_ca, load_certificates
 
-    certs = x509.load_certificates(data, source=source)
+    certs = load_certificates(data, source=source)
     cert = certs[0]
     if registration_id is not None:
-        cn = x509.common_name(cert)
+        cn = common_name(cert)
         if cn is None or cn.lower() != registration_id.lower():
             raise InvalidInput(
                 f"certificate {source} has CN={cn!r}, but the registration ID is {registration_id!r}",
                 hint="DPS requires the device certificate's subject CN to equal the registration ID",
             )
-    if require_ca and not x509.is_ca(cert):
+    if require_ca and not is_ca(cert):
         raise InvalidInput(
             f"certificate {source} is not a CA certificate (no basicConstraints CA=true)",
             hint="an enrollment group's signing certificate is the root or intermediate CA that issues device certificates",
         )
-    return CertificateRef(x509.cert_to_pem(cert), x509.certificate_info(cert))
+    return CertificateRef(cert_to_pem(cert), certificate_info(cert))
 
 
 def build_attestation(kind: str, cred: CredentialInput, *, group: bool, registration_id: str | None) -> Attestation:

@@ -127,7 +127,7 @@ def _attest_individual(
             runtime_attestation={"symmetricKey": {}},
         )
     if isinstance(cred, X509Credential):
-        from dpsctl.core import x509
+        from dpsctl.core.certs import certificate_info, sha1_thumbprint
 
         leaf = cred.chain[0]
         _check_cn(leaf, reg_id, trace)
@@ -143,7 +143,7 @@ def _attest_individual(
         )
         if slot is None:
             trace.fail(
-                f"the device certificate (SHA-1 {x509.sha1_thumbprint(leaf)}) is neither the primary nor the secondary certificate of enrollment {entry.id!r}"
+                f"the device certificate (SHA-1 {sha1_thumbprint(leaf)}) is neither the primary nor the secondary certificate of enrollment {entry.id!r}"
             )
             raise Refused(
                 _unauthorized(
@@ -153,7 +153,7 @@ def _attest_individual(
             )
         trace.ok(f"the device certificate is the {slot} certificate of enrollment {entry.id!r}")
         _check_chain_reaches_verified(tx, cred, now, trace)
-        info = x509.certificate_info(leaf)
+        info = certificate_info(leaf)
         return Match(
             entry,
             hub_auth={
@@ -180,7 +180,7 @@ def _attest_individual(
 def _verified_certificates(tx: Transaction) -> list[tuple[str, Any]]:
     """Certificates DPS counts as verified: uploaded CAs verified by proof of possession (or --verified), and the
     signing certificates of X.509 enrollment groups (verified automatically when added; docs/choices.md)."""
-    from dpsctl.core import x509
+    from dpsctl.core.certs import load_certificates
 
     out: list[tuple[str, Any]] = []
     for ca in tx.scan("cas"):
@@ -188,7 +188,7 @@ def _verified_certificates(tx: Transaction) -> list[tuple[str, Any]]:
             out.append(
                 (
                     f"verified CA certificate {ca['name']!r}",
-                    x509.load_certificates(ca["certificate"], source=f"CA {ca['name']}")[0],
+                    load_certificates(ca["certificate"], source=f"CA {ca['name']}")[0],
                 )
             )
     for group, signers in _group_candidates(tx):
@@ -206,23 +206,23 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
     for an individual enrollment "this certificate can be any signing certificate in the device's certificate chain".
     A self-signed device certificate has no chain and needs none.
     """
-    from dpsctl.core import x509
+    from dpsctl.core.certs import common_name, is_ca, is_self_signed, issuer_of, same_certificate, subject_of
 
     leaf = cred.chain[0]
-    if len(cred.chain) == 1 and leaf.issuer == leaf.subject:
+    if len(cred.chain) == 1 and is_self_signed(leaf):
         trace.ok("the device certificate is self-signed: no signing chain to verify")
         return
     anchors = tx.memo(("groups", "cas"), "verified-certificates", lambda: _verified_certificates(tx))
     for position, cert in enumerate(cred.chain[1:], start=1):
         for label, anchor in anchors:
-            if x509.same_certificate(anchor, cert):
-                trace.ok(f"chain certificate {position} ({x509.subject_of(cert)!r}) is {label}")
+            if same_certificate(anchor, cert):
+                trace.ok(f"chain certificate {position} ({subject_of(cert)!r}) is {label}")
                 return
     top = cred.chain[-1]
-    depth = sum(1 for c in cred.chain[1:] if x509.is_ca(c))
+    depth = sum(1 for c in cred.chain[1:] if is_ca(c))
     for label, anchor in anchors:
-        if top.issuer != top.subject and anchor.subject == top.issuer:
-            trace.note(f"the chain's top certificate names issuer {x509.issuer_of(top)!r}, {label}")
+        if not is_self_signed(top) and anchor.subject == top.issuer:
+            trace.note(f"the chain's top certificate names issuer {issuer_of(top)!r}, {label}")
             if att.check_link_to_signer(top, anchor, depth, now, trace):
                 return
     trace.fail(
@@ -230,7 +230,7 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
     )
     raise Refused(
         _unauthorized(
-            f"the certificate chain of {x509.common_name(leaf)!r} leads to no verified certificate (issuer {x509.issuer_of(cred.chain[-1])!r})",
+            f"the certificate chain of {common_name(leaf)!r} leads to no verified certificate (issuer {issuer_of(cred.chain[-1])!r})",
             hint="upload a CA of the device's chain and verify it: dpsctl ca add NAME --cert ROOT.cert.pem --verified (or prove possession)",
         )
     )
@@ -269,29 +269,26 @@ def _last_failure(trace: Trace) -> str:
 
 
 def _same_cert(pem: str, cert: Any) -> bool:
-    from dpsctl.core import x509
+    from dpsctl.core.certs import load_certificates, same_certificate
 
-    return x509.same_certificate(x509.load_certificates(pem, source="enrolled certificate")[0], cert)
+    return same_certificate(load_certificates(pem, source="enrolled certificate")[0], cert)
 
 
 def _check_cn(leaf: Any, reg_id: str, trace: Trace) -> None:
-    from dpsctl.core import x509
+    from dpsctl.core.certs import check_common_name, common_name, names_registration_id
 
-    cn = x509.common_name(leaf)
-    if cn is None or cn.lower() != reg_id.lower():
-        trace.fail(f"the device certificate's CN is {cn!r}, but the registration ID is {reg_id!r}")
+    if trace.add([check_common_name(leaf, reg_id)]):
+        return
+    if not names_registration_id(leaf, reg_id):
         raise Refused(
             _unauthorized(
-                f"the device certificate's CN {cn!r} is not the registration ID {reg_id!r}",
+                f"the device certificate's CN {common_name(leaf)!r} is not the registration ID {reg_id!r}",
                 hint="DPS takes the registration ID from the certificate CN; omit --registration-id or fix the CN",
             )
         )
-    if len(reg_id) > MAX_X509_REGISTRATION_ID:
-        trace.fail(f"X.509 registration IDs are at most {MAX_X509_REGISTRATION_ID} characters")
-        raise Refused(
-            _unauthorized(f"X.509 registration ID {reg_id!r} is longer than {MAX_X509_REGISTRATION_ID} characters")
-        )
-    trace.ok(f"the device certificate's CN is the registration ID {reg_id!r}")
+    raise Refused(
+        _unauthorized(f"X.509 registration ID {reg_id!r} is longer than {MAX_X509_REGISTRATION_ID} characters")
+    )
 
 
 def _match_symmetric_group(
@@ -347,7 +344,7 @@ def _match_symmetric_group(
 
 def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple[str, Any]]]]:
     """X.509 groups with their signing certificates (uploaded, or referenced CA certificates)."""
-    from dpsctl.core import x509
+    from dpsctl.core.certs import load_certificates
 
     out = []
     for doc in tx.find("groups", "attestation", "x509"):
@@ -359,7 +356,7 @@ def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple
                 signers.append(
                     (
                         f"{slot} signing certificate",
-                        x509.load_certificates(ref.certificate, source="signing certificate")[0],
+                        load_certificates(ref.certificate, source="signing certificate")[0],
                     )
                 )
         for slot, name in (("primary", a.primary_ca), ("secondary", a.secondary_ca)):
@@ -368,7 +365,7 @@ def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple
                 signers.append(
                     (
                         f"{slot} CA reference {name!r}",
-                        (x509.load_certificates(ca["certificate"], source=f"CA {name}")[0], ca),
+                        (load_certificates(ca["certificate"], source=f"CA {name}")[0], ca),
                     )
                 )
         out.append((group, signers))
@@ -377,7 +374,7 @@ def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple
 
 def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: datetime, trace: Trace) -> Match:
     """Walk the chain leaf to root; the first group whose signer is in the chain (or issued its top) wins."""
-    from dpsctl.core import x509
+    from dpsctl.core.certs import certificate_info, common_name, is_ca, issuer_of, same_certificate, subject_of
 
     leaf = cred.chain[0]
     _check_cn(leaf, reg_id, trace)
@@ -390,10 +387,10 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
         for group, signers in candidates:
             for label, signer in signers:
                 signer_cert = signer[0] if isinstance(signer, tuple) else signer
-                if x509.same_certificate(signer_cert, cert):
+                if same_certificate(signer_cert, cert):
                     found = (group, label, signer, cert)
                     trace.ok(
-                        f"chain certificate {position} ({x509.subject_of(cert)!r}) is the {label} of enrollment group {group.id!r}"
+                        f"chain certificate {position} ({subject_of(cert)!r}) is the {label} of enrollment group {group.id!r}"
                     )
                     break
             if found:
@@ -402,14 +399,14 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
             break
     if found is None:
         top = cred.chain[-1]
-        depth = sum(1 for c in cred.chain[1:] if x509.is_ca(c))
+        depth = sum(1 for c in cred.chain[1:] if is_ca(c))
         for group, signers in candidates:
             for label, signer in signers:
                 signer_cert = signer[0] if isinstance(signer, tuple) else signer
-                if x509.subject_of(signer_cert) != x509.issuer_of(top):
+                if subject_of(signer_cert) != issuer_of(top):
                     continue
                 trace.note(
-                    f"the chain's top certificate names issuer {x509.issuer_of(top)!r}, the {label} of enrollment group {group.id!r}"
+                    f"the chain's top certificate names issuer {issuer_of(top)!r}, the {label} of enrollment group {group.id!r}"
                 )
                 if att.check_link_to_signer(top, signer_cert, depth, now, trace):
                     found = (group, label, signer, signer_cert)
@@ -423,7 +420,7 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
         )
         raise Refused(
             _unauthorized(
-                f"no enrollment matches the certificate chain of {x509.common_name(leaf)!r} (issuer {x509.issuer_of(cred.chain[-1])!r})",
+                f"no enrollment matches the certificate chain of {common_name(leaf)!r} (issuer {issuer_of(cred.chain[-1])!r})",
                 hint="enroll the device certificate, or add a group whose --signing-cert is the CA that issued it",
             )
         )
@@ -446,8 +443,8 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
                 group,
             )
         trace.ok(f"CA certificate {ca['name']!r} is verified")
-    info = x509.certificate_info(leaf)
-    signer_info = x509.certificate_info(signer_cert)
+    info = certificate_info(leaf)
+    signer_info = certificate_info(signer_cert)
     return Match(
         group,
         hub_auth={

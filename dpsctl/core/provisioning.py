@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dpsctl.core.attestation import Trace
+from dpsctl.core.checks import Check
 from dpsctl.core.engine.allocate import allocate
 from dpsctl.core.engine.history import HISTORY_LIMIT, history, trim_history
 from dpsctl.core.engine.outcome import ProvisionResult
@@ -151,7 +152,7 @@ class Diagnosis:
 
     registration_id: str
     entry: Entry | None
-    explain: list[dict[str, str]]
+    explain: list[Check]
     error: DpsError | None
 
 

@@ -15,6 +15,7 @@ from dpsctl.server.listener import disable_core_dumps
 from dpsctl.server.log import RequestLog
 from dpsctl.server.runtime import bind, launch, prepare
 from dpsctl.server.tls import DEV_FOLDER, TlsFiles, check_server_files, dev_tls
+from dpsctl.store import open_store
 
 
 def tls_files(db: str, host: str, tls_cert: str | None, tls_key: str | None) -> TlsFiles:
@@ -47,7 +48,6 @@ def run(
     quiet: bool,
 ) -> int:
     """Serve until Ctrl-C or SIGTERM; returns the exit code."""
-    from dpsctl.store import open_store
 
     faults = tuple(Fault.parse(text) for text in inject)
     if not host.strip():

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -189,11 +191,7 @@ class HttpsConnection:
         except DpsError as exc:  # the pool is saturated, or the request waited too long for it
             return refusal_response(refusal_for(exc))
         except Exception as exc:  # noqa: BLE001 - one bad request must not stop the server
-            import os
-
             if os.environ.get("DPSCTL_DEBUG"):
-                import traceback
-
                 traceback.print_exc()
             return refusal_response(
                 Refusal(

@@ -13,6 +13,7 @@ enrollment gets DPS's 401, not a failed handshake.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import os
 import socket
@@ -21,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -304,7 +305,7 @@ class _PausedAtConnect(asyncio.StreamReaderProtocol):
 def _fit_to_descriptors(limits: Limits) -> Limits:
     """Raise the soft descriptor limit to the hard one, and keep the connection cap below it with room to spare."""
     try:
-        import resource
+        import resource  # Unix only: elsewhere the limits stay as they are
 
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard != resource.RLIM_INFINITY and soft < hard:
@@ -314,8 +315,6 @@ def _fit_to_descriptors(limits: Limits) -> Limits:
     except (ImportError, ValueError, OSError):
         return limits
     if room < limits.max_connections:
-        from dataclasses import replace
-
         return replace(
             limits, max_connections=max(16, room), max_per_address=min(limits.max_per_address, max(16, room))
         )
@@ -346,15 +345,13 @@ def bind_error(exc: OSError, host: str, port: int, name: str = "https") -> DpsEr
 def disable_core_dumps() -> None:
     """A core dump of `serve` would hold every key and the CA's private key: turn them off for this process."""
     try:
-        import resource
+        import resource  # Unix only
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ImportError, ValueError, OSError):
         pass
     if os.name == "posix":
         try:
-            import ctypes
-
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4: no core, and no ptrace by other same-user processes
         except (OSError, AttributeError):

@@ -47,6 +47,7 @@ from dpsctl.core.errors import DpsError
 from dpsctl.server.device_service import DeviceReply, DeviceService, Presented
 from dpsctl.server.errors import E_BAD_REQUEST, E_INTERNAL, E_NO_RESOURCE, Refusal, error_body, refusal_for
 from dpsctl.server.listener import Peer, Server
+from dpsctl.server.tls_stream import TlsError
 
 MAX_PACKET_BYTES = 128 * 1024  # a 96 KB registration body, its topic and headers
 RESPONSE_FILTER = "$dps/registrations/res/#"
@@ -78,7 +79,10 @@ class ByteStream(Protocol):
         """`count` bytes, or asyncio.IncompleteReadError at the end, or TimeoutError."""
 
     async def send(self, data: bytes) -> None:
-        """Write bytes (one whole packet)."""
+        """Write bytes (one whole packet); they may wait for `flush` or the next wait for the client."""
+
+    def flush(self) -> None:
+        """Send whatever `send` left queued."""
 
 
 class TcpStream:
@@ -90,38 +94,22 @@ class TcpStream:
     async def read_exactly(self, count: int, timeout: float | None) -> bytes:
         """Read `count` bytes within `timeout` seconds."""
         if self.peer.tls.buffered >= count:
-            # Already decrypted: no wait, so no deadline to arm (wait_for costs a task per call, and a packet's
-            # header is read a byte at a time).
+            return self.peer.tls.take(count)  # already decrypted: no wait, so no deadline to arm
+        async with asyncio.timeout(timeout):  # a timer, not a task per read as wait_for makes
             return await self.peer.reader.readexactly(count)
-        return await asyncio.wait_for(self.peer.reader.readexactly(count), timeout)
 
     async def send(self, data: bytes) -> None:
-        """Write one packet."""
-        self.peer.writer.write(data)
+        """Queue one packet: it leaves with the answers to the other packets already received, or at once."""
+        self.peer.tls.write_soon(data)
         await self.peer.writer.drain()
+
+    def flush(self) -> None:
+        """Send the queued packets now."""
+        self.peer.tls.push()
 
 
 class ProtocolViolation(Exception):
     """The client broke MQTT or DPS's rules: logged, and the connection closed."""
-
-
-class _Reader(ReaderAdapter):
-    """amqtt's reader interface over a ByteStream, with the deadline of the current phase."""
-
-    def __init__(self, stream: ByteStream) -> None:
-        self.stream = stream
-        self.timeout: float | None = None
-
-    async def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            raise ProtocolViolation("a read without a length")
-        try:
-            return await self.stream.read_exactly(n, self.timeout)
-        except asyncio.IncompleteReadError as exc:
-            return exc.partial  # amqtt raises NoDataError on a short read
-
-    def feed_eof(self) -> None:
-        """Nothing to do: the stream knows its end."""
 
 
 class _Bytes(ReaderAdapter):
@@ -147,15 +135,27 @@ class _Bytes(ReaderAdapter):
 
 
 async def read_packet(stream: ByteStream, *, wait: float | None, within: float) -> MQTTPacket[Any, Any, Any]:
-    """One packet: the first byte within `wait` seconds, the rest within `within`; refused when too large or malformed."""
-    reader = _Reader(stream)
-    reader.timeout = wait
-    first = await reader.read(1)
+    """One packet: the first byte within `wait` seconds, the rest within `within`; refused when too large or malformed.
+
+    The fixed header's bytes are gathered by their continuation bits (MQTT 3.1.1 §2.2.3: one to four length bytes)
+    and the packet's bytes read whole, then amqtt decodes both from memory: one read per part instead of an await
+    per byte through its reader interface.
+    """
+    first = await _read(stream, 1, wait)
     if not first:
         raise asyncio.IncompleteReadError(b"", 1)
-    reader.timeout = within
+    header_bytes = bytearray(first)
+    while True:
+        byte = await _read(stream, 1, within)
+        if not byte:
+            raise asyncio.IncompleteReadError(bytes(header_bytes), len(header_bytes) + 1)
+        header_bytes += byte
+        if not byte[0] & 0x80:
+            break
+        if len(header_bytes) == 5:
+            raise ProtocolViolation("malformed fixed header: a remaining length of more than four bytes")
     try:
-        header = await MQTTFixedHeader.from_stream(_Prefixed(first, reader))
+        header = await MQTTFixedHeader.from_stream(_Bytes(bytes(header_bytes)))
     except (MQTTError, NoDataError) as exc:
         raise ProtocolViolation(f"malformed fixed header: {exc}") from None
     if header is None:
@@ -167,7 +167,7 @@ async def read_packet(stream: ByteStream, *, wait: float | None, within: float) 
         raise ProtocolViolation(f"packet type {kind} with reserved flags 0x{header.flags:x}")
     if header.remaining_length > MAX_PACKET_BYTES:
         raise ProtocolViolation(f"a packet of {header.remaining_length} bytes (at most {MAX_PACKET_BYTES})")
-    body = await reader.read(header.remaining_length) if header.remaining_length else b""
+    body = await _read(stream, header.remaining_length, within) if header.remaining_length else b""
     if len(body) < header.remaining_length:
         raise asyncio.IncompleteReadError(body, header.remaining_length)
     source = _Bytes(body)
@@ -180,21 +180,12 @@ async def read_packet(stream: ByteStream, *, wait: float | None, within: float) 
     return packet
 
 
-class _Prefixed(ReaderAdapter):
-    """A reader that yields one byte already read, then continues from another reader."""
-
-    def __init__(self, first: bytes, rest: ReaderAdapter) -> None:
-        self._first = first
-        self._rest = rest
-
-    async def read(self, n: int = -1) -> bytes:
-        if self._first:
-            head, self._first = self._first[:n], self._first[n:]
-            return head if len(head) == n else head + await self._rest.read(n - len(head))
-        return await self._rest.read(n)
-
-    def feed_eof(self) -> None:
-        """Nothing to do."""
+async def _read(stream: ByteStream, count: int, timeout: float | None) -> bytes:
+    """`count` bytes, or fewer at the end of the stream (the caller tells a short read from a whole one)."""
+    try:
+        return await stream.read_exactly(count, timeout)
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial
 
 
 @dataclass(frozen=True)
@@ -274,6 +265,10 @@ class MqttSession:
         finally:
             for task in list(self._tasks):
                 task.cancel()
+            try:
+                self.stream.flush()  # a refusal's CONNACK, or answers queued behind the last packet read
+            except (OSError, TlsError):
+                pass  # the client is gone
 
     def _who(self) -> str:
         return f"{self.identity.registration_id} " if self.identity else ""
@@ -396,21 +391,10 @@ class MqttSession:
         try:
             reply = await self.server.blocking(call)
             return reply.status, reply.body, reply.retry_after, reply.note
-        except Refusal as refusal:
-            return (
-                refusal.status,
-                error_body(refusal.code, refusal.message, refusal.hint),
-                refusal.retry_after,
-                f"{refusal.code} {refusal.message}",
-            )
+        except Refusal as exc:
+            refused = exc
         except DpsError as exc:
-            refusal = refusal_for(exc)
-            return (
-                refusal.status,
-                error_body(refusal.code, refusal.message, refusal.hint),
-                refusal.retry_after,
-                f"{refusal.code} {refusal.message}",
-            )
+            refused = refusal_for(exc)
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the session
             return (
                 500,
@@ -418,6 +402,8 @@ class MqttSession:
                 None,
                 type(exc).__name__,
             )
+        body = error_body(refused.code, refused.message, refused.hint)
+        return refused.status, body, refused.retry_after, f"{refused.code} {refused.message}"
 
     async def _respond(self, topic: str, body: Any) -> None:
         if self.subscribed_qos is None:

@@ -49,7 +49,14 @@ def dev_tls(folder: Path, host: str, now: datetime | None = None) -> TlsFiles:
     The CA is kept across runs (clients trust it once); the server certificate is made again when it expires
     within 30 days, lacks a name the server is reached by, or was not issued by this CA.
     """
-    from dpsctl.core import pki, x509
+    from dpsctl.core.certs import (
+        issue_root,
+        issue_server,
+        load_certificates,
+        load_private_key,
+        write_certificates,
+        write_private_key,
+    )
 
     now = now or datetime.now(UTC)
     names = server_names(host)
@@ -63,17 +70,17 @@ def dev_tls(folder: Path, host: str, now: datetime | None = None) -> TlsFiles:
     cert_path, key_path = folder / "server.pem", folder / "server.key.pem"
     created = False
     if ca_path.exists() and ca_key_path.exists():
-        ca_cert = x509.load_certificates(ca_path.read_bytes(), source=str(ca_path))[0]
-        ca_key = x509.load_private_key(ca_key_path.read_bytes(), source=str(ca_key_path))
+        ca_cert = load_certificates(ca_path.read_bytes(), source=str(ca_path))[0]
+        ca_key = load_private_key(ca_key_path.read_bytes(), source=str(ca_key_path))
     else:
-        ca_cert, ca_key = pki.create_root(CA_NAME, days=3650)
-        pki.write_private_key(ca_key_path, ca_key, force=True)
-        pki.write_certificates(ca_path, [ca_cert], force=True)
+        ca_cert, ca_key = issue_root(CA_NAME, days=3650)
+        write_private_key(ca_key_path, ca_key, force=True)
+        write_certificates(ca_path, [ca_cert], force=True)
         created = True
     if created or not _server_cert_fits(cert_path, key_path, ca_cert, names, now):
-        cert, key = _make_server_cert(ca_cert, ca_key, names, now)
-        pki.write_private_key(key_path, key, force=True)
-        pki.write_certificates(cert_path, [cert, ca_cert], force=True)
+        cert, key = issue_server(names, ca_cert, ca_key, now, days=SERVER_DAYS)
+        write_private_key(key_path, key, force=True)
+        write_certificates(cert_path, [cert, ca_cert], force=True)
         created = True
     return TlsFiles(cert_path, key_path, ca_path, created)
 
@@ -81,13 +88,13 @@ def dev_tls(folder: Path, host: str, now: datetime | None = None) -> TlsFiles:
 def _server_cert_fits(cert_path: Path, key_path: Path, ca_cert: Any, names: list[str], now: datetime) -> bool:
     from cryptography import x509 as cx509
 
-    from dpsctl.core import x509
+    from dpsctl.core.certs import load_certificates, load_private_key
 
     if not (cert_path.exists() and key_path.exists()):
         return False
     try:
-        certs = x509.load_certificates(cert_path.read_bytes(), source=str(cert_path))
-        x509.load_private_key(key_path.read_bytes(), source=str(key_path))
+        certs = load_certificates(cert_path.read_bytes(), source=str(cert_path))
+        load_private_key(key_path.read_bytes(), source=str(key_path))
     except DpsError:
         return False
     cert = certs[0]
@@ -108,55 +115,6 @@ def _san_value(name: str) -> str:
         return str(ipaddress.ip_address(name))
     except ValueError:
         return name.lower()
-
-
-def _make_server_cert(ca_cert: Any, ca_key: Any, names: list[str], now: datetime) -> tuple[Any, Any]:
-    """A TLS server certificate for `names` (DNS names and IP addresses), issued by the development CA."""
-    import secrets
-
-    from cryptography import x509 as cx509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    from dpsctl.core import pki
-
-    key = pki.new_private_key("ec")
-    alt: list[cx509.GeneralName] = []
-    for name in names:
-        try:
-            alt.append(cx509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            alt.append(cx509.DNSName(name))
-    ca_ski = ca_cert.extensions.get_extension_for_class(cx509.SubjectKeyIdentifier).value
-    builder = (
-        cx509.CertificateBuilder()
-        .subject_name(cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(secrets.randbits(128) or 1)
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(min(now + timedelta(days=SERVER_DAYS), ca_cert.not_valid_after_utc))
-        .add_extension(cx509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(cx509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            cx509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(cx509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(cx509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(cx509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-    )
-    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 def check_server_files(cert: Path, key: Path) -> None:

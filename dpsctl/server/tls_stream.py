@@ -56,6 +56,8 @@ class TlsConnection:
         self._raw_writer = raw_writer
         self._plain = bytearray()
         self._eof = False
+        self._outgoing = bytearray()  # plaintext queued by write_soon, not yet encrypted
+        self._waiting = False  # True while a read waits for the client's next bytes
 
     # -- the handshake and the client's chain
 
@@ -104,6 +106,12 @@ class TlsConnection:
         del self._plain[:size]
         return chunk
 
+    def take(self, n: int) -> bytes:
+        """`n` bytes already decrypted (at most `buffered`), without waiting."""
+        chunk = bytes(self._plain[:n])
+        del self._plain[:n]
+        return chunk
+
     async def readexactly(self, n: int) -> bytes:
         """Exactly `n` bytes, or asyncio.IncompleteReadError at the end."""
         while len(self._plain) < n:
@@ -133,7 +141,12 @@ class TlsConnection:
             except SSL.Error as exc:
                 self._eof = True
                 raise TlsError(_describe(exc)) from None
-            data = await self._raw_reader.read(READ_SIZE)
+            self.push()  # about to wait for the client: what it should see first goes out now
+            self._waiting = True
+            try:
+                data = await self._raw_reader.read(READ_SIZE)
+            finally:
+                self._waiting = False
             if not data:
                 self._eof = True
                 return
@@ -148,6 +161,24 @@ class TlsConnection:
             sent = self._tls.send(view)
             view = view[sent:]
         self._flush()
+
+    def write_soon(self, data: bytes) -> None:
+        """Queue `data`: sent at once while a read waits for the client, otherwise just before a read next waits.
+
+        The answers to packets that arrived together (an MQTT client's CONNECT, SUBSCRIBE and PUBLISH) then leave in
+        one TLS record and one socket write instead of one each: on loopback every send costs the sender the
+        receiver's TCP work too.
+        """
+        self._outgoing += data
+        if self._waiting:
+            self.push()
+
+    def push(self) -> None:
+        """Encrypt and send what write_soon queued."""
+        if self._outgoing:
+            data = bytes(self._outgoing)
+            self._outgoing.clear()
+            self.write(data)
 
     async def drain(self) -> None:
         """Wait until the socket's buffer has room."""

@@ -72,6 +72,9 @@ class WebSocketStream:
         """One MQTT packet as one binary message."""
         await self._write(self.ws.send(BytesMessage(data=data)))
 
+    def flush(self) -> None:
+        """Nothing queued: each message is written at once."""
+
     async def _write(self, data: bytes) -> None:
         self.peer.writer.write(data)
         await self.peer.writer.drain()

@@ -7,7 +7,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
-from dpsctl.core import pki
+from dpsctl.core.certs import write_certificates, write_private_key
 from dpsctl.core.registrations import STATE_FIELDS
 
 ID_SCOPE = "0ne00000A0A"
@@ -88,12 +88,12 @@ def thumbprint(cert: Any) -> str:
 def write_pem(folder: Path, name: str, *certs: Any) -> str:
     """Certificates (leaf first) in one PEM file; the path as the CLI takes it."""
     path = folder / name
-    pki.write_certificates(path, list(certs))
+    write_certificates(path, list(certs))
     return str(path)
 
 
 def write_key(folder: Path, name: str, key: Any) -> str:
     """A private key file; the path as the CLI takes it."""
     path = folder / name
-    pki.write_private_key(path, key)
+    write_private_key(path, key)
     return str(path)

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from dpsctl.core import pki
+from dpsctl.core.certs import issue_device, issue_intermediate, issue_root, write_certificates, write_private_key
 from dpsctl.core.keys import derive_device_key
 from tests.cli.provision_helpers import ID_SCOPE, init
 
@@ -69,13 +69,13 @@ def test_mixing_single_device_flags_with_a_batch_is_refused(dps, tmp_path):
 @pytest.fixture(scope="module")
 def x509_devices(tmp_path_factory):
     folder = tmp_path_factory.mktemp("batch-x509")
-    root, root_key = pki.create_root("Batch Root")
-    inter, inter_key = pki.create_intermediate("Batch Intermediate", root, root_key)
-    pki.write_certificates(folder / "root.pem", [root])
+    root, root_key = issue_root("Batch Root")
+    inter, inter_key = issue_intermediate("Batch Intermediate", root, root_key)
+    write_certificates(folder / "root.pem", [root])
     for i in range(3):
-        cert, key = pki.create_device(f"cam-{i}", inter, inter_key)
-        pki.write_certificates(folder / f"cam-{i}.pem", [cert, inter])
-        pki.write_private_key(folder / f"cam-{i}.key", key)
+        cert, key = issue_device(f"cam-{i}", inter, inter_key)
+        write_certificates(folder / f"cam-{i}.pem", [cert, inter])
+        write_private_key(folder / f"cam-{i}.key", key)
     return folder
 
 

@@ -271,13 +271,12 @@ def test_check_warns_inside_30_days_and_about_missing_client_auth(group_store, p
 
 
 def test_check_an_expired_certificate(group_store, pki, tmp_path):
-    from dpsctl.core import pki as core_pki
-    from dpsctl.core.x509 import load_certificates, load_private_key
+    from dpsctl.core.certs import issue_device, load_certificates, load_private_key, write_certificates
 
     inter = load_certificates(Path(pki.path("inter")).read_bytes(), source="inter")[0]
     inter_key = load_private_key(Path(pki.path("inter", "key")).read_bytes(), source="key")
-    cert, key = core_pki.create_device("old", inter, inter_key, days=30, not_before=datetime.now(timezone.utc) - timedelta(days=60))
-    core_pki.write_certificates(tmp_path / "old.pem", [cert, inter])
+    cert, key = issue_device("old", inter, inter_key, days=30, not_before=datetime.now(timezone.utc) - timedelta(days=60))
+    write_certificates(tmp_path / "old.pem", [cert, inter])
     run = group_store("cert", "check", str(tmp_path / "old.pem"), "-o", "json")
     assert run.exit_code == 5, run
     assert any("has expired" in m for m in _steps(run.json(), "fail"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dpsctl.core import pki
+from dpsctl.core.certs import issue_device, issue_intermediate, issue_root
 from dpsctl.core.keys import derive_device_key
 from tests.cli.provision_helpers import HUB_A, HUB_B, devices, failed_checks, init, provision, refused, registration, write_key, write_pem
 from tests.cli.test_provision_allocation import Webhook, webhook  # noqa: F401 - the fixture, shared
@@ -20,8 +20,8 @@ GROUP_KEY = base64.b64encode(b"g" * 64).decode()
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A root, an intermediate under it, and certificate files for both."""
     folder = tmp_path_factory.mktemp("chain")
-    root = pki.create_root("fidelity root")
-    intermediate = pki.create_intermediate("fidelity intermediate", *root)
+    root = issue_root("fidelity root")
+    intermediate = issue_intermediate("fidelity intermediate", *root)
     return {
         "folder": folder,
         "root": root,
@@ -33,7 +33,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 def _device(chain: dict, name: str, folder: Path) -> tuple[str, str, str]:
     """(leaf-only file, leaf+intermediate file, key file) of a device issued by the intermediate."""
-    cert, key = pki.create_device(name, *chain["intermediate"])
+    cert, key = issue_device(name, *chain["intermediate"])
     return (
         write_pem(folder, f"{name}.leaf.pem", cert),
         write_pem(folder, f"{name}.chain.pem", cert, chain["intermediate"][0]),
@@ -129,7 +129,7 @@ def test_ref5_an_individual_enrollment_chain_must_reach_a_verified_certificate(d
 @pytest.mark.rule("§5/individual-chain-reaches-verified-certificate")
 def test_ref5_a_self_signed_device_certificate_needs_no_verified_ca(dps, tmp_path):
     init(dps, "hub-a")
-    cert, key = pki.create_device("meter-02", None, None)
+    cert, key = issue_device("meter-02", None, None)
     cert_file, key_file = write_pem(tmp_path, "meter-02.pem", cert), write_key(tmp_path, "meter-02.key", key)
     dps.ok("enrollment", "add", "meter-02", "--attestation", "x509", "--cert", cert_file)
     doc = provision(dps, "--cert", cert_file, "--key", key_file)
@@ -306,8 +306,8 @@ def test_ref2_an_unknown_chain_accepted_at_tls_is_refused_by_the_engine_with_the
     from dpsctl.store import open_store
 
     init(dps, "hub-a")
-    stranger = pki.create_root("stranger root")
-    cert, _ = pki.create_device("lost-01", *stranger)
+    stranger = issue_root("stranger root")
+    cert, _ = issue_device("lost-01", *stranger)
     before = dps.snapshot()
     with open_store(dps.store).transaction(write=True) as tx:
         result = run_engine(tx, RegistrationRequest(X509Credential((cert, stranger[0]), prove=None)), datetime.now(timezone.utc))

@@ -129,10 +129,10 @@ def test_import_of_many_enrollments_is_one_write(tmp_path, monkeypatch):
 
 
 def test_ca_certificates_travel_with_the_groups_that_reference_them(dps, tmp_path):
-    from dpsctl.core import pki
+    from dpsctl.core.certs import issue_root, write_certificates
 
-    root, _ = pki.create_root("Transfer Root")
-    pki.write_certificates(tmp_path / "root.pem", [root])
+    root, _ = issue_root("Transfer Root")
+    write_certificates(tmp_path / "root.pem", [root])
     dps.ok("ca", "add", "transfer-root", "--cert", str(tmp_path / "root.pem"), "--verified")
     dps.ok("enrollment-group", "add", "cams", "--attestation", "x509", "--ca-ref", "transfer-root")
     exported = dps.ok("export", "-o", "json").stdout

@@ -7,7 +7,6 @@ import json
 import os
 import re
 
-
 from tests.conftest import Dps, dpsctl_process
 
 KEY = "Cn4WLBwypDmqeJnK273m7DPBN5AGaGXAEf832r4+UOg="
@@ -89,7 +88,7 @@ def test_each_schema_is_a_store_of_its_own(postgres_url):
 
 
 def test_migrate_sqlite_to_postgresql_to_sqlite_exports_identically(postgres_url, tmp_path):
-    from dpsctl.core import pki
+    from dpsctl.core.certs import issue_root, write_certificates
 
     first = Dps(tmp_path / "first.sqlite")
     first.ok("init", "--id-scope", "0ne00000ABC")
@@ -98,9 +97,9 @@ def test_migrate_sqlite_to_postgresql_to_sqlite_exports_identically(postgres_url
     first.ok("enrollment-group", "add", "fleet", "--attestation", "symmetricKey", "--primary-key", KEY, "--initial-twin", '{"tags": {"site": "lab"}}')
     for i in range(30):
         first.ok("enrollment", "add", f"dev-{i:02d}", "--attestation", "symmetricKey")
-    root_cert, _ = pki.create_root("Lab Root")
+    root_cert, _ = issue_root("Lab Root")
     root = tmp_path / "root.pem"
-    pki.write_certificates(root, [root_cert])
+    write_certificates(root, [root_cert])
     first.ok("ca", "add", "lab-root", "--cert", str(root), "--verified")
     first.ok("enrollment-group", "add", "cameras", "--attestation", "x509", "--ca-ref", "lab-root")
     first.ok("provision", "--count", "25", "--id-pattern", "sensor-{n:03d}", "--group", "fleet", "-o", "json")

@@ -9,23 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dpsctl.core import pki
-from tests.cli.provision_helpers import (
-    HUB_A,
-    REGISTRATION_STATE_FIELDS,
-    connection_string_fields,
-    devices,
-    failed_checks,
-    history,
-    init,
-    provision,
-    refused,
-    registration,
-    thumbprint,
-    write_key,
-    write_pem,
-)
-
+from dpsctl.core.certs import issue_device, issue_intermediate, issue_root
+from tests.cli.provision_helpers import HUB_A, REGISTRATION_STATE_FIELDS, connection_string_fields, devices, failed_checks, history, init, provision, refused, registration, thumbprint, write_key, write_pem
 
 _FILE_NUMBERS = itertools.count()
 
@@ -43,7 +28,7 @@ class Pki:
     def device(self, name: str, *, under: str = "intermediate", chain: bool = False, **options: object) -> tuple[str, str, object]:
         """(cert file, key file, cert) of a device signed by the intermediate, the root, or itself ('self')."""
         ca_cert, ca_key = {"intermediate": self.intermediate, "root": self.root, "self": (None, None)}[under]
-        cert, key = pki.create_device(name, ca_cert, ca_key, **options)
+        cert, key = issue_device(name, ca_cert, ca_key, **options)
         certs = [cert, ca_cert] if chain and ca_cert is not None else [cert]
         suffix = f"{name}-{next(_FILE_NUMBERS)}"  # the folder is shared by the whole module
         return write_pem(self.folder, f"{suffix}.pem", *certs), write_key(self.folder, f"{suffix}.key", key), cert
@@ -52,8 +37,8 @@ class Pki:
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     folder = tmp_path_factory.mktemp("pki")
-    root = pki.create_root("dpsctl test root")
-    intermediate = pki.create_intermediate("dpsctl test intermediate", *root)
+    root = issue_root("dpsctl test root")
+    intermediate = issue_intermediate("dpsctl test intermediate", *root)
     return Pki(folder, root, intermediate, write_pem(folder, "root.pem", root[0]), write_pem(folder, "intermediate.pem", intermediate[0]))
 
 
@@ -196,16 +181,16 @@ def test_not_yet_valid_leaf(dps, ca):
 
 def test_leaf_signed_by_another_cas_key(dps, ca, tmp_path):
     # An impostor CA with the intermediate's name but its own key.
-    impostor = pki.create_root("dpsctl test intermediate")
-    cert, key = pki.create_device("camera-42", *impostor)
+    impostor = issue_root("dpsctl test intermediate")
+    cert, key = issue_device("camera-42", *impostor)
     files = write_pem(tmp_path, "impostor-leaf.pem", cert), write_key(tmp_path, "impostor-leaf.key", key)
     _refused_by_group(dps, ca, *files, cert, "signature does not verify with the key of 'CN=dpsctl test intermediate'")
 
 
 @pytest.mark.rule("§2.5/x509-without-enrollment-401")
 def test_chain_to_an_unknown_ca(dps, ca, tmp_path):
-    stranger_root = pki.create_root("stranger root")
-    cert, key = pki.create_device("camera-43", *stranger_root)
+    stranger_root = issue_root("stranger root")
+    cert, key = issue_device("camera-43", *stranger_root)
     files = write_pem(tmp_path, "stranger-leaf.pem", cert, stranger_root[0]), write_key(tmp_path, "stranger-leaf.key", key)
     _refused_by_group(dps, ca, *files, cert, "no X.509 enrollment group's signing certificate")
 

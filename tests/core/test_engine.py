@@ -148,7 +148,7 @@ def test_a_malformed_token_is_unauthorized_not_an_input_error(store):
     request = RegistrationRequest(SasCredential("SharedAccessSignature sr=x"), "sym-4")
     result = provision_phased(StoreTransactions(store), request, clock)
     assert result.status == "unauthorized"
-    assert any("SAS token is malformed" in step["message"] for step in result.explain)
+    assert any("SAS token is malformed" in step.message for step in result.explain)
 
 
 def test_a_disabled_enrollment_refuses_and_records_disabled(store):

@@ -155,7 +155,7 @@ def test_an_enrollment_changed_in_flight_is_decided_again_on_the_current_one(sto
 
     assert result.assigned and result.operation["registrationState"]["assignedHub"] == HUB_A
     assert not allocator  # called twice
-    assert any("individual enrollment 'dev-1' changed while the device was being allocated" in step["message"] for step in result.explain)
+    assert any("individual enrollment 'dev-1' changed while the device was being allocated" in step.message for step in result.explain)
 
 
 def test_an_enrollment_disabled_in_flight_refuses_the_device(store, allocator):

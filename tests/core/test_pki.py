@@ -17,20 +17,27 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dpsctl.core import pki
-from dpsctl.core.errors import Conflict, InvalidInput
-from dpsctl.core.x509 import (
+from dpsctl.core.certs import (
     PrivateKey,
     cert_to_pem,
     certificate_info,
-    chain_ok,
     check_issued_by,
     common_name,
+    issue_device,
+    issue_intermediate,
+    issue_root,
+    issue_verification,
     load_certificates,
     load_private_key,
+    new_private_key,
     same_certificate,
     verify_chain,
+    write_certificates,
+    write_private_key,
 )
+from dpsctl.core.certs.issuing import MAX_DAYS
+from dpsctl.core.checks import all_ok
+from dpsctl.core.errors import Conflict, InvalidInput
 
 ALNUM = string.ascii_letters + string.digits
 
@@ -56,20 +63,20 @@ def openssl_text(cert: x509.Certificate, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def root() -> tuple[x509.Certificate, PrivateKey]:
-    return pki.create_root("Contoso Test Root")
+    return issue_root("Contoso Test Root")
 
 
 @pytest.fixture(scope="module")
 def inter(root: tuple[x509.Certificate, PrivateKey]) -> tuple[x509.Certificate, PrivateKey]:
-    return pki.create_intermediate("Contoso Test Intermediate", *root)
+    return issue_intermediate("Contoso Test Intermediate", *root)
 
 
 # --------------------------------------------------------------------------- keys
 
 
 def test_default_key_is_ec_p256_and_rsa_has_the_asked_size() -> None:
-    ec_key = pki.new_private_key()
-    rsa_key = pki.new_private_key("rsa", 3072)
+    ec_key = new_private_key()
+    rsa_key = new_private_key("rsa", 3072)
 
     assert isinstance(ec_key, ec.EllipticCurvePrivateKey) and ec_key.curve.name == "secp256r1"
     assert isinstance(rsa_key, rsa.RSAPrivateKey) and rsa_key.key_size == 3072
@@ -78,7 +85,7 @@ def test_default_key_is_ec_p256_and_rsa_has_the_asked_size() -> None:
 @pytest.mark.parametrize(("key_type", "bits"), [("dsa", 2048), ("EC", 2048), ("rsa", 1024), ("rsa", 8200)])
 def test_unsupported_key_requests_are_invalid_input(key_type: str, bits: int) -> None:
     with pytest.raises(InvalidInput):
-        pki.new_private_key(key_type, bits)
+        new_private_key(key_type, bits)
 
 
 # --------------------------------------------------------------------------- certificates
@@ -105,7 +112,7 @@ def test_root_is_a_self_signed_critical_ca_with_key_identifiers(
 
 def test_root_validity_is_backdated_for_clock_skew_and_lasts_the_asked_days() -> None:
     before = now()
-    cert, _ = pki.create_root("Root", days=10)
+    cert, _ = issue_root("Root", days=10)
 
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     assert before - timedelta(minutes=5, seconds=2) <= start <= before - timedelta(minutes=4, seconds=58)
@@ -113,18 +120,18 @@ def test_root_validity_is_backdated_for_clock_skew_and_lasts_the_asked_days() ->
 
 
 def test_serials_are_random(root: tuple[x509.Certificate, PrivateKey]) -> None:
-    serials = {pki.create_device(f"dev-{n}", *root)[0].serial_number for n in range(20)}
+    serials = {issue_device(f"dev-{n}", *root)[0].serial_number for n in range(20)}
 
     assert len(serials) == 20
 
 
 def test_root_path_length_is_recorded_and_negative_is_refused() -> None:
-    cert, _ = pki.create_root("Root", path_length=2, key_type="rsa")
+    cert, _ = issue_root("Root", path_length=2, key_type="rsa")
 
     assert ext(cert, x509.BasicConstraints).value.path_length == 2
     assert isinstance(cert.public_key(), rsa.RSAPublicKey)
     with pytest.raises(InvalidInput):
-        pki.create_root("Root", path_length=-1)
+        issue_root("Root", path_length=-1)
 
 
 def test_intermediate_links_to_its_root_and_allows_no_further_ca_by_default(
@@ -140,13 +147,13 @@ def test_intermediate_links_to_its_root_and_allows_no_further_ca_by_default(
         ext(cert, x509.AuthorityKeyIdentifier).value.key_identifier
         == ext(root_cert, x509.SubjectKeyIdentifier).value.digest
     )
-    assert chain_ok(check_issued_by(cert, root_cert, ca_depth=0))
+    assert all_ok(check_issued_by(cert, root_cert, ca_depth=0))
 
 
 def test_device_certificate_is_a_tls_client_leaf_named_by_its_registration_id(
     inter: tuple[x509.Certificate, PrivateKey], root: tuple[x509.Certificate, PrivateKey], tmp_path: Path
 ) -> None:
-    cert, _ = pki.create_device("contoso-device-07", *inter)
+    cert, _ = issue_device("contoso-device-07", *inter)
 
     assert common_name(cert) == "contoso-device-07"
     assert ext(cert, x509.BasicConstraints).critical and not ext(cert, x509.BasicConstraints).value.ca
@@ -157,41 +164,41 @@ def test_device_certificate_is_a_tls_client_leaf_named_by_its_registration_id(
         ext(cert, x509.AuthorityKeyIdentifier).value.key_identifier
         == ext(inter[0], x509.SubjectKeyIdentifier).value.digest
     )
-    assert chain_ok(verify_chain([cert, inter[0], root[0]], now()))
+    assert all_ok(verify_chain([cert, inter[0], root[0]], now()))
     text = openssl_text(cert, tmp_path)
     assert "CA:FALSE" in text and "TLS Web Client Authentication" in text and "Digital Signature" in text
 
 
 def test_device_without_a_ca_is_self_signed_for_individual_enrollments() -> None:
-    cert, _ = pki.create_device("solo-device", None, None, key_type="rsa")
+    cert, _ = issue_device("solo-device", None, None, key_type="rsa")
 
     assert cert.subject == cert.issuer
     cert.verify_directly_issued_by(cert)
-    assert chain_ok(verify_chain([cert], now()))
+    assert all_ok(verify_chain([cert], now()))
 
 
 def test_device_needs_both_ca_cert_and_key_or_neither(root: tuple[x509.Certificate, PrivateKey]) -> None:
     cert, key = root
 
     with pytest.raises(InvalidInput):
-        pki.create_device("dev", cert, None)
+        issue_device("dev", cert, None)
     with pytest.raises(InvalidInput):
-        pki.create_device("dev", None, key)
+        issue_device("dev", None, key)
 
 
 def test_a_ca_key_that_does_not_belong_to_the_ca_certificate_is_refused(
     root: tuple[x509.Certificate, PrivateKey], inter: tuple[x509.Certificate, PrivateKey]
 ) -> None:
     with pytest.raises(InvalidInput, match="does not belong to the CA certificate 'CN=Contoso Test Root'"):
-        pki.create_device("dev", root[0], inter[1])
+        issue_device("dev", root[0], inter[1])
     with pytest.raises(InvalidInput):
-        pki.create_intermediate("Inter", root[0], inter[1])
+        issue_intermediate("Inter", root[0], inter[1])
     with pytest.raises(InvalidInput):
-        pki.create_verification("ABC", root[0], inter[1])
+        issue_verification("ABC", root[0], inter[1])
 
 
 def test_is_ca_makes_a_ca_flagged_leaf_for_negative_tests(inter: tuple[x509.Certificate, PrivateKey]) -> None:
-    cert, _ = pki.create_device("odd-device", *inter, is_ca=True)
+    cert, _ = issue_device("odd-device", *inter, is_ca=True)
 
     assert ext(cert, x509.BasicConstraints).value.ca
 
@@ -201,42 +208,42 @@ def test_verification_certificate_proves_possession_of_the_ca_key(
 ) -> None:
     code = "3A8F7C1D9E2B4F60A1C3E5D7B9F1A3C5E7D9B1F3A5C7E9D1"
 
-    cert = pki.create_verification(code, *root)
+    cert = issue_verification(code, *root)
 
     assert common_name(cert) == code
     assert cert.issuer == root[0].subject
-    assert chain_ok(check_issued_by(cert, root[0], ca_depth=0))
+    assert all_ok(check_issued_by(cert, root[0], ca_depth=0))
     assert not ext(cert, x509.BasicConstraints).value.ca
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=30)
-    other_root, _ = pki.create_root("Contoso Test Root")
-    assert not chain_ok(check_issued_by(cert, other_root, ca_depth=0))
+    other_root, _ = issue_root("Contoso Test Root")
+    assert not all_ok(check_issued_by(cert, other_root, ca_depth=0))
 
 
 @pytest.mark.parametrize("code", ["", "   ", "X" * 65])
 def test_verification_code_must_fit_a_common_name(code: str, root: tuple[x509.Certificate, PrivateKey]) -> None:
     with pytest.raises(InvalidInput):
-        pki.create_verification(code, *root)
+        issue_verification(code, *root)
 
 
-@pytest.mark.parametrize("days", [0, -1, pki.MAX_DAYS + 1])
+@pytest.mark.parametrize("days", [0, -1, MAX_DAYS + 1])
 def test_days_out_of_range_are_invalid_input(days: int, root: tuple[x509.Certificate, PrivateKey]) -> None:
     with pytest.raises(InvalidInput):
-        pki.create_device("dev", *root, days=days)
+        issue_device("dev", *root, days=days)
     with pytest.raises(InvalidInput):
-        pki.create_root("Root", days=days)
+        issue_root("Root", days=days)
 
 
 def test_expired_and_future_certificates_can_be_made_for_tests(root: tuple[x509.Certificate, PrivateKey]) -> None:
-    expired, _ = pki.create_device("old", *root, not_before=now() - timedelta(days=3), days=1)
-    future, _ = pki.create_intermediate("Later CA", *root, not_before=now() + timedelta(days=2), days=5)
+    expired, _ = issue_device("old", *root, not_before=now() - timedelta(days=3), days=1)
+    future, _ = issue_intermediate("Later CA", *root, not_before=now() + timedelta(days=2), days=5)
 
     assert expired.not_valid_after_utc < now()
     assert future.not_valid_before_utc > now()
-    assert not chain_ok(verify_chain([expired, root[0]], now()))
+    assert not all_ok(verify_chain([expired, root[0]], now()))
 
 
 def test_a_naive_not_before_is_taken_as_utc() -> None:
-    cert, _ = pki.create_root("Root", not_before=datetime(2030, 1, 2, 3, 4, 5), days=1)
+    cert, _ = issue_root("Root", not_before=datetime(2030, 1, 2, 3, 4, 5), days=1)
 
     assert certificate_info(cert)["notBeforeUtc"] == "2030-01-02T03:04:05Z"
     assert certificate_info(cert)["notAfterUtc"] == "2030-01-03T03:04:05Z"
@@ -245,9 +252,9 @@ def test_a_naive_not_before_is_taken_as_utc() -> None:
 @pytest.mark.parametrize("name", ["", " ", "R" * 65])
 def test_ca_common_names_must_fit(name: str, root: tuple[x509.Certificate, PrivateKey]) -> None:
     with pytest.raises(InvalidInput):
-        pki.create_root(name)
+        issue_root(name)
     with pytest.raises(InvalidInput):
-        pki.create_intermediate(name, *root)
+        issue_intermediate(name, *root)
 
 
 def test_a_users_own_p384_ca_signs_with_sha384() -> None:
@@ -266,10 +273,10 @@ def test_a_users_own_p384_ca_signs_with_sha384() -> None:
         .sign(key, hashes.SHA384())
     )
 
-    device, _ = pki.create_device("p384-device", p384_ca, key)
+    device, _ = issue_device("p384-device", p384_ca, key)
 
     assert device.signature_hash_algorithm is not None and device.signature_hash_algorithm.name == "sha384"
-    assert chain_ok(verify_chain([device, p384_ca], now()))
+    assert all_ok(verify_chain([device, p384_ca], now()))
 
 
 # --------------------------------------------------------------------------- the CN law
@@ -291,20 +298,20 @@ registration_ids = st.one_of(
 @given(registration_id=registration_ids)
 def test_device_cn_law(registration_id: str) -> None:
     if is_valid_device_cn(registration_id):
-        cert, _ = pki.create_device(registration_id, None, None)
+        cert, _ = issue_device(registration_id, None, None)
         assert common_name(cert) == registration_id
         assert certificate_info(cert)["subjectName"] == f"CN={registration_id}"
     else:
         with pytest.raises(InvalidInput):
-            pki.create_device(registration_id, None, None)
+            issue_device(registration_id, None, None)
 
 
 def test_cn_law_boundaries() -> None:
-    assert common_name(pki.create_device("a" * 64, None, None)[0]) == "a" * 64
-    assert common_name(pki.create_device("0:a.b_c-", None, None)[0]) == "0:a.b_c-"
+    assert common_name(issue_device("a" * 64, None, None)[0]) == "a" * 64
+    assert common_name(issue_device("0:a.b_c-", None, None)[0]) == "0:a.b_c-"
     for bad in ("a" * 65, "-leading-dash", "trailing-newline\n", "ünïcode", "has space"):
         with pytest.raises(InvalidInput):
-            pki.create_device(bad, None, None)
+            issue_device(bad, None, None)
 
 
 # --------------------------------------------------------------------------- writing files
@@ -316,11 +323,11 @@ def mode_of(path: Path) -> int:
 
 
 def test_private_key_file_is_0600_pkcs8_and_openssl_reads_it(tmp_path: Path) -> None:
-    key = pki.new_private_key()
+    key = new_private_key()
     path = tmp_path / "device.key"
     old_umask = os.umask(0)  # the most permissive umask must still give 0600
     try:
-        pki.write_private_key(path, key)
+        write_private_key(path, key)
     finally:
         os.umask(old_umask)
 
@@ -334,17 +341,17 @@ def test_private_key_file_is_0600_pkcs8_and_openssl_reads_it(tmp_path: Path) -> 
 
 def test_an_existing_key_is_overwritten_only_with_force(tmp_path: Path) -> None:
     path = tmp_path / "device.key"
-    first, second = pki.new_private_key(), pki.new_private_key()
-    pki.write_private_key(path, first)
+    first, second = new_private_key(), new_private_key()
+    write_private_key(path, first)
     original = path.read_bytes()
 
     with pytest.raises(Conflict) as caught:
-        pki.write_private_key(path, second)
+        write_private_key(path, second)
     assert "--force" in (caught.value.hint or "")
     assert path.read_bytes() == original
 
     path.chmod(0o644)  # someone loosened it; an overwrite must tighten it again
-    pki.write_private_key(path, second, force=True)
+    write_private_key(path, second, force=True)
     assert mode_of(path) == 0o600
     assert load_private_key(path.read_bytes(), source="k").private_numbers() == second.private_numbers()  # type: ignore[union-attr]
 
@@ -356,25 +363,25 @@ def test_a_key_is_never_written_through_a_symlink(tmp_path: Path) -> None:
     link.symlink_to(target)
 
     with pytest.raises(Conflict):
-        pki.write_private_key(link, pki.new_private_key())
+        write_private_key(link, new_private_key())
     # --force replaces the link itself with a new 0600 file: the link's target is never written.
-    pki.write_private_key(link, pki.new_private_key(), force=True)
+    write_private_key(link, new_private_key(), force=True)
     assert target.read_text() == "untouched"
     assert not link.is_symlink() and "PRIVATE KEY" in link.read_text() and (link.stat().st_mode & 0o777) == 0o600
 
 
 def test_writing_into_a_missing_folder_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="cannot write"):
-        pki.write_private_key(tmp_path / "missing" / "device.key", pki.new_private_key())
+        write_private_key(tmp_path / "missing" / "device.key", new_private_key())
 
 
 def test_certificate_files_are_0644_pem_in_order_and_overwritten_only_with_force(
     root: tuple[x509.Certificate, PrivateKey], inter: tuple[x509.Certificate, PrivateKey], tmp_path: Path
 ) -> None:
-    device, _ = pki.create_device("dev-1", *inter)
+    device, _ = issue_device("dev-1", *inter)
     path = tmp_path / "device-full-chain.pem"
 
-    pki.write_certificates(path, [device, inter[0], root[0]])
+    write_certificates(path, [device, inter[0], root[0]])
 
     assert mode_of(path) == 0o644
     loaded = load_certificates(path.read_bytes(), source=path.name)
@@ -386,12 +393,12 @@ def test_certificate_files_are_0644_pem_in_order_and_overwritten_only_with_force
     found = subprocess.run(["openssl", "storeutl", "-noout", "-certs", str(path)], capture_output=True, text=True)
     assert "Total found: 3" in found.stdout
     with pytest.raises(Conflict):
-        pki.write_certificates(path, [root[0]])
-    pki.write_certificates(path, [root[0]], force=True)
+        write_certificates(path, [root[0]])
+    write_certificates(path, [root[0]], force=True)
     assert len(load_certificates(path.read_bytes(), source=path.name)) == 1
 
 
 def test_writing_no_certificates_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput):
-        pki.write_certificates(tmp_path / "empty.pem", [])
+        write_certificates(tmp_path / "empty.pem", [])
     assert not (tmp_path / "empty.pem").exists()

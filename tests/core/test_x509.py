@@ -18,20 +18,19 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dpsctl.core import pki
-from dpsctl.core.errors import InvalidInput
-from dpsctl.core.x509 import (
+from dpsctl.core.certs import (
     MAX_CERTIFICATES,
     MAX_INPUT_BYTES,
-    Check,
     PrivateKey,
     cert_to_pem,
     certificate_info,
-    chain_ok,
     check_issued_by,
-    check_key,
+    check_key_strength,
     check_validity,
     common_name,
+    issue_device,
+    issue_intermediate,
+    issue_root,
     load_certificates,
     load_private_key,
     same_certificate,
@@ -41,6 +40,8 @@ from dpsctl.core.x509 import (
     verify_chain,
     verify_possession,
 )
+from dpsctl.core.checks import Check, all_ok
+from dpsctl.core.errors import InvalidInput
 
 
 def now() -> datetime:
@@ -70,9 +71,9 @@ class Chain:
 
 def build_chain(folder: Path, key_type: str) -> Chain:
     """Create the chain with dpsctl and write each certificate as its own PEM file."""
-    root, root_key = pki.create_root("Contoso Root", key_type=key_type)
-    inter, inter_key = pki.create_intermediate("Contoso Intermediate", root, root_key, key_type=key_type)
-    device, device_key = pki.create_device("contoso-device-01", inter, inter_key, key_type=key_type)
+    root, root_key = issue_root("Contoso Root", key_type=key_type)
+    inter, inter_key = issue_intermediate("Contoso Intermediate", root, root_key, key_type=key_type)
+    device, device_key = issue_device("contoso-device-01", inter, inter_key, key_type=key_type)
     folder.mkdir(parents=True, exist_ok=True)
     for name, cert in (("root", root), ("inter", inter), ("device", device)):
         (folder / f"{name}.pem").write_text(cert_to_pem(cert))
@@ -139,7 +140,7 @@ def test_dpsctl_made_chain_verifies_here_and_with_openssl(chain_name: str, reque
 
     checks = verify_chain([chain.device, chain.inter, chain.root], now())
 
-    assert chain_ok(checks), failures(checks)
+    assert all_ok(checks), failures(checks)
     assert {check.subject for check in checks} == {"CN=contoso-device-01", "CN=Contoso Intermediate", "CN=Contoso Root"}
     assert "is signed by 'CN=Contoso Intermediate'" in [c.what for c in checks]
     result = openssl_verify(chain.path("root"), chain.path("device"), chain.path("inter"))
@@ -151,7 +152,7 @@ def test_openssl_refuses_the_chain_without_its_intermediate_so_the_cross_check_c
     result = openssl_verify(ec_chain.path("root"), ec_chain.path("device"))
 
     assert result.returncode != 0
-    assert not chain_ok(verify_chain([ec_chain.device, ec_chain.root], now()))
+    assert not all_ok(verify_chain([ec_chain.device, ec_chain.root], now()))
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def test_openssl_made_chain_loads_and_verifies(shell_chain: Path) -> None:
     assert common_name(leaf) == "shell-device-01"
     assert certificate_info(root)["subjectName"] == "CN=Shell Root, O=Contoso, C=US"
     checks = verify_chain([leaf, root], now())
-    assert chain_ok(checks), failures(checks)
+    assert all_ok(checks), failures(checks)
 
 
 def test_possession_proof_with_an_openssl_made_key(shell_chain: Path) -> None:
@@ -219,18 +220,18 @@ def test_rsa_pss_signed_child_verifies(rsa_chain: Chain) -> None:
 
     checks = check_issued_by(child, rsa_chain.root, ca_depth=0)
 
-    assert chain_ok(checks), failures(checks)
-    assert not chain_ok(check_issued_by(child, rsa_chain.inter, ca_depth=0))
+    assert all_ok(checks), failures(checks)
+    assert not all_ok(check_issued_by(child, rsa_chain.inter, ca_depth=0))
 
 
 # --------------------------------------------------------------------------- chains that must be refused
 
 
 def test_expired_and_not_yet_valid_devices_fail_the_validity_check(ec_chain: Chain, tmp_path: Path) -> None:
-    expired, _ = pki.create_device(
+    expired, _ = issue_device(
         "old-device", ec_chain.inter, ec_chain.inter_key, not_before=now() - timedelta(days=10), days=1
     )
-    future, _ = pki.create_device(
+    future, _ = issue_device(
         "new-device", ec_chain.inter, ec_chain.inter_key, not_before=now() + timedelta(days=1), days=30
     )
 
@@ -265,8 +266,8 @@ def test_validity_law(ec_chain: Chain, moment: datetime) -> None:
 
 def test_device_signed_by_a_different_ca_key_fails_only_the_signature_check(ec_chain: Chain, tmp_path: Path) -> None:
     # An impostor CA with the same name: the name link holds, only the signature can tell them apart.
-    impostor, impostor_key = pki.create_intermediate("Contoso Intermediate", ec_chain.root, ec_chain.root_key)
-    forged, _ = pki.create_device("contoso-device-01", impostor, impostor_key)
+    impostor, impostor_key = issue_intermediate("Contoso Intermediate", ec_chain.root, ec_chain.root_key)
+    forged, _ = issue_device("contoso-device-01", impostor, impostor_key)
 
     (only,) = failures(verify_chain([forged, ec_chain.inter, ec_chain.root], now()))
 
@@ -278,8 +279,8 @@ def test_device_signed_by_a_different_ca_key_fails_only_the_signature_check(ec_c
 
 def test_a_device_certificate_cannot_act_as_a_ca(ec_chain: Chain, tmp_path: Path) -> None:
     # Issued straight by the root (no path length limit), so the CA flag is the only thing wrong.
-    device, device_key = pki.create_device("rogue-device", ec_chain.root, ec_chain.root_key)
-    child, _ = pki.create_device("child-device", device, device_key)
+    device, device_key = issue_device("rogue-device", ec_chain.root, ec_chain.root_key)
+    child, _ = issue_device("child-device", device, device_key)
 
     failed = failures(verify_chain([child, device, ec_chain.root], now()))
 
@@ -296,7 +297,7 @@ def test_a_device_certificate_cannot_act_as_a_ca(ec_chain: Chain, tmp_path: Path
 def test_issuer_without_basic_constraints_is_not_a_ca(ec_chain: Chain) -> None:
     bare_key = ec.generate_private_key(ec.SECP256R1())
     bare_issuer = self_signed_with(bare_key, "No Extensions CA")
-    child, _ = pki.create_device("child-device", bare_issuer, bare_key)
+    child, _ = issue_device("child-device", bare_issuer, bare_key)
 
     (failed,) = failures(check_issued_by(child, bare_issuer, ca_depth=0))
 
@@ -304,8 +305,8 @@ def test_issuer_without_basic_constraints_is_not_a_ca(ec_chain: Chain) -> None:
 
 
 def test_path_length_zero_intermediate_cannot_sign_another_intermediate(ec_chain: Chain, tmp_path: Path) -> None:
-    sub, sub_key = pki.create_intermediate("Contoso Sub CA", ec_chain.inter, ec_chain.inter_key)
-    leaf, _ = pki.create_device("deep-device", sub, sub_key)
+    sub, sub_key = issue_intermediate("Contoso Sub CA", ec_chain.inter, ec_chain.inter_key)
+    leaf, _ = issue_device("deep-device", sub, sub_key)
 
     (only,) = failures(verify_chain([leaf, sub, ec_chain.inter, ec_chain.root], now()))
 
@@ -316,16 +317,16 @@ def test_path_length_zero_intermediate_cannot_sign_another_intermediate(ec_chain
 
 
 def test_path_length_one_allows_one_intermediate_below() -> None:
-    root, root_key = pki.create_root("Root", path_length=1)
-    inter, inter_key = pki.create_intermediate("Inter", root, root_key)
-    leaf, _ = pki.create_device("dev", inter, inter_key)
+    root, root_key = issue_root("Root", path_length=1)
+    inter, inter_key = issue_intermediate("Inter", root, root_key)
+    leaf, _ = issue_device("dev", inter, inter_key)
 
-    assert chain_ok(verify_chain([leaf, inter, root], now()))
-    assert not chain_ok(check_issued_by(inter, root, ca_depth=2))
+    assert all_ok(verify_chain([leaf, inter, root], now()))
+    assert not all_ok(check_issued_by(inter, root, ca_depth=2))
 
 
 def test_a_ca_certificate_is_refused_as_the_device_leaf(ec_chain: Chain) -> None:
-    leaf, _ = pki.create_device("ca-flagged-device", ec_chain.inter, ec_chain.inter_key, is_ca=True)
+    leaf, _ = issue_device("ca-flagged-device", ec_chain.inter, ec_chain.inter_key, is_ca=True)
 
     (only,) = failures(verify_chain([leaf, ec_chain.inter, ec_chain.root], now()))
 
@@ -345,7 +346,7 @@ def test_a_missing_link_fails_name_and_signature(ec_chain: Chain) -> None:
 def test_only_the_leaf_first_order_verifies(ec_chain: Chain, order: list[int]) -> None:
     certs = [ec_chain.device, ec_chain.inter, ec_chain.root]
 
-    assert chain_ok(verify_chain([certs[i] for i in order], now())) is (order == [0, 1, 2])
+    assert all_ok(verify_chain([certs[i] for i in order], now())) is (order == [0, 1, 2])
 
 
 def test_a_chain_longer_than_the_limit_fails(ec_chain: Chain) -> None:
@@ -354,7 +355,7 @@ def test_a_chain_longer_than_the_limit_fails(ec_chain: Chain) -> None:
     (only,) = failures(verify_chain(chain, now(), max_length=2))
 
     assert only.what == "chain has 3 certificates, more than the limit of 2"
-    assert chain_ok(verify_chain(chain, now(), max_length=3))
+    assert all_ok(verify_chain(chain, now(), max_length=3))
 
 
 def test_an_empty_chain_is_invalid_input() -> None:
@@ -373,7 +374,7 @@ def test_an_empty_chain_is_invalid_input() -> None:
     ids=["p384", "p521", "rsa1024", "ed25519"],
 )
 def test_check_key_accepts_only_dps_key_types(key: object, ok: bool, what: str) -> None:
-    check = check_key(self_signed_with(key))
+    check = check_key_strength(self_signed_with(key))
 
     assert check.ok is ok
     assert check.what.startswith(what)
@@ -597,7 +598,7 @@ def test_a_signature_with_unused_bits_set_is_refused_like_openssl_does(ec_chain:
     # DER demands the unused bits be zero, so pick a signature whose last bit is 0 (half of them are).
     device = next(
         cert
-        for cert, _key in (pki.create_device("dev", ec_chain.inter, ec_chain.inter_key) for _ in range(64))
+        for cert, _key in (issue_device("dev", ec_chain.inter, ec_chain.inter_key) for _ in range(64))
         if cert.signature[-1] % 2 == 0
     )
     altered = bytearray(device.public_bytes(serialization.Encoding.DER))
@@ -608,7 +609,7 @@ def test_a_signature_with_unused_bits_set_is_refused_like_openssl_does(ec_chain:
     (only,) = failures(verify_chain([cert, ec_chain.inter, ec_chain.root], now()))
 
     assert only.what == "signature does not verify with the key of 'CN=Contoso Intermediate'"
-    assert chain_ok(verify_chain([device, ec_chain.inter, ec_chain.root], now()))
+    assert all_ok(verify_chain([device, ec_chain.inter, ec_chain.root], now()))
     result = openssl_verify(ec_chain.path("root"), write_pem(tmp_path, "altered", cert), ec_chain.path("inter"))
     assert result.returncode != 0 and "bit string" in result.stdout + result.stderr
 
@@ -627,7 +628,7 @@ def test_no_single_byte_corruption_of_a_device_certificate_verifies(
         (cert,) = load_certificates(bytes(corrupted), source="corrupted.cer")
     except InvalidInput:
         return
-    assert not chain_ok(verify_chain([cert, ec_chain.inter, ec_chain.root], now()))
+    assert not all_ok(verify_chain([cert, ec_chain.inter, ec_chain.root], now()))
 
 
 # --------------------------------------------------------------------------- private keys

@@ -480,11 +480,11 @@ class Files:
     # -- a small PKI, made once
     def pki(self, name: str) -> Any:
         if not self._pki:
-            from dpsctl.core import pki
+            from dpsctl.core.certs import issue_device, issue_intermediate, issue_root
 
-            root = pki.create_root("hostile root", path_length=2)
-            inter = pki.create_intermediate("hostile intermediate", *root, path_length=0)
-            self._pki.update(root=root, inter=inter, dev=pki.create_device("dev-x509", *inter), other=pki.create_device("other-01", *inter))
+            root = issue_root("hostile root", path_length=2)
+            inter = issue_intermediate("hostile intermediate", *root, path_length=0)
+            self._pki.update(root=root, inter=inter, dev=issue_device("dev-x509", *inter), other=issue_device("other-01", *inter))
         return self._pki[name]
 
 
@@ -514,19 +514,19 @@ def _key_der(key: Any) -> bytes:
 
 def _device(files: Files, reg_id: str, *, part: str, **options: Any) -> bytes:
     """A device certificate below the intermediate (chain file: leaf then intermediate), or its key."""
-    from dpsctl.core import pki
+    from dpsctl.core.certs import issue_device
 
     cache = f"device:{reg_id}"
     if cache not in files._pki:
         files.pki("inter")
-        files._pki[cache] = pki.create_device(reg_id, *files._pki["inter"], **options)
+        files._pki[cache] = issue_device(reg_id, *files._pki["inter"], **options)
     cert, key = files._pki[cache]
     return _pem(cert, files._pki["inter"][0]) if part == "cert" else _key_pem(key)
 
 
 def _chain(files: Files, name: str) -> tuple[list[Any], Any]:
     """Special chains: (certificates leaf first, leaf key)."""
-    from dpsctl.core import pki
+    from dpsctl.core.certs import issue_device, issue_intermediate, issue_root
 
     cache = f"chain:{name}"
     if cache not in files._pki:
@@ -534,23 +534,23 @@ def _chain(files: Files, name: str) -> tuple[list[Any], Any]:
         if name == "noca":
             root = files.pki("root")
             fake_ca = _not_a_ca("fake-ca", *root)  # basicConstraints CA=false, yet it signs below
-            leaf = pki.create_device("dev-noca", *fake_ca)
+            leaf = issue_device("dev-noca", *fake_ca)
             files._pki[cache] = ([leaf[0], fake_ca[0], root[0]], leaf[1])
         elif name == "pathlen":
-            root0 = pki.create_root("pathlen root", path_length=0)
-            inter0 = pki.create_intermediate("pathlen intermediate", *root0, path_length=None)
-            leaf = pki.create_device("dev-pathlen", *inter0)
+            root0 = issue_root("pathlen root", path_length=0)
+            inter0 = issue_intermediate("pathlen intermediate", *root0, path_length=None)
+            leaf = issue_device("dev-pathlen", *inter0)
             files._pki[cache] = ([leaf[0], inter0[0], root0[0]], leaf[1])
         elif name == "long":
-            issuer = pki.create_root("long root")
+            issuer = issue_root("long root")
             certs = []
             for level in range(10):
-                issuer = pki.create_intermediate(f"long {level}", *issuer, path_length=None)
+                issuer = issue_intermediate(f"long {level}", *issuer, path_length=None)
                 certs.insert(0, issuer[0])
-            leaf = pki.create_device("long-01", *issuer)
+            leaf = issue_device("long-01", *issuer)
             files._pki[cache] = ([leaf[0], *certs], leaf[1])
         elif name == "self":
-            leaf = pki.create_device("self-01", None, None)
+            leaf = issue_device("self-01", None, None)
             files._pki[cache] = ([leaf[0]], leaf[1])
         elif name == "weak":
             files._pki[cache] = _weak_rsa_certificate()

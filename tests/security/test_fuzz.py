@@ -20,8 +20,20 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpsctl.core import ids, keys, sas, x509
+from dpsctl.core import ids, keys, sas
 from dpsctl.core.batch import read_batch_file
+from dpsctl.core.certs import (
+    MAX_CERTIFICATES,
+    certificate_info,
+    common_name,
+    load_certificates,
+    load_private_key,
+    sign_possession_challenge,
+    subject_of,
+    verify_chain,
+    verify_possession,
+)
+from dpsctl.core.checks import all_ok
 from dpsctl.core.custom_allocation import AllocationResponse, parse_allocation_response
 from dpsctl.core.errors import AllocationFailed, DpsError
 from dpsctl.core.jsondepth import MAX_JSON_DEPTH, too_deep
@@ -72,12 +84,12 @@ def seed_material() -> dict[str, bytes]:
     """A real chain and key from dpsctl's own PKI, to mutate."""
     from cryptography.hazmat.primitives import serialization
 
-    from dpsctl.core import pki
+    from dpsctl.core.certs import issue_device, issue_intermediate, issue_root
 
-    root = pki.create_root("fuzz root")
-    inter = pki.create_intermediate("fuzz intermediate", *root)
-    leaf, key = pki.create_device("fuzz-01", *inter)
-    expired = pki.create_device("fuzz-02", *inter, not_before=datetime.now(timezone.utc) - timedelta(days=30), days=1)[0]
+    root = issue_root("fuzz root")
+    inter = issue_intermediate("fuzz intermediate", *root)
+    leaf, key = issue_device("fuzz-01", *inter)
+    expired = issue_device("fuzz-02", *inter, not_before=datetime.now(timezone.utc) - timedelta(days=30), days=1)[0]
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, inter[0], root[0]))
     return {
         "pem": pem,
@@ -214,25 +226,25 @@ def test_keys_decode_and_derive_or_are_invalid_input(key, reg_id):
 @PROPERTY
 @given(certificate_inputs)
 def test_certificate_input_loads_or_is_invalid_input(data):
-    certs = only_dps_errors(x509.load_certificates, data, source="input")
+    certs = only_dps_errors(load_certificates, data, source="input")
     if isinstance(certs, DpsError):
         return
-    assert 1 <= len(certs) <= x509.MAX_CERTIFICATES
+    assert 1 <= len(certs) <= MAX_CERTIFICATES
     # A loaded chain can always be described and judged (a bad one fails checks; it never raises).
     for cert in certs:
-        x509.certificate_info(cert)
-        x509.subject_of(cert)
-        x509.common_name(cert)
-    x509.chain_ok(x509.verify_chain(certs, NOW))
+        certificate_info(cert)
+        subject_of(cert)
+        common_name(cert)
+    all_ok(verify_chain(certs, NOW))
 
 
 @PROPERTY
 @given(key_inputs)
 def test_private_key_input_loads_or_is_invalid_input(data):
-    key = only_dps_errors(x509.load_private_key, data, source="key")
+    key = only_dps_errors(load_private_key, data, source="key")
     if not isinstance(key, DpsError):
-        leaf = x509.load_certificates(seed_material()["pem"], source="seed")[0]
-        x509.verify_possession(leaf, b"nonce", x509.sign_possession_challenge(key, b"nonce"))
+        leaf = load_certificates(seed_material()["pem"], source="seed")[0]
+        verify_possession(leaf, b"nonce", sign_possession_challenge(key, b"nonce"))
 
 
 # --------------------------------------------------------------------------- import documents

@@ -61,10 +61,19 @@ def username(scope: str, registration_id: str) -> str:
 class RawMqtt:
     """A TLS connection to the MQTT port that reads whole packets back."""
 
-    def __init__(self, port: int, ca: Path, host: str = "127.0.0.1", *, timeout: float = 10.0, tls: bool = True) -> None:
+    def __init__(
+        self,
+        port: int,
+        ca: Path,
+        host: str = "127.0.0.1",
+        *,
+        timeout: float = 10.0,
+        tls: bool = True,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         raw = socket.create_connection((host, port), timeout=timeout)
         if tls:
-            context = ssl.create_default_context(cafile=str(ca))
+            context = context or ssl.create_default_context(cafile=str(ca))
             self.sock: socket.socket = context.wrap_socket(raw, server_hostname="localhost")
         else:
             self.sock = raw

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dpsctl.core.attestation import Trace
+from dpsctl.core.checks import Check
 from dpsctl.core.clock import format_timestamp, new_operation_id
 from dpsctl.core.engine.request import Json
 from dpsctl.core.errors import Disabled, DpsError, Unauthorized
@@ -26,7 +27,7 @@ class ProvisionResult:
     status: str  # assigned | failed | disabled | unauthorized
     registration_id: str
     operation: Json
-    explain: list[dict[str, str]]
+    explain: list[Check]
     error: DpsError | None = None
     connection_string: str | None = None
     record: Registration | None = None  # the registration record as decided (written unless unrecorded or a 401)

@@ -46,9 +46,9 @@ def registration_id_of(request: RegistrationRequest) -> str:
     cred = request.credential
     reg_id = request.registration_id
     if reg_id is None and isinstance(cred, X509Credential):
-        from dpsctl.core import x509
+        from dpsctl.core.certs import common_name
 
-        reg_id = x509.common_name(cred.chain[0])
+        reg_id = common_name(cred.chain[0])
         if not reg_id:
             raise InvalidInput("the device certificate has no subject CN, so it has no registration ID")
     if reg_id is None and isinstance(cred, TpmCredential):

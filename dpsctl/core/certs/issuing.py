@@ -1,27 +1,26 @@
-"""A test PKI for DPS: create root, intermediate, device and verification certificates, and write them safely.
+"""Issuing certificates for a test PKI: root, intermediate, device and verification certificates, in memory.
 
 Nothing here enforces chain rules (CA flags, path lengths, validity nesting): tests and demos need to build
-bad chains too, and `dpsctl.core.x509.verify_chain` is the one judge of a chain.
+bad chains too, and `verifying.verify_chain` is the one judge of a chain. `files` writes what is issued here.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dpsctl.core.errors import Conflict, InvalidInput
-from dpsctl.core.x509 import PrivateKey, subject_of
+from dpsctl.core.certs.describing import PrivateKey, as_utc, key_belongs_to, subject_of
+from dpsctl.core.certs.verifying import MIN_RSA_BITS
+from dpsctl.core.errors import InvalidInput
 
-KEY_TYPES = ("ec", "rsa")
-MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
 MAX_DAYS = 100 * 366
 """Longest validity accepted; beyond it dates approach year 9999, which X.509 cannot encode."""
@@ -53,7 +52,7 @@ def new_private_key(key_type: str = "ec", rsa_bits: int = 2048) -> PrivateKey:
 # --------------------------------------------------------------------------- certificates
 
 
-def create_root(
+def issue_root(
     common_name: str,
     *,
     key_type: str = "ec",
@@ -73,7 +72,7 @@ def create_root(
     return _sign(builder, key), key
 
 
-def create_intermediate(
+def issue_intermediate(
     common_name: str,
     ca_cert: x509.Certificate,
     ca_key: PrivateKey,
@@ -96,7 +95,7 @@ def create_intermediate(
     return _sign(builder, ca_key), key
 
 
-def create_device(
+def issue_device(
     registration_id: str,
     ca_cert: x509.Certificate | None,
     ca_key: PrivateKey | None,
@@ -108,7 +107,7 @@ def create_device(
     is_ca: bool = False,
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A device (leaf) certificate whose CN is the registration ID; self-signed when ca_cert is None."""
-    require_registration_id(registration_id)
+    _require_device_cn(registration_id)
     if (ca_cert is None) != (ca_key is None):
         raise InvalidInput(
             "a device certificate needs both the CA certificate and the CA key, or neither (self-signed)"
@@ -127,9 +126,7 @@ def create_device(
     return _sign(builder, key if ca_key is None else ca_key), key
 
 
-def create_verification(
-    code: str, ca_cert: x509.Certificate, ca_key: PrivateKey, *, days: int = 30
-) -> x509.Certificate:
+def issue_verification(code: str, ca_cert: x509.Certificate, ca_key: PrivateKey, *, days: int = 30) -> x509.Certificate:
     """The proof-of-possession certificate DPS asks for: CN = verification code, signed by the CA key."""
     name = _subject(code, what="verification code")
     _require_key_of(ca_cert, ca_key)
@@ -142,7 +139,29 @@ def create_verification(
     return _sign(builder, ca_key)
 
 
-def require_registration_id(registration_id: str) -> None:
+def issue_server(
+    names: list[str], ca_cert: x509.Certificate, ca_key: PrivateKey, now: datetime, *, days: int
+) -> tuple[x509.Certificate, PrivateKey]:
+    """A TLS server certificate for `names` (DNS names and IP addresses), ending no later than its CA, and its key."""
+    _require_key_of(ca_cert, ca_key)
+    key = new_private_key("ec")
+    alt: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt.append(x509.DNSName(name))
+    start = as_utc(now) - CLOCK_SKEW
+    validity = (start, min(as_utc(now) + timedelta(days=days), ca_cert.not_valid_after_utc))
+    localhost = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    builder = _with_end_entity_extensions(_builder(localhost, ca_cert.subject, key.public_key(), validity))
+    builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    builder = _with_key_identifiers(builder, key.public_key(), issuer_cert=ca_cert)
+    return _sign(builder, ca_key), key
+
+
+def _require_device_cn(registration_id: str) -> None:
     """Refuse a registration ID that cannot be an X.509 device CN (1..64 chars, alnum first, then alnum - . _ :)."""
     if _REGISTRATION_ID.fullmatch(registration_id) is None:
         raise InvalidInput(
@@ -166,28 +185,18 @@ def _require_path_length(path_length: int | None) -> None:
 
 def _require_key_of(ca_cert: x509.Certificate, ca_key: PrivateKey) -> None:
     """The CA key is the private half of the CA certificate's public key (catches swapped files early)."""
-    if _public_der(ca_cert.public_key()) != _public_der(ca_key.public_key()):
+    if not key_belongs_to(ca_key, ca_cert):
         raise InvalidInput(
             f"the CA key does not belong to the CA certificate '{subject_of(ca_cert)}'",
             hint="pass the key file that was created together with that certificate",
         )
 
 
-def _public_der(public_key: CertificatePublicKeyTypes) -> bytes:
-    """SubjectPublicKeyInfo DER of a public key, for comparing keys."""
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def _validity(days: int, not_before: datetime | None) -> tuple[datetime, datetime]:
     """(notBefore, notAfter): backdated for clock skew by default; days may yield an already expired cert."""
     if not 1 <= days <= MAX_DAYS:
         raise InvalidInput(f"validity of {days} days is outside 1..{MAX_DAYS}")
-    if not_before is None:
-        start = datetime.now(UTC) - CLOCK_SKEW
-    elif not_before.tzinfo is None:
-        start = not_before.replace(tzinfo=UTC)
-    else:
-        start = not_before.astimezone(UTC)
+    start = datetime.now(UTC) - CLOCK_SKEW if not_before is None else as_utc(not_before)
     try:
         return start, start + timedelta(days=days)
     except OverflowError:
@@ -273,38 +282,3 @@ def _sign(builder: x509.CertificateBuilder, signing_key: PrivateKey) -> x509.Cer
     if isinstance(signing_key, ec.EllipticCurvePrivateKey) and signing_key.curve.key_size >= 384:
         digest = hashes.SHA384()
     return builder.sign(signing_key, digest)
-
-
-# --------------------------------------------------------------------------- files
-
-
-def write_private_key(path: Path, key: PrivateKey, *, force: bool = False) -> None:
-    """Write the key as unencrypted PKCS#8 PEM, mode 0600 from the first byte; overwrite only with force."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_new_file(path, pem, mode=0o600, force=force, what="private key")
-
-
-def write_certificates(path: Path, certs: list[x509.Certificate], *, force: bool = False) -> None:
-    """Write the certificates as concatenated PEM in the given order, mode 0644; overwrite only with force."""
-    if not certs:
-        raise InvalidInput(f"{path}: no certificates to write")
-    pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certs)
-    _write_new_file(path, pem, mode=0o644, force=force, what="certificate file")
-
-
-def _write_new_file(path: Path, content: bytes, *, mode: int, force: bool, what: str) -> None:
-    """Create (or with force, truncate) a file with an exact mode set before any content is written."""
-    # O_EXCL makes "does it exist?" and "create it" one step; O_NOFOLLOW stops a planted symlink from
-    # redirecting a private key elsewhere.
-    # --force renames a new file over the old one, so a planted link is replaced, never written through.
-    from dpsctl.core.safefiles import os_error, write_atomically, write_new
-
-    try:
-        if force:
-            write_atomically(Path(path), content, mode=mode)
-        else:
-            write_new(Path(path), content, mode=mode)
-    except FileExistsError:
-        raise Conflict(f"{path}: {what} already exists", hint="pass --force to overwrite it") from None
-    except OSError as error:
-        raise os_error(error, path, f"write the {what}", InvalidInput) from None

@@ -1,8 +1,9 @@
-"""The files of `dpsctl cert create-*`: load the issuing CA, refuse chains that could never verify, write PEM files.
+"""Certificate files: load the issuing CA, refuse chains that could never verify, and write PEM files.
 
-`pki` makes certificates and does not judge them; this module is where the command line's safety rules live:
+`issuing` makes certificates and does not judge them; this module is where the command line's safety rules live:
 an issuer must be a CA whose path length leaves room, the key must belong to it, files are never overwritten
-silently, and a device's full chain lists its intermediates (never the root) in order.
+silently, and a device's full chain lists its intermediates (never the root) in order. It is also the one place
+that writes PEM files (`write_private_key`, `write_certificates`), for `dpsctl cert create-*` and `dpsctl serve`.
 """
 
 from __future__ import annotations
@@ -13,33 +14,39 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509 as cx509
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from dpsctl.core import pki, x509
+from dpsctl.core.certs import issuing
+from dpsctl.core.certs.describing import (
+    PrivateKey,
+    distinguished_name,
+    extension,
+    is_ca,
+    is_self_signed,
+    key_belongs_to,
+    sha1_thumbprint,
+    subject_of,
+    utc_iso,
+)
+from dpsctl.core.certs.loading import load_certificates, load_private_key
 from dpsctl.core.errors import Conflict, InvalidInput
-from dpsctl.core.x509 import PrivateKey
+from dpsctl.core.safefiles import os_error, write_atomically, write_new
 
 Json = dict[str, Any]
-
-DEFAULT_ROOT_DAYS = 3650
-DEFAULT_INTERMEDIATE_DAYS = 1825
-DEFAULT_DEVICE_DAYS = 365
-DEFAULT_VERIFICATION_DAYS = 30  # used once, right away, by `ca verify`
-DEFAULT_ROOT_PATH_LENGTH = 2  # room for two tiers of intermediates without re-creating (and re-verifying) the root
-DEFAULT_INTERMEDIATE_PATH_LENGTH = 0  # the usual intermediate signs devices only
 
 
 @dataclass(frozen=True)
 class Issuer:
     """A signing CA: its certificate and key, and the certificates above it found in its file (nearest first)."""
 
-    cert: cx509.Certificate
+    cert: x509.Certificate
     key: PrivateKey
-    above: tuple[cx509.Certificate, ...] = ()
+    above: tuple[x509.Certificate, ...] = ()
     source: str = "CA certificate"
 
     @property
-    def intermediates(self) -> list[cx509.Certificate]:
+    def intermediates(self) -> list[x509.Certificate]:
         """What a certificate it signs must be sent with: the CA itself unless it is a root, then those above it."""
         return [c for c in (self.cert, *self.above) if not is_self_signed(c)]
 
@@ -48,7 +55,7 @@ class Issuer:
 class Created:
     """What a create command made: the certificate, the files written, and warnings worth telling the user."""
 
-    cert: cx509.Certificate
+    cert: x509.Certificate
     files: dict[str, str]
     warnings: list[str] = field(default_factory=list)
 
@@ -56,31 +63,26 @@ class Created:
         """The data a create command prints."""
         cert = self.cert
         return {
-            "subject": x509.distinguished_name(cert.subject),
-            "issuer": x509.distinguished_name(cert.issuer),
-            "thumbprint": x509.sha1_thumbprint(cert),
-            "notBeforeUtc": x509.utc_iso(cert.not_valid_before_utc),
-            "notAfterUtc": x509.utc_iso(cert.not_valid_after_utc),
-            "isCA": x509.is_ca(cert),
+            "subject": distinguished_name(cert.subject),
+            "issuer": distinguished_name(cert.issuer),
+            "thumbprint": sha1_thumbprint(cert),
+            "notBeforeUtc": utc_iso(cert.not_valid_before_utc),
+            "notAfterUtc": utc_iso(cert.not_valid_after_utc),
+            "isCA": is_ca(cert),
             "files": self.files,
         }
 
 
-def is_self_signed(cert: cx509.Certificate) -> bool:
-    """Whether the certificate names itself as issuer (a root, or a self-signed device certificate)."""
-    return cert.issuer == cert.subject
-
-
 def load_issuer(cert_data: bytes, cert_source: str, key_data: bytes, key_source: str) -> Issuer:
     """The CA whose key is given; the certificate file may hold its chain, in any order."""
-    certs = x509.load_certificates(cert_data, source=cert_source)
-    key = x509.load_private_key(key_data, source=key_source)
-    own = [c for c in certs if _public_der(c) == _key_public_der(key)]
+    certs = load_certificates(cert_data, source=cert_source)
+    key = load_private_key(key_data, source=key_source)
+    own = [c for c in certs if key_belongs_to(key, c)]
     if not own:
         raise InvalidInput(
             f"{key_source}: the key does not belong to "
             + (
-                f"the certificate '{x509.subject_of(certs[0])}'"
+                f"the certificate '{subject_of(certs[0])}'"
                 if len(certs) == 1
                 else f"any of the {len(certs)} certificates"
             )
@@ -92,9 +94,9 @@ def load_issuer(cert_data: bytes, cert_source: str, key_data: bytes, key_source:
     return Issuer(ca, key, tuple(_walk_up(ca, certs)), cert_source)
 
 
-def _walk_up(ca: cx509.Certificate, certs: list[cx509.Certificate]) -> list[cx509.Certificate]:
+def _walk_up(ca: x509.Certificate, certs: list[x509.Certificate]) -> list[x509.Certificate]:
     """The certificates above `ca` found in `certs`, followed by issuer name, nearest first (up to a root)."""
-    above: list[cx509.Certificate] = []
+    above: list[x509.Certificate] = []
     current = ca
     while not is_self_signed(current):
         parent = next((c for c in certs if c.subject == current.issuer and c != current and c not in above), None)
@@ -105,48 +107,31 @@ def _walk_up(ca: cx509.Certificate, certs: list[cx509.Certificate]) -> list[cx50
     return above
 
 
-def _require_can_sign(ca: cx509.Certificate, source: str) -> None:
+def _require_can_sign(ca: x509.Certificate, source: str) -> None:
     """Refuse an issuer whose certificates no verifier would accept: not a CA, or keyUsage without keyCertSign."""
-    if not x509.is_ca(ca):
+    if not is_ca(ca):
         raise InvalidInput(
-            f"{source}: '{x509.subject_of(ca)}' is not a CA certificate (no basicConstraints CA=true), so it cannot sign certificates",
+            f"{source}: '{subject_of(ca)}' is not a CA certificate (no basicConstraints CA=true), so it cannot sign certificates",
             hint="sign with a root or intermediate made by `dpsctl cert create-root` or `create-intermediate`",
         )
-    try:
-        usage = ca.extensions.get_extension_for_class(cx509.KeyUsage).value
-    except cx509.ExtensionNotFound:
-        return
-    if not usage.key_cert_sign:
+    usage = extension(ca, x509.KeyUsage)
+    if usage is not None and not usage.key_cert_sign:
         raise InvalidInput(
-            f"{source}: '{x509.subject_of(ca)}' has a keyUsage without keyCertSign, so it cannot sign certificates"
+            f"{source}: '{subject_of(ca)}' has a keyUsage without keyCertSign, so it cannot sign certificates"
         )
 
 
 def _require_room_for_ca(issuer: Issuer) -> None:
     """A new intermediate must fit every path length limit above it (RFC 5280 pathLenConstraint)."""
     for below, ancestor in enumerate([issuer.cert, *issuer.above], start=1):
-        try:
-            limit = ancestor.extensions.get_extension_for_class(cx509.BasicConstraints).value.path_length
-        except cx509.ExtensionNotFound:
-            continue
+        constraints = extension(ancestor, x509.BasicConstraints)
+        limit = constraints.path_length if constraints is not None else None
         if limit is not None and limit < below:
             raise InvalidInput(
-                f"'{x509.subject_of(ancestor)}' has path length limit {limit}: it allows {limit} CA certificate(s) below it,"
+                f"'{subject_of(ancestor)}' has path length limit {limit}: it allows {limit} CA certificate(s) below it,"
                 f" and a new intermediate here would make {below}",
-                hint=f"re-create '{x509.subject_of(ancestor)}' with --path-length {below} or more, or sign with a CA higher up",
+                hint=f"re-create '{subject_of(ancestor)}' with --path-length {below} or more, or sign with a CA higher up",
             )
-
-
-def _public_der(cert: cx509.Certificate) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _key_public_der(key: PrivateKey) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 # --------------------------------------------------------------------------- file names
@@ -196,14 +181,14 @@ def _refuse_existing(paths: dict[str, Path], force: bool) -> None:
 
 
 def _write(
-    paths: dict[str, Path], key: PrivateKey | None, certs: dict[str, list[cx509.Certificate]], force: bool
+    paths: dict[str, Path], key: PrivateKey | None, certs: dict[str, list[x509.Certificate]], force: bool
 ) -> dict[str, str]:
     """Write the key first (0600 from its first byte), then the certificate files."""
     _refuse_existing(paths, force)
     if key is not None:
-        pki.write_private_key(paths["key"], key, force=force)
+        write_private_key(paths["key"], key, force=force)
     for part, chain in certs.items():
-        pki.write_certificates(paths[part], chain, force=force)
+        write_certificates(paths[part], chain, force=force)
     return {part: str(path) for part, path in paths.items()}
 
 
@@ -224,7 +209,7 @@ def create_root(
     """A self-signed root CA: NAME.cert.pem and NAME.key.pem."""
     paths = _paths(out_dir, validate_base_name(name), ("certificate", "key"))
     _refuse_existing(paths, force)
-    cert, key = pki.create_root(
+    cert, key = issuing.issue_root(
         common_name or name, key_type=key_type, rsa_bits=rsa_bits, days=days, path_length=path_length
     )
     return Created(cert, _write(paths, key, {"certificate": [cert]}, force))
@@ -247,7 +232,7 @@ def create_intermediate(
     paths = _paths(out_dir, validate_base_name(name), ("certificate", "key", "fullchain"))
     _refuse_existing(paths, force)
     _require_room_for_ca(issuer)
-    cert, key = pki.create_intermediate(
+    cert, key = issuing.issue_intermediate(
         common_name or name,
         issuer.cert,
         issuer.key,
@@ -277,7 +262,7 @@ def create_device(
     validate_registration_id(registration_id, max_length=MAX_X509_REGISTRATION_ID)
     paths = _paths(out_dir, validate_base_name(registration_id), ("certificate", "key", "fullchain"))
     _refuse_existing(paths, force)
-    cert, key = pki.create_device(
+    cert, key = issuing.issue_device(
         registration_id,
         issuer.cert if issuer else None,
         issuer.key if issuer else None,
@@ -295,11 +280,11 @@ def create_verification(code: str, issuer: Issuer, out_dir: Path, *, name: str, 
     paths = _paths(out_dir, validate_base_name(name), ("certificate",))
     _refuse_existing(paths, force)
     code = code.strip()
-    cert = pki.create_verification(code, issuer.cert, issuer.key, days=days)
+    cert = issuing.issue_verification(code, issuer.cert, issuer.key, days=days)
     return Created(cert, _write(paths, None, {"certificate": [cert]}, force))
 
 
-def _lifetime_warnings(cert: cx509.Certificate, issuer: Issuer | None, now: datetime) -> list[str]:
+def _lifetime_warnings(cert: x509.Certificate, issuer: Issuer | None, now: datetime) -> list[str]:
     """Warn when the issuer has expired, or will expire before the new certificate does."""
     if issuer is None:
         return []
@@ -307,11 +292,42 @@ def _lifetime_warnings(cert: cx509.Certificate, issuer: Issuer | None, now: date
     for ca in (issuer.cert, *issuer.above):
         end = ca.not_valid_after_utc
         if end < now:
-            warnings.append(
-                f"'{x509.subject_of(ca)}' expired on {x509.utc_iso(end)}: the new certificate does not verify"
-            )
+            warnings.append(f"'{subject_of(ca)}' expired on {utc_iso(end)}: the new certificate does not verify")
         elif end < cert.not_valid_after_utc:
             warnings.append(
-                f"'{x509.subject_of(ca)}' expires on {x509.utc_iso(end)}, before this certificate: the chain stops verifying then"
+                f"'{subject_of(ca)}' expires on {utc_iso(end)}, before this certificate: the chain stops verifying then"
             )
     return warnings
+
+
+# --------------------------------------------------------------------------- writing PEM files
+
+
+def write_private_key(path: Path, key: PrivateKey, *, force: bool = False) -> None:
+    """Write the key as unencrypted PKCS#8 PEM, mode 0600 from the first byte; overwrite only with force."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_new_file(path, pem, mode=0o600, force=force, what="private key")
+
+
+def write_certificates(path: Path, certs: list[x509.Certificate], *, force: bool = False) -> None:
+    """Write the certificates as concatenated PEM in the given order, mode 0644; overwrite only with force."""
+    if not certs:
+        raise InvalidInput(f"{path}: no certificates to write")
+    pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certs)
+    _write_new_file(path, pem, mode=0o644, force=force, what="certificate file")
+
+
+def _write_new_file(path: Path, content: bytes, *, mode: int, force: bool, what: str) -> None:
+    """Create (or with force, truncate) a file with an exact mode set before any content is written."""
+    # O_EXCL makes "does it exist?" and "create it" one step; O_NOFOLLOW stops a planted symlink from
+    # redirecting a private key elsewhere.
+    # --force renames a new file over the old one, so a planted link is replaced, never written through.
+    try:
+        if force:
+            write_atomically(Path(path), content, mode=mode)
+        else:
+            write_new(Path(path), content, mode=mode)
+    except FileExistsError:
+        raise Conflict(f"{path}: {what} already exists", hint="pass --force to overwrite it") from None
+    except OSError as error:
+        raise os_error(error, path, f"write the {what}", InvalidInput) from None
