@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,10 @@ from dpsctl.cli.context import STATE, OutputOpt, ShowKeysOpt, json_arg, now, rea
 from dpsctl.cli.render import Output, emit, format_table
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
+
+if TYPE_CHECKING:  # the engine is imported when a device registers, not when the CLI starts
+    from dpsctl.core.attestation import Credential
+    from dpsctl.core.provisioning import ProvisionResult, RegistrationRequest
 
 SAS_TTL_SECONDS = 3600
 
@@ -26,7 +30,7 @@ def credential(
     chain: str | None,
     tpm: str | None,
     passphrase: str | None = None,
-) -> Any:
+) -> Credential:
     """Build what the device presents; the engine verifies it (nothing is trusted because dpsctl built it)."""
     from dpsctl.core.attestation import SasCredential, TpmCredential, X509Credential
 
@@ -102,7 +106,9 @@ def _mask(cs: str | None, show_keys: bool) -> str | None:
     return mask_connection_string(cs)
 
 
-def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: float) -> Any:
+def _register(
+    request: Callable[[str], RegistrationRequest], *, dry_run: bool, webhook_timeout: float
+) -> ProvisionResult:
     """One device through the engine in phases: no store lock is held while a custom allocation runs.
 
     The snapshot that gives the ID scope (to build the device's credential) is the one the engine plans on; a
