@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dpsctl.cli import reference
-from dpsctl.core.errors import ExitCode
+from dpsctl.cli.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
+from difflib import get_close_matches
 from typing import Annotated, Any
 
 import typer
+from typer._click.shell_completion import CompletionItem
 from typer.core import TyperGroup
 
 from dpsctl import __version__
+from dpsctl.cli import completion
 from dpsctl.cli.completion import SHELLS
 from dpsctl.cli.context import DEFAULT_DB, STATE
 from dpsctl.cli.render import SELECTION, Output
+
+# Imported inside functions: az_compat (the az spellings) only once a sub-command is loaded, never for --help
+# or --version; completion's completers only when a shell asks (start-up: tests/test_startup.py).
 
 # Every sub-command, with the module that defines it and its one-line help. Modules are imported only when
 # their command runs, so `dpsctl --version`, `--help` and each command pay only for what they use
@@ -114,8 +122,6 @@ AZ_COMMANDS: dict[str, tuple[str, str]] = {
 
 def load_command(name: str) -> Any:
     """Import the module of one sub-command and build its Click command, with dpsctl's conventions and az's spellings applied."""
-    import importlib
-
     from dpsctl.cli.az_compat import accept_bare, alias_command, install
     from dpsctl.cli.conventions import apply
 
@@ -171,17 +177,14 @@ class LazyGroup(TyperGroup):
         try:
             return super().resolve_command(ctx, args)
         except typer._click.exceptions.UsageError as exc:
-            from difflib import get_close_matches
-
             matches = get_close_matches(args[0], list(COMMANDS)) if args else []
             if matches and "Did you mean" not in exc.message:
-                exc.message = exc.message.rstrip(".") + ". Did you mean " + ", ".join(repr(m) for m in matches) + "?"
+                suggestion = ". Did you mean " + ", ".join(repr(m) for m in matches) + "?"
+                raise typer._click.exceptions.UsageError(exc.message.rstrip(".") + suggestion, ctx=exc.ctx) from None
             raise
 
     def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
         """Complete sub-command names from the table (importing none), then the root's options."""
-        from typer._click.shell_completion import CompletionItem
-
         found = [
             CompletionItem(name, help=text) for name, (_, _, text) in COMMANDS.items() if name.startswith(incomplete)
         ]
@@ -210,17 +213,13 @@ def _version(value: bool) -> None:
 
 def _show_completion(value: bool) -> None:
     if value:
-        from dpsctl.cli.completion import show
-
-        show(_ASKED_SHELL.get("shell"))
+        completion.show(_ASKED_SHELL.get("shell"))
         raise typer.Exit()
 
 
 def _install_completion(value: bool) -> None:
     if value:
-        from dpsctl.cli.completion import install
-
-        install(_ASKED_SHELL.get("shell"))
+        completion.install(_ASKED_SHELL.get("shell"))
         raise typer.Exit()
 
 
@@ -289,8 +288,6 @@ def root(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app behind the single error boundary."""
-    import os
-
     from dpsctl.cli.errors import run_guarded
 
     args = list(argv if argv is not None else sys.argv[1:])

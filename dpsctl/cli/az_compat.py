@@ -19,20 +19,32 @@ az's three-state booleans (`--edge-enabled`, `--ee true`, `--show-keys false`) a
 from __future__ import annotations
 
 import copy
+import inspect
+import os
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from typer._click.exceptions import MissingParameter, UsageError
 from typer._click.globals import get_current_context
+from typer.core import TyperGroup
+
+from dpsctl.cli.app import load_command
+from dpsctl.cli.context import STATE, now
+from dpsctl.cli.render import SELECTION
+
+# The alias table, the store and the service settings are imported where used: this module is loaded with
+# every sub-command, and most need none of them.
 
 # az's three-state flags take these words (get_three_state_flag: true/false, case-insensitive; yes/no as Click).
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
 
+# mypy wants an Enum's members spelled out; these come from the word lists above.
 TriState = Enum("TriState", {w: w for w in (*_TRUE, *_FALSE)}, type=str)  # type: ignore[misc]
-Status = Enum("Status", {"enabled": "enabled", "disabled": "disabled"}, type=str)  # type: ignore[misc]
-AuthType = Enum("AuthType", {"key": "key", "login": "login"}, type=str)  # type: ignore[misc]
+Status = Enum("Status", {"enabled": "enabled", "disabled": "disabled"}, type=str)
+AuthType = Enum("AuthType", {"key": "key", "login": "login"}, type=str)
 AZ_PREFIX = "dps "  # az paths are written after `az iot`: "dps enrollment create", "device registration create"
 
 
@@ -128,9 +140,12 @@ def _target(target: str, noun: str, command: Any) -> Any:
     words = target.split()
     if words[0] == noun and command is not None:
         return _find(command, words[1:])
-    from dpsctl.cli.app import load_command
 
     return _find(load_command(words[0]), words[1:])
+
+
+class AzGroup(TyperGroup):
+    """A sub-group that exists only at az's paths (`dps enrollment-group registration`): it lists its commands."""
 
 
 def _graft(group: Any, path: list[str], target: Any) -> None:
@@ -139,19 +154,16 @@ def _graft(group: Any, path: list[str], target: Any) -> None:
     for word in path[:-1]:
         sub = group.commands.get(word)
         if sub is None:
-            from typer.core import TyperGroup
-
-            sub = TyperGroup(
+            sub = AzGroup(
                 name=word,
                 hidden=True,
                 no_args_is_help=True,
                 help=f"az's `{group.name} {word}` commands (see docs/az-mapping.md).",
             )
             sub.rich_markup_mode = None
-            sub.az_group = True
             group.add_command(sub, word)
         group = sub
-        in_az_group = getattr(sub, "az_group", False)
+        in_az_group = isinstance(sub, AzGroup)
     clone = copy.copy(target)
     clone.name, clone.hidden = path[-1], not in_az_group
     group.add_command(clone, path[-1])
@@ -245,11 +257,6 @@ _KINDS: dict[str, Any] = {
 
 def _hidden_options(options: list[AzOption]) -> list[Any]:
     """Hidden options with az's names, built by Typer from a signature (as the global options are)."""
-    import inspect
-    from typing import Annotated
-
-    import typer
-
     if not options:
         return []
     signature = inspect.Signature(
@@ -269,7 +276,7 @@ def _hidden_options(options: list[AzOption]) -> list[Any]:
     def probe(**kwargs: Any) -> None:
         """Never run: its parameters are reused."""
 
-    probe.__signature__ = signature  # type: ignore[attr-defined]
+    probe.__dict__["__signature__"] = signature  # what inspect.signature reads (typeshed declares no __signature__)
     holder = typer.Typer(add_completion=False)
     holder.command()(probe)
     return list(typer.main.get_command(holder).params)
@@ -303,10 +310,9 @@ def _translate(h: _Hidden, value: Any, kwargs: dict[str, Any]) -> None:
         check_login(value)
         return
     if how == "top":
-        from dpsctl.cli.render import SELECTION
-
         SELECTION.top = value
         return
+    assert name is not None, h.option  # the table names a parameter for every option that carries a value
     if how == "many":
         values = [part for v in value for part in v.split()]
         kwargs[name] = [*(kwargs.get(name) or []), *values]
@@ -328,9 +334,6 @@ def _translate(h: _Hidden, value: Any, kwargs: dict[str, Any]) -> None:
 
 def check_login(connection_string: str) -> None:
     """`--login`: the connection string must be this store's (its host and its owner key)."""
-    import os
-
-    from dpsctl.cli.context import STATE, now
     from dpsctl.core.service import check_login
 
     settings = None
@@ -375,9 +378,9 @@ def normalize(args: list[str], *, three_state: set[str], flags: set[str], many: 
             out.extend(args[i:])
             break
         name, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
-        following = args[i + 1] if i + 1 < len(args) else None
+        following = args[i + 1] if i + 1 < len(args) else ""
         word = inline if eq else following
-        is_bool = word is not None and word.lower() in (*_TRUE, *_FALSE)
+        is_bool = word.lower() in (*_TRUE, *_FALSE)
         if name in three_state:
             if eq:
                 out.extend(_joined(name, inline))  # Click says what is wrong with a value that is not a boolean

@@ -9,9 +9,16 @@ fails when the file is stale or a command or option of az's surface has no row.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import typer
+
+from dpsctl.cli.app import app
 from dpsctl.cli.az_compat import AzOption, accepted_names, dpsctl_path
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 # The nouns written in az's own words, and the dpsctl command each az command does the work of.
 NATIVE: dict[str, str] = {
@@ -41,10 +48,6 @@ HOW = {
 
 def resolve(path: str) -> Any:
     """The Click command at a dpsctl path ("enrollment registration show"), loaded as `dpsctl` would."""
-    import typer
-
-    from dpsctl.cli.app import app
-
     command: Any = typer.main.get_command(app)
     for word in path.split():
         found = command.get_command(None, word)
@@ -160,8 +163,6 @@ def render() -> str:
 
 def main() -> None:
     """Print the mapping (redirect it to docs/az-mapping.md)."""
-    import sys
-
     sys.stdout.write(render())
 
 

@@ -10,6 +10,9 @@ import typer
 from dpsctl.cli.context import EtagOpt, OutputOpt, now, read_file, session
 from dpsctl.cli.render import Output, emit, info
 
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+
 app = typer.Typer(
     add_completion=False,
     help="CA certificates for enrollment groups (--ca-ref): upload, prove possession, list, delete. At most 25.",

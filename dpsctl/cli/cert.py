@@ -12,6 +12,9 @@ from dpsctl.cli.render import Output, emit, info
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
 
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+
 app = typer.Typer(
     add_completion=False,
     help="Test certificates for DPS (EC P-256 by default) and `cert check`, which tells what DPS would say about one.",

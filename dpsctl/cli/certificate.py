@@ -7,7 +7,7 @@ is ARM's `{"value": [...]}`; `delete` prints nothing.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,12 @@ from dpsctl.cli.az_compat import TriState, tri_state
 from dpsctl.cli.ca import COLUMNS, row
 from dpsctl.cli.context import OutputOpt, now, read_file, session
 from dpsctl.cli.render import Output, emit
+
+if TYPE_CHECKING:  # for annotations only: the commands that open the store load it
+    from dpsctl.store import Transaction
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -40,7 +46,7 @@ DpsNameOpt = Annotated[str | None, typer.Option("--dps-name", help="The DPS name
 GroupOpt = Annotated[str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")]
 
 
-def _emit(tx, doc: dict[str, Any], output: Output) -> None:
+def _emit(tx: Transaction, doc: dict[str, Any], output: Output) -> None:
     from dpsctl.core.cas import arm_certificate
     from dpsctl.core.service import load_service
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from typer._completion_shared import get_completion_script, install_bash, install_fish, install_zsh
+
 from dpsctl.core.errors import InvalidInput
 
 PROG = "dpsctl"
@@ -36,8 +38,6 @@ def detect_shell() -> str:
 
 def script(shell: str) -> str:
     """The completion script of one shell."""
-    from typer._completion_shared import get_completion_script
-
     return get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell)
 
 
@@ -48,8 +48,6 @@ def show(shell: str | None) -> None:
 
 def install(shell: str | None) -> None:
     """Install the completion script in the shell's usual place and say where."""
-    from typer._completion_shared import install_bash, install_fish, install_zsh
-
     chosen = shell or detect_shell()
     installer = {"bash": install_bash, "zsh": install_zsh, "fish": install_fish}[chosen]
     path = installer(prog_name=PROG, complete_var=COMPLETE_VAR, shell=chosen)

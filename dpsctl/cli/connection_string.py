@@ -11,8 +11,12 @@ from typing import Annotated
 
 import typer
 
-from dpsctl.cli.context import OutputOpt
+from dpsctl.cli.context import OutputOpt, now, session
 from dpsctl.cli.render import Output, emit
+from dpsctl.core.errors import InvalidInput, NotFound
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -48,7 +52,6 @@ def show(
 ) -> None:
     """Print the service connection string (owner policy, primary key)."""
     from dpsctl.cli.service import owner_connection_string
-    from dpsctl.core.errors import InvalidInput, NotFound
     from dpsctl.core.service import SERVICE_POLICY
 
     if policy_name.lower() != SERVICE_POLICY:
@@ -62,7 +65,6 @@ def show(
     text = owner_connection_string()
     value: object = [text] if all_ else text
     if dps_name is None:
-        from dpsctl.cli.context import now, session
         from dpsctl.core.service import load_service
 
         with session() as tx:

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer._click.core import ParameterSource
 
-from dpsctl.cli.render import Output
+from dpsctl.cli.render import SELECTION, Output
+from dpsctl.core.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:  # for annotations only: the store package costs start-up time every command would pay
+    from dpsctl.store import Transaction
+
+# The store, the core's service settings and file helpers are imported where used: every command loads this
+# module at start-up, and most of them need none of these before they run.
 
 DEFAULT_DB = "dps.json"
 
@@ -28,8 +38,6 @@ STATE = Invocation()
 
 def _global_output(ctx: typer.Context, param: typer.CallbackParam, value: Output) -> Output:
     """`dpsctl -o json hub list` and `dpsctl hub list -o json` mean the same; DPSCTL_OUTPUT yields to either."""
-    from typer._click.core import ParameterSource
-
     if STATE.output is not None and ctx.get_parameter_source(param.name or "output") in (
         ParameterSource.DEFAULT,
         ParameterSource.ENVIRONMENT,
@@ -48,8 +56,6 @@ OutputOpt = Annotated[
 
 
 def _whole_values(value: bool) -> bool:
-    from dpsctl.cli.render import SELECTION
-
     SELECTION.whole_values = SELECTION.whole_values or value
     return value
 
@@ -68,7 +74,7 @@ EtagOpt = Annotated[
 
 
 @contextmanager
-def session(*, write: bool = False) -> Iterator[object]:
+def session(*, write: bool = False) -> Iterator[Transaction]:
     """Open the store for one command: one read, at most one atomic write, locked when writing."""
     from dpsctl.store import open_store
 
@@ -98,7 +104,6 @@ def require_store(path: str) -> None:
                 return
     elif os.path.lexists(path):
         return
-    from dpsctl.core.errors import NotFound
 
     where = f"the default store {path} (in {os.getcwd()})" if path == DEFAULT_DB else f"store {path}"
     raise NotFound(
@@ -133,7 +138,6 @@ def secret_value(value: str | None, what: str) -> str | None:
     """
     if value is None:
         return None
-    from dpsctl.core.errors import InvalidInput
 
     if value == "-":
         if STATE.stdin_taken_by is not None:
@@ -166,7 +170,7 @@ def secret_value(value: str | None, what: str) -> str | None:
     return text
 
 
-def secret_option(flag: str, what: str, help_text: str, *, envvar: str | None = None, **extra: object) -> object:
+def secret_option(flag: str, what: str, help_text: str, *, envvar: str | None = None, **extra: Any) -> object:
     """A typer.Option for a secret: the value, @FILE or - (stdin), and an environment variable where scripts need one."""
     more = f" Also {SECRET_FORMS.split(', ', 1)[1]}" + (f"; or set {envvar}." if envvar else ".")
     return typer.Option(
@@ -181,10 +185,6 @@ def secret_option(flag: str, what: str, help_text: str, *, envvar: str | None = 
 
 def read_stdin(limit: int) -> bytes:
     """Standard input as bytes (for `-` in place of a file), size-capped like a file."""
-    import sys
-
-    from dpsctl.core.errors import InvalidInput
-
     data = sys.stdin.buffer.read(limit + 1)
     if len(data) > limit:
         raise InvalidInput(f"standard input is over {limit // (1024 * 1024)} MiB; dpsctl reads at most that")
@@ -197,7 +197,6 @@ def json_arg(value: str, what: str, *, lenient: bool = False) -> object:
     `lenient` also takes what az's shell_safe_json_parse takes: Python-literal JSON with single quotes,
     as Microsoft's examples write it (--initial-twin-tags "{'location': {'region': 'US'}}").
     """
-    from dpsctl.core.errors import InvalidInput
     from dpsctl.core.jsondepth import check_value, parse_json
 
     text = value
@@ -213,18 +212,15 @@ def json_arg(value: str, what: str, *, lenient: bool = False) -> object:
             if literal is not None:
                 return check_value(literal, what)
         if value.endswith((".yaml", ".yml")):
-            from dpsctl.core.transfer import _load_yaml
+            from dpsctl.core.transfer import load_yaml
 
             # The import loader: safe (no Python tags) and refusing anchors/aliases, whose expansion is exponential.
-            return check_value(_load_yaml(text, what), what)
-        exc.hint = exc.hint or "give inline JSON, @FILE, or a file path"
-        raise
+            return check_value(load_yaml(text, what), what)
+        raise exc.amended(hint=exc.hint or "give inline JSON, @FILE, or a file path") from exc
 
 
 def _python_literal(text: str) -> object | None:
     """A dict or list written as a Python literal ({'a': 'b'}), or None; size-capped, no code runs (ast.literal_eval)."""
-    import ast
-
     if len(text) > 1024 * 1024:
         return None
     try:
@@ -233,7 +229,6 @@ def _python_literal(text: str) -> object | None:
         return None
     if not isinstance(value, (dict, list)):
         return None
-    import json
 
     try:
         return json.loads(json.dumps(value))  # JSON types only: a set, bytes or complex number is not JSON

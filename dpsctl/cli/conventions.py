@@ -7,11 +7,20 @@
 - shell completion of stored IDs: enrollments, groups, hubs, CA names, registrations.
 """
 
+import inspect
+import os
 import typing
 from collections.abc import Callable
 from enum import Enum
 from pathlib import PurePath
-from typing import Any
+from typing import Annotated, Any
+
+import typer
+
+from dpsctl.cli.context import DEFAULT_DB, STATE
+from dpsctl.cli.render import SELECTION, Output
+
+# The store is imported where used (completing names from it): every command loads this module at start-up.
 
 _KINDS = {str: "TEXT", int: "INTEGER", float: "NUMBER", bool: "BOOLEAN"}
 _CLICK_KINDS = {
@@ -98,12 +107,6 @@ def _global_params() -> dict[str, Any]:
     """Hidden copies of the root's --db, --query and -o, built once from a throw-away Typer command."""
     if _GLOBALS:
         return _GLOBALS
-    from typing import Annotated
-
-    import typer
-
-    from dpsctl.cli.context import STATE
-    from dpsctl.cli.render import SELECTION, Output
 
     def set_db(value: str | None) -> None:
         if value is not None:
@@ -166,10 +169,6 @@ def stored_ids(kind: str, field: str) -> Callable[[Any, Any, str], list[str]]:
     """A completion callback listing the IDs of one kind of record in the store (nothing if there is no store)."""
 
     def complete(ctx: Any, param: Any, incomplete: str) -> list[str]:
-        import os
-
-        from dpsctl.cli.context import DEFAULT_DB
-
         root = ctx.find_root() if ctx is not None else None
         db = (root.params.get("db") if root is not None else None) or os.environ.get("DPSCTL_DB") or DEFAULT_DB
         if db == ":memory:" or not os.path.exists(db):
@@ -197,8 +196,6 @@ def _completion(noun: str | None, param: Any) -> None:
 
 def first_paragraph(text: str | None) -> str:
     """A command's summary: the first paragraph of its help, whole, on one line."""
-    import inspect
-
     text = inspect.cleandoc((text or "").split("\f", 1)[0])
     return " ".join(text.split("\n\n", 1)[0].split())
 

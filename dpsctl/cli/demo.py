@@ -11,8 +11,13 @@ from typing import Annotated
 
 import typer
 
+from dpsctl.cli.app import app
 from dpsctl.cli.context import STATE
 from dpsctl.cli.render import info
+from dpsctl.core.errors import DpsError
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 DEMO_DOCUMENT = """\
 # Written by `dpsctl demo`: two hubs, a symmetric-key group, an X.509 group and a TPM device.
@@ -45,9 +50,7 @@ enrollments:
 
 def _dpsctl(args: list[str], *, to_file: Path | None = None) -> None:
     """Run one dpsctl command in this process, echoing it as a user would type it (`> FILE`: stdout to a 0600 file)."""
-    from dpsctl.cli.app import app
     from dpsctl.cli.errors import run_guarded
-    from dpsctl.core.errors import DpsError
 
     info("$ dpsctl " + shlex.join(args) + (f" > {shlex.quote(str(to_file))}" if to_file else ""))
     argv = ["--db", STATE.db, *args]

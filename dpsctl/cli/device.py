@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, session
 from dpsctl.cli.render import Output, emit
+from dpsctl.core.errors import InvalidInput
+
+if TYPE_CHECKING:  # for annotations only: the commands that open the store load it
+    from dpsctl.store import Transaction
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -86,7 +93,6 @@ def update_twin(
 ) -> None:
     """Change a device twin as a back end would, so that migrate and reset can be seen on re-registration."""
     from dpsctl.core.devices import update_twin as patch
-    from dpsctl.core.errors import InvalidInput
 
     if desired is None and tags is None:
         raise InvalidInput("give --desired and/or --tags")
@@ -172,7 +178,6 @@ def registration_create(
     """Register a device: prints {operationId, status, registrationState}; exit 5 unauthorized, 6 disabled, 7 no hub."""
     from dpsctl.cli.az_compat import check_login, tri_state
     from dpsctl.cli.provision import credential
-    from dpsctl.core.errors import InvalidInput
     from dpsctl.core.provisioning import RegistrationRequest, provision
     from dpsctl.core.service import load_service
 
@@ -199,10 +204,10 @@ def registration_create(
     emit(result.operation, output)
 
 
-def _device_key(tx, registration_id: str, group_id: str | None, key: str | None, compute: bool | None) -> str:
+def _device_key(
+    tx: Transaction, registration_id: str, group_id: str | None, key: str | None, compute: bool | None
+) -> str:
     """The device's symmetric key, as az finds it: given, derived from a group key, or read from the enrollment."""
-    from dpsctl.core.errors import InvalidInput
-
     if compute and not group_id and key is None:
         raise InvalidInput(
             "--compute-key derives from an enrollment group's key: give --enrollment-group-id (and --key, or let the store's be used)"

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from dpsctl.cli.context import json_arg, read_file, secret_option
-from dpsctl.cli.render import Output, emit
+from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, secret_option, session
+from dpsctl.cli.render import Output, emit, info
+from dpsctl.core.errors import InvalidInput
+
+if TYPE_CHECKING:  # for annotations only: the core's enrollment code is slow to load, and `--help` needs none of it
+    from dpsctl.core.enrollments import AnyEnrollment, CredentialInput, EnrollmentOptions
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 AttestationOpt = Annotated[
     str,
@@ -17,30 +26,20 @@ AttestationOpt = Annotated[
         help="Attestation type: symmetricKey, x509 or tpm (groups: symmetricKey or x509).",
     ),
 ]
-PrimaryKeyOpt = Annotated[
-    str | None,
-    secret_option(
-        "--primary-key", "primary key", "Base64 primary key (16-64 bytes); generated if absent.", metavar="KEY"
-    ),
-]
-SecondaryKeyOpt = Annotated[
-    str | None,
-    secret_option("--secondary-key", "secondary key", "Base64 secondary key; generated if absent.", metavar="KEY"),
-]
+
+
+def _key_option(which: str, help_text: str) -> object:
+    """--primary-key or --secondary-key: a secret (the value, @FILE or -)."""
+    return secret_option(f"--{which}-key", f"{which} key", help_text, metavar="KEY")
+
+
+PrimaryKeyOpt = Annotated[str | None, _key_option("primary", "Base64 primary key (16-64 bytes); generated if absent.")]
+SecondaryKeyOpt = Annotated[str | None, _key_option("secondary", "Base64 secondary key; generated if absent.")]
 NewPrimaryKeyOpt = Annotated[
-    str | None,
-    secret_option(
-        "--primary-key",
-        "primary key",
-        "New Base64 primary key (16-64 bytes); the stored one is kept if absent.",
-        metavar="KEY",
-    ),
+    str | None, _key_option("primary", "New Base64 primary key (16-64 bytes); the stored one is kept if absent.")
 ]
 NewSecondaryKeyOpt = Annotated[
-    str | None,
-    secret_option(
-        "--secondary-key", "secondary key", "New Base64 secondary key; the stored one is kept if absent.", metavar="KEY"
-    ),
+    str | None, _key_option("secondary", "New Base64 secondary key; the stored one is kept if absent.")
 ]
 HubOpt = Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use.")]
 PolicyOpt = Annotated[
@@ -125,6 +124,45 @@ RemoveSecondaryCertOpt = Annotated[
 AddDisabledOpt = Annotated[bool, typer.Option("--disabled", help="Create the entry disabled.")]
 EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable the entry.")]
 
+# The allocation and initial-twin options of `add` and `update`, the same for enrollments and groups: declared once.
+ALLOCATION_OPTIONS: dict[str, Any] = {
+    "hub": HubOpt,
+    "allocation_policy": PolicyOpt,
+    "webhook_url": WebhookOpt,
+    "allocation_command": CommandOpt,
+    "api_version": ApiVersionOpt,
+    "initial_twin": TwinOpt,
+    "twin_tags": TwinTagsOpt,
+    "twin_desired": TwinDesiredOpt,
+}
+
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def allocation_options(before: str) -> Callable[[Command], Command]:
+    """Give a command ALLOCATION_OPTIONS (each None unless given), in --help just before its parameter `before`.
+
+    The command takes them as `**allocation` and hands them on to `options`; Typer reads the signature made here.
+    """
+
+    def decorate(command: Command) -> Command:
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=kind)
+            for name, kind in ALLOCATION_OPTIONS.items()
+        ]
+        params: list[inspect.Parameter] = []
+        for param in inspect.signature(command, eval_str=True).parameters.values():
+            if param.name == before:
+                params += shared
+            if param.kind is not inspect.Parameter.VAR_KEYWORD:
+                params.append(param)
+        # A function's own attributes (typeshed declares no __signature__ on it): what inspect.signature reads.
+        command.__dict__["__signature__"] = inspect.Signature(params, return_annotation=None)
+        command.__annotations__ = {param.name: param.annotation for param in params} | {"return": None}
+        return command
+
+    return decorate
+
 
 def options(
     *,
@@ -151,8 +189,6 @@ def options(
         validate_allocation_command(allocation_command, "--allocation-command")
     twin = json_arg(initial_twin, "initial twin") if initial_twin is not None else None
     if twin is not None and not isinstance(twin, dict):
-        from dpsctl.core.errors import InvalidInput
-
         raise InvalidInput('initial twin must be a JSON object like {"tags": {...}, "properties": {"desired": {...}}}')
     return EnrollmentOptions(
         twin_tags=_object(twin_tags, "initial twin tags"),
@@ -177,10 +213,37 @@ def _object(value: str | None, what: str) -> dict[str, Any] | None:
         return None
     doc = json_arg(value, what, lenient=True)
     if not isinstance(doc, dict):
-        from dpsctl.core.errors import InvalidInput
-
         raise InvalidInput(f'{what} must be a JSON object, like {{"key": "value"}}')
     return doc
+
+
+def credentials(
+    keys: tuple[str | None, str | None],
+    certs: tuple[str | None, str | None],
+    what: str,
+    removed: tuple[bool, bool] = (False, False),
+    *,
+    endorsement_key: str | None = None,
+    storage_root_key: str | None = None,
+    ca_reference: str | None = None,
+    secondary_ca_reference: str | None = None,
+) -> CredentialInput:
+    """The credential options as the core takes them: (primary, secondary) keys, certificate files (`what` names
+    them in errors) and which certificates to remove; TPM keys and CA names as given."""
+    from dpsctl.core.enrollments import CredentialInput
+
+    return CredentialInput(
+        remove_certificate=removed[0],
+        remove_secondary_certificate=removed[1],
+        primary_key=keys[0],
+        secondary_key=keys[1],
+        certificate=cert_input(certs[0], what),
+        secondary_certificate=cert_input(certs[1], f"secondary {what}"),
+        endorsement_key=endorsement_key,
+        storage_root_key=storage_root_key,
+        ca_reference=ca_reference,
+        secondary_ca_reference=secondary_ca_reference,
+    )
 
 
 def cert_input(path: str | None, what: str) -> tuple[bytes, str] | None:
@@ -242,3 +305,66 @@ def render_entry(doc: dict[str, Any], output: Output) -> None:
         emit(shown, output)
     else:
         emit(doc, output)
+
+
+# The store side of each command, the same for enrollments and groups (`group` says which).
+def add(entry: AnyEnrollment, show_keys: bool, output: Output) -> None:
+    """Store a new enrollment or group, built by the command, and print it."""
+    from dpsctl.core.enrollments import add_entry
+
+    with session(write=True) as tx:
+        added = add_entry(tx, entry, now())
+    render_entry(added.to_dict(show_keys=show_keys), output)
+
+
+EntryStatusOpt = Annotated[str | None, typer.Option("--status", help="Only enabled or disabled entries.")]
+GroupStatusOpt = Annotated[str | None, typer.Option("--status", help="Only enabled or disabled groups.")]
+AttestationFilterOpt = Annotated[str | None, typer.Option("--attestation", help="Only this attestation type.")]
+
+
+def list_command(*, group: bool) -> Callable[..., None]:
+    """The `list` command of individual enrollments, or of groups."""
+
+    def list_(
+        status: EntryStatusOpt = None,
+        attestation: AttestationFilterOpt = None,
+        show_keys: ShowKeysOpt = False,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        from dpsctl.core.enrollments import list_entries
+
+        with session() as tx:
+            found = list_entries(tx, group=group, status=status, attestation=attestation)
+            docs = [x.to_dict(show_keys=show_keys) for x in found]
+        render_entries(docs, output, group=group)
+
+    list_.__doc__ = "List enrollment groups." if group else "List individual enrollments."
+    if group:  # the same option, its help naming groups (Typer reads the annotation, a string here, by its name)
+        list_.__annotations__["status"] = "GroupStatusOpt"
+    return list_
+
+
+def update(
+    entry_id: str,
+    group: bool,
+    opts: EnrollmentOptions,
+    cred: CredentialInput,
+    etag: str | None,
+    show_keys: bool,
+    output: Output,
+) -> None:
+    """Change an enrollment or group (refused if `etag` is stale) and print it."""
+    from dpsctl.core.enrollments import update_entry
+
+    with session(write=True) as tx:
+        entry = update_entry(tx, entry_id, group=group, opts=opts, cred=cred, etag=etag, now=now())
+    render_entry(entry.to_dict(show_keys=show_keys), output)
+
+
+def delete(entry_id: str, group: bool, etag: str | None) -> None:
+    """Delete an enrollment or group (refused if `etag` is stale) and say so."""
+    from dpsctl.core.enrollments import delete_entry
+
+    with session(write=True) as tx:
+        entry = delete_entry(tx, entry_id, group=group, etag=etag)
+    info(f"deleted enrollment{' group' if group else ''} {entry.id}")

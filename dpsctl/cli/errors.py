@@ -5,10 +5,48 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any
+from enum import IntEnum
+
+from typer._click.core import Command
+from typer._click.exceptions import NoArgsIsHelpError
+from typer.exceptions import Abort, TyperException
 
 from dpsctl.cli.safetext import safe_text
-from dpsctl.core.errors import DpsError, ExitCode
+from dpsctl.core import errors as core
+from dpsctl.core.errors import DpsError
+
+
+class ExitCode(IntEnum):
+    """Documented process exit codes (docs/exit-codes.md)."""
+
+    OK = 0
+    UNEXPECTED = 1
+    INVALID_INPUT = 2
+    NOT_FOUND = 3
+    CONFLICT = 4
+    UNAUTHORIZED = 5
+    DISABLED = 6
+    ALLOCATION_FAILED = 7
+    STORE_BUSY = 8
+
+
+# The one table: core error type -> exit code. Order matters only for subclasses; a type it does not name exits 1.
+EXIT_CODES: tuple[tuple[type[DpsError], ExitCode], ...] = (
+    (core.InvalidInput, ExitCode.INVALID_INPUT),
+    (core.NotFound, ExitCode.NOT_FOUND),
+    (core.Conflict, ExitCode.CONFLICT),
+    (core.Unauthorized, ExitCode.UNAUTHORIZED),
+    (core.Disabled, ExitCode.DISABLED),
+    (core.AllocationFailed, ExitCode.ALLOCATION_FAILED),
+    (core.StoreError, ExitCode.UNEXPECTED),
+    (core.StoreBusy, ExitCode.STORE_BUSY),
+)
+
+
+def exit_code_for(exc: DpsError) -> ExitCode:
+    """The exit code of a core error, by the table above."""
+    return next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), ExitCode.UNEXPECTED)
+
 
 # A Base64 run long enough to be a key (16 bytes and up) or a SAS signature, also URL-encoded (%2B, %2F, %3D).
 _SECRET_LOOKING = re.compile(r"(?:[A-Za-z0-9+/]|%2[BbFf]){22,}(?:=|%3[Dd]){0,2}")
@@ -35,13 +73,13 @@ def _say(message: str, hint: str | None = None) -> None:
         print("hint: " + safe_text(" ".join(hint.split())), file=sys.stderr)
 
 
-def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
+def run_guarded(command: Command, args: list[str] | None, prog_name: str) -> int:
     """Run the Click command, turning every exception into a message and an exit code."""
     try:
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except DpsError as exc:
         _say(exc.message, exc.hint)
-        return int(exc.exit_code)
+        return int(exit_code_for(exc))
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
@@ -52,24 +90,25 @@ def run_guarded(command: Any, args: list[str] | None, prog_name: str) -> int:
     except OSError as exc:
         # The operating system refused a file (permission, full disk, read-only folder, name too long...): the
         # user's to fix, not a bug. Where a command did not say which file, the error itself does.
+        # Imported here, not at the top: safefiles brings `secrets` (hashlib, hmac), ~5 ms every start-up would pay.
         from dpsctl.core.safefiles import os_error
 
         failure = os_error(exc, exc.filename, "use")
         _say(failure.message, failure.hint)
-        return int(failure.exit_code)
+        return int(exit_code_for(failure))
+    except NoArgsIsHelpError as exc:
+        # Bare `dpsctl` or `dpsctl hub`: the help the user asked for in effect, on stdout, exit 0.
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        return 0
+    except TyperException as exc:  # Click usage errors
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else prog_name
+        _say(_redact(exc.format_message()), f"see `{where} --help`")
+        return int(exc.exit_code or ExitCode.INVALID_INPUT)
+    except Abort:
+        _say("aborted")
+        return 1
     except Exception as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            # Bare `dpsctl` or `dpsctl hub`: the help the user asked for in effect, on stdout, exit 0.
-            sys.stdout.write(exc.ctx.get_help() + "\n")
-            return 0
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click usage errors
-            ctx = getattr(exc, "ctx", None)
-            where = ctx.command_path if ctx is not None else prog_name
-            _say(_redact(exc.format_message()), f"see `{where} --help`")
-            return int(getattr(exc, "exit_code", ExitCode.INVALID_INPUT) or ExitCode.INVALID_INPUT)
-        if type(exc).__name__ == "Abort":
-            _say("aborted")
-            return 1
         if os.environ.get("DPSCTL_DEBUG"):
             raise
         _say(

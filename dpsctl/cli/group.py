@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dpsctl.cli import entry as e
-from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, now, session
-from dpsctl.cli.render import Output, emit, info
+from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, session
+from dpsctl.cli.render import Output, emit
+from dpsctl.core.errors import InvalidInput
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -40,31 +44,8 @@ SecondaryCaRefOpt = Annotated[
 ]
 
 
-def _credentials(
-    primary_key,
-    secondary_key,
-    signing_cert,
-    secondary_signing_cert,
-    ca_ref,
-    secondary_ca_ref,
-    remove_cert=False,
-    remove_secondary_cert=False,
-):
-    from dpsctl.core.enrollments import CredentialInput
-
-    return CredentialInput(
-        remove_certificate=remove_cert,
-        remove_secondary_certificate=remove_secondary_cert,
-        primary_key=primary_key,
-        secondary_key=secondary_key,
-        certificate=e.cert_input(signing_cert, "signing certificate"),
-        secondary_certificate=e.cert_input(secondary_signing_cert, "secondary signing certificate"),
-        ca_reference=ca_ref,
-        secondary_ca_reference=secondary_ca_ref,
-    )
-
-
 @app.command("add")
+@e.allocation_options(before="edge")
 def add(
     group_id: IdArg,
     attestation: GroupAttestationOpt = None,
@@ -74,33 +55,25 @@ def add(
     secondary_signing_cert: SecondarySigningCertOpt = None,
     ca_ref: CaRefOpt = None,
     secondary_ca_ref: SecondaryCaRefOpt = None,
-    hub: e.HubOpt = None,
-    allocation_policy: e.PolicyOpt = None,
-    webhook_url: e.WebhookOpt = None,
-    allocation_command: e.CommandOpt = None,
-    api_version: e.ApiVersionOpt = None,
-    initial_twin: e.TwinOpt = None,
-    twin_tags: e.TwinTagsOpt = None,
-    twin_desired: e.TwinDesiredOpt = None,
     edge: e.EdgeOpt = None,
     disabled: e.AddDisabledOpt = False,
     reprovision_policy: e.ReprovisionOpt = None,
     show_keys: ShowKeysOpt = False,
     output: OutputOpt = Output.table,
+    **allocation: Any,
 ) -> None:
     """Create an enrollment group (symmetric keys are generated when not given)."""
-    from dpsctl.core.enrollments import add_entry, new_group
+    from dpsctl.core.enrollments import new_group
 
-    cred = _credentials(primary_key, secondary_key, signing_cert, secondary_signing_cert, ca_ref, secondary_ca_ref)
+    cred = e.credentials(
+        (primary_key, secondary_key),
+        (signing_cert, secondary_signing_cert),
+        "signing certificate",
+        ca_reference=ca_ref,
+        secondary_ca_reference=secondary_ca_ref,
+    )
     opts = e.options(
-        hub=hub,
-        allocation_policy=allocation_policy,
-        webhook_url=webhook_url,
-        allocation_command=allocation_command,
-        api_version=api_version,
-        initial_twin=initial_twin,
-        twin_tags=twin_tags,
-        twin_desired=twin_desired,
+        **allocation,
         edge=edge,
         reprovision_policy=reprovision_policy,
         status="disabled" if disabled else None,
@@ -110,26 +83,10 @@ def add(
             "x509" if (signing_cert or secondary_signing_cert or ca_ref or secondary_ca_ref) else "symmetricKey"
         )
     entry = new_group(group_id, attestation, cred, opts)
-    with session(write=True) as tx:
-        entry = add_entry(tx, entry, now())
-    e.render_entry(entry.to_dict(show_keys=show_keys), output)
+    e.add(entry, show_keys, output)
 
 
-@app.command("list")
-def list_(
-    status: Annotated[str | None, typer.Option("--status", help="Only enabled or disabled groups.")] = None,
-    attestation: Annotated[str | None, typer.Option("--attestation", help="Only this attestation type.")] = None,
-    show_keys: ShowKeysOpt = False,
-    output: OutputOpt = Output.table,
-) -> None:
-    """List enrollment groups."""
-    from dpsctl.core.enrollments import list_entries
-
-    with session() as tx:
-        docs = [
-            x.to_dict(show_keys=show_keys) for x in list_entries(tx, group=True, status=status, attestation=attestation)
-        ]
-    e.render_entries(docs, output, group=True)
+app.command("list")(e.list_command(group=True))
 
 
 @app.command("show")
@@ -143,6 +100,7 @@ def show(group_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Ou
 
 
 @app.command("update")
+@e.allocation_options(before="edge")
 def update(
     group_id: IdArg,
     primary_key: e.NewPrimaryKeyOpt = None,
@@ -151,14 +109,6 @@ def update(
     secondary_signing_cert: SecondarySigningCertOpt = None,
     ca_ref: CaRefOpt = None,
     secondary_ca_ref: SecondaryCaRefOpt = None,
-    hub: e.HubOpt = None,
-    allocation_policy: e.PolicyOpt = None,
-    webhook_url: e.WebhookOpt = None,
-    allocation_command: e.CommandOpt = None,
-    api_version: e.ApiVersionOpt = None,
-    initial_twin: e.TwinOpt = None,
-    twin_tags: e.TwinTagsOpt = None,
-    twin_desired: e.TwinDesiredOpt = None,
     edge: e.EdgeOpt = None,
     enabled: e.EnabledOpt = None,
     reprovision_policy: e.ReprovisionOpt = None,
@@ -167,46 +117,30 @@ def update(
     etag: EtagOpt = None,
     show_keys: ShowKeysOpt = False,
     output: OutputOpt = Output.table,
+    **allocation: Any,
 ) -> None:
     """Change an enrollment group; with --etag, refused (exit 4) if it changed meanwhile."""
-    from dpsctl.core.enrollments import update_entry
-
-    cred = _credentials(
-        primary_key,
-        secondary_key,
-        signing_cert,
-        secondary_signing_cert,
-        ca_ref,
-        secondary_ca_ref,
-        remove_cert,
-        remove_secondary_cert,
+    cred = e.credentials(
+        (primary_key, secondary_key),
+        (signing_cert, secondary_signing_cert),
+        "signing certificate",
+        (remove_cert, remove_secondary_cert),
+        ca_reference=ca_ref,
+        secondary_ca_reference=secondary_ca_ref,
     )
     opts = e.options(
-        hub=hub,
-        allocation_policy=allocation_policy,
-        webhook_url=webhook_url,
-        allocation_command=allocation_command,
-        api_version=api_version,
-        initial_twin=initial_twin,
-        twin_tags=twin_tags,
-        twin_desired=twin_desired,
+        **allocation,
         edge=edge,
         reprovision_policy=reprovision_policy,
         status=None if enabled is None else ("enabled" if enabled else "disabled"),
     )
-    with session(write=True) as tx:
-        entry = update_entry(tx, group_id, group=True, opts=opts, cred=cred, etag=etag, now=now())
-    e.render_entry(entry.to_dict(show_keys=show_keys), output)
+    e.update(group_id, True, opts, cred, etag, show_keys, output)
 
 
 @app.command("delete")
 def delete(group_id: IdArg, etag: EtagOpt = None) -> None:
     """Delete an enrollment group (its devices' registration records stay, as in DPS)."""
-    from dpsctl.core.enrollments import delete_entry
-
-    with session(write=True) as tx:
-        entry = delete_entry(tx, group_id, group=True, etag=etag)
-    info(f"deleted enrollment group {entry.id}")
+    e.delete(group_id, True, etag)
 
 
 @app.command("compute-device-key")
@@ -223,8 +157,6 @@ def compute_device_key(
     output: OutputOpt = Output.table,
 ) -> None:
     """Print the device key derived from the group key: Base64(HMAC-SHA256(group key, registration ID))."""
-    from dpsctl.core.errors import InvalidInput
-
     if group_key is not None:
         if secondary:
             raise InvalidInput(

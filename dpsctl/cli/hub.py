@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, secret_option, session
 from dpsctl.cli.render import Output, emit, info
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -62,29 +66,40 @@ def _emit_one(doc: dict, output: Output) -> None:
     emit(doc, output, columns=COLUMNS, rows=lambda: rows([doc]), drop=DROP)
 
 
-@app.command("add")
-def add(
-    name: NameArg,
-    location: LocationOpt = None,
-    weight: WeightOpt = None,
-    apply_allocation_policy: ApplyOpt = None,
-    connection_string: CsOpt = None,
-    show_keys: ShowKeysOpt = False,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Link an IoT hub to the service."""
-    from dpsctl.core.hubs import add_hub
+def _change_command(*, add: bool) -> Callable[..., None]:
+    """`hub add` or `hub update`: the same options, the hub printed after."""
 
-    with session(write=True) as tx:
-        hub = add_hub(
-            tx,
-            name,
-            location=location,
-            weight=weight,
-            apply_allocation_policy=apply_allocation_policy,
-            connection_string=connection_string,
-        )
-    _emit_one(hub.to_dict(show_keys=show_keys), output)
+    def command(
+        name: NameArg,
+        location: LocationOpt = None,
+        weight: WeightOpt = None,
+        apply_allocation_policy: ApplyOpt = None,
+        connection_string: CsOpt = None,
+        show_keys: ShowKeysOpt = False,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        from dpsctl.core import hubs
+
+        with session(write=True) as tx:
+            hub = (hubs.add_hub if add else hubs.update_hub)(
+                tx,
+                name,
+                location=location,
+                weight=weight,
+                apply_allocation_policy=apply_allocation_policy,
+                connection_string=connection_string,
+            )
+        _emit_one(hub.to_dict(show_keys=show_keys), output)
+
+    command.__doc__ = (
+        "Link an IoT hub to the service."
+        if add
+        else "Change a linked hub's location, weight, policy participation or connection string."
+    )
+    return command
+
+
+app.command("add")(_change_command(add=True))
 
 
 @app.command("list")
@@ -107,29 +122,7 @@ def show(name: NameArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Outp
     _emit_one(hub.to_dict(show_keys=show_keys), output)
 
 
-@app.command("update")
-def update(
-    name: NameArg,
-    location: LocationOpt = None,
-    weight: WeightOpt = None,
-    apply_allocation_policy: ApplyOpt = None,
-    connection_string: CsOpt = None,
-    show_keys: ShowKeysOpt = False,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Change a linked hub's location, weight, policy participation or connection string."""
-    from dpsctl.core.hubs import update_hub
-
-    with session(write=True) as tx:
-        hub = update_hub(
-            tx,
-            name,
-            location=location,
-            weight=weight,
-            apply_allocation_policy=apply_allocation_policy,
-            connection_string=connection_string,
-        )
-    _emit_one(hub.to_dict(show_keys=show_keys), output)
+app.command("update")(_change_command(add=False))
 
 
 @app.command("delete")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -11,6 +11,9 @@ from dpsctl.cli.context import OutputOpt, now, secret_option, session
 from dpsctl.cli.render import Output, emit, info
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -76,8 +79,6 @@ def sas(
     output: OutputOpt = Output.table,
 ) -> None:
     """Print the SAS token a device sends to DPS: sr={scope}/registrations/{id}, signed with its key, skn=registration."""
-    from datetime import datetime
-
     from dpsctl.core.ids import validate_id_scope, validate_registration_id
     from dpsctl.core.sas import build_sas_token, device_resource_uri
 

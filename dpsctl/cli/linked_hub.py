@@ -6,7 +6,7 @@ its key masked as ARM masks it. `create` prints the service's linked hubs, as az
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +14,13 @@ from dpsctl.cli.az_compat import TriState, tri_state
 from dpsctl.cli.context import OutputOpt, session
 from dpsctl.cli.hub import COLUMNS, DROP, rows
 from dpsctl.cli.render import Output, emit
+from dpsctl.core.errors import InvalidInput
+
+if TYPE_CHECKING:  # for annotations only: the commands that open the store load it
+    from dpsctl.store import Transaction
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -45,7 +52,7 @@ def _emit_one(doc: dict, output: Output) -> None:
     emit(doc, output, columns=COLUMNS, rows=lambda: rows([doc]), drop=DROP)
 
 
-def _emit_all(tx, output: Output) -> None:
+def _emit_all(tx: Transaction, output: Output) -> None:
     from dpsctl.core.hubs import list_hubs
 
     docs = [h.to_dict(show_keys=False) for h in list_hubs(tx)]
@@ -75,7 +82,6 @@ def create(
     output: OutputOpt = Output.table,
 ) -> None:
     """Link an IoT hub, by connection string or name; prints the linked hubs (as az)."""
-    from dpsctl.core.errors import InvalidInput
     from dpsctl.core.hubs import add_hub, hub_of_connection_string
 
     if (connection_string is None) == (hub_name is None):

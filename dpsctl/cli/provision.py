@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,7 +14,9 @@ from dpsctl.cli.render import Output, emit, format_table
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
 
-if TYPE_CHECKING:  # the engine is imported when a device registers, not when the CLI starts
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+if TYPE_CHECKING:
     from dpsctl.core.attestation import Credential
     from dpsctl.core.provisioning import ProvisionResult, RegistrationRequest
 
@@ -78,7 +81,6 @@ def credential(
             read_file(key, "private key"), source=key, password=passphrase.encode() if passphrase is not None else None
         )
         return X509Credential(tuple(certs), prove=lambda nonce: sign_possession_challenge(private, nonce))
-    from pathlib import Path
 
     from dpsctl.core.sas import build_sas_token, device_resource_uri
     from dpsctl.core.tpm import load_tpm
@@ -308,11 +310,12 @@ def register(app: typer.Typer) -> None:
             return RegistrationRequest(presented, registration_id, body, region)
 
         result = _register(request, dry_run=dry_run, webhook_timeout=webhook_timeout)
-        if result.error is not None and symmetric_key and registration_id:
+        error = result.error
+        if error is not None and symmetric_key and registration_id:
             from dpsctl.core.key_report import key_mistake
 
             with session() as tx:
-                result.error.hint = key_mistake(tx, registration_id, symmetric_key) or result.error.hint
+                error = error.amended(hint=key_mistake(tx, registration_id, symmetric_key) or None)
         doc = dict(result.operation)
         if result.connection_string:
             doc["connectionString"] = result.connection_string
@@ -345,7 +348,7 @@ def register(app: typer.Typer) -> None:
             )
 
         emit(doc, output, table=table)
-        if result.error is not None:
-            if not explain and result.error.hint is None:
-                result.error.hint = "rerun with --explain to see every check"
-            raise result.error
+        if error is not None:
+            if explain or error.hint is not None:
+                raise error
+            raise error.amended(hint="rerun with --explain to see every check")

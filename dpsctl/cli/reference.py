@@ -17,6 +17,10 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any
 
+import typer
+
+from dpsctl.cli.app import app
+
 REGENERATE = "python -m dpsctl.cli.reference > docs/cli-reference.md"
 PROG = "dpsctl"
 
@@ -26,10 +30,6 @@ PROG = "dpsctl"
 
 def root_command() -> Any:
     """The Click-style command object Typer builds from dpsctl's app."""
-    import typer
-
-    from dpsctl.cli.app import app
-
     return typer.main.get_command(app)
 
 
@@ -67,7 +67,8 @@ def help_text(command: Any) -> str:
 
 def parameters(command: Any) -> tuple[list[Any], list[Any]]:
     """(arguments, options) of a command, in declaration order; hidden ones left out."""
-    args, opts = [], []
+    args: list[Any] = []
+    opts: list[Any] = []
     for param in command.params:
         if getattr(param, "hidden", False):
             continue

@@ -15,13 +15,18 @@ never wrapped or broken across lines.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import unicodedata
 from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
-from dpsctl.cli.safetext import safe_json, safe_lines, safe_text
+from dpsctl.cli.safetext import safe_json, safe_lines, safe_text, too_deep_to_print
+from dpsctl.core.errors import InvalidInput
+
+# jmespath (--query) and yaml (-o yaml) are imported where used: every command loads this module at start-up.
 
 
 class Output(str, Enum):  # noqa: UP042 - Typer lists the choices of a str Enum
@@ -59,7 +64,7 @@ def emit(
     output: Output,
     *,
     columns: Sequence[str] = (),
-    rows: Callable[[], list[Row]] | None = None,
+    rows: Callable[[], Sequence[Row]] | None = None,
     drop: Sequence[str] = (),
     title: str | None = None,
     table: Callable[[], str] | None = None,
@@ -70,8 +75,6 @@ def emit(
     `columns` (dropping the `drop` columns first, least valuable first, when the terminal is too narrow), else
     a FIELD/VALUE table of a record, or a bare value. With --query the table shows the query's result.
     """
-    from dpsctl.cli.safetext import too_deep_to_print
-
     if SELECTION.top is not None and SELECTION.top >= 0 and isinstance(data, list):
         data = data[: SELECTION.top]
         if rows is not None:
@@ -101,8 +104,6 @@ def select(data: Any, query: str) -> Any:
     """Apply a JMESPath query (as az does, before any format); a bad query is invalid input."""
     import jmespath
     from jmespath.exceptions import JMESPathError
-
-    from dpsctl.core.errors import InvalidInput
 
     try:
         return jmespath.search(query, data)
@@ -194,9 +195,6 @@ def _plain(value: Any, booleans: tuple[str, str]) -> str:
 
 def terminal_width() -> int:
     """Columns of the terminal on stdout; $COLUMNS when set; 80 when unknown (piped, redirected)."""
-    import os
-    import shutil
-
     env = os.environ.get("COLUMNS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
@@ -277,7 +275,7 @@ def fit(
 
 def format_table(
     columns: Sequence[str],
-    rows: list[Row],
+    rows: Sequence[Row],
     *,
     drop: Sequence[str] = (),
     title: str | None = None,

@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from dpsctl.core.errors import StoreError
+
 # Bidirectional formatting characters: embeddings, overrides, isolates, marks; plus the line and paragraph separators.
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029" + BIDI + "]")
@@ -34,22 +36,6 @@ def safe_lines(text: str) -> str:
     return "\n".join(safe_text(line) for line in str(text).split("\n"))
 
 
-def has_unsafe(text: str) -> bool:
-    """Whether `text` holds a character that safe_text would escape."""
-    return _UNSAFE.search(text) is not None
-
-
-def safe_yaml(data: object) -> str:
-    """YAML of `data`; when it holds a bidi or separator character, every non-ASCII character is written escaped."""
-    import yaml
-
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    if _RAW_IN_DATA.search(text):
-        # PyYAML escapes C0 and C1 controls itself but writes bidi characters raw when allow_unicode is on.
-        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False, default_flow_style=False)
-    return text
-
-
 _RAW_IN_DATA = re.compile("[\x7f-\x9f\u2028\u2029" + BIDI + "]")
 
 
@@ -63,8 +49,6 @@ def too_deep_to_print() -> Iterator[None]:
     try:
         yield
     except RecursionError:
-        from dpsctl.core.errors import StoreError
-
         raise StoreError(
             "what the store holds here nests objects or arrays too deeply to print (written by an older dpsctl or by hand)",
             hint="delete or replace the record that holds it (dpsctl enrollment delete ID, dpsctl registration delete ID)",

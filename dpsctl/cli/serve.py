@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
+from dpsctl.cli.context import STATE
 from dpsctl.core.errors import InvalidInput
+
+# The server is imported by the command that runs it: `dpsctl serve --help` stays cheap.
 
 
 def register(app: typer.Typer) -> None:
@@ -95,8 +98,6 @@ def register(app: typer.Typer) -> None:
         (HTTPS only, as in DPS); service clients manage enrollments with the connection string printed by
         `dpsctl service connection-string`. Stops cleanly on Ctrl-C or SIGTERM.
         """
-        from dpsctl.cli.context import STATE
-
         if (tls_cert is None) != (tls_key is None):
             raise InvalidInput(
                 "--tls-cert and --tls-key go together", hint="give both, or neither for the local development CA"

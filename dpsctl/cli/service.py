@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, now, session
+from dpsctl.cli.context import STATE, OutputOpt, now, session
 from dpsctl.cli.render import Output, emit
+from dpsctl.core.errors import Conflict
+
+if TYPE_CHECKING:  # for annotations only: the commands that open the store load it
+    from dpsctl.store import Transaction
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -20,7 +27,7 @@ PolicyOpt = Annotated[
 ]
 
 
-def _show(tx, output: Output) -> None:
+def _show(tx: Transaction, output: Output) -> None:
     from dpsctl.core.hubs import list_hubs
     from dpsctl.core.service import load_service, operations_count, service_view
 
@@ -113,8 +120,6 @@ def register_init(root: typer.Typer) -> None:
         output: OutputOpt = Output.table,
     ) -> None:
         """Create the store explicitly; refuses to overwrite an existing one."""
-        from dpsctl.cli.context import STATE
-        from dpsctl.core.errors import Conflict
         from dpsctl.core.service import init_service
         from dpsctl.store import open_store
 

@@ -7,6 +7,9 @@ import typer
 from dpsctl.cli.context import OutputOpt, now, session
 from dpsctl.cli.render import Output, emit, format_bars, format_table
 
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+
 
 def register(app: typer.Typer) -> None:
     """Add `dpsctl stats` to the root app."""

@@ -8,6 +8,10 @@ import typer
 
 from dpsctl.cli.context import STATE, OutputOpt, require_store
 from dpsctl.cli.render import Output, emit, info
+from dpsctl.core.errors import NotFound
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 app = typer.Typer(
     add_completion=False,
@@ -54,8 +58,6 @@ def migrate(
     require_store(STATE.db)
     with open_store(STATE.db) as source, open_store(to) as target:
         if not source.exists():
-            from dpsctl.core.errors import NotFound
-
             raise NotFound(f"store {source.location} does not exist")
         counts = copy(source, target)
     emit({"from": source.location, "to": target.location, "backend": target.backend, "records": counts}, output)

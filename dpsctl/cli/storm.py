@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from dpsctl.cli.context import STATE, now
 from dpsctl.cli.render import Output, emit, format_bars, format_table
-from dpsctl.core.errors import DpsError, ExitCode, InvalidInput
+from dpsctl.core.errors import AllocationFailed, Disabled, DpsError, InvalidInput, Unauthorized
+
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
 
 if TYPE_CHECKING:  # the engine is imported when the devices register, not when the CLI starts
     from dpsctl.core.provisioning import RegistrationRequest
@@ -108,11 +111,12 @@ def _progress(total: int | None) -> tuple[Any, Any]:
     return bar, lambda n: bar.advance(task, n)
 
 
-EXIT_ORDER = (
-    ("unauthorized", ExitCode.UNAUTHORIZED),
-    ("disabled", ExitCode.DISABLED),
-    ("failed", ExitCode.ALLOCATION_FAILED),
-    ("invalid", ExitCode.INVALID_INPUT),
+# The most serious outcome present names the error (and so the exit code, by the CLI's one table).
+EXIT_ORDER: tuple[tuple[str, type[DpsError]], ...] = (
+    ("unauthorized", Unauthorized),
+    ("disabled", Disabled),
+    ("failed", AllocationFailed),
+    ("invalid", InvalidInput),
 )
 
 
@@ -189,10 +193,8 @@ def run_many(
     doc = summary.to_dict()
     emit(doc, output, table=lambda: _summary_table(doc))
     if not summary.all_assigned:
-        code = next((c for status, c in EXIT_ORDER if summary.by_status.get(status)), ExitCode.ALLOCATION_FAILED)
-        error = DpsError(
+        kind = next((k for status, k in EXIT_ORDER if summary.by_status.get(status)), AllocationFailed)
+        raise kind(
             f"{doc['devices'] - doc['assigned']} of {doc['devices']} devices were not assigned",
             hint="see the summary; rerun one device with --explain",
         )
-        error.exit_code = code
-        raise error

@@ -11,6 +11,9 @@ import typer
 from dpsctl.cli.context import OutputOpt
 from dpsctl.cli.render import Output, emit, info
 
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+
 app = typer.Typer(
     add_completion=False,
     help="Software TPMs: an RSA-2048 endorsement key pair and storage root key, kept in a 0600 file.",

@@ -10,6 +10,9 @@ from dpsctl.cli.context import OutputOpt, ShowKeysOpt, now, read_file, read_stdi
 from dpsctl.cli.render import Output, emit
 from dpsctl.core.errors import InvalidInput
 
+# The core and the store are imported inside the commands that use them: loading this module, for its --help or
+# for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+
 
 def register(app: typer.Typer) -> None:
     """Add `import` and `export` to the root app."""

@@ -64,21 +64,6 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
 
 
-def parse_timestamp(text: str) -> datetime:
-    """Parse a DPS time stamp (any number of fractional digits, 'Z' or an offset)."""
-    value = text.strip()
-    if value.endswith("Z"):
-        value = value[:-1] + "+00:00"
-    head, sep, rest = value.partition(".")
-    if sep:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        value = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
-
-
 def new_etag() -> str:
     """An enrollment etag: a JSON-quoted opaque string, as Cosmos DB (and so DPS) makes them."""
     return f'"{uuid.uuid4()}"'

@@ -55,11 +55,6 @@ def validate_device_id(value: str) -> str:
     return value
 
 
-def id_key(value: str) -> str:
-    """The case-insensitive identity of an ID, as DPS compares them."""
-    return value.lower()
-
-
 def hub_host_name(name: str) -> str:
     """Turn a bare hub name or a host name into the hub's host name (`NAME.azure-devices.net`)."""
     if not isinstance(name, str) or not name.strip():

@@ -78,7 +78,7 @@ def check_symmetric_key(tx: Transaction, registration_id: str, key_text: str, no
     report.explain = diagnosis.explain
     report.error = diagnosis.error
     if report.error is not None and report.hint is not None:
-        report.error.hint = report.hint
+        report.error = report.error.amended(hint=report.hint)
     return report
 
 

@@ -94,7 +94,8 @@ def read_bounded(path: str | os.PathLike[str], what: str, limit: int, error: typ
             )
         if info.st_size > limit:
             raise error(f"{what} {path} is {_size(info.st_size)}; dpsctl reads files of at most {_size(limit)}")
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        total = 0
         while True:
             chunk = os.read(fd, min(1 << 20, limit + 1 - total))
             if not chunk:

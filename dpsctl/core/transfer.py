@@ -67,7 +67,7 @@ def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
     if stripped.startswith("{") or stripped.startswith("["):
         doc = parse_json(text, source, document=True)
     else:
-        doc = _load_yaml(text, source)
+        doc = load_yaml(text, source)
     if doc is None:
         doc = {}
     check_depth(doc, source, limit=MAX_DOCUMENT_DEPTH)  # YAML too: the values in it are checked where they are read
@@ -77,7 +77,8 @@ def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
     return doc
 
 
-def _load_yaml(text: str, source: str) -> Any:
+def load_yaml(text: str, source: str) -> Any:
+    """A YAML import document: the safe loader (no Python tags), refusing anchors and aliases (their expansion is exponential)."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -258,8 +259,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         except DpsError as exc:
             where = f"{name} {entry.id!r}"
             if not exc.message.startswith(where):  # certificate errors name the record already
-                exc.message = f"{where}: {exc.message}"
-                exc.args = (exc.message,)
+                raise exc.amended(message=f"{where}: {exc.message}") from exc
             raise
         if entry.is_group:
             group_types[entry.attestation.type] = group_types.get(entry.attestation.type, 0) + 1

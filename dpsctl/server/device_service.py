@@ -161,11 +161,12 @@ class DeviceService:
                     self.refused += 1
                     raise Refusal(401, E_UNAUTHORIZED, plan.refused.error.message, hint=plan.refused.error.hint)
         if challenge is not None:
+            assert tpm is not None  # only a TPM device is challenged
             if challenge.new:
                 with self.access.write() as tx:
                     self.book.save_challenge(tx, registration_id, _ek(tpm), challenge.key)
-            body = {"authenticationKey": challenge.blob, "keyName": TPM_KEY_NAME}
-            return DeviceReply(401, body, note="TPM challenge issued (401 with authenticationKey)")
+            issued = {"authenticationKey": challenge.blob, "keyName": TPM_KEY_NAME}
+            return DeviceReply(401, issued, note="TPM challenge issued (401 with authenticationKey)")
         tpm_keys = (
             {"endorsementKey": _ek(tpm), "storageRootKey": tpm.get("storageRootKey")} if isinstance(tpm, dict) else None
         )
@@ -183,8 +184,10 @@ class DeviceService:
             self._in_flight.add(future)
         future.add_done_callback(self._done)
         retry = _whole_seconds(self.options.assigning_delay)
-        body = {"operationId": operation.operation_id, "status": "assigning"}
-        return DeviceReply(202, body, retry, note=f"{registration_id} assigning (operation {operation.operation_id})")
+        assigning = {"operationId": operation.operation_id, "status": "assigning"}
+        return DeviceReply(
+            202, assigning, retry, note=f"{registration_id} assigning (operation {operation.operation_id})"
+        )
 
     def operation_status(
         self, id_scope: str, registration_id: str, operation_id: str, presented: Presented
@@ -357,8 +360,7 @@ class DeviceService:
         if not issue:
             return refused, None
         doc = tx.get("enrollments", registration_id)
-        enrolled = doc is not None and (doc.get("attestation") or {}).get("type") == "tpm"
-        if not enrolled or _canonical_ek(doc) != endorsement_key:
+        if doc is None or (doc.get("attestation") or {}).get("type") != "tpm" or _canonical_ek(doc) != endorsement_key:
             return refused, None  # the engine says why (no enrollment, another type, another EK)
         if key is None:
             key, blob = issue_challenge(endorsement_key)

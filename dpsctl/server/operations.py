@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,10 +118,6 @@ class OperationBook:
         }
         tx.put("challenges", doc)
 
-    def drop_challenge(self, tx: Transaction, registration_id: str, endorsement_key: str) -> None:
-        """Forget a challenge once it has been answered."""
-        tx.delete("challenges", _slot(registration_id, endorsement_key))
-
     # -- housekeeping
 
     def purge(self, tx: Transaction) -> int:
@@ -141,8 +136,3 @@ def _slot(registration_id: str, endorsement_key: str) -> str:
     """A challenge's key: the device and a digest of its EK (the EK itself is 400 characters)."""
     digest = hashlib.sha256(endorsement_key.encode("ascii")).hexdigest()[:32]
     return f"{registration_id.lower()}|{digest}"
-
-
-def same_key(a: bytes, b: bytes) -> bool:
-    """Constant-time comparison of two keys."""
-    return hmac.compare_digest(a, b)

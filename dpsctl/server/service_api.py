@@ -267,7 +267,8 @@ class ServiceApi:
                         raise Refusal(409, E_CONFLICT, f"{item_id!r} already exists")
                     if mode in ("updateIfMatchETag", "delete") and old is None:
                         raise _not_found(group, item_id)
-                    if mode == "updateIfMatchETag" and not same_etag(str(item.get("etag") or ""), old.get("etag")):  # type: ignore[union-attr]
+                    stale = old is not None and not same_etag(str(item.get("etag") or ""), old.get("etag"))
+                    if mode == "updateIfMatchETag" and stale:
                         raise Refusal(412, E_PRECONDITION, f"the etag of {item_id!r} does not match")
                     if mode == "delete":
                         delete_entry(tx, item_id, group=group, etag=None)

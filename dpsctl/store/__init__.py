@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dpsctl.core.errors import InvalidInput, StoreError
 from dpsctl.store.base import Store, Transaction
+from dpsctl.store.memory import MemoryStore
+from dpsctl.store.pglocation import POSTGRES_SCHEMES, redact, url_scheme
 
 __all__ = ["Store", "Transaction", "open_store", "DEFAULT_STORE"]
 
@@ -15,18 +18,14 @@ SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 def open_store(path: str | Path) -> Store:
     """Open the store at `path`: PostgreSQL for a postgresql:// or postgres:// URL; SQLite for .sqlite/.sqlite3/.db;
     else a TinyDB JSON file (`:memory:`: throw-away). Opening connects to nothing and creates nothing yet."""
+    # Each backend is imported when a store of its kind is opened: a command loads one database library (the
+    # PostgreSQL driver is an optional extra that may be missing).
     text = str(path)
     if text == ":memory:":
-        from dpsctl.store.memory import MemoryStore
-
         return MemoryStore()
-    from dpsctl.store.pglocation import POSTGRES_SCHEMES, redact, url_scheme
-
     scheme = url_scheme(text) if isinstance(path, str) else None
     if scheme is not None:
         if scheme not in POSTGRES_SCHEMES:
-            from dpsctl.core.errors import InvalidInput
-
             raise InvalidInput(
                 f"store {redact(text)}: dpsctl cannot open a {scheme}:// store",
                 hint="give a postgresql://user@host:port/dbname URL, or a file: *.sqlite for SQLite, any other name for TinyDB JSON (./NAME for a file whose name looks like a URL)",
@@ -34,8 +33,6 @@ def open_store(path: str | Path) -> Store:
         try:
             from dpsctl.store.postgres_store import PostgresStore
         except ImportError:
-            from dpsctl.core.errors import StoreError
-
             raise StoreError(
                 f"store {redact(text)} is a PostgreSQL URL, but the PostgreSQL driver is not installed",
                 hint="pip install 'dpsctl[postgres]' (psycopg 3 and psycopg_pool)",

@@ -9,7 +9,8 @@ from typing import Any
 
 from dpsctl.store.schema import INDEXES, KINDS, Doc, key_of
 
-_DELETED: Any = object()
+# What `changes` holds for a deleted record (a marker no document can equal).
+DELETED: Any = object()
 
 
 class Transaction:
@@ -67,7 +68,7 @@ class Transaction:
         pending = self.changes.get(kind, {})
         if key in pending:
             doc = pending[key]
-            return None if doc is _DELETED else doc
+            return None if doc is DELETED else doc
         return self._base_get(kind, key)
 
     def prefetch(self, kind: str, keys: Iterable[str]) -> None:
@@ -93,7 +94,7 @@ class Transaction:
         self._check_writable()
         existed = self.get(kind, key) is not None
         if existed:
-            self.changes.setdefault(kind, {})[key.lower()] = _DELETED
+            self.changes.setdefault(kind, {})[key.lower()] = DELETED
             if self._memo:
                 self._forget(kind)
         return existed
@@ -103,7 +104,7 @@ class Transaction:
         pending = self.changes.get(kind, {})
         merged = dict(self._base(kind))
         for key, doc in pending.items():
-            if doc is _DELETED:
+            if doc is DELETED:
                 merged.pop(key, None)
             else:
                 merged[key] = doc
@@ -125,7 +126,7 @@ class Transaction:
         extract = INDEXES[kind][index]
         for key, doc in self.changes.get(kind, {}).items():
             found.pop(key, None)
-            if doc is not _DELETED and (extract(doc) or "").lower() == wanted:
+            if doc is not DELETED and (extract(doc) or "").lower() == wanted:
                 found[key] = doc
         return [found[key] for key in sorted(found)]
 

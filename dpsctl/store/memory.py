@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 
-from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.schema import KINDS, Doc
 
 
-class _MemoryTransaction(Transaction):
+class MemoryTransaction(Transaction):
+    """A transaction over records held in memory (also the PostgreSQL store's stand-in for a schema not created yet)."""
+
     def __init__(self, data: dict[str, dict[str, Doc]], writable: bool) -> None:
         super().__init__(writable)
         self._data = data
@@ -27,12 +29,12 @@ class MemoryStore(Store):
         self.changes: dict[str, int] = {}  # kind -> commits that changed it
 
     def _begin(self, writable: bool) -> Transaction:
-        return _MemoryTransaction(self.data, writable)
+        return MemoryTransaction(self.data, writable)
 
     def _commit(self, tx: Transaction) -> None:
         for kind, changes in tx.changes.items():
             for key, doc in changes.items():
-                if doc is _DELETED:
+                if doc is DELETED:
                     self.data[kind].pop(key, None)
                 else:
                     self.data[kind][key] = copy.deepcopy(doc)

@@ -33,7 +33,9 @@ def url_scheme(location: str) -> str | None:
 def _split(location: str) -> tuple[str, str, str, str]:
     """(`scheme://`, user-info-and-hosts, path, query) of a URL, cut by hand so that putting them back together
     gives the same bytes (urllib's urlunsplit turns `postgresql:///db` into `postgresql:/db`)."""
-    head = _URL.match(location).group(0)  # type: ignore[union-attr]
+    scheme = _URL.match(location)
+    assert scheme is not None, "a location url_scheme recognised as a URL"
+    head = scheme.group(0)
     rest = location[len(head) :]
     rest, _, _fragment = rest.partition("#")
     rest, mark, query = rest.partition("?")

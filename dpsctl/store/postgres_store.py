@@ -26,91 +26,22 @@ from psycopg import errors as pgerrors
 from psycopg.pq import TransactionStatus
 
 from dpsctl.core.errors import StoreBusy, StoreError
-from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.locking import lock_timeout
-from dpsctl.store.memory import _MemoryTransaction
+from dpsctl.store.memory import MemoryTransaction
+from dpsctl.store.pg_statements import LAYOUT_VERSION, MIGRATIONS, Statements
 from dpsctl.store.pglocation import PostgresLocation, parse, scrub
-from dpsctl.store.schema import APP_MARKER, INDEXES, KINDS, SCHEMA_VERSION, Doc, index_set
+from dpsctl.store.schema import APP_MARKER, KINDS, SCHEMA_VERSION, Doc, compact_json, index_rows, index_set
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-# The layout's own version (the tables), apart from SCHEMA_VERSION (the records' format, shared by all backends).
-# Step N takes a store from layout N-1 to N; a store is brought up to date, in one transaction, when first opened.
-MIGRATIONS: dict[int, list[str]] = {
-    1: [
-        "CREATE TABLE {s}.meta (name text PRIMARY KEY, value text NOT NULL)",
-        "CREATE TABLE {s}.records (kind text NOT NULL, key text NOT NULL, doc text NOT NULL, PRIMARY KEY (kind, key))",
-        # One row per indexed field of a record, keyed by the record (replacing a record finds its rows directly),
-        # looked up by value through the second index.
-        "CREATE TABLE {s}.record_index (kind text NOT NULL, key text NOT NULL, name text NOT NULL, value text NOT NULL, PRIMARY KEY (kind, key, name))",
-        "CREATE INDEX record_index_by_value ON {s}.record_index (kind, name, value)",
-        # Bumped by every commit that changes a record of the kind: what Store.change_stamp reads.
-        "CREATE TABLE {s}.changes (kind text PRIMARY KEY, counter bigint NOT NULL)",
-    ],
-}
-LAYOUT_VERSION = max(MIGRATIONS)
 COPY_THRESHOLD = 2000  # changes of one commit from which rows go by COPY instead of one multi-row statement
 LOCK_CLASS = 0x4450  # "DP": the first half of the advisory lock key; the second is the schema name's CRC
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def _index_rows(kind: str, key: str, doc: Doc, names: Iterable[str] | None = None) -> list[tuple[str, str, str, str]]:
-    rows = []
-    for name, extract in INDEXES.get(kind, {}).items():
-        if names is not None and name not in names:
-            continue
-        value = extract(doc)
-        if value:
-            rows.append((kind, key, name, str(value).lower()))
-    return rows
-
-
-class _Sql:
-    """The statements, with the schema name quoted in once."""
-
-    def __init__(self, schema: str) -> None:
-        s = '"' + schema + '"'
-        self.schema = s
-        self.load = f"SELECT key, doc FROM {s}.records WHERE kind = %s"
-        self.get = f"SELECT doc FROM {s}.records WHERE kind = %s AND key = %s"
-        self.count = f"SELECT count(*) FROM {s}.records WHERE kind = %s"
-        self.stored_keys = f"SELECT key FROM {s}.records WHERE kind = %s AND key = ANY(%s)"
-        self.get_many = f"SELECT key, doc FROM {s}.records WHERE kind = %s AND key = ANY(%s)"
-        self.find = (
-            f"SELECT r.key, r.doc FROM {s}.record_index i JOIN {s}.records r ON r.kind = i.kind AND r.key = i.key "
-            "WHERE i.kind = %s AND i.name = %s AND i.value = %s ORDER BY r.key"
-        )
-        pairs = "unnest(%s::text[], %s::text[]) AS c(kind, key)"
-        self.delete_index = f"DELETE FROM {s}.record_index i USING {pairs} WHERE i.kind = c.kind AND i.key = c.key"
-        self.delete_records = f"DELETE FROM {s}.records r USING {pairs} WHERE r.kind = c.kind AND r.key = c.key"
-        self.upsert = (
-            f"INSERT INTO {s}.records (kind, key, doc) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
-            "ON CONFLICT (kind, key) DO UPDATE SET doc = EXCLUDED.doc"
-        )
-        self.insert_index = f"INSERT INTO {s}.record_index (kind, key, name, value) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-        self.copy_records = f"COPY {s}.records (kind, key, doc) FROM STDIN"
-        self.copy_index = f"COPY {s}.record_index (kind, key, name, value) FROM STDIN"
-        self.bump = (
-            f"INSERT INTO {s}.changes (kind, counter) SELECT unnest(%s::text[]), 1 "
-            f"ON CONFLICT (kind) DO UPDATE SET counter = {s}.changes.counter + 1"
-        )
-        self.stamps = f"SELECT kind, counter FROM {s}.changes WHERE kind = ANY(%s)"
-        self.meta = f"SELECT name, value FROM {s}.meta"
-        self.tables = (
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname IN ('meta', 'records') AND c.relkind = 'r'"
-        )
-        self.set_meta = f"INSERT INTO {s}.meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
-        self.size = (
-            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relkind = 'r'"
-        )
-
 
 class _PgTransaction(Transaction):
-    def __init__(self, conn: psycopg.Connection[Any], sql: _Sql, writable: bool) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], sql: Statements, writable: bool) -> None:
         super().__init__(writable)
         self.conn = conn
         self.sql = sql
@@ -150,9 +81,9 @@ class _PgTransaction(Transaction):
         if pending:
             stored = {key for (key,) in self.conn.execute(self.sql.stored_keys, (kind, list(pending)))}
             for key, doc in pending.items():
-                if doc is _DELETED and key in stored:
+                if doc is DELETED and key in stored:
                     total -= 1
-                elif doc is not _DELETED and key not in stored:
+                elif doc is not DELETED and key not in stored:
                     total += 1
         return total
 
@@ -172,7 +103,7 @@ class PostgresStore(Store):
         self.where = parse(location) if isinstance(location, str) else location
         self.location = self.where.shown
         self.schema = self.where.schema
-        self.sql = _Sql(self.schema)
+        self.sql = Statements(self.schema)
         self._lock_key = (LOCK_CLASS, zlib.crc32(self.schema.encode()) - (1 << 31))
         self._ready = False  # the schema exists and is up to date (checked once per process)
         self._store_id = ""
@@ -206,9 +137,9 @@ class PostgresStore(Store):
                 conn, self._spare = self._spare, None
                 return conn
             if self._pool is None:
-                from psycopg_pool import (
-                    ConnectionPool,
-                )  # only when transactions run concurrently (serve): not for a command
+                # psycopg_pool is imported only here and below, by a store whose transactions run concurrently
+                # (serve): a command, with one transaction, never loads it.
+                from psycopg_pool import ConnectionPool
 
                 self._pool = ConnectionPool(
                     self.where.conninfo,
@@ -220,7 +151,7 @@ class PostgresStore(Store):
                     name=f"dpsctl-{self.schema}",
                 )
             pool = self._pool
-        from psycopg_pool import PoolTimeout
+        from psycopg_pool import PoolTimeout  # loaded with the pool, above
 
         try:
             return pool.getconn()
@@ -396,7 +327,7 @@ class PostgresStore(Store):
                 records = conn.execute(self.sql.load, (kind,)).fetchall()  # all read before COPY takes the connection
                 with conn.cursor() as cur, cur.copy(self.sql.copy_index) as copy:
                     for key, doc in records:
-                        for row in _index_rows(kind, key, json.loads(doc), names):
+                        for row in index_rows(kind, key, json.loads(doc), names):
                             copy.write_row(row)
         conn.execute(self.sql.set_meta, ("indexes", index_set()))
 
@@ -418,7 +349,7 @@ class PostgresStore(Store):
         exists = self._check()
         if not exists and not writable:
             # Like a file that does not exist yet: read as empty, and nothing is created.
-            return _MemoryTransaction({kind: {} for kind in KINDS}, writable)
+            return MemoryTransaction({kind: {} for kind in KINDS}, writable)
         conn = self._getconn()
         tx = _PgTransaction(conn, self.sql, writable)
         try:
@@ -451,7 +382,7 @@ class PostgresStore(Store):
             for key, doc in tx.changes[kind].items():
                 changed_kinds.append(kind)
                 changed_keys.append(key)
-                if doc is _DELETED:
+                if doc is DELETED:
                     gone_kinds.append(kind)
                     gone_keys.append(key)
                 else:
@@ -463,10 +394,10 @@ class PostgresStore(Store):
                 cur.execute(sql.delete_records, (changed_kinds, changed_keys))
                 with cur.copy(sql.copy_records) as copy:
                     for kind, key, doc in kept:
-                        copy.write_row((kind, key, _dumps(doc)))
+                        copy.write_row((kind, key, compact_json(doc)))
                 with cur.copy(sql.copy_index) as copy:
                     for kind, key, doc in kept:
-                        for row in _index_rows(kind, key, doc):
+                        for row in index_rows(kind, key, doc):
                             copy.write_row(row)
             else:
                 if gone_keys:
@@ -474,9 +405,13 @@ class PostgresStore(Store):
                 if kept:
                     cur.execute(
                         sql.upsert,
-                        ([k for k, _, _ in kept], [key for _, key, _ in kept], [_dumps(doc) for _, _, doc in kept]),
+                        (
+                            [k for k, _, _ in kept],
+                            [key for _, key, _ in kept],
+                            [compact_json(doc) for _, _, doc in kept],
+                        ),
                     )
-                    rows = [row for kind, key, doc in kept for row in _index_rows(kind, key, doc)]
+                    rows = [row for kind, key, doc in kept for row in index_rows(kind, key, doc)]
                     if rows:
                         cur.execute(sql.insert_index, tuple(list(column) for column in zip(*rows, strict=False)))
             cur.execute(sql.bump, (touched,))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -61,11 +62,26 @@ KINDS = tuple(KEYS)
 def index_set() -> str:
     """The indexes of INDEXES as a stored fingerprint (JSON list of `kind.name`): a store written with another set
     has the index rows of the difference rebuilt when it is opened (a new index is named anew, never redefined)."""
-    import json
-
     return json.dumps(sorted(f"{kind}.{name}" for kind, names in INDEXES.items() for name in names))
 
 
 def key_of(kind: str, doc: Doc) -> str:
     """The unique key of `doc` within `kind`."""
     return KEYS[kind](doc)
+
+
+# A record as the stores write it: compact, and readable (non-ASCII kept as is).
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def index_rows(kind: str, key: str, doc: Doc, names: Iterable[str] | None = None) -> list[tuple[str, str, str, str]]:
+    """(kind, key, name, value) rows for the indexed fields of one record (of the indexes `names` only, if given):
+    what the SQL stores keep in their record_index table, values lower-cased as DPS compares IDs."""
+    rows = []
+    for name, extract in INDEXES.get(kind, {}).items():
+        if names is not None and name not in names:
+            continue
+        value = extract(doc)
+        if value:
+            rows.append((kind, key, name, str(value).lower()))
+    return rows

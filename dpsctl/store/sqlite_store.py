@@ -17,10 +17,10 @@ from pathlib import Path
 
 from dpsctl.core.errors import StoreBusy, StoreError
 from dpsctl.core.safefiles import CLOEXEC, NOFOLLOW, os_error, sync_folder
-from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.files import check_store_file, remove_empty, secure_side_files, store_target
 from dpsctl.store.locking import lock_timeout
-from dpsctl.store.schema import APP_MARKER, INDEXES, SCHEMA_VERSION, Doc, index_set
+from dpsctl.store.schema import APP_MARKER, SCHEMA_VERSION, Doc, compact_json, index_rows, index_set
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,20 +48,6 @@ CREATE INDEX IF NOT EXISTS record_index_by_value ON record_index (kind, name, va
 
 _CREATING = (".new",)  # the suffix of a store being built beside its path (see SqliteStore._create)
 CHANGES = "changes:"  # meta rows counting the commits that changed each kind
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def _index_rows(kind: str, key: str, doc: Doc, names: set[str] | None = None) -> list[tuple[str, str, str, str]]:
-    """(kind, key, name, value) rows for the indexed fields of one record (of the indexes `names` only, if given)."""
-    rows = []
-    for name, extract in INDEXES.get(kind, {}).items():
-        if names is not None and name not in names:
-            continue
-        value = extract(doc)
-        if value:
-            rows.append((kind, key, name, str(value).lower()))
-    return rows
 
 
 def _busy(path: Path) -> StoreBusy:
@@ -130,9 +116,9 @@ class _SqliteTransaction(Transaction):
         if pending:
             stored = self._stored_keys(kind, list(pending))
             for key, doc in pending.items():
-                if doc is _DELETED and key in stored:
+                if doc is DELETED and key in stored:
                     total -= 1
-                elif doc is not _DELETED and key not in stored:
+                elif doc is not DELETED and key not in stored:
                     total += 1
         return int(total)
 
@@ -185,12 +171,12 @@ class SqliteStore(Store):
         if info is None:
             if not writable:
                 # Like the TinyDB file: reading a store that does not exist yet sees an empty one, and creates nothing.
-                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-                conn.executescript(SCHEMA)
-                conn.executemany(
+                empty = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                empty.executescript(SCHEMA)
+                empty.executemany(
                     "INSERT INTO meta VALUES (?, ?)", [("app", APP_MARKER), ("schemaVersion", str(SCHEMA_VERSION))]
                 )
-                return conn
+                return empty
             if not target.parent.is_dir():
                 raise StoreError(f"folder {target.parent} of store {self.path} does not exist")
             remove_empty(
@@ -205,7 +191,7 @@ class SqliteStore(Store):
                 hint="point --db / DPSCTL_DB at another file, or restore it from a backup",
             )
         created = secure_side_files(self.path, target, info.st_uid)
-        conn = None
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(target, timeout=lock_timeout(), isolation_level=None, check_same_thread=False)
             self._check(conn)
@@ -314,7 +300,7 @@ class SqliteStore(Store):
                 records = conn.execute("SELECT key, doc FROM records WHERE kind = ?", (kind,)).fetchall()
                 conn.executemany(
                     "INSERT OR REPLACE INTO record_index VALUES (?, ?, ?, ?)",
-                    [r for key, doc in records for r in _index_rows(kind, key, json.loads(doc), names)],
+                    [r for key, doc in records for r in index_rows(kind, key, json.loads(doc), names)],
                 )
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', ?)", (index_set(),))
             conn.execute("COMMIT")
@@ -355,16 +341,16 @@ class SqliteStore(Store):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 conn.execute(f"DELETE FROM record_index WHERE kind = ? AND key IN ({marks})", (kind, *chunk))
-            deleted = [(kind, key) for key, doc in changes.items() if doc is _DELETED]
-            kept = [(key, doc) for key, doc in changes.items() if doc is not _DELETED]
+            deleted = [(kind, key) for key, doc in changes.items() if doc is DELETED]
+            kept = [(key, doc) for key, doc in changes.items() if doc is not DELETED]
             conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", deleted)
             conn.executemany(
                 "INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)",
-                [(kind, key, _dumps(doc)) for key, doc in kept],
+                [(kind, key, compact_json(doc)) for key, doc in kept],
             )
             conn.executemany(
                 "INSERT INTO record_index (kind, key, name, value) VALUES (?, ?, ?, ?)",
-                [row for key, doc in kept for row in _index_rows(kind, key, doc)],
+                [row for key, doc in kept for row in index_rows(kind, key, doc)],
             )
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', ?)", (index_set(),))  # what the index rows hold
         # The change counters that change_stamp reads (meta rows `changes:<kind>`; a store without them reads 0).

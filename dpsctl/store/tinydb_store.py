@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,10 @@ from tinydb.storages import Storage
 from dpsctl.core.errors import StoreError
 from dpsctl.core.safefiles import os_error, remove_stale_temporaries
 from dpsctl.core.safefiles import write_atomically as _write_atomically
-from dpsctl.store.base import _DELETED, Store, Transaction
+from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.files import check_store_file, read_store_bytes, store_target
 from dpsctl.store.locking import FileLock
-from dpsctl.store.schema import APP_MARKER, SCHEMA_VERSION, Doc, key_of
+from dpsctl.store.schema import APP_MARKER, SCHEMA_VERSION, Doc, compact_json, key_of
 
 META_TABLE = "_dpsctl"
 
@@ -40,14 +40,6 @@ def _damaged(path: Path, problem: str) -> StoreError:
         f"store {path} {problem}; it was left untouched",
         hint="restore it from a backup or `dpsctl export`, or point --db / DPSCTL_DB at another file",
     )
-
-
-def read_store_file(path: Path) -> dict[str, Any] | None:
-    """Read and check a store file; None if it does not exist. Never modifies the file."""
-    target = store_target(path)
-    check_store_file(path, target, write=False)
-    loaded = _read(path, target)
-    return loaded[0] if loaded else None
 
 
 def _read(path: Path, target: Path) -> tuple[dict[str, Any], bytes] | None:
@@ -76,9 +68,6 @@ def _read(path: Path, target: Path) -> tuple[dict[str, Any], bytes] | None:
     if not all(isinstance(table, dict) for table in data.values()):
         raise _damaged(path, "has a table that is not a JSON object")
     return data, raw
-
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _raw_lines(raw: bytes, data: dict[str, Any]) -> dict[str, dict[str, bytes]]:
@@ -116,14 +105,16 @@ def _dump(data: dict[str, Any], raw_lines: dict[str, dict[str, bytes]], changed:
         records = data[name]
         reuse = raw_lines.get(name, {})
         dirty = changed.get(name, set())
-        out.append(_dumps(name).encode() + (b": {" if records else b": {}" + (b"," if t < len(names) - 1 else b"")))
+        out.append(
+            compact_json(name).encode() + (b": {" if records else b": {}" + (b"," if t < len(names) - 1 else b""))
+        )
         if not records:
             continue
         last = len(records) - 1
         for i, (doc_id, doc) in enumerate(records.items()):
             line = reuse.get(doc_id) if doc_id not in dirty else None
             if line is None:
-                line = f"  {_dumps(doc_id)}: {_dumps(doc)}".encode()
+                line = f"  {compact_json(doc_id)}: {compact_json(doc)}".encode()
             out.append(line + b"," if i < last else line)
         out.append(b"}," if t < len(names) - 1 else b"}")
     out.append(b"}\n")
@@ -147,9 +138,16 @@ class _TinyTransaction(Transaction):
         self.raw = raw
         self.doc_ids: dict[str, dict[str, int]] = {}
 
+    @property
+    def data(self) -> dict[str, Any]:
+        """The whole store as TinyDB holds it in memory: {table: {doc id: record}}."""
+        storage = self.db.storage
+        assert isinstance(storage, _SnapshotStorage)  # _begin opens every TinyDB over one
+        return storage.data
+
     def _load(self, kind: str) -> dict[str, Doc]:
         # The table as TinyDB stores it ({doc id: record}); reading it raw spares a Document per record.
-        table = self.db.storage.data.get(kind, {})
+        table = self.data.get(kind, {})
         ids: dict[str, int] = {}
         docs: dict[str, Doc] = {}
         for doc_id, doc in table.items():
@@ -219,7 +217,7 @@ class TinyDBStore(Store):
 
     def _commit(self, tx: Transaction) -> None:
         assert isinstance(tx, _TinyTransaction)
-        raw_lines = _raw_lines(tx.raw, tx.db.storage.data) if tx.raw else {}  # before the tables change
+        raw_lines = _raw_lines(tx.raw, tx.data) if tx.raw else {}  # before the tables change
         changed: dict[str, set[str]] = {}
         for kind, changes in tx.changes.items():
             if not changes:
@@ -227,23 +225,27 @@ class TinyDBStore(Store):
             tx._base(kind)  # make sure doc ids are known
             ids = tx.doc_ids[kind]
             table = tx.db.table(kind)
-            removed = [ids[key] for key, doc in changes.items() if doc is _DELETED and key in ids]
-            replaced = {key: doc for key, doc in changes.items() if doc is not _DELETED and key in ids}
-            added = [doc for key, doc in changes.items() if doc is not _DELETED and key not in ids]
+            removed = [ids[key] for key, doc in changes.items() if doc is DELETED and key in ids]
+            replaced = {key: doc for key, doc in changes.items() if doc is not DELETED and key in ids}
+            added = [doc for key, doc in changes.items() if doc is not DELETED and key not in ids]
             # At most one pass over the table per kind of change: TinyDB rebuilds a table on every call.
             if removed:
                 table.remove(doc_ids=removed)
             if replaced:
-                table.update(
-                    lambda old, kind=kind, replaced=replaced: _replace(old, replaced[key_of(kind, old)]),
-                    doc_ids=[ids[k] for k in replaced],
-                )
+                table.update(_replacer(kind, replaced), doc_ids=[ids[k] for k in replaced])
             if added:
                 changed.setdefault(kind, set()).update(str(i) for i in table.insert_multiple(added))
             changed.setdefault(kind, set()).update(str(ids[k]) for k in replaced)
-        write_atomically(tx.target, _dump(tx.db.storage.data, raw_lines, changed))
+        write_atomically(tx.target, _dump(tx.data, raw_lines, changed))
 
 
-def _replace(old: dict[str, Any], new: dict[str, Any]) -> None:
-    old.clear()
-    old.update(new)
+def _replacer(kind: str, replaced: dict[str, Doc]) -> Callable[[MutableMapping[str, Any]], None]:
+    """TinyDB's update callback: each stored record of `kind` takes its new version's fields, in place."""
+
+    def replace(old: MutableMapping[str, Any]) -> None:
+        assert isinstance(old, dict)  # TinyDB hands its Document, a dict
+        new = replaced[key_of(kind, old)]
+        old.clear()
+        old.update(new)
+
+    return replace

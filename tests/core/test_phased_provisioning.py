@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from dpsctl.cli.errors import exit_code_for
 from dpsctl.core import custom_allocation, provisioning
 from dpsctl.core.engine import history as engine_history
 from dpsctl.core.attestation import SasCredential
@@ -190,7 +191,7 @@ def test_changes_during_both_allocations_are_a_conflict_that_leaves_the_registra
 
     assert result.status == "failed" and isinstance(result.error, RegistrationConflict)
     assert result.operation["registrationState"]["errorCode"] == 409203
-    assert result.error.exit_code == 4 and "changed while custom allocation ran, twice" in result.error.message
+    assert exit_code_for(result.error) == 4 and "changed while custom allocation ran, twice" in result.error.message
     with store.transaction() as tx:
         assert (tx.get("registrations", "dev-1"), list(tx.scan("devices"))) == before
         assert [h["status"] for h in history(tx)] == ["assigned", "failed"]

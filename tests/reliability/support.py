@@ -269,7 +269,7 @@ def assert_store_whole(store: Location) -> dict[str, list[dict[str, Any]]]:
         keys = [key_of(kind, doc) for doc in docs]
         assert len(keys) == len(set(keys)), f"duplicate {kind} keys in {store}"
     if not isinstance(store, Path):
-        from dpsctl.store.postgres_store import _index_rows as pg_index_rows
+        from dpsctl.store.schema import index_rows as pg_index_rows
 
         pg, schema = _pg(store)
         with pg:
@@ -286,7 +286,7 @@ def assert_store_whole(store: Location) -> dict[str, list[dict[str, Any]]]:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             # Every index row points at a record, and every record's indexed values are there: a commit that
             # stopped between the records and their index would show here.
-            from dpsctl.store.sqlite_store import _index_rows
+            from dpsctl.store.schema import index_rows as _index_rows
 
             stored = set(conn.execute("SELECT kind, key, name, value FROM record_index"))
             expected = {row for kind, docs in snapshot.items() for doc in docs for row in _index_rows(kind, key_of(kind, doc), doc)}

@@ -129,8 +129,8 @@ def check_certificate(
         explain += _dangling_references(tx)
         entry, error = diagnosis.entry, diagnosis.error
         if error is not None and entry is None and _issuer_unknown(tx, chain):
-            error.hint = (
-                f"the chain ends with a certificate issued by '{issuer_of(chain[-1])}', which is not in the chain:"
+            error = error.amended(
+                hint=f"the chain ends with a certificate issued by '{issuer_of(chain[-1])}', which is not in the chain:"
                 " if that is an intermediate CA, send it too (--chain FILE, or the device's NAME.fullchain.pem);"
                 " otherwise enroll the CA that issued it (enrollment-group add --signing-cert, or --ca-ref)"
             )
