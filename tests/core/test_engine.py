@@ -18,24 +18,16 @@ from dpsctl.core.enrollments import CredentialInput, EnrollmentOptions, add_entr
 from dpsctl.core.errors import AllocationFailed, Disabled, Unauthorized
 from dpsctl.core.hubs import add_hub
 from dpsctl.core.keys import derive_device_key
-from dpsctl.core.provisioning import (
-    ProvisionResult,
-    RegistrationRequest,
-    StoreTransactions,
-    history,
-    provision_phased,
-)
+from dpsctl.core.provisioning import ProvisionResult, RegistrationRequest, StoreTransactions, history, provision_phased
 from dpsctl.core.registrations import EntryRef, Registration, find_registration
 from dpsctl.core.sas import build_sas_token, device_resource_uri
 from dpsctl.core.service import init_service
 from dpsctl.store import Transaction
 from dpsctl.store.memory import MemoryStore
 
-SCOPE = "0ne00000E0E"
-KEY = base64.b64encode(b"e" * 32).decode()
-GROUP_KEY = base64.b64encode(b"g" * 32).decode()
-WRONG = base64.b64encode(b"w" * 32).decode()
 HUB_A, HUB_B = "hub-a.azure-devices.net", "hub-b.azure-devices.net"
+SCOPE = "0ne00000E0E"
+KEY, GROUP_KEY, WRONG = (base64.b64encode(seed * 32).decode() for seed in (b"e", b"g", b"w"))
 START = datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc)
 
 
