@@ -35,3 +35,26 @@ def test_only_the_store_touches_a_database():
 def test_the_layering_test_can_see_imports():
     assert {"tinydb"} <= imported_modules(PACKAGE / "store" / "tinydb_store.py")
     assert {"typer"} <= imported_modules(PACKAGE / "cli" / "app.py")
+
+
+# The engine's modules in the order a registration goes through them; each imports only those before it.
+ENGINE_ORDER = ("request", "plan", "allocate", "outcome", "record", "history", "settle")
+
+
+def engine_imports(path: Path) -> set[str]:
+    """The dpsctl.core.engine modules (and dpsctl.core.provisioning) a module imports, anywhere in it."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return {n.rsplit(".", 1)[-1] for n in names if n.startswith("dpsctl.core.engine.") or n == "dpsctl.core.provisioning"}
+
+
+def test_the_engine_goes_one_way_each_phase_importing_only_the_phases_before_it():
+    modules = {path.stem for path in (PACKAGE / "core" / "engine").glob("*.py")} - {"__init__"}
+    assert modules == set(ENGINE_ORDER)
+    for position, name in enumerate(ENGINE_ORDER):
+        imported = engine_imports(PACKAGE / "core" / "engine" / f"{name}.py")
+        assert imported <= set(ENGINE_ORDER[:position]), f"core/engine/{name}.py imports {imported}"

@@ -120,13 +120,13 @@ app.command("list")(e.list_command(group=False))
 def show(registration_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Output.table) -> None:
     """Show one individual enrollment with its registration state (exit 3 if absent)."""
     from dpsctl.core.enrollments import get_enrollment
-    from dpsctl.core.registrations import public_registration
+    from dpsctl.core.registrations import find_registration
 
     with session() as tx:
         doc = get_enrollment(tx, registration_id).to_dict(show_keys=show_keys)
-        state = tx.get("registrations", registration_id)
+        state = find_registration(tx, registration_id)
     if state is not None:
-        doc["registrationState"] = public_registration(state)
+        doc["registrationState"] = state.view()
     e.render_entry(doc, output)
 
 

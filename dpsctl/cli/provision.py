@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,9 @@ from dpsctl.core.errors import InvalidInput
 
 # The core and the store are imported inside the commands that use them: loading this module, for its --help or
 # for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+if TYPE_CHECKING:
+    from dpsctl.core.attestation import Credential
+    from dpsctl.core.provisioning import ProvisionResult, RegistrationRequest
 
 SAS_TTL_SECONDS = 3600
 
@@ -30,7 +33,7 @@ def credential(
     chain: str | None,
     tpm: str | None,
     passphrase: str | None = None,
-) -> Any:
+) -> Credential:
     """Build what the device presents; the engine verifies it (nothing is trusted because dpsctl built it)."""
     from dpsctl.core.attestation import SasCredential, TpmCredential, X509Credential
 
@@ -105,7 +108,9 @@ def _mask(cs: str | None, show_keys: bool) -> str | None:
     return mask_connection_string(cs)
 
 
-def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: float) -> Any:
+def _register(
+    request: Callable[[str], RegistrationRequest], *, dry_run: bool, webhook_timeout: float
+) -> ProvisionResult:
     """One device through the engine in phases: no store lock is held while a custom allocation runs.
 
     The snapshot that gives the ID scope (to build the device's credential) is the one the engine plans on; a
@@ -118,7 +123,7 @@ def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: 
         provision_phased,
         provision_planned,
     )
-    from dpsctl.core.service import load_service
+    from dpsctl.core.service import find_service, load_service
     from dpsctl.core.transactions import dry_run as dry
     from dpsctl.store import open_store
 
@@ -129,9 +134,10 @@ def _register(request: Callable[[str], Any], *, dry_run: bool, webhook_timeout: 
                 return provision_phased(source, built, now, webhook_timeout=webhook_timeout)
         source = StoreTransactions(store)
         with source.read() as tx:
+            service = find_service(tx)
             planned = None
-            if tx.get("service", "service") is not None:
-                planned = plan_registration(tx, request(load_service(tx, now()).id_scope), now())
+            if service is not None:
+                planned = plan_registration(tx, request(service.id_scope), now(), service=service)
         if planned is not None:
             return provision_planned(source, planned, now, webhook_timeout=webhook_timeout)
         # A new store: its service settings (the ID scope the credential is built for) are written only if the

@@ -56,20 +56,20 @@ def list_(
     output: OutputOpt = Output.table,
 ) -> None:
     """List registration records."""
-    from dpsctl.core.registrations import list_registrations, public_registration
+    from dpsctl.core.registrations import list_registrations
 
     with session() as tx:
-        docs = [public_registration(d) for d in list_registrations(tx, group=enrollment_group, hub=hub, status=status)]
+        docs = [r.view() for r in list_registrations(tx, group=enrollment_group, hub=hub, status=status)]
     emit(docs, output, columns=COLUMNS, rows=lambda: _rows(docs), drop=("LAST UPDATED", "SUBSTATUS", "GROUP"))
 
 
 @app.command("show")
 def show(registration_id: IdArg, output: OutputOpt = Output.table) -> None:
     """Show one registration record (exit 3 if absent)."""
-    from dpsctl.core.registrations import get_registration, public_registration
+    from dpsctl.core.registrations import get_registration
 
     with session() as tx:
-        doc = public_registration(get_registration(tx, registration_id))
+        doc = get_registration(tx, registration_id).view()
     emit(doc, output)
 
 
@@ -79,8 +79,8 @@ def delete(registration_id: IdArg, etag: EtagOpt = None) -> None:
     from dpsctl.core.registrations import delete_registration
 
     with session(write=True) as tx:
-        doc = delete_registration(tx, registration_id, etag=etag)
-    info(f"deleted registration {doc['registrationId']}")
+        deleted = delete_registration(tx, registration_id, etag=etag)
+    info(f"deleted registration {deleted.registration_id}")
 
 
 @app.command("history")

@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dpsctl.cli.context import STATE, now
 from dpsctl.cli.render import Output, emit, format_bars, format_table
@@ -14,6 +14,9 @@ from dpsctl.core.errors import AllocationFailed, Disabled, DpsError, InvalidInpu
 
 # The core and the store are imported inside the commands that use them: loading this module, for its --help or
 # for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
+
+if TYPE_CHECKING:  # the engine is imported when the devices register, not when the CLI starts
+    from dpsctl.core.provisioning import RegistrationRequest
 
 
 def _scope() -> str:
@@ -44,7 +47,7 @@ def _group_key(group: str | None, group_key: str | None) -> str:
     return entry.attestation.primary_key or ""
 
 
-def storm_requests(scope: str, ids: Iterator[str], group_key: str, region: str | None) -> Iterator[Any]:
+def storm_requests(scope: str, ids: Iterator[str], group_key: str, region: str | None) -> Iterator[RegistrationRequest]:
     """Each device derives its key from the group key and signs its own SAS token, as real devices do."""
     from dpsctl.core.attestation import SasCredential
     from dpsctl.core.keys import derive_device_key
@@ -57,7 +60,7 @@ def storm_requests(scope: str, ids: Iterator[str], group_key: str, region: str |
         yield RegistrationRequest(SasCredential(token), rid, None, region)
 
 
-def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[Any]:
+def batch_requests(scope: str, path: Path, region: str | None) -> Iterator[RegistrationRequest | DpsError]:
     """One request per line; a line whose credential cannot be built becomes a counted refusal, not a crash."""
     from dpsctl.cli.provision import credential as device_credential
     from dpsctl.core.batch import read_batch_file, read_text
@@ -168,6 +171,7 @@ def run_many(
 
         region = normalize_region(region)
     scope = _scope()
+    requests: Iterator[RegistrationRequest | DpsError]
     if count is not None:
         key = _group_key(group, group_key)
         requests = storm_requests(scope, storm_ids(id_pattern, count), key, region)

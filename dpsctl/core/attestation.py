@@ -10,10 +10,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from dpsctl.core.checks import Check, Level, all_ok, passed, refused
 from dpsctl.core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from dpsctl.core.sas import SasToken
 
 # --------------------------------------------------------------------------- what a device presents
 
@@ -23,6 +27,16 @@ class SasCredential:
     """A SAS token, as a symmetric-key device sends it in the Authorization header or MQTT password."""
 
     token: str
+
+    @cached_property
+    def parsed(self) -> SasToken | InvalidInput:
+        """The token parsed, once for every use (registration ID, resource, signature), or why it does not parse."""
+        from dpsctl.core.sas import parse_sas_token
+
+        try:
+            return parse_sas_token(self.token)
+        except InvalidInput as exc:
+            return exc
 
 
 @dataclass(frozen=True)
@@ -99,32 +113,27 @@ class Trace:
 # --------------------------------------------------------------------------- symmetric keys
 
 
-def parse_token(credential: SasCredential, trace: Trace) -> Any:
-    """Parse the device's SAS token (a malformed token is the device's failure, not an input error)."""
-    from dpsctl.core.sas import parse_sas_token
-
-    try:
-        token = parse_sas_token(credential.token)
-    except InvalidInput as exc:
-        trace.fail(f"SAS token is malformed: {exc.message}")
+def parse_token(credential: SasCredential, trace: Trace) -> SasToken | None:
+    """The device's SAS token, parsed (a malformed token is the device's failure, not an input error)."""
+    token = credential.parsed
+    if isinstance(token, InvalidInput):
+        trace.fail(f"SAS token is malformed: {token.message}")
         return None
     trace.ok("SAS token parses (sr, sig, se" + (", skn)" if token.skn else "; no skn, which DPS allows)"))
     return token
 
 
-def check_token_scope(token: Any, id_scope: str, registration_id: str, now: datetime, trace: Trace) -> bool:
+def check_token_scope(token: SasToken, id_scope: str, registration_id: str, now: datetime, trace: Trace) -> bool:
     """The token names this ID scope and registration ID, and has not expired."""
-    from urllib.parse import unquote
-
     from dpsctl.core.sas import device_resource_uri, is_expired, resource_matches
 
     expected = device_resource_uri(id_scope, registration_id)
     if not resource_matches(token, id_scope, registration_id):
         trace.fail(
-            f"SAS token is for resource {unquote(token.sr)!r}, not {expected!r} (ID scope and registration ID must match)"
+            f"SAS token is for resource {token.resource!r}, not {expected!r} (ID scope and registration ID must match)"
         )
         return False
-    trace.ok(f"SAS token resource {unquote(token.sr)!r} names this ID scope and registration ID")
+    trace.ok(f"SAS token resource {token.resource!r} names this ID scope and registration ID")
     expiry = datetime.fromtimestamp(min(token.se, 253402300799), tz=now.tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")
     if is_expired(token, now.timestamp()):
         trace.fail(f"SAS token expired at {expiry} (se={token.se})")
@@ -133,7 +142,7 @@ def check_token_scope(token: Any, id_scope: str, registration_id: str, now: date
     return True
 
 
-def check_token_lifetime(token: Any, now: datetime, trace: Trace) -> bool:
+def check_token_lifetime(token: SasToken, now: datetime, trace: Trace) -> bool:
     """The token does not stay valid for longer than dpsctl's maximum lifetime (one year); checked once it is signed."""
     from dpsctl.core.sas import MAX_TOKEN_LIFETIME_SECONDS, lives_too_long
 
@@ -147,7 +156,7 @@ def check_token_lifetime(token: Any, now: datetime, trace: Trace) -> bool:
     return True
 
 
-def match_key(token: Any, keys: list[tuple[str, str]]) -> str | None:
+def match_key(token: SasToken, keys: list[tuple[str, str]]) -> str | None:
     """The label of the first key (Base64) whose HMAC over `sr + "\\n" + se` equals the token's signature."""
     from dpsctl.core.keys import decode_key
     from dpsctl.core.sas import signature_matches

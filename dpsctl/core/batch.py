@@ -154,7 +154,7 @@ def run_batch(
 ) -> BatchSummary:
     """Provision every request; each chunk of `chunk_size` devices is one store transaction, plus one per allocation round.
 
-    The engine's phases (core/provisioning.py), chunk by chunk: every device is planned in the chunk's write
+    The engine's phases (core/engine/), chunk by chunk: every device is planned in the chunk's write
     transaction, and those with a fast policy are committed in it; devices with a custom allocation are set aside,
     their webhooks or commands run `allocation_workers` at a time with no transaction held, and their decisions
     are settled in one more write transaction (a device whose enrollment changed meanwhile goes round once more).

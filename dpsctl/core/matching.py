@@ -16,6 +16,7 @@ from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, Tr
 from dpsctl.core.errors import Disabled, DpsError, Unauthorized
 from dpsctl.core.ids import MAX_X509_REGISTRATION_ID
 from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
+from dpsctl.core.sas import SasToken
 from dpsctl.core.service_records import ServiceSettings
 from dpsctl.store import Transaction
 
@@ -236,7 +237,7 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
     )
 
 
-def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: datetime, trace: Trace) -> Any:
+def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: datetime, trace: Trace) -> SasToken:
     token = att.parse_token(cred, trace)
     if token is None:
         raise Refused(
@@ -254,7 +255,7 @@ def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: 
     return token
 
 
-def _check_lifetime(token: Any, now: datetime, trace: Trace) -> None:
+def _check_lifetime(token: SasToken, now: datetime, trace: Trace) -> None:
     if not att.check_token_lifetime(token, now, trace):
         raise Refused(
             _unauthorized(

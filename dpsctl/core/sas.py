@@ -34,6 +34,17 @@ class SasToken:
     se: int
     skn: str | None = None
 
+    @property
+    def resource(self) -> str:
+        """The resource the token is scoped to, URL-decoded (`{idScope}/registrations/{registrationId}`)."""
+        return unquote(self.sr)
+
+    @property
+    def registration_id(self) -> str | None:
+        """The registration ID the resource names, if it is a device resource."""
+        parts = self.resource.split("/")
+        return parts[2] if len(parts) == 3 and parts[1].lower() == "registrations" else None
+
 
 def device_resource_uri(id_scope: str, registration_id: str) -> str:
     """Return the resource a device token is scoped to: `{idScope}/registrations/{registrationId}`."""
@@ -108,7 +119,7 @@ def signature_matches(token: SasToken, key: bytes) -> bool:
 def resource_matches(token: SasToken, id_scope: str, registration_id: str) -> bool:
     """Tell whether the token is scoped to this device, whatever URL-encoding style and letter case the client used."""
     wanted = device_resource_uri(id_scope, registration_id)
-    return unquote(token.sr).casefold() == wanted.casefold()
+    return token.resource.casefold() == wanted.casefold()
 
 
 def is_expired(token: SasToken, now_epoch: float) -> bool:

@@ -37,11 +37,24 @@ def new_service(now: datetime, *, id_scope: str | None = None, allocation_policy
     )
 
 
+def find_service(tx: Transaction) -> ServiceSettings | None:
+    """The service settings, or None for a store that has none yet (read once per transaction)."""
+
+    def parse() -> ServiceSettings | None:
+        doc = tx.get("service", "service")
+        return None if doc is None else ServiceSettings.from_stored(doc)
+
+    # Frozen settings, kept until the service record changes: every phase of a registration (and every device of
+    # a batch) reads the settings the transaction read first.
+    found: ServiceSettings | None = tx.memo("service", "settings", parse)
+    return found
+
+
 def load_service(tx: Transaction, now: datetime) -> ServiceSettings:
     """The service settings, created with a random ID scope the first time a store is written."""
-    doc = tx.get("service", "service")
-    if doc is not None:
-        return ServiceSettings.from_stored(doc)
+    found = find_service(tx)
+    if found is not None:
+        return found
     if not tx.writable:
         raise StoreError("the store has no service settings yet", hint="run `dpsctl init`")
     settings = new_service(now)
@@ -100,6 +113,11 @@ def count_operations(tx: Transaction, now: datetime, added: int = 1) -> None:
     if not added:
         return
     load_service(tx, now)  # a store's first write creates its service settings, as before
+    add_operations(tx, added)
+
+
+def add_operations(tx: Transaction, added: int = 1) -> None:
+    """`count_operations` for a caller that has read (or created) the service settings in `tx` already."""
     name = tx.memo((), "operations-shard", lambda: f"operations.{secrets.randbelow(OPERATION_SHARDS):02d}")
     doc = tx.get("counters", name) or {"name": name, "value": 0}
     tx.put("counters", {"name": name, "value": int(doc["value"]) + added})

@@ -34,7 +34,7 @@ from dpsctl.core.provisioning import (
     plan_registration,
     provision_planned,
 )
-from dpsctl.core.registrations import public_registration
+from dpsctl.core.registrations import Registration, find_registration
 from dpsctl.core.service import load_service
 from dpsctl.core.tpm import issue_challenge, seal_to_endorsement_key, validate_endorsement_key
 from dpsctl.core.untrusted_json import parse_json
@@ -240,7 +240,7 @@ class DeviceService:
             else:
                 credential = _credential(presented)
             self._authenticate(tx, credential, registration_id)
-            record = tx.get("registrations", registration_id)
+            record = find_registration(tx, registration_id)
         if record is None:
             raise Refusal(
                 404,
@@ -248,7 +248,7 @@ class DeviceService:
                 f"no registration record for {registration_id!r}",
                 hint="the device has not registered yet",
             )
-        return DeviceReply(200, public_registration(record), note=f"{registration_id} {record.get('status')}")
+        return DeviceReply(200, record.view(), note=f"{registration_id} {record.status}")
 
     # -- allocation, on the pool
 
@@ -296,13 +296,12 @@ class DeviceService:
     def _fail(self, operation: Operation, message: str) -> None:
         """Record a failed outcome that the engine did not produce (an error while allocating)."""
         _log.warning("allocation of %s failed: %s", operation.registration_id, message)
-        state = {
-            "registrationId": operation.registration_id,
+        state = Registration(operation.registration_id, "failed", error_code=E_INTERNAL, error_message=message)
+        operation.result = {
+            "operationId": operation.operation_id,
             "status": "failed",
-            "errorCode": E_INTERNAL,
-            "errorMessage": message,
+            "registrationState": state.view(),
         }
-        operation.result = {"operationId": operation.operation_id, "status": "failed", "registrationState": state}
         operation.status = "failed"
         try:
             with self.access.write() as tx:

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from dpsctl.core.clock import Clock, SystemClock, format_timestamp, same_etag
 from dpsctl.core.errors import DpsError, InvalidInput
+from dpsctl.core.registrations import Registration
 from dpsctl.core.untrusted_json import parse_json
 from dpsctl.server.errors import (
     E_BAD_REQUEST,
@@ -40,20 +41,6 @@ Json = dict[str, Any]
 MAX_BULK_ITEMS = 10
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-
-REGISTRATION_STATE_FIELDS = (
-    "registrationId",
-    "createdDateTimeUtc",
-    "assignedHub",
-    "deviceId",
-    "status",
-    "substatus",
-    "errorCode",
-    "errorMessage",
-    "lastUpdatedDateTimeUtc",
-    "etag",
-    "payload",
-)
 
 
 class ServiceApi:
@@ -321,10 +308,10 @@ class ServiceApi:
         with self.read() as tx:
             self._authorize(tx, request)
             _check_query(_json_body(request, default=None))  # the CLI sends no body, Node a QuerySpecification
-            docs = list_registrations(tx, group=group_id)
+            views = [found.service_view() for found in list_registrations(tx, group=group_id)]
         size, after = _page_request(request)
-        page, more = _page(docs, "registrationId", size, after)
-        return _page_response([_registration_view(d) for d in page], more, size, "DeviceRegistration", "registrationId")
+        page, more = _page(views, "registrationId", size, after)
+        return _page_response(page, more, size, "DeviceRegistration", "registrationId")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -364,7 +351,7 @@ def _check_if_match(request: HttpRequest, doc: Json) -> None:
 
 def _registration_view(record: Json) -> Json:
     """The service's `DeviceRegistrationState` of a stored registration record."""
-    return {name: record[name] for name in REGISTRATION_STATE_FIELDS if record.get(name) is not None}
+    return Registration.from_doc(record).service_view()
 
 
 def _entry_from_body(body: Any, group: bool, entry_id: str, old: Json | None) -> Any:

@@ -8,22 +8,15 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 
 from dpsctl.core.certs import write_certificates, write_private_key
+from dpsctl.core.registrations import STATE_FIELDS
 
 ID_SCOPE = "0ne00000A0A"
 HUB_A = "hub-a.azure-devices.net"
 HUB_B = "hub-b.azure-devices.net"
 HUB_C = "hub-c.azure-devices.net"
 
-REGISTRATION_STATE_FIELDS = {
-    "registrationId",
-    "createdDateTimeUtc",
-    "assignedHub",
-    "deviceId",
-    "status",
-    "substatus",
-    "lastUpdatedDateTimeUtc",
-    "etag",
-}
+# What an assigned record shows: every DPS field but the error ones, and the payload (none was sent).
+REGISTRATION_STATE_FIELDS = set(STATE_FIELDS) - {"errorCode", "errorMessage", "payload"}
 
 
 def init(dps: Any, *hubs: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dpsctl.core import custom_allocation, provisioning
+from dpsctl.core.engine import history as engine_history
 from dpsctl.core.attestation import SasCredential
 from dpsctl.core.errors import Conflict
 from dpsctl.core.clock import new_etag
@@ -254,7 +255,7 @@ def test_a_custom_plan_that_went_stale_comes_back_for_another_allocation(store, 
 
 
 def test_history_ids_are_time_ordered_and_trimmed_to_the_limit_newest_kept(store, monkeypatch):
-    monkeypatch.setattr(provisioning, "HISTORY_LIMIT", 3)
+    monkeypatch.setattr(engine_history, "HISTORY_LIMIT", 3)
     with store.transaction(write=True) as tx:
         # Two attempts recorded by a store before issue 12: integer sequences, older than any new ID.
         for n in (1, 2):
