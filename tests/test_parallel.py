@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import dpsctl_process
+from tests.helpers.cli import dpsctl_process
 
 WORKER = textwrap.dedent(
     """

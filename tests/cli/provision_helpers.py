@@ -9,10 +9,7 @@ from cryptography.hazmat.primitives import hashes
 
 from dpsctl.core import pki
 
-ID_SCOPE = "0ne00000A0A"
-HUB_A = "hub-a.azure-devices.net"
-HUB_B = "hub-b.azure-devices.net"
-HUB_C = "hub-c.azure-devices.net"
+from tests.helpers.constants import HUB_A, HUB_B, HUB_C, ID_SCOPE  # noqa: F401 - re-exported to the provision tests
 
 REGISTRATION_STATE_FIELDS = {
     "registrationId",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli._pki import Pki, make_pki, openssl, openssl_signed
-from tests.conftest import Dps
+from tests.helpers.cli import Dps
 
 RFC1123 = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
 

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.cli._pki import Pki, load, make_pki, openssl, openssl_root, openssl_signed
-from tests.conftest import Dps
+from tests.helpers.cli import Dps
 
 TEST_CREDENTIALS = "test credentials"
 

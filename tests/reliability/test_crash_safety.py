@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Dps, dpsctl_process
+from tests.helpers.backends import BACKENDS, store_for
+from tests.helpers.cli import Dps, dpsctl_process
+from tests.helpers.constants import ID_SCOPE
 from tests.reliability.support import (
-    BACKENDS,
     HUBS,
-    ID_SCOPE,
     Child,
     Outcome,
     assert_store_whole,
@@ -60,15 +60,13 @@ class Tally:
     states: Counter[str] = field(default_factory=Counter)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path | str:
     # Commands run after a kill must not wait: the dead process's lock has to be gone already.
     monkeypatch.setenv("DPSCTL_LOCK_TIMEOUT", "2")
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
     folder = tmp_path / "store"
     folder.mkdir()
-    return folder / BACKENDS[request.param]
+    return store_for(request, folder, request.param)
 
 
 def where(outcome: Outcome) -> str:

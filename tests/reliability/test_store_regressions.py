@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Dps
+from tests.helpers.cli import Dps
 from tests.reliability.support import BUSY_MESSAGE, assert_store_whole, make_base, stray_files
 
 # `dpsctl enrollment add` whose process is SIGKILLed just before a new SQLite store gets its dpsctl marker:

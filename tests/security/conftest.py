@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import STORE_FILES, Dps
+from tests.helpers.backends import STORE_FILES
+from tests.helpers.cli import Dps
 from tests.security.hostile_cases import Files, build_store
 
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY")

@@ -29,7 +29,7 @@ from dpsctl.core.sas import build_sas_token, device_resource_uri
 
 # --------------------------------------------------------------------------- the store every case runs against
 
-ID_SCOPE = "0ne00000A0A"
+from tests.helpers.constants import ID_SCOPE
 HUB = "hub-a.azure-devices.net"
 FUNCTION_KEY = "FUNCTIONKEYfunctionkey000"
 

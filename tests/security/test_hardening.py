@@ -23,7 +23,7 @@ import pytest
 
 from dpsctl.core.keys import derive_device_key
 from dpsctl.core.sas import build_sas_token, device_resource_uri
-from tests.conftest import Dps
+from tests.helpers.cli import Dps
 from tests.security.hostile_cases import ID_SCOPE, KEY1, KEY2
 from tests.security.test_secrets import open_umask  # noqa: F401 - a fixture
 

@@ -14,7 +14,8 @@ from dpsctl.core.sas import build_sas_token, device_resource_uri
 from dpsctl.core.clock import ManualClock
 from dpsctl.server.faults import Fault
 from dpsctl.store import open_store
-from tests.server.conftest import DEVICE_API, ID_SCOPE, device_token
+from tests.helpers.constants import DEVICE_API, ID_SCOPE
+from tests.helpers.server import device_token
 
 ERROR_FIELDS = {"errorCode", "trackingId", "message", "timestampUtc"}
 

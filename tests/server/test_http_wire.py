@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import mqtt_wire as wire
-from tests.server.conftest import DEVICE_API, ID_SCOPE, start_serve
+from tests.helpers import mqtt_wire as wire
+from tests.helpers.constants import DEVICE_API, ID_SCOPE
+from tests.helpers.server import start_serve
 
 REGISTER = f"/{ID_SCOPE}/registrations/x/register?api-version={DEVICE_API}"
 
@@ -103,7 +104,7 @@ def test_a_slow_request_head_is_cut_off_at_the_deadline(dps, serve):
 @pytest.mark.slow
 def test_a_body_streamed_after_a_negative_chunk_size_is_not_buffered(tmp_path):
     """The probe's attack: chunk size -1, then hundreds of MiB. The server must refuse at the chunk header."""
-    from tests.conftest import Dps
+    from tests.helpers.cli import Dps
 
     store = tmp_path / "dps.json"
     Dps(store).ok("init", "--id-scope", ID_SCOPE)

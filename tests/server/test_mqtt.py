@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from tests.server import mqtt_wire as wire
-from tests.server.conftest import ID_SCOPE, device_token
+from tests.helpers import mqtt_wire as wire
+from tests.helpers.constants import ID_SCOPE
+from tests.helpers.server import device_token
 
 REGISTER = "$dps/registrations/PUT/iotdps-register/?$rid=1"
 

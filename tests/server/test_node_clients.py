@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Dps
-from tests.server.conftest import ID_SCOPE, start_serve
+from tests.helpers.cli import Dps
+from tests.helpers.constants import ID_SCOPE
+from tests.helpers.server import start_serve
 
 NODE_DIR = Path(__file__).parent / "node"
 PACKAGES = (

@@ -23,7 +23,7 @@ from dpsctl.server.runtime import Running, prepare, start
 from dpsctl.server.tls import dev_tls
 from dpsctl.store import open_store
 from tests.cli._pki import make_pki
-from tests.server.conftest import ID_SCOPE
+from tests.helpers.constants import ID_SCOPE
 
 sdk = pytest.importorskip("azure.iot.device", reason="azure-iot-device (the Python device SDK) is not installed: pip install '.[test]'")
 from azure.iot.device import ProvisioningDeviceClient, X509  # noqa: E402

@@ -17,7 +17,7 @@ import pytest
 
 from dpsctl.core.keys import derive_device_key, generate_key
 from tests.cli.test_provision_allocation import Webhook
-from tests.conftest import dpsctl_process
+from tests.helpers.cli import dpsctl_process
 
 HUB = "hub-a.azure-devices.net"
 

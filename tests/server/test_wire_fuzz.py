@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpsctl.server.mqtt import DeviceIdentity, ProtocolViolation, parse_username, read_packet
-from tests.server import mqtt_wire as wire
+from tests.helpers import mqtt_wire as wire
 
 FUZZ = settings(max_examples=400, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
