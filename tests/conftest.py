@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers.backends import POSTGRES_URL_ENV, STORE_FILES
 from tests.helpers.cli import Dps
+from tests.helpers.webhook import PROXY_VARIABLES, Webhook
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +24,22 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def dps(request: pytest.FixtureRequest, tmp_path: Path) -> Dps:
     """A dpsctl bound to a fresh store file; every test using it runs once per file backend (tests/cli adds PostgreSQL)."""
     return Dps(tmp_path / STORE_FILES[request.param])
+
+
+@pytest.fixture
+def webhook_key() -> str:
+    """The function key in the webhook fixture's URL (a test module may override it)."""
+    return "s3cret"
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch, webhook_key: str) -> Iterator[Webhook]:
+    """A local allocation webhook at http://127.0.0.1:PORT/api/allocate?code=KEY, stopped after the test."""
+    for name in PROXY_VARIABLES:  # a proxy from the environment would send the local calls elsewhere
+        monkeypatch.delenv(name, raising=False)
+    hook = Webhook(key=webhook_key).start()
+    yield hook
+    hook.stop()
 
 
 def _no_postgres(reason: str) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
 from dpsctl.core import pki
-
+from dpsctl.core.keys import derive_device_key
 from tests.helpers.constants import HUB_A, HUB_B, HUB_C, ID_SCOPE  # noqa: F401 - re-exported to the provision tests
 
 REGISTRATION_STATE_FIELDS = {
@@ -101,3 +102,20 @@ def write_key(folder: Path, name: str, key: Any) -> str:
     path = folder / name
     pki.write_private_key(path, key)
     return str(path)
+
+
+# The symmetric-key group of the allocation tests.
+GROUP_KEY = base64.b64encode(b"g" * 64).decode()
+SECONDARY_KEY = base64.b64encode(b"s" * 64).decode()
+
+
+def add_group(dps, group: str = "fleet", *options: str) -> None:
+    dps.ok("enrollment-group", "add", group, "--attestation", "symmetricKey", "--primary-key", GROUP_KEY, "--secondary-key", SECONDARY_KEY, *options)
+
+
+def register(dps, registration_id: str, *options: str, code: int = 0) -> dict[str, Any]:
+    """A device of the symmetric-key group registers with its derived key."""
+    key = derive_device_key(GROUP_KEY, registration_id)
+    if code:
+        return refused(dps, "--registration-id", registration_id, "--symmetric-key", key, *options, code=code)[0]
+    return provision(dps, "--registration-id", registration_id, "--symmetric-key", key, *options)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import pytest
 from tests.helpers.backends import BACKENDS, store_for
 from tests.helpers.cli import Dps, dpsctl_process
 from tests.helpers.constants import ID_SCOPE
+from tests.helpers.webhook import Webhook
 from tests.reliability.support import (
     HUBS,
     Child,
@@ -273,46 +275,25 @@ CUSTOM_GROUP, CUSTOM_KEY = "custom", "Y3VzdG9tLWdyb3VwLWtleS1jdXN0b20tZ3JvdXAta2
 CUSTOM_DEVICES, CUSTOM_CHUNK = 12, 4
 
 
-class HeldWebhook:
+class HeldWebhook(Webhook):
     """An allocation webhook in the test process; it can hold the request number `hold_at` (1-based) until released."""
 
     def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+        super().__init__(path="/allocate", key=None)
         self.count = 0
         self.hold_at: int | None = None
         self.arrived, self.release = threading.Event(), threading.Event()
         self.lock = threading.Lock()
-        hook = self
+        self.respond = self._hold_or_answer
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with hook.lock:
-                    hook.count += 1
-                    held = hook.count == hook.hold_at
-                if held:
-                    hook.arrived.set()
-                    hook.release.wait(60)
-                data = json.dumps({"iotHubHostName": body["linkedHubs"][-1]}).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client was killed
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/allocate"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
+    def _hold_or_answer(self, request: dict[str, Any]) -> tuple[int, Any]:
+        with self.lock:
+            self.count += 1
+            held = self.count == self.hold_at
+        if held:
+            self.arrived.set()
+            self.release.wait(60)
+        return 200, {"iotHubHostName": request["linkedHubs"][-1]}
 
     def reset(self, hold_at: int | None) -> None:
         with self.lock:
@@ -322,13 +303,12 @@ class HeldWebhook:
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
 
 @pytest.fixture
 def held_webhook() -> Any:
-    hook = HeldWebhook()
+    hook = HeldWebhook().start()
     yield hook
     hook.close()
 

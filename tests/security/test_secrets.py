@@ -21,7 +21,7 @@ import pytest
 from dpsctl.core.custom_allocation import call_webhook
 from dpsctl.core.errors import AllocationFailed
 from dpsctl.core.keys import derive_device_key
-from tests.security.conftest import wait_for
+from tests.helpers.waiting import wait_for
 from tests.security.hostile_cases import FUNCTION_KEY, GROUP_KEY1, GROUP_KEY2, ID_SCOPE, KEY1, KEY2, _token
 
 SOURCE = Path(__file__).resolve().parents[2] / "dpsctl"
