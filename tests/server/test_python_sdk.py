@@ -22,7 +22,7 @@ from dpsctl.server.log import RequestLog
 from dpsctl.server.runtime import Running, prepare, start
 from dpsctl.server.tls import dev_tls
 from dpsctl.store import open_store
-from tests.cli._pki import make_pki
+from tests.helpers.pki import make_pki
 from tests.helpers.constants import ID_SCOPE
 
 sdk = pytest.importorskip("azure.iot.device", reason="azure-iot-device (the Python device SDK) is not installed: pip install '.[test]'")
