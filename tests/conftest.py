@@ -85,11 +85,6 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
             conn.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the conformance marker (docs/conformance.md is generated from it)."""
-    config.addinivalue_line("markers", 'rule(id, differs=None): the test shows DPS rule `id` of tests/conformance/catalogue.py (differs="how" for a deliberate difference)')
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A rule marker must name a rule of the catalogue: a typo fails the run at once, not only the drift test."""
     from tests.conformance.catalogue import BY_ID
