@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -69,6 +70,14 @@ def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     # A proxy from the environment would send the local webhook calls elsewhere.
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The most permissive umask: a 0600 file must be 0600 because dpsctl says so, not because of the umask."""
+    old = os.umask(0)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import ast
 import base64
 import hmac
 import json
-import os
 import shlex
 import sqlite3
 import stat
@@ -31,14 +30,6 @@ HUB_CS = f"HostName=hub-s.azure-devices.net;SharedAccessKeyName=iothubowner;Shar
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-@pytest.fixture
-def open_umask():
-    """The most permissive umask: a 0600 file must be 0600 because dpsctl says so, not because of the umask."""
-    old = os.umask(0)
-    yield
-    os.umask(old)
 
 
 # --------------------------------------------------------------------------- 0600 files

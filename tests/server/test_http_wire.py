@@ -6,9 +6,9 @@ limit. Each case is answered with an error status (or closed) and the server kee
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import mqtt_wire as wire
 from tests.helpers.constants import DEVICE_API, ID_SCOPE
 from tests.helpers.server import start_serve
+from tests.helpers.waiting import wait_for
 
 REGISTER = f"/{ID_SCOPE}/registrations/x/register?api-version={DEVICE_API}"
 
@@ -110,7 +111,7 @@ def test_a_body_streamed_after_a_negative_chunk_size_is_not_buffered(tmp_path):
     Dps(store).ok("init", "--id-scope", ID_SCOPE)
     proc, port, _banner, _log = start_serve(store)
     try:
-        rss_before = _rss(proc.pid)
+        rss_before, sockets_before = _rss(proc.pid), _sockets(proc.pid)
         sock = _tls(port, tmp_path / "dpsctl-serve" / "ca.pem")
         sock.sendall(_head("Transfer-Encoding: chunked\r\n", b"-1\r\n"))
         sent = 0
@@ -122,13 +123,25 @@ def test_a_body_streamed_after_a_negative_chunk_size_is_not_buffered(tmp_path):
         except (ConnectionError, ssl.SSLError, TimeoutError):
             pass  # the server closed the connection: what we want
         sock.close()
-        time.sleep(0.2)  # let the server process the close before reading its memory
+        # The server is another process: its memory is read once it has closed this connection too.
+        assert wait_for(lambda: _sockets(proc.pid) <= sockets_before, 10), "the server kept the refused connection open"
         grown = _rss(proc.pid) - rss_before
         assert sent < 200 * (1 << 20), "the server kept reading a body it had refused"
         assert grown < 20 * (1 << 20), f"server memory grew by {grown / (1 << 20):.0f} MiB"
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def _sockets(pid: int) -> int:
+    """How many sockets process `pid` has open."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
 
 
 def _rss(pid: int) -> int:
