@@ -900,8 +900,7 @@ def render_markdown() -> str:
 
 def wire_rows() -> list[str]:
     """The wire-level cases of `dpsctl serve` (tests/server/test_mqtt.py and test_http_wire.py), as rows."""
-    from tests.server.test_http_wire import MALFORMED
-    from tests.server.test_mqtt import CONNACK_REFUSALS, HOSTILE
+    from tests.helpers.wire_cases import CONNACK_REFUSALS, HOSTILE, MALFORMED
 
     out = [
         "## Wire input to `dpsctl serve`",

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import mqtt_wire as wire
-from tests.helpers.constants import DEVICE_API, ID_SCOPE
+from tests.helpers.constants import ID_SCOPE
 from tests.helpers.server import start_serve
+from tests.helpers.wire_cases import HTTP_REGISTER as REGISTER
+from tests.helpers.wire_cases import MALFORMED
+from tests.helpers.wire_cases import http_head as _head
 from tests.helpers.waiting import wait_for
-
-REGISTER = f"/{ID_SCOPE}/registrations/x/register?api-version={DEVICE_API}"
 
 
 def _tls(port: int, ca: Path, timeout: float = 10.0) -> ssl.SSLSocket:
@@ -46,24 +47,6 @@ def _exchange(port: int, ca: Path, request: bytes) -> bytes:
 
 def _status(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
-
-
-def _head(extra: str, body: bytes = b"") -> bytes:
-    return f"PUT {REGISTER} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode() + body
-
-
-MALFORMED = {
-    "negative chunk size": (_head("Transfer-Encoding: chunked\r\n", b"-1\r\n" + b"x" * 1000), (400,)),
-    "chunk size with 0x": (_head("Transfer-Encoding: chunked\r\n", b"0x2\r\nab\r\n0\r\n\r\n"), (400,)),
-    "Content-Length with an underscore": (_head("Content-Length: 0_2\r\n", b"{}"), (400,)),
-    "two different Content-Lengths": (_head("Content-Length: 2\r\nContent-Length: 3\r\n", b"{}x"), (400,)),
-    "Transfer-Encoding that is not chunked": (_head("Transfer-Encoding: xchunked\r\n", b"{}"), (400, 501)),
-    "both Content-Length and Transfer-Encoding": (_head("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n"), (400,)),
-    "device body over 96 KB declared": (_head("Content-Length: 200000000\r\n"), (413,)),
-    "device body over 96 KB sent chunked": (_head("Transfer-Encoding: chunked\r\n", (b"8000\r\n" + b"x" * 0x8000 + b"\r\n") * 4), (413,)),
-    "header section over 16 KB": (_head("X-Big: " + "a" * 20000 + "\r\n"), (431, 400)),
-    "not HTTP/1.x": (b"PUT / HTTP/9.9\r\nHost: x\r\n\r\n", (400, 505)),
-}
 
 
 @pytest.mark.rule("§12/message-size-96kb")
