@@ -417,7 +417,7 @@ def test_ps_shows_no_key_while_a_command_waits_for_the_lock(tmp_path):
 
 def _documented_commands() -> list[str]:
     """The tutorial (run as written by tests/test_docs.py) and the how-to's short version: the documented workflows."""
-    from tests.test_doc_sessions import parse
+    from tests.helpers.docs import parse
 
     commands = []
     for name in ("tutorial.md", "howto-symmetric-key-group.md"):
