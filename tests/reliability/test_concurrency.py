@@ -37,6 +37,8 @@ CHUNK = 5
 GENEROUS = {"DPSCTL_LOCK_TIMEOUT": "120"}
 READERS = ("enrollment", "registration", "device")
 
+pytestmark = pytest.mark.slow  # eight real processes at once, per backend: seconds each
+
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:

@@ -52,6 +52,8 @@ KILLS = int(os.environ.get("DPSCTL_CRASH_KILLS", "20"))  # per backend and scena
 IMPORT_RECORDS = 10_000  # a 6 MB store: a run of ~0.5 s, the commit ~0.1 s of it (measured); kills land inside
 STORM_DEVICES, STORM_CHUNK = 400, 5
 
+pytestmark = pytest.mark.slow  # dozens of real processes killed at real moments, per backend: minutes
+
 
 @dataclass
 class Tally:
@@ -123,7 +125,7 @@ def kill_at_random_moments(
             delay = max(0.0, delays(rng, calibration))
             child.go(commands)
             child.wait_started()
-            time.sleep(delay)
+            time.sleep(delay)  # the experiment itself: SIGKILL lands `delay` s into the real run (no clock to move)
             outcome = child.finish(kill=True)
             following = Child(markers=True)  # warms up while this kill is checked
             moment = f"killed {delay * 1000:.1f} ms in, {where(outcome)}" if outcome.killed else "finished before the kill"
