@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dpsctl.core.sas import build_sas_token, device_resource_uri
+from tests.helpers.constants import HUB_A as HUB
+from tests.helpers.constants import ID_SCOPE
 
 # --------------------------------------------------------------------------- the store every case runs against
 
-from tests.helpers.constants import ID_SCOPE
-HUB = "hub-a.azure-devices.net"
 FUNCTION_KEY = "FUNCTIONKEYfunctionkey000"
 
 

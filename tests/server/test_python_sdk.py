@@ -209,7 +209,7 @@ def test_the_python_example_of_serve_md_works_as_printed(dps, tmp_path, monkeypa
         probe.close()
     doc = (Path(__file__).resolve().parents[2] / "docs" / "serve.md").read_text()
     example = next(block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "create_from_symmetric_key" in block)
-    dps.ok("init", "--id-scope", "0ne00000A0A")
+    dps.ok("init", "--id-scope", ID_SCOPE)
     dps.ok("hub", "add", "hub-a")
     key = _enroll(dps, "dev-1")
     tls = dev_tls(tmp_path / "dpsctl-serve", "127.0.0.1")

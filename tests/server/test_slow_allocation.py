@@ -21,8 +21,8 @@ from dpsctl.core.keys import derive_device_key, generate_key
 from tests.helpers.cli import dpsctl_process
 from tests.helpers.waiting import wait_for
 from tests.helpers.webhook import Webhook
+from tests.helpers.constants import HUB_A as HUB
 
-HUB = "hub-a.azure-devices.net"
 
 
 @pytest.fixture
