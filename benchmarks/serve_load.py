@@ -138,7 +138,7 @@ def _mqtt_client(host: str, port: int, ca: str, ids: list[str], out: list[tuple[
     """Devices in turn, each with an MQTT session of its own, as the SDKs register."""
     from dpsctl.core.keys import derive_device_key
     from dpsctl.core.sas import build_sas_token, device_resource_uri
-    from tests.server import mqtt_wire as wire
+    from tests.helpers import mqtt_wire as wire
 
     context = ssl.create_default_context(cafile=ca)  # once per client, as the HTTPS clients do
     for registration_id in ids:
@@ -199,7 +199,7 @@ def _start_webhook(delay: float) -> http.server.ThreadingHTTPServer:
 
 def _hold_sessions(host: str, port: int, ca: str, count: int, ready: threading.Event, stop: threading.Event, held: list[int]) -> None:
     """COUNT MQTT sessions connected, subscribed and idle until told to stop (keep-alive 0: the server's idle limit)."""
-    from tests.server import mqtt_wire as wire
+    from tests.helpers import mqtt_wire as wire
 
     sessions = []
     try:
@@ -221,7 +221,7 @@ def _hold_sessions(host: str, port: int, ca: str, count: int, ready: threading.E
 
 
 def _still_open(client: object) -> bool:
-    from tests.server import mqtt_wire as wire
+    from tests.helpers import mqtt_wire as wire
 
     assert isinstance(client, wire.RawMqtt)
     try:

@@ -11,6 +11,9 @@ import pytest
 
 from dpsctl.cli import reference
 from dpsctl.cli.errors import ExitCode
+from tests.helpers.docs import COMMAND_LINE as _COMMAND_LINE
+from tests.helpers.docs import code_in as _code_in
+from tests.helpers.docs import command_paths as _paths
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -19,10 +22,6 @@ REFERENCE = DOCS / "cli-reference.md"
 
 def _commands():
     return reference.walk(reference.root_command())
-
-
-def _paths() -> set[tuple[str, ...]]:
-    return {path for path, _ in _commands()}
 
 
 # --------------------------------------------------------------------------- the generated reference
@@ -118,18 +117,6 @@ def test_relative_links_resolve(doc):
         if "://" in target or target.startswith("mailto:"):
             continue
         assert (DOCS / target).resolve().exists(), f"docs/{doc} links to {target}, which does not exist"
-
-
-_COMMAND_LINE = re.compile(r"(?:^|[\s`$(|;&])dpsctl((?:\s+--db\s+\S+)?(?:[ \t]+[a-z][a-z0-9-]*)+)", re.M)
-_FENCED = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
-_INLINE = re.compile(r"`([^`\n]+)`")
-
-
-def _code_in(text: str) -> list[str]:
-    """Fenced blocks and inline code spans: where docs show commands to type."""
-    blocks = _FENCED.findall(text)
-    prose = _FENCED.sub("", text)
-    return blocks + _INLINE.findall(prose)
 
 
 # az-mapping.md names az's hidden aliases; tests/cli/test_az_mapping.py checks it against the app, hidden commands included.

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import dpsctl_process
+from tests.helpers.cli import dpsctl_process
 
 
 def test_version_and_help(tmp_path):
@@ -67,7 +67,7 @@ def _damaged(kind: str, store, tmp_path) -> bytes:  # noqa: ANN001 - a pathlib.P
     import random
     import sqlite3
 
-    from tests.conftest import Dps
+    from tests.helpers.cli import Dps
 
     def real(path):  # noqa: ANN001, ANN202
         Dps(path).ok("enrollment", "add", "a", "--attestation", "symmetricKey")

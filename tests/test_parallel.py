@@ -7,7 +7,11 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import dpsctl_process
+import pytest
+
+from tests.helpers.cli import dpsctl_process
+
+pytestmark = pytest.mark.slow  # real processes racing, and a real lock wait: 5 to 15 s each
 
 WORKER = textwrap.dedent(
     """

@@ -202,7 +202,9 @@ def test_initial_twins_sample_reaches_the_hub_twin(dps):
 
 def test_commands_in_sample_comments_exist():
     """The `dpsctl ...` lines in the samples' comments and README name real commands."""
-    from tests.test_docs import _COMMAND_LINE, _code_in, _paths
+    from tests.helpers.docs import COMMAND_LINE as _COMMAND_LINE
+    from tests.helpers.docs import code_in as _code_in
+    from tests.helpers.docs import command_paths as _paths
 
     paths = _paths()
     examples = [(p, line) for p in FILES for line in p.read_text(encoding="utf-8").splitlines() if re.match(r"#\s{2,}\S", line)]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BACKENDS, Dps, store_for
+from tests.helpers.backends import BACKENDS, store_for
+from tests.helpers.cli import Dps
 
 
 @pytest.fixture(params=BACKENDS)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
 from dpsctl.core.certs import write_certificates, write_private_key
+from dpsctl.core.keys import derive_device_key
 from dpsctl.core.registrations import STATE_FIELDS
-
-ID_SCOPE = "0ne00000A0A"
-HUB_A = "hub-a.azure-devices.net"
-HUB_B = "hub-b.azure-devices.net"
-HUB_C = "hub-c.azure-devices.net"
+from tests.helpers.constants import HUB_A, HUB_B, HUB_C, ID_SCOPE  # noqa: F401 - re-exported to the provision tests
 
 # What an assigned record shows: every DPS field but the error ones, and the payload (none was sent).
 REGISTRATION_STATE_FIELDS = set(STATE_FIELDS) - {"errorCode", "errorMessage", "payload"}
@@ -97,3 +95,20 @@ def write_key(folder: Path, name: str, key: Any) -> str:
     path = folder / name
     write_private_key(path, key)
     return str(path)
+
+
+# The symmetric-key group of the allocation tests.
+GROUP_KEY = base64.b64encode(b"g" * 64).decode()
+SECONDARY_KEY = base64.b64encode(b"s" * 64).decode()
+
+
+def add_group(dps, group: str = "fleet", *options: str) -> None:
+    dps.ok("enrollment-group", "add", group, "--attestation", "symmetricKey", "--primary-key", GROUP_KEY, "--secondary-key", SECONDARY_KEY, *options)
+
+
+def register(dps, registration_id: str, *options: str, code: int = 0) -> dict[str, Any]:
+    """A device of the symmetric-key group registers with its derived key."""
+    key = derive_device_key(GROUP_KEY, registration_id)
+    if code:
+        return refused(dps, "--registration-id", registration_id, "--symmetric-key", key, *options, code=code)[0]
+    return provision(dps, "--registration-id", registration_id, "--symmetric-key", key, *options)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli._pki import Pki, make_pki, openssl, openssl_signed
-from tests.conftest import Dps
+from tests.helpers.pki import Pki, make_pki, openssl, openssl_signed
+from tests.helpers.cli import Dps
 
 RFC1123 = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
 
@@ -30,7 +30,7 @@ def imposter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _verify_with(dps, pki: Pki, tmp_path: Path, name: str, code: str, *, ca: str = "root", ca_dir: Path | None = None):  # noqa: ANN001, ANN202
     """Make a verification certificate for `code` signed by `ca`, and run `ca verify NAME` with it."""
-    where = ca_dir or pki.dir
+    where = ca_dir or pki.folder
     dps.ok("cert", "create-verification", code, "--ca", str(where / f"{ca}.cert.pem"), "--ca-key", str(where / f"{ca}.key.pem"), "--out", str(tmp_path), "--force")
     return dps("ca", "verify", name, "--cert", str(tmp_path / "verification.cert.pem"))
 
@@ -41,7 +41,7 @@ def test_add_list_show(dps, pki):
     assert added["name"] == "root" and added["etag"]
     assert props["subject"] == "CN=root" and props["isVerified"] is False
     assert RFC1123.fullmatch(props["expiry"]) and RFC1123.fullmatch(props["created"]) and props["created"] == props["updated"]
-    fingerprint = openssl("x509", "-in", pki.path("root"), "-noout", "-fingerprint", "-sha1", cwd=pki.dir).stdout
+    fingerprint = openssl("x509", "-in", pki.path("root"), "-noout", "-fingerprint", "-sha1", cwd=pki.folder).stdout
     assert props["thumbprint"] == fingerprint.strip().split("=", 1)[1].replace(":", "")  # upper-case hex, no colons
     assert props["certificate"].startswith("-----BEGIN CERTIFICATE-----")
     expiry = parsedate_to_datetime(props["expiry"])

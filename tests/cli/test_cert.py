@@ -10,8 +10,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.cli._pki import Pki, load, make_pki, openssl, openssl_root, openssl_signed
-from tests.conftest import Dps
+from tests.helpers.pki import Pki, load, make_pki, openssl, openssl_root, openssl_signed
+from tests.helpers.cli import Dps
 
 TEST_CREDENTIALS = "test credentials"
 
@@ -79,14 +79,14 @@ def test_device_extensions_and_default_lifetimes(pki):
 
 
 def test_openssl_verifies_what_dpsctl_makes(pki):
-    run = openssl("verify", "-CAfile", pki.path("root"), "-untrusted", pki.path("inter"), pki.path("dev-01"), cwd=pki.dir)
+    run = openssl("verify", "-CAfile", pki.path("root"), "-untrusted", pki.path("inter"), pki.path("dev-01"), cwd=pki.folder)
     assert run.stdout.strip().endswith(": OK")
-    run = openssl("verify", "-CAfile", pki.path("root"), "-untrusted", pki.path("dev-01", "fullchain"), pki.path("dev-01"), cwd=pki.dir)
+    run = openssl("verify", "-CAfile", pki.path("root"), "-untrusted", pki.path("dev-01", "fullchain"), pki.path("dev-01"), cwd=pki.folder)
     assert run.stdout.strip().endswith(": OK")
     # openssl also agrees the key files are the certificates' keys.
     for name in ("root", "inter", "dev-01"):
-        cert_key = openssl("x509", "-in", pki.path(name), "-noout", "-pubkey", cwd=pki.dir).stdout
-        file_key = openssl("pkey", "-in", pki.path(name, "key"), "-pubout", cwd=pki.dir).stdout
+        cert_key = openssl("x509", "-in", pki.path(name), "-noout", "-pubkey", cwd=pki.folder).stdout
+        file_key = openssl("pkey", "-in", pki.path(name, "key"), "-pubout", cwd=pki.folder).stdout
         assert cert_key == file_key
 
 

@@ -11,7 +11,6 @@ import pytest
 from dpsctl.core.certs import issue_device, issue_intermediate, issue_root
 from dpsctl.core.keys import derive_device_key
 from tests.cli.provision_helpers import HUB_A, HUB_B, devices, failed_checks, init, provision, refused, registration, write_key, write_pem
-from tests.cli.test_provision_allocation import Webhook, webhook  # noqa: F401 - the fixture, shared
 
 GROUP_KEY = base64.b64encode(b"g" * 64).decode()
 
@@ -236,7 +235,7 @@ def test_ref12_an_individual_enrollment_spells_its_registration(dps):
 
 
 @pytest.mark.rule("§9/webhook-url-masked-in-request")
-def test_ref9_the_webhook_never_receives_its_own_function_key(dps, webhook):  # noqa: F811 - the fixture
+def test_ref9_the_webhook_never_receives_its_own_function_key(dps, webhook):
     init(dps, "hub-a")
     url = webhook.url.replace("code=s3cret", "code=s3cret&x=1")
     dps.ok("enrollment-group", "add", "fleet", "--attestation", "symmetricKey", "--primary-key", GROUP_KEY, "--webhook-url", url)
@@ -250,7 +249,7 @@ def test_ref9_the_webhook_never_receives_its_own_function_key(dps, webhook):  # 
 
 
 @pytest.mark.rule("§9/initial-twin-on-reprovisioning")
-def test_ref9_the_webhook_initial_twin_counts_on_reprovisioning_only_when_the_hub_changes_and_data_resets(dps, webhook):  # noqa: F811
+def test_ref9_the_webhook_initial_twin_counts_on_reprovisioning_only_when_the_hub_changes_and_data_resets(dps, webhook):
     init(dps, "hub-a", "hub-b")
     answers = {"hub": HUB_A}
     webhook.respond = lambda request: (200, {"iotHubHostName": answers["hub"], "initialTwin": {"tags": {"from": "webhook", "to": answers["hub"]}}})

@@ -41,7 +41,7 @@ def test_init_sets_scope_and_policy_and_refuses_to_overwrite(dps):
 
 
 def test_init_validates_its_input(tmp_path):
-    from tests.conftest import Dps
+    from tests.helpers.cli import Dps
 
     fresh = Dps(tmp_path / "fresh.json")
     assert fresh("init", "--id-scope", "0ne123").exit_code == 2

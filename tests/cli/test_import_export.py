@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from tests.conftest import Dps
+from tests.helpers.cli import Dps
 
 KEY = base64.b64encode(b"k" * 32).decode()
 KEY2 = base64.b64encode(b"j" * 32).decode()

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Dps
+from tests.helpers.cli import Dps
+from tests.helpers.constants import ID_SCOPE as SCOPE
 
 # Published vectors (reference §4.2) and a self-computed SAS vector (§4.1).
 GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
@@ -23,7 +24,6 @@ KEY_A = base64.b64encode(b"a" * 32).decode()
 KEY_B = base64.b64encode(b"b" * 32).decode()
 KEY_C = base64.b64encode(b"c" * 64).decode()
 KEY_D = base64.b64encode(b"d" * 64).decode()
-SCOPE = "0ne00000A0A"
 
 REGISTRATION_IDS = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9._:-]{0,126}[A-Za-z0-9-])?", fullmatch=True)
 KEYS = st.binary(min_size=16, max_size=64).map(lambda raw: base64.b64encode(raw).decode())

@@ -7,7 +7,8 @@ import json
 import os
 import re
 
-from tests.conftest import Dps, dpsctl_process
+
+from tests.helpers.cli import Dps, dpsctl_process
 
 KEY = "Cn4WLBwypDmqeJnK273m7DPBN5AGaGXAEf832r4+UOg="
 

@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 
 from dpsctl.core.keys import derive_device_key
-from tests.cli.provision_helpers import HUB_A, HUB_B, devices, failed_checks, init, registration
-from tests.cli.test_provision_allocation import GROUP_KEY, add_group, register, webhook  # noqa: F401 - the fixture
+from tests.cli.provision_helpers import GROUP_KEY, HUB_A, HUB_B, add_group, devices, failed_checks, init, register, registration
 
 OTHER_KEY = "b3RoZXItZ3JvdXAta2V5LW90aGVyLWdyb3VwLWtleS1vdGhlci1ncm91cC1rZXk="
 # Another process waiting for the store fails fast (exit 8) instead of passing late.

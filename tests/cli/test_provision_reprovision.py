@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.cli.provision_helpers import HUB_A, HUB_B, devices, history, init, operations, provision, refused, registration
-from tests.conftest import dpsctl_process
+from tests.helpers.cli import dpsctl_process
 
 KEY = base64.b64encode(b"k" * 32).decode()
 INITIAL_TWIN = {"tags": {"site": "plant-1"}, "properties": {"desired": {"interval": 30}}}

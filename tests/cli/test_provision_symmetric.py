@@ -27,7 +27,7 @@ from tests.cli.provision_helpers import (
     refused,
     registration,
 )
-from tests.conftest import dpsctl_process
+from tests.helpers.cli import dpsctl_process
 
 KEY_A = base64.b64encode(b"a" * 32).decode()
 KEY_B = base64.b64encode(b"b" * 32).decode()

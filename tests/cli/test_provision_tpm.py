@@ -20,7 +20,7 @@ from tests.cli.provision_helpers import (
     refused,
     registration,
 )
-from tests.conftest import Dps
+from tests.helpers.cli import Dps
 
 
 @pytest.fixture(scope="module")

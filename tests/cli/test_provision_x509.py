@@ -2,44 +2,33 @@
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from dpsctl.core.certs import issue_device, issue_intermediate, issue_root
-from tests.cli.provision_helpers import HUB_A, REGISTRATION_STATE_FIELDS, connection_string_fields, devices, failed_checks, history, init, provision, refused, registration, thumbprint, write_key, write_pem
+from dpsctl.core.certs import issue_device, issue_root
 
-_FILE_NUMBERS = itertools.count()
-
-
-@dataclass(frozen=True)
-class Pki:
-    """Certificate files for a session: a root, an intermediate under it, and devices (EC keys: fast)."""
-
-    folder: Path
-    root: object
-    intermediate: object
-    root_pem: str
-    intermediate_pem: str
-
-    def device(self, name: str, *, under: str = "intermediate", chain: bool = False, **options: object) -> tuple[str, str, object]:
-        """(cert file, key file, cert) of a device signed by the intermediate, the root, or itself ('self')."""
-        ca_cert, ca_key = {"intermediate": self.intermediate, "root": self.root, "self": (None, None)}[under]
-        cert, key = issue_device(name, ca_cert, ca_key, **options)
-        certs = [cert, ca_cert] if chain and ca_cert is not None else [cert]
-        suffix = f"{name}-{next(_FILE_NUMBERS)}"  # the folder is shared by the whole module
-        return write_pem(self.folder, f"{suffix}.pem", *certs), write_key(self.folder, f"{suffix}.key", key), cert
+from tests.cli.provision_helpers import (
+    HUB_A,
+    REGISTRATION_STATE_FIELDS,
+    connection_string_fields,
+    devices,
+    failed_checks,
+    history,
+    init,
+    provision,
+    refused,
+    registration,
+    thumbprint,
+    write_key,
+    write_pem,
+)
+from tests.helpers.pki import Pki, build_pki
 
 
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    folder = tmp_path_factory.mktemp("pki")
-    root = issue_root("dpsctl test root")
-    intermediate = issue_intermediate("dpsctl test intermediate", *root)
-    return Pki(folder, root, intermediate, write_pem(folder, "root.pem", root[0]), write_pem(folder, "intermediate.pem", intermediate[0]))
+    return build_pki(tmp_path_factory.mktemp("pki"))
 
 
 # --------------------------------------------------------------------------- the good paths

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import Dps
+from tests.helpers.cli import Dps
 
 
 def test_info_names_the_backend_and_counts(dps):

@@ -37,11 +37,11 @@ from dpsctl.core.sas import build_sas_token, device_resource_uri
 from dpsctl.core.service import count_operations, init_service, load_service, operations_count, save_service
 from dpsctl.store import Transaction
 from dpsctl.store.memory import MemoryStore
+from tests.helpers.constants import HUB_A, HUB_B
+from tests.helpers.constants import ID_SCOPE as SCOPE
 
-SCOPE = "0ne00000A0A"
 KEY = base64.b64encode(b"k" * 32).decode()
 WRONG = base64.b64encode(b"w" * 32).decode()
-HUB_A, HUB_B = "hub-a.azure-devices.net", "hub-b.azure-devices.net"
 START = datetime(2026, 11, 30, 23, 0, tzinfo=timezone.utc)
 
 

@@ -22,8 +22,8 @@ from dpsctl.core.sas import (
     sign,
     signature_matches,
 )
+from tests.helpers.constants import ID_SCOPE as SCOPE
 
-SCOPE = "0ne00000A0A"
 DEVICE = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
 DEVICE_KEY_B64 = "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc="  # derived in the published §4.2 vector
 DEVICE_KEY = base64.b64decode(DEVICE_KEY_B64)

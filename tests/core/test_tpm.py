@@ -29,8 +29,8 @@ from dpsctl.core.tpm import (
     save_tpm,
     validate_endorsement_key,
 )
+from tests.helpers.constants import ID_SCOPE as SCOPE
 
-SCOPE = "0ne00000A0A"
 DPS_REGISTRATION_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._:-]{0,126}[A-Za-z0-9-])?$")
 
 

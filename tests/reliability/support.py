@@ -19,12 +19,10 @@ from typing import Any
 from dpsctl.core.keys import derive_device_key
 from dpsctl.store import open_store
 from dpsctl.store.schema import KINDS, key_of
-from tests.conftest import Dps
-
-BACKENDS = {"tinydb": "dps.json", "sqlite": "dps.sqlite", "postgresql": ""}  # postgresql: a fresh schema per test
+from tests.helpers.cli import Dps
+from tests.helpers.constants import ID_SCOPE
 
 Location = Path | str  # a store file, or a PostgreSQL URL
-ID_SCOPE = "0ne00000A0A"
 GROUP = "fleet"
 GROUP_KEY = "oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA=="
 HUBS = ("hub-a", "hub-b")

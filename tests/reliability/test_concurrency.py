@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Dps, dpsctl_process
+from tests.helpers.backends import BACKENDS, store_for
+from tests.helpers.cli import Dps, dpsctl_process
 from tests.reliability.support import (
-    BACKENDS,
     BUSY_MESSAGE,
     add_enrollment,
     assert_store_whole,
@@ -37,14 +37,14 @@ CHUNK = 5
 GENEROUS = {"DPSCTL_LOCK_TIMEOUT": "120"}
 READERS = ("enrollment", "registration", "device")
 
+pytestmark = pytest.mark.slow  # eight real processes at once, per backend: seconds each
 
-@pytest.fixture(params=sorted(BACKENDS))
+
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
     folder = tmp_path / "store"
     folder.mkdir()
-    return folder / BACKENDS[request.param]
+    return store_for(request, folder, request.param)
 
 
 def device_ids(worker: int) -> tuple[list[str], str, list[str]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,11 +25,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Dps, dpsctl_process
+from tests.helpers.backends import BACKENDS, store_for
+from tests.helpers.cli import Dps, dpsctl_process
+from tests.helpers.constants import ID_SCOPE
+from tests.helpers.webhook import Webhook
 from tests.reliability.support import (
-    BACKENDS,
     HUBS,
-    ID_SCOPE,
     Child,
     Outcome,
     assert_store_whole,
@@ -50,6 +52,8 @@ KILLS = int(os.environ.get("DPSCTL_CRASH_KILLS", "20"))  # per backend and scena
 IMPORT_RECORDS = 10_000  # a 6 MB store: a run of ~0.5 s, the commit ~0.1 s of it (measured); kills land inside
 STORM_DEVICES, STORM_CHUNK = 400, 5
 
+pytestmark = pytest.mark.slow  # dozens of real processes killed at real moments, per backend: minutes
+
 
 @dataclass
 class Tally:
@@ -60,15 +64,13 @@ class Tally:
     states: Counter[str] = field(default_factory=Counter)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path | str:
     # Commands run after a kill must not wait: the dead process's lock has to be gone already.
     monkeypatch.setenv("DPSCTL_LOCK_TIMEOUT", "2")
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
     folder = tmp_path / "store"
     folder.mkdir()
-    return folder / BACKENDS[request.param]
+    return store_for(request, folder, request.param)
 
 
 def where(outcome: Outcome) -> str:
@@ -123,7 +125,7 @@ def kill_at_random_moments(
             delay = max(0.0, delays(rng, calibration))
             child.go(commands)
             child.wait_started()
-            time.sleep(delay)
+            time.sleep(delay)  # the experiment itself: SIGKILL lands `delay` s into the real run (no clock to move)
             outcome = child.finish(kill=True)
             following = Child(markers=True)  # warms up while this kill is checked
             moment = f"killed {delay * 1000:.1f} ms in, {where(outcome)}" if outcome.killed else "finished before the kill"
@@ -275,46 +277,25 @@ CUSTOM_GROUP, CUSTOM_KEY = "custom", "Y3VzdG9tLWdyb3VwLWtleS1jdXN0b20tZ3JvdXAta2
 CUSTOM_DEVICES, CUSTOM_CHUNK = 12, 4
 
 
-class HeldWebhook:
+class HeldWebhook(Webhook):
     """An allocation webhook in the test process; it can hold the request number `hold_at` (1-based) until released."""
 
     def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+        super().__init__(path="/allocate", key=None)
         self.count = 0
         self.hold_at: int | None = None
         self.arrived, self.release = threading.Event(), threading.Event()
         self.lock = threading.Lock()
-        hook = self
+        self.respond = self._hold_or_answer
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with hook.lock:
-                    hook.count += 1
-                    held = hook.count == hook.hold_at
-                if held:
-                    hook.arrived.set()
-                    hook.release.wait(60)
-                data = json.dumps({"iotHubHostName": body["linkedHubs"][-1]}).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client was killed
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/allocate"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
+    def _hold_or_answer(self, request: dict[str, Any]) -> tuple[int, Any]:
+        with self.lock:
+            self.count += 1
+            held = self.count == self.hold_at
+        if held:
+            self.arrived.set()
+            self.release.wait(60)
+        return 200, {"iotHubHostName": request["linkedHubs"][-1]}
 
     def reset(self, hold_at: int | None) -> None:
         with self.lock:
@@ -324,13 +305,12 @@ class HeldWebhook:
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
 
 @pytest.fixture
 def held_webhook() -> Any:
-    hook = HeldWebhook()
+    hook = HeldWebhook().start()
     yield hook
     hook.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Dps
+from tests.helpers.cli import Dps
 from tests.reliability.support import BUSY_MESSAGE, assert_store_whole, make_base, stray_files
 
 # `dpsctl enrollment add` whose process is SIGKILLed just before a new SQLite store gets its dpsctl marker:
@@ -46,6 +46,7 @@ KILLED_WHILE_CREATING = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a real process killed, then a real one started: seconds
 def test_a_sqlite_store_killed_while_being_created_does_not_block_the_next_command(tmp_path: Path) -> None:
     # Before the fix the store was created in place: the kill left a file with tables but no marker, and every
     # later command failed with "is a SQLite database but not a dpsctl store" (and parallel first commands

@@ -2,123 +2,67 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import STORE_FILES, Dps
+from tests.helpers.backends import STORE_FILES
+from tests.helpers.cli import Dps
+from tests.helpers.webhook import PROXY_VARIABLES, Answer, Trap, Webhook
 from tests.security.hostile_cases import Files, build_store
-
-PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY")
 
 
 @dataclass
 class LocalWebhook:
-    """A local HTTP server whose paths misbehave, and a bare TCP listener ("trap") that records any connection."""
+    """A local HTTP server whose paths misbehave (tests/helpers/webhook.py), and a trap port that records any connection."""
 
-    base: str
-    trap_port: int
-    received: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
-    trap_connections: list[bytes] = field(default_factory=list)  # first bytes of every connection to the trap
-    stop: threading.Event = field(default_factory=threading.Event)
+    hook: Webhook
+    trap: Trap
+
+    @property
+    def base(self) -> str:
+        return self.hook.base_url
+
+    @property
+    def trap_port(self) -> int:
+        return self.trap.port
+
+    @property
+    def trap_connections(self) -> list[bytes]:
+        return self.trap.connections
+
+    @property
+    def received(self) -> list[tuple[str, str]]:
+        """(method, path without the query) of every request."""
+        return [(request["method"], request["path"].split("?")[0]) for request in self.hook.requests]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _answer(self) -> None:
-        hook: LocalWebhook = self.server.hook  # type: ignore[attr-defined]
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        path = self.path.split("?")[0]
-        hook.received.append((self.command, path))
-        if path == "/drip":
-            self._drip(hook)
-            return
-        redirects = {
-            "/to-file": (302, "file:///etc/passwd"),
-            "/to-ftp": (302, f"ftp://127.0.0.1:{hook.trap_port}/allocate"),
-            "/to-https": (307, f"https://127.0.0.1:{hook.trap_port}/allocate"),
-            "/to-http": (302, f"{hook.base}/garbage"),
-        }
-        if path in redirects:
-            status, location = redirects[path]
-            self.send_response(status)
-            self.send_header("Location", location)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        status, body = (500, b"oops") if path == "/fail" else (200, b"<html>not json</html>")
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _drip(self, hook: LocalWebhook) -> None:
-        body = b'{"iotHubHostName": "hub-a.azure-devices.net"}'
-        answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        for byte in answer:
-            if hook.stop.wait(0.2):
-                return
-            try:
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-            except OSError:
-                return  # the client gave up, as it should
-
-    do_POST = _answer
-    do_GET = _answer
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
-        pass
+def _redirect(status: int, location: str) -> Answer:
+    return Answer(status, b"", {"Location": location})
 
 
 @pytest.fixture(scope="session")
 def local_webhook() -> Iterator[LocalWebhook]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    trap = socket.socket()
-    trap.bind(("127.0.0.1", 0))
-    trap.listen(8)
-    trap.settimeout(0.2)
-    hook = LocalWebhook(base=f"http://127.0.0.1:{server.server_address[1]}", trap_port=trap.getsockname()[1])
-    server.hook = hook  # type: ignore[attr-defined]
-
-    def watch_trap() -> None:
-        while not hook.stop.is_set():
-            try:
-                conn, _ = trap.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(0.5)
-                try:
-                    hook.trap_connections.append(conn.recv(64) or b"(connected)")
-                except OSError:
-                    hook.trap_connections.append(b"(connected)")
-
-    threads = [
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True),
-        threading.Thread(target=watch_trap, daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
+    hook, trap = Webhook().start(), Trap().start()
+    drip_body = b'{"iotHubHostName": "hub-a.azure-devices.net"}'
+    hook.paths = {
+        "/to-file": _redirect(302, "file:///etc/passwd"),
+        "/to-ftp": _redirect(302, f"ftp://127.0.0.1:{trap.port}/allocate"),
+        "/to-https": _redirect(307, f"https://127.0.0.1:{trap.port}/allocate"),
+        "/to-http": _redirect(302, f"{hook.base_url}/garbage"),
+        "/fail": Answer(500, b"oops", {"Content-Type": "text/html"}),
+        "/drip": Answer(200, drip_body, drip=0.2),
+    }
+    hook.respond = lambda request: Answer(200, b"<html>not json</html>", {"Content-Type": "text/html"})
     try:
-        yield hook
+        yield LocalWebhook(hook, trap)
     finally:
-        hook.stop.set()
-        server.shutdown()
-        server.server_close()
-        trap.close()
+        hook.stop()
+        trap.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -126,6 +70,14 @@ def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     # A proxy from the environment would send the local webhook calls elsewhere.
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The most permissive umask: a 0600 file must be 0600 because dpsctl says so, not because of the umask."""
+    old = os.umask(0)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture(scope="session")
@@ -162,13 +114,3 @@ def hostile_store(_store_templates: Callable[[str], Path]) -> Callable[[Dps], No
                 shutil.copy2(part, dps.store.with_name(dps.store.name + suffix))
 
     return prepare
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 2.0) -> bool:
-    """Poll `condition` until it holds or `seconds` pass."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dpsctl.core.sas import build_sas_token, device_resource_uri
+from tests.helpers.constants import HUB_A as HUB
+from tests.helpers.constants import ID_SCOPE
 
 # --------------------------------------------------------------------------- the store every case runs against
 
-ID_SCOPE = "0ne00000A0A"
-HUB = "hub-a.azure-devices.net"
 FUNCTION_KEY = "FUNCTIONKEYfunctionkey000"
 
 
@@ -900,8 +900,7 @@ def render_markdown() -> str:
 
 def wire_rows() -> list[str]:
     """The wire-level cases of `dpsctl serve` (tests/server/test_mqtt.py and test_http_wire.py), as rows."""
-    from tests.server.test_http_wire import MALFORMED
-    from tests.server.test_mqtt import CONNACK_REFUSALS, HOSTILE
+    from tests.helpers.wire_cases import CONNACK_REFUSALS, HOSTILE, MALFORMED
 
     out = [
         "## Wire input to `dpsctl serve`",

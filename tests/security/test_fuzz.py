@@ -39,12 +39,12 @@ from dpsctl.core.errors import AllocationFailed, DpsError
 from dpsctl.core.untrusted_json import MAX_JSON_DEPTH, too_deep
 from dpsctl.core.transfer import DOCUMENT_FIELDS, ImportPlan, import_document, parse_document
 from dpsctl.store.memory import MemoryStore
+from tests.helpers.constants import ID_SCOPE as SCOPE
 
 FUZZ_EXAMPLES = int(os.environ.get("DPSCTL_FUZZ_EXAMPLES", "2000"))
 PROPERTY = settings(max_examples=150, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FUZZ = settings(PROPERTY, max_examples=FUZZ_EXAMPLES)
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
-SCOPE = "0ne00000A0A"
 KEY = base64.b64encode(bytes(range(32))).decode()
 HUBS = ["hub-a.azure-devices.net", "hub-b.azure-devices.net"]
 

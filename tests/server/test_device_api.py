@@ -14,7 +14,9 @@ from dpsctl.core.sas import build_sas_token, device_resource_uri
 from dpsctl.core.clock import ManualClock
 from dpsctl.server.faults import Fault
 from dpsctl.store import open_store
-from tests.server.conftest import DEVICE_API, ID_SCOPE, device_token
+from tests.helpers.constants import DEVICE_API, ID_SCOPE
+from tests.helpers.pki import make_pki
+from tests.helpers.server import device_token
 
 ERROR_FIELDS = {"errorCode", "trackingId", "message", "timestampUtc"}
 
@@ -214,9 +216,7 @@ def test_request_errors(dps, serve):
 def _pki(dps, tmp_path: Path) -> Path:
     out = tmp_path / "pki"
     out.mkdir()
-    dps.ok("cert", "create-root", "root", "--out", str(out))
-    dps.ok("cert", "create-intermediate", "inter", "--ca", str(out / "root.cert.pem"), "--ca-key", str(out / "root.key.pem"), "--out", str(out))
-    dps.ok("cert", "create-device", "x509-dev", "--ca", str(out / "inter.fullchain.pem"), "--ca-key", str(out / "inter.key.pem"), "--out", str(out))
+    make_pki(dps, out, device="x509-dev")
     dps.ok("cert", "create-device", "solo", "--out", str(out))
     dps.ok("cert", "create-root", "stranger", "--out", str(out))
     dps.ok("cert", "create-device", "intruder", "--ca", str(out / "stranger.cert.pem"), "--ca-key", str(out / "stranger.key.pem"), "--out", str(out))

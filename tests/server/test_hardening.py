@@ -13,7 +13,8 @@ import pytest
 
 from dpsctl.core.sas import build_sas_token, device_resource_uri
 from dpsctl.store import open_store
-from tests.server.conftest import DEVICE_API, ID_SCOPE, start_serve
+from tests.helpers.constants import DEVICE_API, ID_SCOPE
+from tests.helpers.server import start_serve
 
 
 def _key(dps, registration_id: str) -> str:
@@ -100,7 +101,7 @@ def test_a_service_token_for_another_host_is_refused_whatever_the_host_header(dp
 
 
 def test_serve_cannot_dump_core(tmp_path):
-    from tests.conftest import Dps
+    from tests.helpers.cli import Dps
 
     store = tmp_path / "dps.json"
     Dps(store).ok("init", "--id-scope", ID_SCOPE)

@@ -6,17 +6,20 @@ limit. Each case is answered with an error status (or closed) and the server kee
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.server import mqtt_wire as wire
-from tests.server.conftest import DEVICE_API, ID_SCOPE, start_serve
-
-REGISTER = f"/{ID_SCOPE}/registrations/x/register?api-version={DEVICE_API}"
+from tests.helpers import mqtt_wire as wire
+from tests.helpers.constants import ID_SCOPE
+from tests.helpers.server import start_serve
+from tests.helpers.wire_cases import HTTP_REGISTER as REGISTER
+from tests.helpers.wire_cases import MALFORMED
+from tests.helpers.wire_cases import http_head as _head
+from tests.helpers.waiting import wait_for
 
 
 def _tls(port: int, ca: Path, timeout: float = 10.0) -> ssl.SSLSocket:
@@ -44,24 +47,6 @@ def _exchange(port: int, ca: Path, request: bytes) -> bytes:
 
 def _status(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
-
-
-def _head(extra: str, body: bytes = b"") -> bytes:
-    return f"PUT {REGISTER} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode() + body
-
-
-MALFORMED = {
-    "negative chunk size": (_head("Transfer-Encoding: chunked\r\n", b"-1\r\n" + b"x" * 1000), (400,)),
-    "chunk size with 0x": (_head("Transfer-Encoding: chunked\r\n", b"0x2\r\nab\r\n0\r\n\r\n"), (400,)),
-    "Content-Length with an underscore": (_head("Content-Length: 0_2\r\n", b"{}"), (400,)),
-    "two different Content-Lengths": (_head("Content-Length: 2\r\nContent-Length: 3\r\n", b"{}x"), (400,)),
-    "Transfer-Encoding that is not chunked": (_head("Transfer-Encoding: xchunked\r\n", b"{}"), (400, 501)),
-    "both Content-Length and Transfer-Encoding": (_head("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n"), (400,)),
-    "device body over 96 KB declared": (_head("Content-Length: 200000000\r\n"), (413,)),
-    "device body over 96 KB sent chunked": (_head("Transfer-Encoding: chunked\r\n", (b"8000\r\n" + b"x" * 0x8000 + b"\r\n") * 4), (413,)),
-    "header section over 16 KB": (_head("X-Big: " + "a" * 20000 + "\r\n"), (431, 400)),
-    "not HTTP/1.x": (b"PUT / HTTP/9.9\r\nHost: x\r\n\r\n", (400, 505)),
-}
 
 
 @pytest.mark.rule("§12/message-size-96kb")
@@ -103,13 +88,13 @@ def test_a_slow_request_head_is_cut_off_at_the_deadline(dps, serve):
 @pytest.mark.slow
 def test_a_body_streamed_after_a_negative_chunk_size_is_not_buffered(tmp_path):
     """The probe's attack: chunk size -1, then hundreds of MiB. The server must refuse at the chunk header."""
-    from tests.conftest import Dps
+    from tests.helpers.cli import Dps
 
     store = tmp_path / "dps.json"
     Dps(store).ok("init", "--id-scope", ID_SCOPE)
     proc, port, _banner, _log = start_serve(store)
     try:
-        rss_before = _rss(proc.pid)
+        rss_before, sockets_before = _rss(proc.pid), _sockets(proc.pid)
         sock = _tls(port, tmp_path / "dpsctl-serve" / "ca.pem")
         sock.sendall(_head("Transfer-Encoding: chunked\r\n", b"-1\r\n"))
         sent = 0
@@ -121,13 +106,25 @@ def test_a_body_streamed_after_a_negative_chunk_size_is_not_buffered(tmp_path):
         except (ConnectionError, ssl.SSLError, TimeoutError):
             pass  # the server closed the connection: what we want
         sock.close()
-        time.sleep(0.2)  # let the server process the close before reading its memory
+        # The server is another process: its memory is read once it has closed this connection too.
+        assert wait_for(lambda: _sockets(proc.pid) <= sockets_before, 10), "the server kept the refused connection open"
         grown = _rss(proc.pid) - rss_before
         assert sent < 200 * (1 << 20), "the server kept reading a body it had refused"
         assert grown < 20 * (1 << 20), f"server memory grew by {grown / (1 << 20):.0f} MiB"
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def _sockets(pid: int) -> int:
+    """How many sockets process `pid` has open."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
 
 
 def _rss(pid: int) -> int:

@@ -14,8 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dpsctl.core.keys import derive_device_key, generate_key
-from tests.conftest import BACKENDS, Dps, store_for
-from tests.server.conftest import ID_SCOPE, Client, device_token, start_serve
+from tests.helpers.backends import BACKENDS, store_for
+from tests.helpers.cli import Dps
+from tests.helpers.constants import ID_SCOPE
+from tests.helpers.server import Client, device_token, start_serve
 
 
 @pytest.fixture(params=BACKENDS)

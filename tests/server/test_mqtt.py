@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from tests.server import mqtt_wire as wire
-from tests.server.conftest import ID_SCOPE, device_token
-
-REGISTER = "$dps/registrations/PUT/iotdps-register/?$rid=1"
+from tests.helpers import mqtt_wire as wire
+from tests.helpers.constants import ID_SCOPE
+from tests.helpers.server import device_token
+from tests.helpers.wire_cases import CONNACK_REFUSALS, HOSTILE
+from tests.helpers.wire_cases import MQTT_REGISTER as REGISTER
 
 
 def _key(dps, registration_id: str) -> str:
@@ -116,26 +117,6 @@ def test_unsupported_subscriptions_are_refused_and_unsubscribed_devices_get_no_a
     with pytest.raises(TimeoutError):
         quiet.read_packet()
     assert "answer dropped: not subscribed" in served.log.getvalue()
-
-
-HOSTILE = {
-    "malformed remaining length": lambda served: [b"\x10\xff\xff\xff\xff\x01"],
-    "oversized packet": lambda served: [b"\x10" + wire.remaining_length(10 * 1024 * 1024)],
-    "PUBLISH before CONNECT": lambda served: [wire.publish(REGISTER, b"{}")],
-    "reserved packet type": lambda served: [b"\xf0\x00"],
-    "CONNECT with trailing garbage": lambda served: [wire.packet(1, 0, wire.connect("x", wire.username(ID_SCOPE, "x"))[2:] + b"junk")],
-    "SUBSCRIBE with bad flags": lambda served: [wire.connect("hx", wire.username(ID_SCOPE, "hx")), wire.packet(8, 0, b"\x00\x01" + wire.utf8("$dps/registrations/res/#") + b"\x01")],
-    "topic outside $dps": lambda served: [wire.connect("hx", wire.username(ID_SCOPE, "hx")), wire.publish("devices/hx/messages/events/", b"{}")],
-    "QoS 2 publish": lambda served: [wire.connect("hx", wire.username(ID_SCOPE, "hx")), wire.publish(REGISTER, b"{}", qos=2)],
-    "second CONNECT": lambda served: [wire.connect("hx", wire.username(ID_SCOPE, "hx")), wire.connect("hx", wire.username(ID_SCOPE, "hx"))],
-    "invalid UTF-8 topic": lambda served: [wire.connect("hx", wire.username(ID_SCOPE, "hx")), wire.packet(3, 0, b"\x00\x02\xff\xfe{}")],
-}
-CONNACK_REFUSALS = {
-    "wrong protocol level": (wire.connect("hx", wire.username(ID_SCOPE, "hx"), level=5), 1),
-    "client ID is not the registration ID": (wire.connect("someone-else", wire.username(ID_SCOPE, "hx")), 2),
-    "user name not DPS's": (wire.connect("hx", "hx"), 4),
-    "no user name": (wire.connect("hx", None), 4),
-}
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Dps
-from tests.server.conftest import ID_SCOPE, start_serve
+from tests.helpers.cli import Dps
+from tests.helpers.constants import ID_SCOPE
+from tests.helpers.server import start_serve
+from tests.helpers.constants import HUB_A as HUB
 
 NODE_DIR = Path(__file__).parent / "node"
 PACKAGES = (
@@ -31,7 +33,6 @@ PACKAGES = (
     "azure-iot-http-base",
     "azure-iot-common",
 )
-HUB = "hub-a.azure-devices.net"
 # Devices first: the last scenario deletes the group device's registration record.
 SCENARIOS = (
     "device-symmetric-individual",

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from tests.conftest import dpsctl_process
-from tests.server.conftest import Client, start_serve
+from tests.helpers.cli import dpsctl_process
+from tests.helpers.server import Client, start_serve
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

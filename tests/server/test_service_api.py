@@ -7,7 +7,7 @@ import time
 import pytest
 
 from dpsctl.core.sas import build_sas_token
-from tests.server.conftest import ID_SCOPE
+from tests.helpers.constants import ID_SCOPE
 
 
 def _sym(registration_id: str, **extra):

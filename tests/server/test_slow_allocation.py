@@ -7,19 +7,22 @@ webhook held, measured in the same test, because the allocation runs with no sto
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from dpsctl.core.keys import derive_device_key, generate_key
-from tests.cli.test_provision_allocation import Webhook
-from tests.conftest import dpsctl_process
+from tests.helpers.cli import dpsctl_process
+from tests.helpers.waiting import wait_for
+from tests.helpers.webhook import Webhook
+from tests.helpers.constants import HUB_A as HUB
 
-HUB = "hub-a.azure-devices.net"
 
 
 @pytest.fixture
@@ -35,12 +38,10 @@ def held_webhook() -> Iterator[tuple[Webhook, threading.Event, threading.Event]]
         return 200, {"iotHubHostName": HUB}
 
     hook.respond = respond
-    thread = threading.Thread(target=hook.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
+    hook.start()
     yield hook, arrived, release
     release.set()
-    hook.server.shutdown()
-    hook.server.server_close()
+    hook.stop()
 
 
 def _fleet(dps) -> str:
@@ -98,23 +99,21 @@ def test_a_held_webhook_stalls_no_other_device_nor_the_cli(dps, serve, held_webh
     for phase in baseline:
         assert held[phase] < 1.5 * baseline[phase], (phase, baseline, held)
     release.set()
-    for _ in range(600):
-        if "reply" in outcome:
-            break
-        time.sleep(0.05)
+    assert wait_for(lambda: "reply" in outcome, 30)  # the registration's thread answers once the webhook has
     assert outcome["reply"].status == 200 and outcome["reply"].body["status"] == "assigned", outcome
 
 
 @pytest.mark.slow
 def test_a_held_allocation_command_stalls_no_other_device(dps, serve, tmp_path):
     gate = tmp_path / "gate"
+    os.mkfifo(gate)  # the command blocks opening it until the test opens its other end: no polling
     started = tmp_path / "started"
     script = tmp_path / "allocate.py"
     script.write_text(
-        "import json, os, sys, time\n"
+        "import json, sys\n"
         "request = json.load(sys.stdin)\n"
         f"open({str(started)!r}, 'w').close()\n"
-        f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\n"
+        f"open({str(gate)!r}).close()\n"
         f"print(json.dumps({{'iotHubHostName': {HUB!r}}}))\n"
     )
     served = serve(fast=True)
@@ -122,20 +121,13 @@ def test_a_held_allocation_command_stalls_no_other_device(dps, serve, tmp_path):
     dps.ok("enrollment", "add", "slow-a", "--attestation", "symmetricKey", "--allocation-command", f"{sys.executable} {script}")
     key_a = dps.json("enrollment", "show", "slow-a", "--show-keys")["attestation"]["symmetricKey"]["primaryKey"]
 
-    class Started:
-        def wait(self, timeout: float) -> bool:
-            deadline = time.monotonic() + timeout
-            while not started.exists():
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.02)
-            return True
-
+    # The command is another process: the test sees it start by the file it writes.
+    command_started = SimpleNamespace(wait=lambda timeout: wait_for(started.exists, timeout))
     outcome: dict[str, Any] = {}
-    baseline, held = _while_held(served, dps, group_key, lambda: outcome.update(reply=served.register("slow-a", key_a)), Started())  # type: ignore[arg-type]
+    baseline, held = _while_held(served, dps, group_key, lambda: outcome.update(reply=served.register("slow-a", key_a)), command_started)  # type: ignore[arg-type]
     for phase in baseline:
         assert held[phase] < 1.5 * baseline[phase], (phase, baseline, held)
-    gate.touch()
+    os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))  # lets the command answer (fails at once if it is gone)
 
 
 def test_a_registration_is_assigning_while_its_webhook_runs_and_follows_an_enrollment_changed_meanwhile(dps, serve, held_webhook):

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpsctl.server.mqtt import DeviceIdentity, ProtocolViolation, parse_username, read_packet
-from tests.server import mqtt_wire as wire
+from tests.helpers import mqtt_wire as wire
+from tests.helpers.constants import ID_SCOPE
 
 FUZZ = settings(max_examples=400, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -43,7 +44,7 @@ def _read(data: bytes) -> object:
 
 
 VALID = [
-    wire.connect("dev-1", wire.username("0ne00000A0A", "dev-1"), "SharedAccessSignature sr=x&sig=y&se=1"),
+    wire.connect("dev-1", wire.username(ID_SCOPE, "dev-1"), "SharedAccessSignature sr=x&sig=y&se=1"),
     wire.subscribe(),
     wire.publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId":"dev-1"}'),
     wire.publish("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=5.x", b" ", qos=0),

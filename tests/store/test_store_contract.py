@@ -16,7 +16,9 @@ from dpsctl.store.memory import MemoryStore
 from dpsctl.store.sqlite_store import SqliteStore
 from dpsctl.store.tinydb_store import TinyDBStore
 
-BACKENDS = ["memory", "tinydb", "sqlite", "postgresql"]
+from tests.helpers.backends import BACKENDS as STORED_BACKENDS
+
+BACKENDS = ["memory", *STORED_BACKENDS]
 
 
 def make_store(backend, tmp_path, request):
