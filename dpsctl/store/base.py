@@ -56,6 +56,10 @@ class Transaction:
     def _base_get(self, kind: str, key: str) -> Doc | None:
         return self._base(kind).get(key)
 
+    def _base_keys(self, kind: str) -> Iterable[str]:
+        """The keys of `kind` in the snapshot; a database backend reads them without reading the records."""
+        return self._base(kind).keys()
+
     @property
     def dirty(self) -> bool:
         """True when the transaction has changes to write."""
@@ -110,6 +114,16 @@ class Transaction:
                 merged[key] = doc
         for key in sorted(merged):
             yield merged[key]
+
+    def keys(self, kind: str) -> list[str]:
+        """The key of every record of `kind`, in key order, without reading the records themselves."""
+        merged = set(self._loaded[kind] if kind in self._loaded else self._base_keys(kind))
+        for key, doc in self.changes.get(kind, {}).items():
+            if doc is DELETED:
+                merged.discard(key)
+            else:
+                merged.add(key)
+        return sorted(merged)
 
     def count(self, kind: str) -> int:
         """How many records of `kind` there are."""

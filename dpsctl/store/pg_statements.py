@@ -28,6 +28,7 @@ class Statements:
         self.load = f"SELECT key, doc FROM {s}.records WHERE kind = %s"
         self.get = f"SELECT doc FROM {s}.records WHERE kind = %s AND key = %s"
         self.count = f"SELECT count(*) FROM {s}.records WHERE kind = %s"
+        self.keys = f"SELECT key FROM {s}.records WHERE kind = %s"
         self.stored_keys = f"SELECT key FROM {s}.records WHERE kind = %s AND key = ANY(%s)"
         self.get_many = f"SELECT key, doc FROM {s}.records WHERE kind = %s AND key = ANY(%s)"
         self.find = (

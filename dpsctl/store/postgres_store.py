@@ -73,6 +73,9 @@ class _PgTransaction(Transaction):
         row = self.conn.execute(self.sql.get, (kind, key)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def _base_keys(self, kind: str) -> Iterable[str]:
+        return [row[0] for row in self.conn.execute(self.sql.keys, (kind,))]
+
     def count(self, kind: str) -> int:
         """count(*) in the database, adjusted for this transaction's pending changes."""
         row = self.conn.execute(self.sql.count, (kind,)).fetchone()

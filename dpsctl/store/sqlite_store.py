@@ -100,6 +100,9 @@ class _SqliteTransaction(Transaction):
         row = self.conn.execute("SELECT doc FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def _base_keys(self, kind: str) -> Iterable[str]:
+        return [row[0] for row in self.conn.execute("SELECT key FROM records WHERE kind = ?", (kind,))]
+
     def _stored_keys(self, kind: str, keys: list[str]) -> set[str]:
         found: set[str] = set()
         for start in range(0, len(keys), 500):

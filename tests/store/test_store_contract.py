@@ -72,6 +72,19 @@ def test_replace_delete_scan_count(store):
         assert tx.get("enrollments", "d1")["provisioningStatus"] == "disabled"
 
 
+def test_keys_are_sorted_and_include_this_transactions_changes(store):
+    with store.transaction(write=True) as tx:
+        tx.put_many("enrollments", [enrollment(f"d{i}") for i in (3, 1, 2)])
+    with store.transaction(write=True) as tx:
+        assert tx.keys("enrollments") == ["d1", "d2", "d3"]
+        tx.delete("enrollments", "d2")
+        tx.put("enrollments", enrollment("D0"))
+        assert tx.keys("enrollments") == ["d0", "d1", "d3"]
+    with store.transaction() as tx:
+        assert tx.keys("enrollments") == ["d0", "d1", "d3"]
+        assert tx.keys("groups") == []
+
+
 def test_changes_are_visible_inside_the_transaction_before_commit(store):
     with store.transaction(write=True) as tx:
         tx.put("enrollments", enrollment("a"))

@@ -55,6 +55,11 @@ def _history_order(doc: Json) -> tuple[int, int, str]:
     return (0, sequence, "") if isinstance(sequence, int) else (1, 0, str(sequence))
 
 
+def _key_order(key: str) -> tuple[int, int, str]:
+    """`_history_order` from a record's key alone: an integer sequence's key is all digits, an ID's has a dot."""
+    return (0, int(key), "") if key.isdigit() else (1, 0, key)
+
+
 def trim_history(tx: Transaction) -> int:
     """Delete all but the newest HISTORY_LIMIT attempts; returns how many went.
 
@@ -62,10 +67,10 @@ def trim_history(tx: Transaction) -> int:
     scan, and a shared counter to find it by would be the row every writer waits on. The store may so hold a few
     more than HISTORY_LIMIT for a while; `history()` never shows them.
     """
-    docs = sorted(tx.scan("history"), key=_history_order)
-    excess = docs[: max(0, len(docs) - HISTORY_LIMIT)]
-    for doc in excess:
-        tx.delete("history", str(doc["sequence"]))
+    keys = sorted(tx.keys("history"), key=_key_order)  # keys only: decoding a thousand records is what costs
+    excess = keys[: max(0, len(keys) - HISTORY_LIMIT)]
+    for key in excess:
+        tx.delete("history", key)
     return len(excess)
 
 
