@@ -193,11 +193,3 @@ class Store(abc.ABC):
     def size_bytes(self) -> int:
         """Size of the store on disk (0 for memory)."""
         return 0
-
-    @abc.abstractmethod
-    def change_stamp(self, kinds: Iterable[str]) -> tuple[object, ...]:
-        """A value that changes whenever a commit, by any process, changed a record of one of `kinds`.
-
-        Equal stamps mean no such commit in between (a backend may also change it for other commits, never
-        miss one). Cheap enough to ask on every TLS handshake: it never reads the records themselves.
-        """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 
 from dpsctl.store.base import DELETED, Store, Transaction
 from dpsctl.store.schema import KINDS, Doc
@@ -26,7 +25,6 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self.data: dict[str, dict[str, Doc]] = {kind: {} for kind in KINDS}
-        self.changes: dict[str, int] = {}  # kind -> commits that changed it
 
     def _begin(self, writable: bool) -> Transaction:
         return MemoryTransaction(self.data, writable)
@@ -38,9 +36,3 @@ class MemoryStore(Store):
                     self.data[kind].pop(key, None)
                 else:
                     self.data[kind][key] = copy.deepcopy(doc)
-            if changes:
-                self.changes[kind] = self.changes.get(kind, 0) + 1
-
-    def change_stamp(self, kinds: Iterable[str]) -> tuple[object, ...]:
-        """The change counters of `kinds`."""
-        return tuple(self.changes.get(kind, 0) for kind in kinds)

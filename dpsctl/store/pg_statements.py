@@ -12,7 +12,8 @@ MIGRATIONS: dict[int, list[str]] = {
         # looked up by value through the second index.
         "CREATE TABLE {s}.record_index (kind text NOT NULL, key text NOT NULL, name text NOT NULL, value text NOT NULL, PRIMARY KEY (kind, key, name))",
         "CREATE INDEX record_index_by_value ON {s}.record_index (kind, name, value)",
-        # Bumped by every commit that changes a record of the kind: what Store.change_stamp reads.
+        # Counters of commits per kind, read by a change stamp this dpsctl no longer has: kept in layout 1 so that
+        # stores made by earlier versions and by this one have the same tables.
         "CREATE TABLE {s}.changes (kind text PRIMARY KEY, counter bigint NOT NULL)",
     ],
 }
@@ -45,11 +46,6 @@ class Statements:
         self.insert_index = f"INSERT INTO {s}.record_index (kind, key, name, value) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
         self.copy_records = f"COPY {s}.records (kind, key, doc) FROM STDIN"
         self.copy_index = f"COPY {s}.record_index (kind, key, name, value) FROM STDIN"
-        self.bump = (
-            f"INSERT INTO {s}.changes (kind, counter) SELECT unnest(%s::text[]), 1 "
-            f"ON CONFLICT (kind) DO UPDATE SET counter = {s}.changes.counter + 1"
-        )
-        self.stamps = f"SELECT kind, counter FROM {s}.changes WHERE kind = ANY(%s)"
         self.meta = f"SELECT name, value FROM {s}.meta"
         self.tables = (
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

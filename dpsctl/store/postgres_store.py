@@ -417,7 +417,6 @@ class PostgresStore(Store):
                     rows = [row for kind, key, doc in kept for row in index_rows(kind, key, doc)]
                     if rows:
                         cur.execute(sql.insert_index, tuple(list(column) for column in zip(*rows, strict=False)))
-            cur.execute(sql.bump, (touched,))
         conn.execute("COMMIT")
         if tx.creates:
             self._ready = True
@@ -447,17 +446,3 @@ class PostgresStore(Store):
             raise self._translate(exc) from None
         finally:
             self._release(conn)
-
-    def change_stamp(self, kinds: Iterable[str]) -> tuple[object, ...]:
-        """The store's identity and the change counters of `kinds`: one indexed read, whatever the store's size."""
-        kinds = tuple(kinds)
-        if not self.exists():
-            return ("", *(0 for _ in kinds))
-        conn = self._getconn()
-        try:
-            counters = dict(conn.execute(self.sql.stamps, (list(kinds),)).fetchall())
-        except psycopg.Error as exc:
-            raise self._translate(exc) from None
-        finally:
-            self._release(conn)
-        return (self._store_id, *(int(counters.get(kind, 0)) for kind in kinds))

@@ -47,7 +47,6 @@ CREATE INDEX IF NOT EXISTS record_index_by_value ON record_index (kind, name, va
 """
 
 _CREATING = (".new",)  # the suffix of a store being built beside its path (see SqliteStore._create)
-CHANGES = "changes:"  # meta rows counting the commits that changed each kind
 
 
 def _busy(path: Path) -> StoreBusy:
@@ -346,42 +345,20 @@ class SqliteStore(Store):
                 conn.execute(f"DELETE FROM record_index WHERE kind = ? AND key IN ({marks})", (kind, *chunk))
             deleted = [(kind, key) for key, doc in changes.items() if doc is DELETED]
             kept = [(key, doc) for key, doc in changes.items() if doc is not DELETED]
-            conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", deleted)
-            conn.executemany(
-                "INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)",
-                [(kind, key, compact_json(doc)) for key, doc in kept],
-            )
-            conn.executemany(
-                "INSERT INTO record_index (kind, key, name, value) VALUES (?, ?, ?, ?)",
-                [row for key, doc in kept for row in index_rows(kind, key, doc)],
-            )
+            rows = [row for key, doc in kept for row in index_rows(kind, key, doc)]
+            # Only the statements that have rows: a registration's commit touches several kinds, most of them
+            # with one record and no index.
+            if deleted:
+                conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", deleted)
+            if kept:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)",
+                    [(kind, key, compact_json(doc)) for key, doc in kept],
+                )
+            if rows:
+                conn.executemany("INSERT INTO record_index (kind, key, name, value) VALUES (?, ?, ?, ?)", rows)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', ?)", (index_set(),))  # what the index rows hold
-        # The change counters that change_stamp reads (meta rows `changes:<kind>`; a store without them reads 0).
-        conn.executemany(
-            "INSERT INTO meta (name, value) VALUES (?, '1') ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-            [(CHANGES + kind,) for kind, changes in tx.changes.items() if changes],
-        )
         conn.execute("COMMIT")
-
-    def change_stamp(self, kinds: Iterable[str]) -> tuple[object, ...]:
-        """The database file's identity and the change counters of `kinds` (one indexed read of `meta`)."""
-        kinds = tuple(kinds)
-        try:
-            ino = os.stat(self.path).st_ino
-        except OSError:
-            return (None, *(0 for _ in kinds))
-        tx = self._begin(False)
-        try:
-            assert isinstance(tx, _SqliteTransaction)
-            marks = ",".join("?" * len(kinds))
-            counters = dict(
-                tx.conn.execute(
-                    f"SELECT name, value FROM meta WHERE name IN ({marks})", [CHANGES + k for k in kinds]
-                ).fetchall()
-            )
-        finally:
-            self._end(tx)
-        return (ino, *(int(counters.get(CHANGES + kind, 0)) for kind in kinds))
 
     def _end(self, tx: Transaction) -> None:
         assert isinstance(tx, _SqliteTransaction)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -175,14 +175,6 @@ class TinyDBStore(Store):
     def size_bytes(self) -> int:
         """Size of the store file."""
         return self.path.stat().st_size if self.path.exists() else 0
-
-    def change_stamp(self, kinds: Iterable[str]) -> tuple[object, ...]:
-        """The file's identity, size and modification time: every commit replaces the file, whatever it changed."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return (None,)
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _begin(self, writable: bool) -> Transaction:
         lock = None
