@@ -13,8 +13,22 @@ from typing import Any
 
 from dpsctl.core import attestation as att
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, Trace, X509Credential
+from dpsctl.core.certs import (
+    certificate_info,
+    check_common_name,
+    common_name,
+    is_ca,
+    is_self_signed,
+    issuer_of,
+    load_certificates,
+    names_registration_id,
+    same_certificate,
+    sha1_thumbprint,
+    subject_of,
+)
 from dpsctl.core.errors import Disabled, DpsError, Unauthorized
 from dpsctl.core.ids import MAX_X509_REGISTRATION_ID
+from dpsctl.core.keys import derive_device_key
 from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
 from dpsctl.core.sas import SasToken
 from dpsctl.core.service_records import ServiceSettings
@@ -128,8 +142,6 @@ def _attest_individual(
             runtime_attestation={"symmetricKey": {}},
         )
     if isinstance(cred, X509Credential):
-        from dpsctl.core.certs import certificate_info, sha1_thumbprint
-
         leaf = cred.chain[0]
         _check_cn(leaf, reg_id, trace)
         if not att.check_chain(cred, now, trace):
@@ -181,7 +193,6 @@ def _attest_individual(
 def _verified_certificates(tx: Transaction) -> list[tuple[str, Any]]:
     """Certificates DPS counts as verified: uploaded CAs verified by proof of possession (or --verified), and the
     signing certificates of X.509 enrollment groups (verified automatically when added; docs/choices.md)."""
-    from dpsctl.core.certs import load_certificates
 
     out: list[tuple[str, Any]] = []
     for ca in tx.scan("cas"):
@@ -207,7 +218,6 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
     for an individual enrollment "this certificate can be any signing certificate in the device's certificate chain".
     A self-signed device certificate has no chain and needs none.
     """
-    from dpsctl.core.certs import common_name, is_ca, is_self_signed, issuer_of, same_certificate, subject_of
 
     leaf = cred.chain[0]
     if len(cred.chain) == 1 and is_self_signed(leaf):
@@ -270,13 +280,11 @@ def _last_failure(trace: Trace) -> str:
 
 
 def _same_cert(pem: str, cert: Any) -> bool:
-    from dpsctl.core.certs import load_certificates, same_certificate
 
     return same_certificate(load_certificates(pem, source="enrolled certificate")[0], cert)
 
 
 def _check_cn(leaf: Any, reg_id: str, trace: Trace) -> None:
-    from dpsctl.core.certs import check_common_name, common_name, names_registration_id
 
     if trace.add([check_common_name(leaf, reg_id)]):
         return
@@ -295,7 +303,6 @@ def _check_cn(leaf: Any, reg_id: str, trace: Trace) -> None:
 def _match_symmetric_group(
     tx: Transaction, service: ServiceSettings, reg_id: str, cred: SasCredential, now: datetime, trace: Trace
 ) -> Match:
-    from dpsctl.core.keys import derive_device_key
 
     token = _token_for(cred, service, reg_id, now, trace)
     groups = tx.memo(
@@ -345,7 +352,6 @@ def _match_symmetric_group(
 
 def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple[str, Any]]]]:
     """X.509 groups with their signing certificates (uploaded, or referenced CA certificates)."""
-    from dpsctl.core.certs import load_certificates
 
     out = []
     for doc in tx.find("groups", "attestation", "x509"):
@@ -375,7 +381,6 @@ def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple
 
 def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: datetime, trace: Trace) -> Match:
     """Walk the chain leaf to root; the first group whose signer is in the chain (or issued its top) wins."""
-    from dpsctl.core.certs import certificate_info, common_name, is_ca, issuer_of, same_certificate, subject_of
 
     leaf = cred.chain[0]
     _check_cn(leaf, reg_id, trace)

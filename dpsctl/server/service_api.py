@@ -15,10 +15,18 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from dpsctl.core.clock import Clock, SystemClock, format_timestamp, same_etag
+from dpsctl.core.clock import Clock, SystemClock, format_timestamp, new_etag, same_etag
+from dpsctl.core.credentials import certificate_ref
+from dpsctl.core.enrollments import KIND, NOUN, add_entry, check_entry, delete_entry
 from dpsctl.core.errors import DpsError, InvalidInput
-from dpsctl.core.registrations import Registration
+from dpsctl.core.keys import decode_key, generate_key
+from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
+from dpsctl.core.registrations import Registration, list_registrations
+from dpsctl.core.sas import is_expired, parse_sas_token, signature_matches
+from dpsctl.core.service import SERVICE_POLICY, count_operations, load_service
+from dpsctl.core.tpm import validate_endorsement_key
 from dpsctl.core.untrusted_json import parse_json
+from dpsctl.core.validation import choice
 from dpsctl.server.errors import (
     E_BAD_REQUEST,
     E_CONFLICT,
@@ -96,9 +104,6 @@ class ServiceApi:
 
     def _authorize(self, tx: Transaction, request: HttpRequest) -> None:
         """The service SAS token: owner policy, signed with the service key, for this host, not expired."""
-        from dpsctl.core.keys import decode_key
-        from dpsctl.core.sas import is_expired, parse_sas_token, signature_matches
-        from dpsctl.core.service import SERVICE_POLICY, load_service
 
         header = request.header("Authorization")
         hint = "sign with the connection string from `dpsctl service connection-string`"
@@ -135,7 +140,6 @@ class ServiceApi:
     # -- individual enrollments and groups
 
     def _entry(self, request: HttpRequest, group: bool, entry_id: str) -> HttpResponse:
-        from dpsctl.core.enrollments import KIND, NOUN
 
         if request.method == "GET":
             with self.read() as tx:
@@ -146,8 +150,6 @@ class ServiceApi:
                 body = self._entry_view(tx, doc, group)
             return HttpResponse(200, body, note=f"{NOUN[group]} {entry_id}")
         if request.method == "DELETE":
-            from dpsctl.core.enrollments import delete_entry
-
             with self.write() as tx:
                 self._authorize(tx, request)
                 doc = tx.get(KIND[group], entry_id)
@@ -176,9 +178,6 @@ class ServiceApi:
 
     def _put_entry(self, tx: Transaction, body: Any, group: bool, entry_id: str, old: Json | None) -> tuple[Any, bool]:
         """Create or replace one entry from its REST body; returns (entry, created)."""
-        from dpsctl.core.clock import new_etag
-        from dpsctl.core.enrollments import KIND, add_entry, check_entry
-        from dpsctl.core.service import count_operations, load_service
 
         entry = _entry_from_body(body, group, entry_id, old)
         now = self.clock.now()
@@ -192,7 +191,6 @@ class ServiceApi:
 
     def _entry_view(self, tx: Transaction, doc: Json, group: bool) -> Json:
         """An entry as GET and query return it: no symmetric keys; an individual enrollment with its registration state."""
-        from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
 
         if group:
             return EnrollmentGroup.from_stored(doc).to_dict(show_keys=False)
@@ -203,8 +201,6 @@ class ServiceApi:
         return view
 
     def _attestation(self, request: HttpRequest, group: bool, entry_id: str) -> HttpResponse:
-        from dpsctl.core.enrollments import KIND, NOUN
-        from dpsctl.core.models import Attestation
 
         with self.read() as tx:
             self._authorize(tx, request)
@@ -215,7 +211,6 @@ class ServiceApi:
         return HttpResponse(200, mechanism, note=f"{NOUN[group]} {entry_id} attestation mechanism")
 
     def _entry_query(self, request: HttpRequest, group: bool) -> HttpResponse:
-        from dpsctl.core.enrollments import KIND
 
         with self.read() as tx:
             self._authorize(tx, request)
@@ -233,8 +228,6 @@ class ServiceApi:
         )
 
     def _bulk(self, request: HttpRequest, group: bool) -> HttpResponse:
-        from dpsctl.core.enrollments import KIND, delete_entry
-        from dpsctl.core.validation import choice
 
         items_field = "enrollmentGroups" if group else "enrollments"
         id_field = "enrollmentGroupId" if group else "registrationId"
@@ -303,7 +296,6 @@ class ServiceApi:
         return HttpResponse(204, note=f"registration {registration_id} deleted")
 
     def _registration_query(self, request: HttpRequest, group_id: str) -> HttpResponse:
-        from dpsctl.core.registrations import list_registrations
 
         with self.read() as tx:
             self._authorize(tx, request)
@@ -356,9 +348,6 @@ def _registration_view(record: Json) -> Json:
 
 def _entry_from_body(body: Any, group: bool, entry_id: str, old: Json | None) -> Any:
     """An entry from a REST body: ID checked against the path, missing keys kept or generated, certificates re-read."""
-    from dpsctl.core.credentials import certificate_ref
-    from dpsctl.core.keys import generate_key
-    from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
 
     if not isinstance(body, dict):
         raise Refusal(
@@ -383,8 +372,6 @@ def _entry_from_body(body: Any, group: bool, entry_id: str, old: Json | None) ->
             secondary_key=att.secondary_key or (keep.secondary_key if keep else None) or generate_key(),
         )
     elif att.type == "tpm":
-        from dpsctl.core.tpm import validate_endorsement_key
-
         att = replace(att, endorsement_key=validate_endorsement_key(att.endorsement_key or ""))
     else:
         registration_id = None if group else entry.id

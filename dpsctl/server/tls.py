@@ -13,6 +13,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509 as cx509
+
+from dpsctl.core.certs import (
+    issue_root,
+    issue_server,
+    load_certificates,
+    load_private_key,
+    write_certificates,
+    write_private_key,
+)
 from dpsctl.core.errors import DpsError, InvalidInput
 
 DEV_FOLDER = "dpsctl-serve"
@@ -49,14 +59,6 @@ def dev_tls(folder: Path, host: str, now: datetime | None = None) -> TlsFiles:
     The CA is kept across runs (clients trust it once); the server certificate is made again when it expires
     within 30 days, lacks a name the server is reached by, or was not issued by this CA.
     """
-    from dpsctl.core.certs import (
-        issue_root,
-        issue_server,
-        load_certificates,
-        load_private_key,
-        write_certificates,
-        write_private_key,
-    )
 
     now = now or datetime.now(UTC)
     names = server_names(host)
@@ -86,9 +88,6 @@ def dev_tls(folder: Path, host: str, now: datetime | None = None) -> TlsFiles:
 
 
 def _server_cert_fits(cert_path: Path, key_path: Path, ca_cert: Any, names: list[str], now: datetime) -> bool:
-    from cryptography import x509 as cx509
-
-    from dpsctl.core.certs import load_certificates, load_private_key
 
     if not (cert_path.exists() and key_path.exists()):
         return False
