@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from dpsctl.core import sas  # as a module: the engine tests count its token parses
 from dpsctl.core.certs.describing import subject_of
 from dpsctl.core.certs.verifying import check_issued_by, check_validity, verify_chain, verify_possession
-from dpsctl.core.checks import Check, Level, all_ok, passed, refused
+from dpsctl.core.checks import Trace
 from dpsctl.core.errors import InvalidInput
 from dpsctl.core.keys import decode_key
 from dpsctl.core.sas import (
@@ -93,35 +93,6 @@ def credential_type(credential: Credential) -> str:
     return "tpm"
 
 
-@dataclass
-class Trace:
-    """The decision trace printed by `provision --explain`: every check and decision step, in order."""
-
-    steps: list[Check] = field(default_factory=list)
-
-    def ok(self, text: str) -> None:
-        """A check that passed."""
-        self.steps.append(passed(text))
-
-    def fail(self, text: str) -> None:
-        """A check that failed."""
-        self.steps.append(refused(text))
-
-    def note(self, text: str) -> None:
-        """A step of the decision that is not a check."""
-        self.steps.append(Check(Level.NOTE, text))
-
-    def add(self, checks: list[Check]) -> bool:
-        """Record checks made elsewhere (a certificate chain's); whether all of them passed."""
-        self.steps.extend(checks)
-        return all_ok(checks)
-
-    def last_failure(self) -> str:
-        """The message of the last failed check (what a refusal reports)."""
-        fails = [step.message for step in self.steps if not step.ok]
-        return fails[-1] if fails else "attestation failed"
-
-
 # --------------------------------------------------------------------------- symmetric keys
 
 
@@ -151,6 +122,31 @@ def check_token_scope(token: SasToken, id_scope: str, registration_id: str, now:
         return False
     trace.ok(f"SAS token is valid until {expiry}")
     return True
+
+
+@dataclass(frozen=True)
+class TokenRefusal:
+    """Why a device's token is refused before any key is tried (the failed check), and what to do about it."""
+
+    message: str
+    hint: str
+
+
+def check_token(
+    credential: SasCredential, id_scope: str, registration_id: str, now: datetime, trace: Trace
+) -> SasToken | TokenRefusal:
+    """The device's token, parsed once: well formed, naming this ID scope and registration ID, not expired."""
+    token = parse_token(credential, trace)
+    if token is None:
+        return TokenRefusal(
+            trace.last_failure(),
+            "a device SAS token looks like: SharedAccessSignature sr=...&sig=...&se=...&skn=registration",
+        )
+    if not check_token_scope(token, id_scope, registration_id, now, trace):
+        return TokenRefusal(
+            trace.last_failure(), "build a fresh token: dpsctl keys sas --registration-id ID --key @KEY_FILE"
+        )
+    return token
 
 
 def check_token_lifetime(token: SasToken, now: datetime, trace: Trace) -> bool:

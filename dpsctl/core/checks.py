@@ -6,7 +6,7 @@ A check has a level, a sentence, and optionally the certificate subject it is ab
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -78,3 +78,32 @@ _MARKS = {Level.OK: "[ok]  ", Level.REFUSED: "[fail]", Level.WARNING: "[warn]", 
 def format_checks(checks: list[Check]) -> str:
     """Report lines as text: '[ok]', '[fail]', '[warn]' or blank, then the message."""
     return "\n".join(f"{_MARKS[check.level]} {check.message}" for check in checks)
+
+
+@dataclass
+class Trace:
+    """The decision trace printed by `provision --explain`: every check and decision step, in order."""
+
+    steps: list[Check] = field(default_factory=list)
+
+    def ok(self, text: str) -> None:
+        """A check that passed."""
+        self.steps.append(passed(text))
+
+    def fail(self, text: str) -> None:
+        """A check that failed."""
+        self.steps.append(refused(text))
+
+    def note(self, text: str) -> None:
+        """A step of the decision that is not a check."""
+        self.steps.append(Check(Level.NOTE, text))
+
+    def add(self, checks: list[Check]) -> bool:
+        """Record checks made elsewhere (a certificate chain's); whether all of them passed."""
+        self.steps.extend(checks)
+        return all_ok(checks)
+
+    def last_failure(self) -> str:
+        """The message of the last failed check (what a refusal reports)."""
+        fails = [step.message for step in self.steps if not step.ok]
+        return fails[-1] if fails else "attestation failed"

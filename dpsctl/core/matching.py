@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from dpsctl.core import attestation as att
-from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, Trace, X509Credential
+from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, X509Credential
 from dpsctl.core.certs import (
     certificate_info,
     check_common_name,
@@ -26,6 +26,7 @@ from dpsctl.core.certs import (
     sha1_thumbprint,
     subject_of,
 )
+from dpsctl.core.checks import Trace
 from dpsctl.core.errors import Disabled, DpsError, Unauthorized
 from dpsctl.core.ids import MAX_X509_REGISTRATION_ID
 from dpsctl.core.keys import derive_device_key
@@ -145,7 +146,7 @@ def _attest_individual(
         leaf = cred.chain[0]
         _check_cn(leaf, reg_id, trace)
         if not att.check_chain(cred, now, trace):
-            raise Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
+            raise Refused(_unauthorized(trace.last_failure(), hint="see the failed check with --explain"))
         slot = next(
             (
                 s
@@ -178,7 +179,7 @@ def _attest_individual(
         )
     assert isinstance(cred, TpmCredential)
     if not att.run_tpm_challenge(cred, a.endorsement_key or "", service.id_scope, reg_id, now, trace):
-        raise Refused(_unauthorized(_last_failure(trace)))
+        raise Refused(_unauthorized(trace.last_failure()))
     key = att.random_device_key()
     secondary = att.random_device_key()
     return Match(
@@ -248,35 +249,20 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
 
 
 def _token_for(cred: SasCredential, service: ServiceSettings, reg_id: str, now: datetime, trace: Trace) -> SasToken:
-    token = att.parse_token(cred, trace)
-    if token is None:
-        raise Refused(
-            _unauthorized(
-                _last_failure(trace),
-                hint="a device SAS token looks like: SharedAccessSignature sr=...&sig=...&se=...&skn=registration",
-            )
-        )
-    if not att.check_token_scope(token, service.id_scope, reg_id, now, trace):
-        raise Refused(
-            _unauthorized(
-                _last_failure(trace), hint="build a fresh token: dpsctl keys sas --registration-id ID --key @KEY_FILE"
-            )
-        )
-    return token
+    checked = att.check_token(cred, service.id_scope, reg_id, now, trace)
+    if isinstance(checked, att.TokenRefusal):
+        raise Refused(_unauthorized(checked.message, hint=checked.hint))
+    return checked
 
 
 def _check_lifetime(token: SasToken, now: datetime, trace: Trace) -> None:
     if not att.check_token_lifetime(token, now, trace):
         raise Refused(
             _unauthorized(
-                _last_failure(trace),
+                trace.last_failure(),
                 hint="build a token that expires sooner: dpsctl keys sas --registration-id ID --key @KEY_FILE --ttl SECONDS",
             )
         )
-
-
-def _last_failure(trace: Trace) -> str:
-    return trace.last_failure()
 
 
 def _same_cert(pem: str, cert: Any) -> bool:
@@ -385,7 +371,7 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
     leaf = cred.chain[0]
     _check_cn(leaf, reg_id, trace)
     if not att.check_chain(cred, now, trace):
-        raise Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"))
+        raise Refused(_unauthorized(trace.last_failure(), hint="see the failed check with --explain"))
     # Parsed once per transaction (until groups or CAs change): a batch of devices reuses them.
     candidates = tx.memo(("groups", "cas"), "x509-candidates", lambda: _group_candidates(tx))
     found: tuple[EnrollmentGroup, str, Any, Any] | None = None
@@ -417,7 +403,7 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
                 if att.check_link_to_signer(top, signer_cert, depth, now, trace):
                     found = (group, label, signer, signer_cert)
                     break
-                raise Refused(_unauthorized(_last_failure(trace), hint="see the failed check with --explain"), group)
+                raise Refused(_unauthorized(trace.last_failure(), hint="see the failed check with --explain"), group)
             if found:
                 break
     if found is None:

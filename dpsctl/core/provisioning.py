@@ -18,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from dpsctl.core.attestation import Trace
-from dpsctl.core.checks import Check
+from dpsctl.core.checks import Check, Trace
 from dpsctl.core.engine.allocate import allocate
 from dpsctl.core.engine.history import HISTORY_LIMIT, history, trim_history
 from dpsctl.core.engine.outcome import ProvisionResult

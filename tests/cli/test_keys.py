@@ -119,7 +119,8 @@ def test_sas_token_provisions_and_an_expired_one_is_refused(dps):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(reg_id=REGISTRATION_IDS, key=KEYS, ttl=st.integers(min_value=60, max_value=10**6))  # 1 s could pass before the check on a busy machine
 def test_property_keys_sas_verifies_in_the_engine(cli, reg_id, key, ttl):
-    from dpsctl.core.attestation import SasCredential, Trace, check_token_scope, match_key, parse_token
+    from dpsctl.core.attestation import SasCredential, check_token_scope, match_key, parse_token
+    from dpsctl.core.checks import Trace
     from dpsctl.core.sas import resource_matches
 
     token = cli.ok("keys", "sas", "--registration-id", reg_id, "--key", key, "--id-scope", SCOPE, "--ttl", str(ttl)).stdout.strip()

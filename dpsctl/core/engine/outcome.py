@@ -6,8 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from dpsctl.core.attestation import Trace
-from dpsctl.core.checks import Check
+from dpsctl.core.checks import Check, Trace
 from dpsctl.core.clock import format_timestamp, new_operation_id
 from dpsctl.core.engine.request import Json
 from dpsctl.core.errors import Disabled, DpsError, Unauthorized

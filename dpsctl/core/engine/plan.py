@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from dpsctl.core import attestation as att
-from dpsctl.core.attestation import Trace
+from dpsctl.core.checks import Trace
 from dpsctl.core.engine.request import Json, RegistrationRequest, check_request
 from dpsctl.core.errors import Disabled
 from dpsctl.core.matching import Match, Refused, match_and_attest
