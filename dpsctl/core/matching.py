@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cryptography.x509 import Certificate
+
 from dpsctl.core import attestation as att
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, X509Credential
 from dpsctl.core.certs import (
@@ -37,6 +39,8 @@ from dpsctl.store import Transaction
 
 Entry = IndividualEnrollment | EnrollmentGroup
 Json = dict[str, Any]
+# A group's signing certificate: uploaded with the group, or a referenced CA with its stored record.
+Signer = Certificate | tuple[Certificate, Json]
 
 
 @dataclass
@@ -191,11 +195,11 @@ def _attest_individual(
     )
 
 
-def _verified_certificates(tx: Transaction) -> list[tuple[str, Any]]:
+def _verified_certificates(tx: Transaction) -> list[tuple[str, Certificate]]:
     """Certificates DPS counts as verified: uploaded CAs verified by proof of possession (or --verified), and the
     signing certificates of X.509 enrollment groups (verified automatically when added; docs/choices.md)."""
 
-    out: list[tuple[str, Any]] = []
+    out: list[tuple[str, Certificate]] = []
     for ca in tx.scan("cas"):
         if ca.get("isVerified"):
             out.append(
@@ -265,12 +269,12 @@ def _check_lifetime(token: SasToken, now: datetime, trace: Trace) -> None:
         )
 
 
-def _same_cert(pem: str, cert: Any) -> bool:
+def _same_cert(pem: str, cert: Certificate) -> bool:
 
     return same_certificate(load_certificates(pem, source="enrolled certificate")[0], cert)
 
 
-def _check_cn(leaf: Any, reg_id: str, trace: Trace) -> None:
+def _check_cn(leaf: Certificate, reg_id: str, trace: Trace) -> None:
 
     if trace.add([check_common_name(leaf, reg_id)]):
         return
@@ -336,14 +340,14 @@ def _match_symmetric_group(
     )
 
 
-def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple[str, Any]]]]:
+def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple[str, Signer]]]]:
     """X.509 groups with their signing certificates (uploaded, or referenced CA certificates)."""
 
     out = []
     for doc in tx.find("groups", "attestation", "x509"):
         group = EnrollmentGroup.from_stored(doc)
         a = group.attestation
-        signers: list[tuple[str, Any]] = []
+        signers: list[tuple[str, Signer]] = []
         for slot, ref in (("primary", a.primary_cert), ("secondary", a.secondary_cert)):
             if ref:
                 signers.append(
@@ -374,7 +378,7 @@ def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: d
         raise Refused(_unauthorized(trace.last_failure(), hint="see the failed check with --explain"))
     # Parsed once per transaction (until groups or CAs change): a batch of devices reuses them.
     candidates = tx.memo(("groups", "cas"), "x509-candidates", lambda: _group_candidates(tx))
-    found: tuple[EnrollmentGroup, str, Any, Any] | None = None
+    found: tuple[EnrollmentGroup, str, Signer, Certificate] | None = None
     for position, cert in enumerate(cred.chain[1:], start=1):
         for group, signers in candidates:
             for label, signer in signers:

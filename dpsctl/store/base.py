@@ -5,9 +5,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from dpsctl.store.schema import INDEXES, KINDS, Doc, key_of
+
+T = TypeVar("T")
 
 # What `changes` holds for a deleted record (a marker no document can equal).
 DELETED: Any = object()
@@ -26,7 +28,7 @@ class Transaction:
         self._loaded: dict[str, dict[str, Doc]] = {}
         self._memo: dict[tuple[tuple[str, ...], str], Any] = {}
 
-    def memo(self, kinds: str | tuple[str, ...], name: str, build: Callable[[], Any]) -> Any:
+    def memo(self, kinds: str | tuple[str, ...], name: str, build: Callable[[], T]) -> T:
         """A value derived from the records of `kinds` (parsed groups, say), kept until one of them changes.
 
         A batch of registrations in one transaction reads the same groups and hubs thousands of times;
@@ -35,7 +37,8 @@ class Transaction:
         kinds = (kinds,) if isinstance(kinds, str) else kinds
         if (kinds, name) not in self._memo:
             self._memo[(kinds, name)] = build()
-        return self._memo[(kinds, name)]
+        built: T = self._memo[(kinds, name)]  # what `build` made for this name
+        return built
 
     def _forget(self, kind: str) -> None:
         for memo_key in [k for k in self._memo if kind in k[0]]:
