@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dpsctl.cli import entry as e
-from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, read_file, session
+from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, read_file, session, shared_options
 from dpsctl.cli.render import Output
 
 if TYPE_CHECKING:  # for annotations only: the core's enrollment code is slow to load, and `--help` needs none of it
@@ -78,7 +78,7 @@ def _tpm_key(value: str | None, field: str, option: str) -> str | None:
 
 
 @app.command("add")
-@e.allocation_options(before="device_information")
+@shared_options(e.ALLOCATION_OPTIONS, before="device_information")
 def add(
     registration_id: IdArg,
     attestation: e.AttestationOpt,
@@ -131,7 +131,7 @@ def show(registration_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputO
 
 
 @app.command("update")
-@e.allocation_options(before="device_information")
+@shared_options(e.ALLOCATION_OPTIONS, before="device_information")
 def update(
     registration_id: IdArg,
     primary_key: e.NewPrimaryKeyOpt = None,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, secret_option, session
+from dpsctl.cli.context import OutputOpt, SharedOptions, ShowKeysOpt, json_arg, now, read_file, secret_option, session
 from dpsctl.cli.render import Output, emit, info
 from dpsctl.core.errors import InvalidInput
 
@@ -42,63 +41,12 @@ NewPrimaryKeyOpt = Annotated[
 NewSecondaryKeyOpt = Annotated[
     str | None, _key_option("secondary", "New Base64 secondary key; the stored one is kept if absent.")
 ]
-HubOpt = Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use.")]
-PolicyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--allocation-policy",
-        metavar="hashed|geoLatency|static|custom",
-        help="hashed, geoLatency, static or custom (default: the service's).",
-    ),
-]
-WebhookOpt = Annotated[str | None, typer.Option("--webhook-url", help="Custom allocation webhook URL (http or https).")]
-CommandOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--allocation-command",
-        help="Custom allocation by a local command (no shell): request JSON on stdin, answer on stdout.",
-    ),
-]
-ApiVersionOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--api-version",
-        help="Custom allocation API version, kept in customAllocationDefinition and so in the enrollment the webhook receives (default 2021-10-01; at least 2018-09-01-preview).",
-    ),
-]
-TwinOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--initial-twin",
-        metavar="JSON|@FILE",
-        help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.',
-    ),
-]
 EdgeOpt = Annotated[bool | None, typer.Option("--edge/--no-edge", help="The device is an IoT Edge device.")]
 ReprovisionOpt = Annotated[
     str | None,
     typer.Option(
         "--reprovision-policy",
         help="reprovisionandmigratedata (migrate, the default), reprovisionandresetdata (reset) or never.",
-    ),
-]
-# az's two halves of the initial twin (az-only spellings, hidden: dpsctl's own is --initial-twin); each replaces its part.
-TwinTagsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--initial-twin-tags",
-        "--tags",
-        hidden=True,
-        help="Replaces the initial twin's tags and keeps its desired properties (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
-    ),
-]
-TwinDesiredOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--initial-twin-properties",
-        "--props",
-        hidden=True,
-        help="Replaces the initial twin's desired properties and keeps its tags (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
     ),
 ]
 DeviceInfoOpt = Annotated[
@@ -125,44 +73,50 @@ RemoveSecondaryCertOpt = Annotated[
 AddDisabledOpt = Annotated[bool, typer.Option("--disabled", help="Create the entry disabled.")]
 EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable the entry.")]
 
+
+def _text(*names: str, **settings: Any) -> tuple[Any, None]:
+    """An optional text option as `shared_options` takes it (None unless given)."""
+    return Annotated[str | None, typer.Option(*names, **settings)], None
+
+
 # The allocation and initial-twin options of `add` and `update`, the same for enrollments and groups: declared once.
-ALLOCATION_OPTIONS: dict[str, Any] = {
-    "hub": HubOpt,
-    "allocation_policy": PolicyOpt,
-    "webhook_url": WebhookOpt,
-    "allocation_command": CommandOpt,
-    "api_version": ApiVersionOpt,
-    "initial_twin": TwinOpt,
-    "twin_tags": TwinTagsOpt,
-    "twin_desired": TwinDesiredOpt,
+# The command takes them as `**allocation` and hands them on to `options`.
+ALLOCATION_OPTIONS: SharedOptions = {
+    "hub": (Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use.")], None),
+    "allocation_policy": _text(
+        "--allocation-policy",
+        metavar="hashed|geoLatency|static|custom",
+        help="hashed, geoLatency, static or custom (default: the service's).",
+    ),
+    "webhook_url": _text("--webhook-url", help="Custom allocation webhook URL (http or https)."),
+    "allocation_command": _text(
+        "--allocation-command",
+        help="Custom allocation by a local command (no shell): request JSON on stdin, answer on stdout.",
+    ),
+    "api_version": _text(
+        "--api-version",
+        help="Custom allocation API version, kept in customAllocationDefinition and so in the enrollment the webhook receives (default 2021-10-01; at least 2018-09-01-preview).",
+    ),
+    "initial_twin": _text(
+        "--initial-twin",
+        metavar="JSON|@FILE",
+        help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.',
+    ),
+    # az's two halves of the initial twin (az-only spellings, hidden: dpsctl's own is --initial-twin); each
+    # replaces its part.
+    "twin_tags": _text(
+        "--initial-twin-tags",
+        "--tags",
+        hidden=True,
+        help="Replaces the initial twin's tags and keeps its desired properties (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
+    ),
+    "twin_desired": _text(
+        "--initial-twin-properties",
+        "--props",
+        hidden=True,
+        help="Replaces the initial twin's desired properties and keeps its tags (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
+    ),
 }
-
-Command = TypeVar("Command", bound=Callable[..., None])
-
-
-def allocation_options(before: str) -> Callable[[Command], Command]:
-    """Give a command ALLOCATION_OPTIONS (each None unless given), in --help just before its parameter `before`.
-
-    The command takes them as `**allocation` and hands them on to `options`; Typer reads the signature made here.
-    """
-
-    def decorate(command: Command) -> Command:
-        shared = [
-            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=kind)
-            for name, kind in ALLOCATION_OPTIONS.items()
-        ]
-        params: list[inspect.Parameter] = []
-        for param in inspect.signature(command, eval_str=True).parameters.values():
-            if param.name == before:
-                params += shared
-            if param.kind is not inspect.Parameter.VAR_KEYWORD:
-                params.append(param)
-        # A function's own attributes (typeshed declares no __signature__ on it): what inspect.signature reads.
-        command.__dict__["__signature__"] = inspect.Signature(params, return_annotation=None)
-        command.__annotations__ = {param.name: param.annotation for param in params} | {"return": None}
-        return command
-
-    return decorate
 
 
 def options(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from dpsctl.cli import entry as e
-from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, session
+from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, session, shared_options
 from dpsctl.cli.render import Output, emit
 from dpsctl.core.errors import InvalidInput
 
@@ -45,7 +45,7 @@ SecondaryCaRefOpt = Annotated[
 
 
 @app.command("add")
-@e.allocation_options(before="edge")
+@shared_options(e.ALLOCATION_OPTIONS, before="edge")
 def add(
     group_id: IdArg,
     attestation: GroupAttestationOpt = None,
@@ -100,7 +100,7 @@ def show(group_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Ou
 
 
 @app.command("update")
-@e.allocation_options(before="edge")
+@shared_options(e.ALLOCATION_OPTIONS, before="edge")
 def update(
     group_id: IdArg,
     primary_key: e.NewPrimaryKeyOpt = None,
