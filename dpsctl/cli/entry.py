@@ -7,7 +7,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, SharedOptions, ShowKeysOpt, json_arg, now, read_file, secret_option, session
+from dpsctl.cli.context import (
+    Command,
+    EtagOpt,
+    OutputOpt,
+    SharedOptions,
+    ShowKeysOpt,
+    json_arg,
+    now,
+    read_file,
+    secret_option,
+    session,
+    shared_options,
+)
 from dpsctl.cli.render import Output, emit, info
 from dpsctl.core.errors import InvalidInput
 
@@ -117,6 +129,62 @@ ALLOCATION_OPTIONS: SharedOptions = {
         help="Replaces the initial twin's desired properties and keeps its tags (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
     ),
 }
+
+
+# The other options `add` and `update` share for enrollments and groups: the keys (just before the command's
+# certificate options), then, after the command's own, the entry's state and the output.
+ADD_KEYS: SharedOptions = {"primary_key": (PrimaryKeyOpt, None), "secondary_key": (SecondaryKeyOpt, None)}
+UPDATE_KEYS: SharedOptions = {"primary_key": (NewPrimaryKeyOpt, None), "secondary_key": (NewSecondaryKeyOpt, None)}
+PRINTED: SharedOptions = {"show_keys": (ShowKeysOpt, False), "output": (OutputOpt, Output.table)}
+ADD_TAIL: SharedOptions = {
+    "edge": (EdgeOpt, None),
+    "disabled": (AddDisabledOpt, False),
+    "reprovision_policy": (ReprovisionOpt, None),
+} | PRINTED
+UPDATE_TAIL: SharedOptions = {
+    "edge": (EdgeOpt, None),
+    "enabled": (EnabledOpt, None),
+    "reprovision_policy": (ReprovisionOpt, None),
+    "remove_cert": (RemoveCertOpt, False),
+    "remove_secondary_cert": (RemoveSecondaryCertOpt, False),
+    "etag": (EtagOpt, None),
+} | PRINTED
+
+
+def entry_options(*, update: bool, keys_before: str, allocation_before: str) -> Callable[[Command], Command]:
+    """Give an `add` or `update` command the options enrollments and groups share; it takes them as `**shared`.
+
+    The keys stand just before `keys_before`, ALLOCATION_OPTIONS just before `allocation_before`, the rest last.
+    """
+
+    def decorate(command: Command) -> Command:
+        command = shared_options(UPDATE_TAIL if update else ADD_TAIL)(command)
+        command = shared_options(ALLOCATION_OPTIONS, before=allocation_before)(command)
+        return shared_options(UPDATE_KEYS if update else ADD_KEYS, before=keys_before)(command)
+
+    return decorate
+
+
+class SharedInput:
+    """The shared options of an `add` or `update` command (see entry_options), sorted for their uses."""
+
+    def __init__(self, shared: dict[str, Any]) -> None:
+        settings = dict(shared)
+        self.keys = (settings.pop("primary_key"), settings.pop("secondary_key"))
+        self.removed = (settings.pop("remove_cert", False), settings.pop("remove_secondary_cert", False))
+        self.etag: str | None = settings.pop("etag", None)
+        self.show_keys: bool = settings.pop("show_keys")
+        self.output: Output = settings.pop("output")
+        if "disabled" in settings:  # add: created enabled unless --disabled
+            settings["status"] = "disabled" if settings.pop("disabled") else None
+        else:  # update: the status kept unless --enabled or --disabled
+            enabled = settings.pop("enabled")
+            settings["status"] = None if enabled is None else ("enabled" if enabled else "disabled")
+        self._settings = settings
+
+    def options(self, **own: Any) -> EnrollmentOptions:
+        """The EnrollmentOptions, with the command's own fields (`device_id`, `device_information`)."""
+        return options(**self._settings, **own)
 
 
 def options(
@@ -262,13 +330,13 @@ def render_entry(doc: dict[str, Any], output: Output) -> None:
 
 
 # The store side of each command, the same for enrollments and groups (`group` says which).
-def add(entry: AnyEnrollment, show_keys: bool, output: Output) -> None:
+def add(entry: AnyEnrollment, shared: SharedInput) -> None:
     """Store a new enrollment or group, built by the command, and print it."""
     from dpsctl.core.enrollments import add_entry
 
     with session(write=True) as tx:
         added = add_entry(tx, entry, now())
-    render_entry(added.to_dict(show_keys=show_keys), output)
+    render_entry(added.to_dict(show_keys=shared.show_keys), shared.output)
 
 
 EntryStatusOpt = Annotated[str | None, typer.Option("--status", help="Only enabled or disabled entries.")]
@@ -298,21 +366,13 @@ def list_command(*, group: bool) -> Callable[..., None]:
     return list_
 
 
-def update(
-    entry_id: str,
-    group: bool,
-    opts: EnrollmentOptions,
-    cred: CredentialInput,
-    etag: str | None,
-    show_keys: bool,
-    output: Output,
-) -> None:
-    """Change an enrollment or group (refused if `etag` is stale) and print it."""
+def update(entry_id: str, group: bool, opts: EnrollmentOptions, cred: CredentialInput, shared: SharedInput) -> None:
+    """Change an enrollment or group (refused if its --etag is stale) and print it."""
     from dpsctl.core.enrollments import update_entry
 
     with session(write=True) as tx:
-        entry = update_entry(tx, entry_id, group=group, opts=opts, cred=cred, etag=etag, now=now())
-    render_entry(entry.to_dict(show_keys=show_keys), output)
+        entry = update_entry(tx, entry_id, group=group, opts=opts, cred=cred, etag=shared.etag, now=now())
+    render_entry(entry.to_dict(show_keys=shared.show_keys), shared.output)
 
 
 def delete(entry_id: str, group: bool, etag: str | None) -> None:
