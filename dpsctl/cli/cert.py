@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, now, read_file, session
+from dpsctl.cli.context import OutputOpt, SharedOptions, now, read_file, session, shared_options
 from dpsctl.cli.render import Output, emit, info
 from dpsctl.cli.safetext import safe_lines
 from dpsctl.core.errors import InvalidInput
@@ -63,35 +63,46 @@ def _report(created: Any, output: Output, *, next_step: str | None) -> None:
         info(f"next: {next_step}")
 
 
+def _ca_options(days: int, days_help: str, path_length: int, path_length_help: str) -> SharedOptions:
+    """The options create-root and create-intermediate share, after their own (defaults of days and path length)."""
+    return {
+        "cn": (CnOpt, None),
+        "out": (OutOpt, Path(".")),
+        "key_type": (KeyTypeOpt, "ec"),
+        "rsa_bits": (RsaBitsOpt, 2048),
+        "days": (Annotated[int, typer.Option("--days", help=days_help)], days),
+        "path_length": (Annotated[int, typer.Option("--path-length", help=path_length_help)], path_length),
+        "force": (ForceOpt, False),
+    }
+
+
+def _ca_settings(cn: str | None, out: Path, key_type: str, **rest: Any) -> tuple[Path, dict[str, Any]]:
+    """The `_ca_options` as the core takes them: the directory, then the keywords (the key type checked)."""
+    return out, {"common_name": cn, "key_type": _key_type(key_type), **rest}
+
+
 @app.command("create-root")
+@shared_options(
+    _ca_options(
+        3650,
+        "Validity in days (default 3650, ten years).",
+        2,
+        "How many intermediate CAs may sit below it (default 2).",
+    ),
+    before="output",
+)
 def create_root(
     name: Annotated[
         str, typer.Argument(help="Base name of the files NAME.cert.pem and NAME.key.pem (and the CN unless --cn).")
     ],
-    cn: CnOpt = None,
-    out: OutOpt = Path("."),
-    key_type: KeyTypeOpt = "ec",
-    rsa_bits: RsaBitsOpt = 2048,
-    days: Annotated[int, typer.Option("--days", help="Validity in days (default 3650, ten years).")] = 3650,
-    path_length: Annotated[
-        int, typer.Option("--path-length", help="How many intermediate CAs may sit below it (default 2).")
-    ] = 2,
-    force: ForceOpt = False,
     output: OutputOpt = Output.table,
+    **shared: Any,
 ) -> None:
     """Create a self-signed root CA: basicConstraints CA with a path length, keyCertSign and cRLSign, key identifiers."""
     from dpsctl.core.certs.files import create_root as make
 
-    created = make(
-        name,
-        out,
-        common_name=cn,
-        key_type=_key_type(key_type),
-        rsa_bits=rsa_bits,
-        days=days,
-        path_length=path_length,
-        force=force,
-    )
+    out, settings = _ca_settings(**shared)
+    created = make(name, out, **settings)
     _report(
         created,
         output,
@@ -100,6 +111,15 @@ def create_root(
 
 
 @app.command("create-intermediate")
+@shared_options(
+    _ca_options(
+        1825,
+        "Validity in days (default 1825, five years).",
+        0,
+        "How many CAs may sit below it (default 0: it signs devices only).",
+    ),
+    before="output",
+)
 def create_intermediate(
     name: Annotated[
         str,
@@ -109,32 +129,15 @@ def create_intermediate(
     ],
     ca: CaOpt,
     ca_key: CaKeyOpt,
-    cn: CnOpt = None,
-    out: OutOpt = Path("."),
-    key_type: KeyTypeOpt = "ec",
-    rsa_bits: RsaBitsOpt = 2048,
-    days: Annotated[int, typer.Option("--days", help="Validity in days (default 1825, five years).")] = 1825,
-    path_length: Annotated[
-        int, typer.Option("--path-length", help="How many CAs may sit below it (default 0: it signs devices only).")
-    ] = 0,
-    force: ForceOpt = False,
     output: OutputOpt = Output.table,
+    **shared: Any,
 ) -> None:
     """Create an intermediate CA signed by --ca; NAME.fullchain.pem holds it and the intermediates above it."""
     from dpsctl.core.certs.files import create_intermediate as make
 
-    created = make(
-        name,
-        _issuer(ca, ca_key),
-        out,
-        common_name=cn,
-        key_type=_key_type(key_type),
-        rsa_bits=rsa_bits,
-        days=days,
-        path_length=path_length,
-        force=force,
-        now=now(),
-    )
+    issuer = _issuer(ca, ca_key)
+    out, settings = _ca_settings(**shared)
+    created = make(name, issuer, out, **settings, now=now())
     _report(
         created,
         output,

@@ -7,13 +7,14 @@ is ARM's `{"value": [...]}`; `delete` prints nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from dpsctl.cli.az_compat import TriState, tri_state
 from dpsctl.cli.ca import COLUMNS, row
-from dpsctl.cli.context import OutputOpt, now, read_file, session
+from dpsctl.cli.context import OutputOpt, ResourceGroupOpt, now, read_file, session, shared_options
 from dpsctl.cli.render import Output, emit
 
 if TYPE_CHECKING:  # for annotations only: the commands that open the store load it
@@ -42,8 +43,12 @@ VerifiedOpt = Annotated[
         "--verified", "-v", help="true: mark it verified now, skipping proof of possession.", case_sensitive=False
     ),
 ]
+# az's resource options, accepted and ignored (one store is one DPS; the commands take them as `**_`); here -n is
+# the certificate's name.
 DpsNameOpt = Annotated[str | None, typer.Option("--dps-name", help="The DPS name: accepted, one store is one DPS.")]
-GroupOpt = Annotated[str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")]
+az_resource = shared_options(
+    {"dps_name": (DpsNameOpt, None), "resource_group": (ResourceGroupOpt, None)}, before="output"
+)
 
 
 def _emit(tx: Transaction, doc: dict[str, Any], output: Output) -> None:
@@ -54,26 +59,27 @@ def _emit(tx: Transaction, doc: dict[str, Any], output: Output) -> None:
     emit(view, output, columns=COLUMNS, rows=lambda: [row(view)], drop=("EXPIRY", "SUBJECT"))
 
 
+def _write(change: Callable[[Transaction], dict[str, Any]], output: Output) -> None:
+    """Change a certificate in one write session and print it as it is then."""
+    with session(write=True) as tx:
+        _emit(tx, change(tx), output)
+
+
 @app.command("create")
+@az_resource
 def create(
-    name: NameOpt,
-    path: PathOpt,
-    verified: VerifiedOpt = None,
-    dps_name: DpsNameOpt = None,
-    resource_group: GroupOpt = None,
-    output: OutputOpt = Output.table,
+    name: NameOpt, path: PathOpt, verified: VerifiedOpt = None, output: OutputOpt = Output.table, **_: object
 ) -> None:
     """Upload a CA certificate; unverified until `verify` (or --verified)."""
     from dpsctl.core.cas import add_ca
 
     data = read_file(path, "certificate")
-    with session(write=True) as tx:
-        doc = add_ca(tx, name, data, path, verified=bool(tri_state(verified)), now=now())
-        _emit(tx, doc, output)
+    _write(lambda tx: add_ca(tx, name, data, path, verified=bool(tri_state(verified)), now=now()), output)
 
 
 @app.command("list")
-def list_(dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+@az_resource
+def list_(output: OutputOpt = Output.table, **_: object) -> None:
     """List the CA certificates (ARM's {"value": [...]})."""
     from dpsctl.core.cas import arm_certificate, list_cas
     from dpsctl.core.service import load_service
@@ -85,9 +91,8 @@ def list_(dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: 
 
 
 @app.command("show")
-def show(
-    name: NameOpt, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table
-) -> None:
+@az_resource
+def show(name: NameOpt, output: OutputOpt = Output.table, **_: object) -> None:
     """Show one CA certificate (exit 3 if absent)."""
     from dpsctl.core.cas import get_ca
 
@@ -96,26 +101,25 @@ def show(
 
 
 @app.command("update")
+@az_resource
 def update(
     name: NameOpt,
     path: PathOpt,
     etag: EtagOpt = None,
     verified: VerifiedOpt = None,
-    dps_name: DpsNameOpt = None,
-    resource_group: GroupOpt = None,
     output: OutputOpt = Output.table,
+    **_: object,
 ) -> None:
     """Replace the certificate under this name (unverified again unless --verified)."""
     from dpsctl.core.cas import replace_ca
 
     data = read_file(path, "certificate")
-    with session(write=True) as tx:
-        doc = replace_ca(tx, name, data, path, verified=tri_state(verified), now=now(), etag=etag)
-        _emit(tx, doc, output)
+    _write(lambda tx: replace_ca(tx, name, data, path, verified=tri_state(verified), now=now(), etag=etag), output)
 
 
 @app.command("delete")
-def delete(name: NameOpt, etag: EtagOpt = None, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None) -> None:
+@az_resource
+def delete(name: NameOpt, etag: EtagOpt = None, **_: object) -> None:
     """Delete a CA certificate; refused (exit 4) while an enrollment group references it. Prints nothing."""
     from dpsctl.core.cas import delete_ca
 
@@ -124,34 +128,21 @@ def delete(name: NameOpt, etag: EtagOpt = None, dps_name: DpsNameOpt = None, res
 
 
 @app.command("generate-verification-code")
+@az_resource
 def generate_verification_code(
-    name: NameOpt,
-    etag: EtagOpt = None,
-    dps_name: DpsNameOpt = None,
-    resource_group: GroupOpt = None,
-    output: OutputOpt = Output.table,
+    name: NameOpt, etag: EtagOpt = None, output: OutputOpt = Output.table, **_: object
 ) -> None:
     """A fresh verification code in properties.verificationCode: sign a certificate with it as CN, then `verify`."""
     from dpsctl.core.cas import generate_verification_code as generate
 
-    with session(write=True) as tx:
-        doc = generate(tx, name, now=now(), etag=etag)
-        _emit(tx, doc, output)
+    _write(lambda tx: generate(tx, name, now=now(), etag=etag), output)
 
 
 @app.command("verify")
-def verify(
-    name: NameOpt,
-    path: PathOpt,
-    etag: EtagOpt = None,
-    dps_name: DpsNameOpt = None,
-    resource_group: GroupOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
+@az_resource
+def verify(name: NameOpt, path: PathOpt, etag: EtagOpt = None, output: OutputOpt = Output.table, **_: object) -> None:
     """Prove possession of the CA's private key with a certificate whose CN is the verification code."""
     from dpsctl.core.cas import verify_ca
 
     data = read_file(path, "verification certificate")
-    with session(write=True) as tx:
-        doc = verify_ca(tx, name, data, path, now=now(), etag=etag)
-        _emit(tx, doc, output)
+    _write(lambda tx: verify_ca(tx, name, data, path, now=now(), etag=etag), output)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, now, session
+from dpsctl.cli.context import OutputOpt, ResourceGroupOpt, now, session
 from dpsctl.cli.render import Output, emit
 from dpsctl.core.errors import InvalidInput, NotFound
 
@@ -38,9 +38,7 @@ def show(
             "--dps-name", "-n", help="The DPS name (any: one store is one DPS); without it, az lists every DPS."
         ),
     ] = None,
-    resource_group: Annotated[
-        str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")
-    ] = None,
+    resource_group: ResourceGroupOpt = None,
     policy_name: Annotated[
         str, typer.Option("--policy-name", "--pn", help="Shared access policy: the store has provisioningserviceowner.")
     ] = "provisioningserviceowner",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer._click.core import ParameterSource
@@ -71,6 +72,49 @@ ShowKeysOpt = Annotated[
 EtagOpt = Annotated[
     str | None, typer.Option("--etag", help="Refuse unless the record still has this etag ('*' matches any).")
 ]
+# az's options that name the Azure resource, on the commands that speak az's words: one store is one DPS.
+DpsNameOpt = Annotated[
+    str | None, typer.Option("--dps-name", "-n", help="The DPS name: accepted, one store is one DPS.")
+]
+ResourceGroupOpt = Annotated[
+    str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")
+]
+
+SharedOptions = dict[str, tuple[Any, Any]]  # parameter name: (its Annotated option, its default)
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def shared_options(shared: SharedOptions, *, before: str | None = None) -> Callable[[Command], Command]:
+    """Give a command the `shared` options, in --help just before its parameter `before` (or after all of its own).
+
+    The command takes them as `**kwargs`; Typer reads the signature made here. Options declared once this way
+    keep the same names, help and defaults on every command that has them.
+    """
+
+    def decorate(command: Command) -> Command:
+        added = [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
+            for name, (kind, default) in shared.items()
+        ]
+        own = inspect.signature(command, eval_str=True).parameters
+        params: list[inspect.Parameter] = []
+        for param in own.values():
+            if param.name == before:
+                params += added
+            if param.kind is not inspect.Parameter.VAR_KEYWORD:
+                params.append(param)
+        if before not in own:
+            params += added
+        # A function's own attributes (typeshed declares no __signature__ on it): what inspect.signature reads.
+        command.__dict__["__signature__"] = inspect.Signature(params, return_annotation=None)
+        command.__annotations__ = {param.name: param.annotation for param in params} | {"return": None}
+        return command
+
+    return decorate
+
+
+# az's resource options as `shared_options` takes them: the commands that accept them need neither.
+AZ_RESOURCE: SharedOptions = {"dps_name": (DpsNameOpt, None), "resource_group": (ResourceGroupOpt, None)}
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, session
+from dpsctl.cli.context import DpsNameOpt, OutputOpt, ResourceGroupOpt, ShowKeysOpt, json_arg, now, session
 from dpsctl.cli.render import Output, emit
 from dpsctl.core.errors import InvalidInput
 
@@ -163,12 +163,8 @@ def registration_create(
         str | None,
         typer.Option("--provisioning-host", "--host", help="Accepted: the device registers with this store."),
     ] = None,
-    dps_name: Annotated[
-        str | None, typer.Option("--dps-name", "-n", help="The DPS name: accepted, one store is one DPS.")
-    ] = None,
-    resource_group: Annotated[
-        str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")
-    ] = None,
+    dps_name: DpsNameOpt = None,
+    resource_group: ResourceGroupOpt = None,
     login: Annotated[
         str | None, typer.Option("--login", "-l", help="A DPS connection string: must be this store's.")
     ] = None,

@@ -78,39 +78,25 @@ def _tpm_key(value: str | None, field: str, option: str) -> str | None:
 
 
 @app.command("add")
-@e.allocation_options(before="device_information")
+@e.entry_options(update=False, keys_before="cert", allocation_before="device_information")
 def add(
     registration_id: IdArg,
     attestation: e.AttestationOpt,
-    primary_key: e.PrimaryKeyOpt = None,
-    secondary_key: e.SecondaryKeyOpt = None,
     cert: CertOpt = None,
     secondary_cert: SecondaryCertOpt = None,
     endorsement_key: EkOpt = None,
     storage_root_key: SrkOpt = None,
     device_id: DeviceIdOpt = None,
     device_information: e.DeviceInfoOpt = None,
-    edge: e.EdgeOpt = None,
-    disabled: e.AddDisabledOpt = False,
-    reprovision_policy: e.ReprovisionOpt = None,
-    show_keys: ShowKeysOpt = False,
-    output: OutputOpt = Output.table,
-    **allocation: Any,
+    **shared: Any,
 ) -> None:
     """Create an individual enrollment (symmetric keys are generated when not given)."""
     from dpsctl.core.enrollments import new_enrollment
 
-    cred = _credentials((primary_key, secondary_key), (cert, secondary_cert), (endorsement_key, storage_root_key))
-    opts = e.options(
-        **allocation,
-        edge=edge,
-        device_information=device_information,
-        reprovision_policy=reprovision_policy,
-        status="disabled" if disabled else None,
-        device_id=device_id,
-    )
-    entry = new_enrollment(registration_id, attestation, cred, opts)
-    e.add(entry, show_keys, output)
+    given = e.SharedInput(shared)
+    cred = _credentials(given.keys, (cert, secondary_cert), (endorsement_key, storage_root_key))
+    opts = given.options(device_information=device_information, device_id=device_id)
+    e.add(new_enrollment(registration_id, attestation, cred, opts), given)
 
 
 app.command("list")(e.list_command(group=False))
@@ -131,43 +117,22 @@ def show(registration_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputO
 
 
 @app.command("update")
-@e.allocation_options(before="device_information")
+@e.entry_options(update=True, keys_before="cert", allocation_before="device_information")
 def update(
     registration_id: IdArg,
-    primary_key: e.NewPrimaryKeyOpt = None,
-    secondary_key: e.NewSecondaryKeyOpt = None,
     cert: CertOpt = None,
     secondary_cert: SecondaryCertOpt = None,
     endorsement_key: EkOpt = None,
     storage_root_key: SrkOpt = None,
     device_id: DeviceIdOpt = None,
     device_information: e.DeviceInfoOpt = None,
-    edge: e.EdgeOpt = None,
-    enabled: e.EnabledOpt = None,
-    reprovision_policy: e.ReprovisionOpt = None,
-    remove_cert: e.RemoveCertOpt = False,
-    remove_secondary_cert: e.RemoveSecondaryCertOpt = False,
-    etag: EtagOpt = None,
-    show_keys: ShowKeysOpt = False,
-    output: OutputOpt = Output.table,
-    **allocation: Any,
+    **shared: Any,
 ) -> None:
     """Change an individual enrollment; with --etag, refused (exit 4) if it changed meanwhile."""
-    cred = _credentials(
-        (primary_key, secondary_key),
-        (cert, secondary_cert),
-        (endorsement_key, storage_root_key),
-        (remove_cert, remove_secondary_cert),
-    )
-    opts = e.options(
-        **allocation,
-        edge=edge,
-        device_information=device_information,
-        reprovision_policy=reprovision_policy,
-        status=None if enabled is None else ("enabled" if enabled else "disabled"),
-        device_id=device_id,
-    )
-    e.update(registration_id, False, opts, cred, etag, show_keys, output)
+    given = e.SharedInput(shared)
+    cred = _credentials(given.keys, (cert, secondary_cert), (endorsement_key, storage_root_key), given.removed)
+    opts = given.options(device_information=device_information, device_id=device_id)
+    e.update(registration_id, False, opts, cred, given)
 
 
 @app.command("delete")

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dpsctl.cli.context import OutputOpt, ShowKeysOpt, json_arg, now, read_file, secret_option, session
+from dpsctl.cli.context import (
+    Command,
+    EtagOpt,
+    OutputOpt,
+    SharedOptions,
+    ShowKeysOpt,
+    json_arg,
+    now,
+    read_file,
+    secret_option,
+    session,
+    shared_options,
+)
 from dpsctl.cli.render import Output, emit, info
 from dpsctl.core.errors import InvalidInput
 
@@ -42,63 +53,12 @@ NewPrimaryKeyOpt = Annotated[
 NewSecondaryKeyOpt = Annotated[
     str | None, _key_option("secondary", "New Base64 secondary key; the stored one is kept if absent.")
 ]
-HubOpt = Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use.")]
-PolicyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--allocation-policy",
-        metavar="hashed|geoLatency|static|custom",
-        help="hashed, geoLatency, static or custom (default: the service's).",
-    ),
-]
-WebhookOpt = Annotated[str | None, typer.Option("--webhook-url", help="Custom allocation webhook URL (http or https).")]
-CommandOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--allocation-command",
-        help="Custom allocation by a local command (no shell): request JSON on stdin, answer on stdout.",
-    ),
-]
-ApiVersionOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--api-version",
-        help="Custom allocation API version, kept in customAllocationDefinition and so in the enrollment the webhook receives (default 2021-10-01; at least 2018-09-01-preview).",
-    ),
-]
-TwinOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--initial-twin",
-        metavar="JSON|@FILE",
-        help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.',
-    ),
-]
 EdgeOpt = Annotated[bool | None, typer.Option("--edge/--no-edge", help="The device is an IoT Edge device.")]
 ReprovisionOpt = Annotated[
     str | None,
     typer.Option(
         "--reprovision-policy",
         help="reprovisionandmigratedata (migrate, the default), reprovisionandresetdata (reset) or never.",
-    ),
-]
-# az's two halves of the initial twin (az-only spellings, hidden: dpsctl's own is --initial-twin); each replaces its part.
-TwinTagsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--initial-twin-tags",
-        "--tags",
-        hidden=True,
-        help="Replaces the initial twin's tags and keeps its desired properties (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
-    ),
-]
-TwinDesiredOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--initial-twin-properties",
-        "--props",
-        hidden=True,
-        help="Replaces the initial twin's desired properties and keeps its tags (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
     ),
 ]
 DeviceInfoOpt = Annotated[
@@ -125,44 +85,106 @@ RemoveSecondaryCertOpt = Annotated[
 AddDisabledOpt = Annotated[bool, typer.Option("--disabled", help="Create the entry disabled.")]
 EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled", help="Enable or disable the entry.")]
 
+
+def _text(*names: str, **settings: Any) -> tuple[Any, None]:
+    """An optional text option as `shared_options` takes it (None unless given)."""
+    return Annotated[str | None, typer.Option(*names, **settings)], None
+
+
 # The allocation and initial-twin options of `add` and `update`, the same for enrollments and groups: declared once.
-ALLOCATION_OPTIONS: dict[str, Any] = {
-    "hub": HubOpt,
-    "allocation_policy": PolicyOpt,
-    "webhook_url": WebhookOpt,
-    "allocation_command": CommandOpt,
-    "api_version": ApiVersionOpt,
-    "initial_twin": TwinOpt,
-    "twin_tags": TwinTagsOpt,
-    "twin_desired": TwinDesiredOpt,
+# The command takes them as `**allocation` and hands them on to `options`.
+ALLOCATION_OPTIONS: SharedOptions = {
+    "hub": (Annotated[list[str] | None, typer.Option("--hub", help="A linked hub the entry may use.")], None),
+    "allocation_policy": _text(
+        "--allocation-policy",
+        metavar="hashed|geoLatency|static|custom",
+        help="hashed, geoLatency, static or custom (default: the service's).",
+    ),
+    "webhook_url": _text("--webhook-url", help="Custom allocation webhook URL (http or https)."),
+    "allocation_command": _text(
+        "--allocation-command",
+        help="Custom allocation by a local command (no shell): request JSON on stdin, answer on stdout.",
+    ),
+    "api_version": _text(
+        "--api-version",
+        help="Custom allocation API version, kept in customAllocationDefinition and so in the enrollment the webhook receives (default 2021-10-01; at least 2018-09-01-preview).",
+    ),
+    "initial_twin": _text(
+        "--initial-twin",
+        metavar="JSON|@FILE",
+        help='Initial twin as JSON, @FILE or FILE: {"tags": {...}, "properties": {"desired": {...}}}.',
+    ),
+    # az's two halves of the initial twin (az-only spellings, hidden: dpsctl's own is --initial-twin); each
+    # replaces its part.
+    "twin_tags": _text(
+        "--initial-twin-tags",
+        "--tags",
+        hidden=True,
+        help="Replaces the initial twin's tags and keeps its desired properties (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
+    ),
+    "twin_desired": _text(
+        "--initial-twin-properties",
+        "--props",
+        hidden=True,
+        help="Replaces the initial twin's desired properties and keeps its tags (JSON, az's single-quoted JSON, or a file; dpsctl's own is --initial-twin).",
+    ),
 }
 
-Command = TypeVar("Command", bound=Callable[..., None])
+
+# The other options `add` and `update` share for enrollments and groups: the keys (just before the command's
+# certificate options), then, after the command's own, the entry's state and the output.
+ADD_KEYS: SharedOptions = {"primary_key": (PrimaryKeyOpt, None), "secondary_key": (SecondaryKeyOpt, None)}
+UPDATE_KEYS: SharedOptions = {"primary_key": (NewPrimaryKeyOpt, None), "secondary_key": (NewSecondaryKeyOpt, None)}
+PRINTED: SharedOptions = {"show_keys": (ShowKeysOpt, False), "output": (OutputOpt, Output.table)}
+ADD_TAIL: SharedOptions = {
+    "edge": (EdgeOpt, None),
+    "disabled": (AddDisabledOpt, False),
+    "reprovision_policy": (ReprovisionOpt, None),
+} | PRINTED
+UPDATE_TAIL: SharedOptions = {
+    "edge": (EdgeOpt, None),
+    "enabled": (EnabledOpt, None),
+    "reprovision_policy": (ReprovisionOpt, None),
+    "remove_cert": (RemoveCertOpt, False),
+    "remove_secondary_cert": (RemoveSecondaryCertOpt, False),
+    "etag": (EtagOpt, None),
+} | PRINTED
 
 
-def allocation_options(before: str) -> Callable[[Command], Command]:
-    """Give a command ALLOCATION_OPTIONS (each None unless given), in --help just before its parameter `before`.
+def entry_options(*, update: bool, keys_before: str, allocation_before: str) -> Callable[[Command], Command]:
+    """Give an `add` or `update` command the options enrollments and groups share; it takes them as `**shared`.
 
-    The command takes them as `**allocation` and hands them on to `options`; Typer reads the signature made here.
+    The keys stand just before `keys_before`, ALLOCATION_OPTIONS just before `allocation_before`, the rest last.
     """
 
     def decorate(command: Command) -> Command:
-        shared = [
-            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=kind)
-            for name, kind in ALLOCATION_OPTIONS.items()
-        ]
-        params: list[inspect.Parameter] = []
-        for param in inspect.signature(command, eval_str=True).parameters.values():
-            if param.name == before:
-                params += shared
-            if param.kind is not inspect.Parameter.VAR_KEYWORD:
-                params.append(param)
-        # A function's own attributes (typeshed declares no __signature__ on it): what inspect.signature reads.
-        command.__dict__["__signature__"] = inspect.Signature(params, return_annotation=None)
-        command.__annotations__ = {param.name: param.annotation for param in params} | {"return": None}
-        return command
+        command = shared_options(UPDATE_TAIL if update else ADD_TAIL)(command)
+        command = shared_options(ALLOCATION_OPTIONS, before=allocation_before)(command)
+        return shared_options(UPDATE_KEYS if update else ADD_KEYS, before=keys_before)(command)
 
     return decorate
+
+
+class SharedInput:
+    """The shared options of an `add` or `update` command (see entry_options), sorted for their uses."""
+
+    def __init__(self, shared: dict[str, Any]) -> None:
+        settings = dict(shared)
+        self.keys = (settings.pop("primary_key"), settings.pop("secondary_key"))
+        self.removed = (settings.pop("remove_cert", False), settings.pop("remove_secondary_cert", False))
+        self.etag: str | None = settings.pop("etag", None)
+        self.show_keys: bool = settings.pop("show_keys")
+        self.output: Output = settings.pop("output")
+        if "disabled" in settings:  # add: created enabled unless --disabled
+            settings["status"] = "disabled" if settings.pop("disabled") else None
+        else:  # update: the status kept unless --enabled or --disabled
+            enabled = settings.pop("enabled")
+            settings["status"] = None if enabled is None else ("enabled" if enabled else "disabled")
+        self._settings = settings
+
+    def options(self, **own: Any) -> EnrollmentOptions:
+        """The EnrollmentOptions, with the command's own fields (`device_id`, `device_information`)."""
+        return options(**self._settings, **own)
 
 
 def options(
@@ -308,13 +330,13 @@ def render_entry(doc: dict[str, Any], output: Output) -> None:
 
 
 # The store side of each command, the same for enrollments and groups (`group` says which).
-def add(entry: AnyEnrollment, show_keys: bool, output: Output) -> None:
+def add(entry: AnyEnrollment, shared: SharedInput) -> None:
     """Store a new enrollment or group, built by the command, and print it."""
     from dpsctl.core.enrollments import add_entry
 
     with session(write=True) as tx:
         added = add_entry(tx, entry, now())
-    render_entry(added.to_dict(show_keys=show_keys), output)
+    render_entry(added.to_dict(show_keys=shared.show_keys), shared.output)
 
 
 EntryStatusOpt = Annotated[str | None, typer.Option("--status", help="Only enabled or disabled entries.")]
@@ -344,21 +366,13 @@ def list_command(*, group: bool) -> Callable[..., None]:
     return list_
 
 
-def update(
-    entry_id: str,
-    group: bool,
-    opts: EnrollmentOptions,
-    cred: CredentialInput,
-    etag: str | None,
-    show_keys: bool,
-    output: Output,
-) -> None:
-    """Change an enrollment or group (refused if `etag` is stale) and print it."""
+def update(entry_id: str, group: bool, opts: EnrollmentOptions, cred: CredentialInput, shared: SharedInput) -> None:
+    """Change an enrollment or group (refused if its --etag is stale) and print it."""
     from dpsctl.core.enrollments import update_entry
 
     with session(write=True) as tx:
-        entry = update_entry(tx, entry_id, group=group, opts=opts, cred=cred, etag=etag, now=now())
-    render_entry(entry.to_dict(show_keys=show_keys), output)
+        entry = update_entry(tx, entry_id, group=group, opts=opts, cred=cred, etag=shared.etag, now=now())
+    render_entry(entry.to_dict(show_keys=shared.show_keys), shared.output)
 
 
 def delete(entry_id: str, group: bool, etag: str | None) -> None:

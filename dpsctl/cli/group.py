@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -10,6 +10,9 @@ from dpsctl.cli import entry as e
 from dpsctl.cli.context import EtagOpt, OutputOpt, ShowKeysOpt, session
 from dpsctl.cli.render import Output, emit
 from dpsctl.core.errors import InvalidInput
+
+if TYPE_CHECKING:  # for annotations only: the core's enrollment code is slow to load, and `--help` needs none of it
+    from dpsctl.core.credentials import CredentialInput
 
 # The core and the store are imported inside the commands that use them: loading this module, for its --help or
 # for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
@@ -44,46 +47,37 @@ SecondaryCaRefOpt = Annotated[
 ]
 
 
+def _credentials(
+    given: e.SharedInput, certs: tuple[str | None, str | None], cas: tuple[str | None, str | None]
+) -> CredentialInput:
+    """The credential options: the keys and removals given, signing certificate files and CA names."""
+    return e.credentials(
+        given.keys, certs, "signing certificate", given.removed, ca_reference=cas[0], secondary_ca_reference=cas[1]
+    )
+
+
 @app.command("add")
-@e.allocation_options(before="edge")
+@e.entry_options(update=False, keys_before="signing_cert", allocation_before="edge")
 def add(
     group_id: IdArg,
     attestation: GroupAttestationOpt = None,
-    primary_key: e.PrimaryKeyOpt = None,
-    secondary_key: e.SecondaryKeyOpt = None,
     signing_cert: SigningCertOpt = None,
     secondary_signing_cert: SecondarySigningCertOpt = None,
     ca_ref: CaRefOpt = None,
     secondary_ca_ref: SecondaryCaRefOpt = None,
-    edge: e.EdgeOpt = None,
-    disabled: e.AddDisabledOpt = False,
-    reprovision_policy: e.ReprovisionOpt = None,
-    show_keys: ShowKeysOpt = False,
-    output: OutputOpt = Output.table,
-    **allocation: Any,
+    **shared: Any,
 ) -> None:
     """Create an enrollment group (symmetric keys are generated when not given)."""
     from dpsctl.core.enrollments import new_group
 
-    cred = e.credentials(
-        (primary_key, secondary_key),
-        (signing_cert, secondary_signing_cert),
-        "signing certificate",
-        ca_reference=ca_ref,
-        secondary_ca_reference=secondary_ca_ref,
-    )
-    opts = e.options(
-        **allocation,
-        edge=edge,
-        reprovision_policy=reprovision_policy,
-        status="disabled" if disabled else None,
-    )
+    given = e.SharedInput(shared)
+    cred = _credentials(given, (signing_cert, secondary_signing_cert), (ca_ref, secondary_ca_ref))
+    opts = given.options()
     if attestation is None:
         attestation = (
             "x509" if (signing_cert or secondary_signing_cert or ca_ref or secondary_ca_ref) else "symmetricKey"
         )
-    entry = new_group(group_id, attestation, cred, opts)
-    e.add(entry, show_keys, output)
+    e.add(new_group(group_id, attestation, cred, opts), given)
 
 
 app.command("list")(e.list_command(group=True))
@@ -100,41 +94,19 @@ def show(group_id: IdArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Ou
 
 
 @app.command("update")
-@e.allocation_options(before="edge")
+@e.entry_options(update=True, keys_before="signing_cert", allocation_before="edge")
 def update(
     group_id: IdArg,
-    primary_key: e.NewPrimaryKeyOpt = None,
-    secondary_key: e.NewSecondaryKeyOpt = None,
     signing_cert: SigningCertOpt = None,
     secondary_signing_cert: SecondarySigningCertOpt = None,
     ca_ref: CaRefOpt = None,
     secondary_ca_ref: SecondaryCaRefOpt = None,
-    edge: e.EdgeOpt = None,
-    enabled: e.EnabledOpt = None,
-    reprovision_policy: e.ReprovisionOpt = None,
-    remove_cert: e.RemoveCertOpt = False,
-    remove_secondary_cert: e.RemoveSecondaryCertOpt = False,
-    etag: EtagOpt = None,
-    show_keys: ShowKeysOpt = False,
-    output: OutputOpt = Output.table,
-    **allocation: Any,
+    **shared: Any,
 ) -> None:
     """Change an enrollment group; with --etag, refused (exit 4) if it changed meanwhile."""
-    cred = e.credentials(
-        (primary_key, secondary_key),
-        (signing_cert, secondary_signing_cert),
-        "signing certificate",
-        (remove_cert, remove_secondary_cert),
-        ca_reference=ca_ref,
-        secondary_ca_reference=secondary_ca_ref,
-    )
-    opts = e.options(
-        **allocation,
-        edge=edge,
-        reprovision_policy=reprovision_policy,
-        status=None if enabled is None else ("enabled" if enabled else "disabled"),
-    )
-    e.update(group_id, True, opts, cred, etag, show_keys, output)
+    given = e.SharedInput(shared)
+    cred = _credentials(given, (signing_cert, secondary_signing_cert), (ca_ref, secondary_ca_ref))
+    e.update(group_id, True, given.options(), cred, given)
 
 
 @app.command("delete")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dpsctl.cli.context import OutputOpt, ShowKeysOpt, secret_option, session
 from dpsctl.cli.render import Output, emit, info
+
+if TYPE_CHECKING:  # for annotations only: the commands that open the store load it
+    from dpsctl.core.service_records import LinkedHub
+    from dpsctl.store import Transaction
 
 # The core and the store are imported inside the commands that use them: loading this module, for its --help or
 # for another of its commands, stays cheap (tests/test_startup.py); each command loads what it needs.
@@ -62,8 +66,16 @@ def rows(hubs: list[dict]) -> list[tuple]:
     ]
 
 
-def _emit_one(doc: dict, output: Output) -> None:
+def emit_hub(doc: dict, output: Output) -> None:
+    """Print one linked hub."""
     emit(doc, output, columns=COLUMNS, rows=lambda: rows([doc]), drop=DROP)
+
+
+def write_hub(change: Callable[[Transaction], LinkedHub], show_keys: bool, output: Output) -> None:
+    """Change a linked hub in one write session, then print it."""
+    with session(write=True) as tx:
+        hub = change(tx)
+    emit_hub(hub.to_dict(show_keys=show_keys), output)
 
 
 def _change_command(*, add: bool) -> Callable[..., None]:
@@ -80,16 +92,19 @@ def _change_command(*, add: bool) -> Callable[..., None]:
     ) -> None:
         from dpsctl.core import hubs
 
-        with session(write=True) as tx:
-            hub = (hubs.add_hub if add else hubs.update_hub)(
+        change = hubs.add_hub if add else hubs.update_hub
+        write_hub(
+            lambda tx: change(
                 tx,
                 name,
                 location=location,
                 weight=weight,
                 apply_allocation_policy=apply_allocation_policy,
                 connection_string=connection_string,
-            )
-        _emit_one(hub.to_dict(show_keys=show_keys), output)
+            ),
+            show_keys,
+            output,
+        )
 
     command.__doc__ = (
         "Link an IoT hub to the service."
@@ -119,7 +134,7 @@ def show(name: NameArg, show_keys: ShowKeysOpt = False, output: OutputOpt = Outp
 
     with session() as tx:
         hub = get_hub(tx, name)
-    _emit_one(hub.to_dict(show_keys=show_keys), output)
+    emit_hub(hub.to_dict(show_keys=show_keys), output)
 
 
 app.command("update")(_change_command(add=False))

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dpsctl.cli.az_compat import TriState, tri_state
-from dpsctl.cli.context import OutputOpt, session
-from dpsctl.cli.hub import COLUMNS, DROP, rows
+from dpsctl.cli.context import AZ_RESOURCE, OutputOpt, session, shared_options
+from dpsctl.cli.hub import COLUMNS, DROP, emit_hub, rows, write_hub
 from dpsctl.cli.render import Output, emit
 from dpsctl.core.errors import InvalidInput
 
@@ -31,10 +31,6 @@ app = typer.Typer(
 # az's three-state flags here: a bare `--apply-allocation-policy` means true.
 THREE_STATE = ("--apply-allocation-policy",)
 
-DpsNameOpt = Annotated[
-    str | None, typer.Option("--dps-name", "-n", help="The DPS name: accepted, one store is one DPS.")
-]
-GroupOpt = Annotated[str | None, typer.Option("--resource-group", "-g", help="Resource group: accepted, ignored.")]
 LinkedHubOpt = Annotated[str, typer.Option("--linked-hub", "--lh", help="The linked hub's host name (or name).")]
 WeightOpt = Annotated[int | None, typer.Option("--allocation-weight", help="Allocation weight, 1 to 1000.")]
 ApplyOpt = Annotated[
@@ -47,9 +43,10 @@ ApplyOpt = Annotated[
 ]
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Accepted: dpsctl finishes before it returns.")]
 
-
-def _emit_one(doc: dict, output: Output) -> None:
-    emit(doc, output, columns=COLUMNS, rows=lambda: rows([doc]), drop=DROP)
+# az's options that change nothing here (one store is one DPS, and every command finishes before it returns): the
+# commands take them as `**_`.
+az_resource = shared_options(AZ_RESOURCE, before="output")
+az_resource_no_wait = shared_options(AZ_RESOURCE | {"no_wait": (NoWaitOpt, False)}, before="output")
 
 
 def _emit_all(tx: Transaction, output: Output) -> None:
@@ -60,6 +57,7 @@ def _emit_all(tx: Transaction, output: Output) -> None:
 
 
 @app.command("create")
+@az_resource_no_wait
 def create(
     connection_string: Annotated[
         str | None,
@@ -76,10 +74,8 @@ def create(
     location: Annotated[str | None, typer.Option("--location", help="The hub's Azure region, e.g. westeurope.")] = None,
     allocation_weight: WeightOpt = None,
     apply_allocation_policy: ApplyOpt = None,
-    dps_name: DpsNameOpt = None,
-    resource_group: GroupOpt = None,
-    no_wait: NoWaitOpt = False,
     output: OutputOpt = Output.table,
+    **_: object,
 ) -> None:
     """Link an IoT hub, by connection string or name; prints the linked hubs (as az)."""
     from dpsctl.core.hubs import add_hub, hub_of_connection_string
@@ -103,51 +99,45 @@ def create(
 
 
 @app.command("list")
-def list_(dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, output: OutputOpt = Output.table) -> None:
+@az_resource
+def list_(output: OutputOpt = Output.table, **_: object) -> None:
     """List the linked hubs."""
     with session() as tx:
         _emit_all(tx, output)
 
 
 @app.command("show")
-def show(
-    linked_hub: LinkedHubOpt,
-    dps_name: DpsNameOpt = None,
-    resource_group: GroupOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
+@az_resource
+def show(linked_hub: LinkedHubOpt, output: OutputOpt = Output.table, **_: object) -> None:
     """Show one linked hub (exit 3 if it is not linked)."""
     from dpsctl.core.hubs import get_hub
 
     with session() as tx:
         hub = get_hub(tx, linked_hub)
-    _emit_one(hub.to_dict(show_keys=False), output)
+    emit_hub(hub.to_dict(show_keys=False), output)
 
 
 @app.command("update")
+@az_resource_no_wait
 def update(
     linked_hub: LinkedHubOpt,
     allocation_weight: WeightOpt = None,
     apply_allocation_policy: ApplyOpt = None,
-    dps_name: DpsNameOpt = None,
-    resource_group: GroupOpt = None,
-    no_wait: NoWaitOpt = False,
     output: OutputOpt = Output.table,
+    **_: object,
 ) -> None:
     """Change a linked hub's allocation weight or policy participation; prints the hub."""
     from dpsctl.core.hubs import update_hub
 
-    with session(write=True) as tx:
-        hub = update_hub(
-            tx, linked_hub, weight=allocation_weight, apply_allocation_policy=tri_state(apply_allocation_policy)
-        )
-    _emit_one(hub.to_dict(show_keys=False), output)
+    apply = tri_state(apply_allocation_policy)
+    write_hub(
+        lambda tx: update_hub(tx, linked_hub, weight=allocation_weight, apply_allocation_policy=apply), False, output
+    )
 
 
 @app.command("delete")
-def delete(
-    linked_hub: LinkedHubOpt, dps_name: DpsNameOpt = None, resource_group: GroupOpt = None, no_wait: NoWaitOpt = False
-) -> None:
+@az_resource_no_wait
+def delete(linked_hub: LinkedHubOpt, **_: object) -> None:
     """Unlink a hub; refused (exit 4) while enrollments name it, as `dpsctl hub delete`. Prints nothing."""
     from dpsctl.core.hubs import delete_hub
 
