@@ -17,6 +17,7 @@ assigned registration record and a hub identity.
     python benchmarks/serve_load.py --modes mqtt --hold 2000
     python benchmarks/serve_load.py --backend tinydb --devices 1000 --modes https-keepalive
     python benchmarks/serve_load.py --json               # the figures as one JSON object
+    python benchmarks/serve_load.py --modes https,mqtt --rounds 4   # HTTPS and MQTT alternating: A B B A A B B A
     python benchmarks/serve_load.py --backend postgresql --instances 1,2,3 --modes https --hold 0
                                                          # 1, 2 and 3 instances sharing one PostgreSQL store
 
@@ -29,6 +30,7 @@ its initdb and pg_ctl must be installed), or of `--postgres URL`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import base64
 import http.client
 import http.server
@@ -262,7 +264,19 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def _run_mode(mode: str, servers: list[dict], ids: list[str], clients: int, processes: int) -> dict:
+@dataclasses.dataclass
+class Sample:
+    """One batch of registrations of one mode: each device's result, the wall time, and the CPU seconds used."""
+
+    results: list[tuple[str, float, int, int, float]]
+    wall: float
+    server_cpu: float
+    client_cpu: float
+    epoch_start: float
+
+
+def _drive(mode: str, servers: list[dict], ids: list[str], clients: int, processes: int) -> Sample:
+    """Register `ids` in `mode` with `clients` concurrent clients; what it took."""
     slices = [(i, ids[i::clients]) for i in range(clients)]
     groups = [slices[p::processes] for p in range(processes)]
     targets = [(s["host"], s["mqtt_port"] if mode == "mqtt" else s["port"], s["ca"]) for s in servers]
@@ -272,12 +286,17 @@ def _run_mode(mode: str, servers: list[dict], ids: list[str], clients: int, proc
         parts = pool.starmap(_process, [(mode, targets, group) for group in groups])
     wall = time.perf_counter() - wall_start
     server_cpu = sum(_cpu_seconds(s["pid"]) for s in servers) - server_cpu
-    client_cpu = sum(cpu for _, cpu in parts)
-    results = [r for part, _ in parts for r in part]
+    return Sample([r for part, _ in parts for r in part], wall, server_cpu, sum(cpu for _, cpu in parts), epoch_start)
+
+
+def _figures(samples: list[Sample]) -> dict:
+    """Throughput (registrations over the wall time of all the samples), latency percentiles, CPU per registration."""
+    results = [r for sample in samples for r in sample.results]
+    wall = sum(sample.wall for sample in samples)
     others = [r for r in results if not r[0].startswith("custom-")]
     if len(others) < len(results):
-        # The devices not allocated by the webhook: their throughput up to the last of them.
-        span = max(r[4] for r in others) - epoch_start
+        # The devices not allocated by the webhook: their throughput up to the last of them (one sample).
+        span = max(r[4] for r in others) - samples[0].epoch_start
         custom = [r[1] * 1000 for r in results if r[0].startswith("custom-")]
         extra = {"others": {"registrations": len(others), "throughputPerSecond": round(len(others) / span, 1)}, "customLatencyMsP50": round(percentile(custom, 0.5), 1)}
     else:
@@ -294,12 +313,17 @@ def _run_mode(mode: str, servers: list[dict], ids: list[str], clients: int, proc
             "mean": round(statistics.fmean(latencies), 1),
         },
         # CPU per registration: the server's (the figure that compares transports) and the benchmark clients'.
-        "serverCpuMsPerRegistration": round(server_cpu * 1000 / len(results), 2),
-        "clientCpuMsPerRegistration": round(client_cpu * 1000 / len(results), 2),
+        "serverCpuMsPerRegistration": round(sum(s.server_cpu for s in samples) * 1000 / len(results), 2),
+        "clientCpuMsPerRegistration": round(sum(s.client_cpu for s in samples) * 1000 / len(results), 2),
         "retries": sum(r[3] for r in results),
         "refused": sum(1 for r in results if r[2] != 200),
         **extra,
     }
+
+
+def _run_mode(mode: str, servers: list[dict], ids: list[str], clients: int, processes: int) -> dict:
+    """The figures of one batch."""
+    return _figures([_drive(mode, servers, ids, clients, processes)])
 
 
 def main() -> None:
@@ -314,6 +338,7 @@ def main() -> None:
     parser.add_argument("--hold", type=int, default=1000, help="idle MQTT sessions held open during the run (default 1,000)")
     parser.add_argument("--custom-share", type=float, default=0.0, help="also run https-keepalive with this share of devices allocated by a slow webhook, beside the same run without (issue 12)")
     parser.add_argument("--webhook-ms", type=int, default=200, help="how long the webhook takes to answer (default 200 ms)")
+    parser.add_argument("--rounds", type=int, default=1, help="split each mode's devices over this many rounds, the modes' order reversed every other round (default 1)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -372,7 +397,7 @@ def _measure(args: argparse.Namespace, modes: list[str], counts: list[int], fold
         webhook = _start_webhook(args.webhook_ms / 1000)
         url = f"http://127.0.0.1:{webhook.server_address[1]}/allocate"
         dpsctl(store, "enrollment-group", "add", "custom", "--attestation", "symmetricKey", "--primary-key", CUSTOM_KEY, "--webhook-url", url)
-    figures: dict = {"backend": args.backend, "clients": args.clients, "clientProcesses": args.processes, "python": platform.python_version(), "cpus": os.cpu_count(), "runs": []}
+    figures: dict = {"backend": args.backend, "clients": args.clients, "clientProcesses": args.processes, "python": platform.python_version(), "cpus": os.cpu_count(), "rounds": args.rounds, "runs": []}
     all_ids: list[str] = []
     exits: list[int | None] = []
     held: list[int] = []
@@ -393,10 +418,15 @@ def _measure(args: argparse.Namespace, modes: list[str], counts: list[int], fold
                 holder.start()
                 ready.wait(600)
             run: dict = {"instances": count, "modes": {}}
-            for mode in modes:
-                ids = [f"{count}-{mode}-{n:06d}" for n in range(args.devices)]
-                all_ids += ids
-                run["modes"][mode] = _run_mode(mode, servers, ids, args.clients, args.processes)
+            # In rounds, the order of the modes reversed every other round (A B, B A, ...): neither mode always
+            # meets the larger store or the warmer machine.
+            samples: dict[str, list[Sample]] = {mode: [] for mode in modes}
+            for r in range(args.rounds):
+                for mode in modes if r % 2 == 0 else modes[::-1]:
+                    ids = [f"{count}-{mode}-{n:06d}" for n in range(r, args.devices, args.rounds)]
+                    all_ids += ids
+                    samples[mode].append(_drive(mode, servers, ids, args.clients, args.processes))
+            run["modes"] = {mode: _figures(samples[mode]) for mode in modes}
             if "mqtt" in run["modes"] and "https" in run["modes"]:
                 run["mqttOverHttps"] = round(run["modes"]["mqtt"]["throughputPerSecond"] / run["modes"]["https"]["throughputPerSecond"], 2)
             if args.custom_share:
