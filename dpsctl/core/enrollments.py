@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from dpsctl.core.clock import format_timestamp, new_etag, same_etag
 from dpsctl.core.credentials import CredentialInput, build_attestation, updated_attestation
@@ -37,6 +37,7 @@ from dpsctl.core.validation import (
 from dpsctl.store import Transaction
 
 AnyEnrollment = IndividualEnrollment | EnrollmentGroup
+EntryT = TypeVar("EntryT", bound=IndividualEnrollment | EnrollmentGroup)  # the entry type a function keeps
 
 MAX_INDIVIDUAL_ENROLLMENTS = 1_000_000
 MAX_GROUPS_PER_TYPE = 100
@@ -113,7 +114,7 @@ def list_entries(
 # --------------------------------------------------------------------------- checks
 
 
-def apply_options(entry: AnyEnrollment, opts: EnrollmentOptions) -> AnyEnrollment:
+def apply_options(entry: EntryT, opts: EnrollmentOptions) -> EntryT:
     """Merge user options into an entry (pure); references are checked by `check_entry`."""
     changes: dict[str, Any] = {}
     if opts.device_id is not None:
@@ -311,7 +312,7 @@ def new_enrollment(
     reg_id = validate_registration_id(registration_id)
     attestation = build_attestation(attestation_type, cred, group=False, registration_id=reg_id)
     entry = IndividualEnrollment(registration_id=reg_id, attestation=attestation)
-    return apply_options(entry, opts)  # type: ignore[return-value]
+    return apply_options(entry, opts)
 
 
 def new_group(group_id: str, attestation_type: str, cred: CredentialInput, opts: EnrollmentOptions) -> EnrollmentGroup:
@@ -319,7 +320,7 @@ def new_group(group_id: str, attestation_type: str, cred: CredentialInput, opts:
     gid = validate_group_id(group_id)
     attestation = build_attestation(attestation_type, cred, group=True, registration_id=None)
     entry = EnrollmentGroup(enrollment_group_id=gid, attestation=attestation)
-    return apply_options(entry, opts)  # type: ignore[return-value]
+    return apply_options(entry, opts)
 
 
 def check_etag(entry: AnyEnrollment, etag: str | None) -> None:
