@@ -13,21 +13,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from dpsctl.core import sas  # as a module: the engine tests count its token parses
-from dpsctl.core.certs.describing import subject_of
-from dpsctl.core.certs.verifying import check_issued_by, check_validity, verify_chain, verify_possession
 from dpsctl.core.checks import Trace
 from dpsctl.core.errors import InvalidInput
-from dpsctl.core.keys import decode_key
-from dpsctl.core.sas import (
-    MAX_TOKEN_LIFETIME_SECONDS,
-    device_resource_uri,
-    is_expired,
-    lives_too_long,
-    resource_matches,
-    signature_matches,
-)
-from dpsctl.core.tpm import issue_challenge, validate_endorsement_key
 
 if TYPE_CHECKING:
     from dpsctl.core.sas import SasToken
@@ -44,9 +31,10 @@ class SasCredential:
     @cached_property
     def parsed(self) -> SasToken | InvalidInput:
         """The token parsed, once for every use (registration ID, resource, signature), or why it does not parse."""
+        from dpsctl.core.sas import parse_sas_token
 
         try:
-            return sas.parse_sas_token(self.token)
+            return parse_sas_token(self.token)
         except InvalidInput as exc:
             return exc
 
@@ -108,6 +96,7 @@ def parse_token(credential: SasCredential, trace: Trace) -> SasToken | None:
 
 def check_token_scope(token: SasToken, id_scope: str, registration_id: str, now: datetime, trace: Trace) -> bool:
     """The token names this ID scope and registration ID, and has not expired."""
+    from dpsctl.core.sas import device_resource_uri, is_expired, resource_matches
 
     expected = device_resource_uri(id_scope, registration_id)
     if not resource_matches(token, id_scope, registration_id):
@@ -151,6 +140,7 @@ def check_token(
 
 def check_token_lifetime(token: SasToken, now: datetime, trace: Trace) -> bool:
     """The token does not stay valid for longer than dpsctl's maximum lifetime (one year); checked once it is signed."""
+    from dpsctl.core.sas import MAX_TOKEN_LIFETIME_SECONDS, lives_too_long
 
     if lives_too_long(token, now.timestamp()):
         expiry = datetime.fromtimestamp(min(token.se, 253402300799), tz=now.tzinfo).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -164,6 +154,8 @@ def check_token_lifetime(token: SasToken, now: datetime, trace: Trace) -> bool:
 
 def match_key(token: SasToken, keys: list[tuple[str, str]]) -> str | None:
     """The label of the first key (Base64) whose HMAC over `sr + "\\n" + se` equals the token's signature."""
+    from dpsctl.core.keys import decode_key
+    from dpsctl.core.sas import signature_matches
 
     for label, key_b64 in keys:
         try:
@@ -180,6 +172,8 @@ def match_key(token: SasToken, keys: list[tuple[str, str]]) -> str | None:
 
 def check_chain(credential: X509Credential, now: datetime, trace: Trace) -> bool:
     """Possession of the leaf key, then every certificate's validity, key, and each link of the chain."""
+    from dpsctl.core.certs.describing import subject_of
+    from dpsctl.core.certs.verifying import verify_chain, verify_possession
 
     leaf = credential.chain[0]
     if credential.prove is not None:
@@ -199,6 +193,7 @@ def check_chain(credential: X509Credential, now: datetime, trace: Trace) -> bool
 
 def check_link_to_signer(top: Any, signer: Any, depth: int, now: datetime, trace: Trace) -> bool:
     """The chain's last certificate was issued by an enrolled signing certificate that is not in the chain."""
+    from dpsctl.core.certs.verifying import check_issued_by, check_validity
 
     return trace.add([check_validity(signer, now), *check_issued_by(top, signer, ca_depth=depth)])
 
@@ -210,6 +205,8 @@ def run_tpm_challenge(
     credential: TpmCredential, endorsement_key: str, id_scope: str, registration_id: str, now: datetime, trace: Trace
 ) -> bool:
     """DPS's TPM proof: a fresh key encrypted to the enrolled EK; only the TPM can decrypt it and sign with it."""
+    from dpsctl.core.sas import parse_sas_token, signature_matches
+    from dpsctl.core.tpm import issue_challenge, validate_endorsement_key
 
     presented = validate_endorsement_key(credential.endorsement_key)
     if presented != endorsement_key:
@@ -228,7 +225,7 @@ def run_tpm_challenge(
         )
     try:
         token_text = credential.answer(blob)
-        token = sas.parse_sas_token(token_text)
+        token = parse_sas_token(token_text)
     except Exception as exc:  # noqa: BLE001 - the device failed the challenge, whatever the reason
         trace.fail(f"the device could not answer the challenge: {getattr(exc, 'message', type(exc).__name__)}")
         return False

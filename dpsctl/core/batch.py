@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import time
 from array import array
 from collections import Counter
@@ -27,7 +26,6 @@ from dpsctl.core.provisioning import (
     plan_registration,
     settle,
 )
-from dpsctl.core.safefiles import read_bounded
 from dpsctl.core.untrusted_json import parse_json
 from dpsctl.store import Store
 
@@ -234,12 +232,14 @@ def _tally_invalid(summary: BatchSummary, error: DpsError, t0: float | None) -> 
 
 def _reason(status: str, message: str) -> str:
     """Group refusals by kind: the message without the device-specific registration ID."""
+    import re
 
     return f"{status}: " + re.sub(r"'[^']*'", "'…'", message)
 
 
 def read_text(path: Path) -> str:
     """Read a batch file as text (at most MAX_BATCH_BYTES; a FIFO or a device is refused, not read)."""
+    from dpsctl.core.safefiles import read_bounded
 
     try:
         return read_bounded(path, "batch file", MAX_BATCH_BYTES).decode("utf-8-sig")

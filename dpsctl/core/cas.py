@@ -12,20 +12,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from dpsctl.core.certs import (
-    cert_to_pem,
-    check_issued_by,
-    check_validity,
-    common_name,
-    distinguished_name,
-    is_ca,
-    load_certificates,
-    sha1_thumbprint,
-    subject_of,
-)
 from dpsctl.core.clock import new_etag, same_etag
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from dpsctl.core.models import Attestation
 from dpsctl.store import Transaction
 
 Json = dict[str, Any]
@@ -109,6 +97,7 @@ def arm_certificate(doc: Json, service_name: str) -> Json:
 
 def ca_users(tx: Transaction, name: str) -> list[str]:
     """IDs of the enrollment groups whose primary or secondary CA reference names this CA."""
+    from dpsctl.core.models import Attestation
 
     key = name.lower()
     users = []
@@ -139,6 +128,7 @@ def add_ca(tx: Transaction, name: str, data: bytes, source: str, *, verified: bo
 
 def ca_record(name: str, data: bytes | str, source: str, *, verified: bool, now: datetime) -> Json:
     """A new CA record from one CA certificate (PEM or DER); its subject, expiry and thumbprint are derived."""
+    from dpsctl.core.certs import cert_to_pem, distinguished_name, is_ca, load_certificates, sha1_thumbprint, subject_of
 
     validate_ca_name(name)
     certs = load_certificates(data, source=source)
@@ -196,6 +186,7 @@ def generate_verification_code(tx: Transaction, name: str, *, now: datetime, eta
 
 def verify_ca(tx: Transaction, name: str, data: bytes, source: str, *, now: datetime, etag: str | None = None) -> Json:
     """Accept proof of possession: a certificate whose CN is the current code, signed by this CA's key."""
+    from dpsctl.core.certs import check_issued_by, check_validity, common_name, load_certificates
 
     doc = _current(tx, name, etag)
     code = doc.get("verificationCode")

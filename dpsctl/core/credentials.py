@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dpsctl.core.certs import cert_to_pem, certificate_info, common_name, is_ca, load_certificates
 from dpsctl.core.errors import InvalidInput
 from dpsctl.core.ids import MAX_X509_REGISTRATION_ID
-from dpsctl.core.keys import decode_key, generate_key
 from dpsctl.core.models import Attestation, CertificateRef, Enrollment
-from dpsctl.core.tpm import validate_endorsement_key
 from dpsctl.core.validation import choice
 
 
@@ -33,6 +30,7 @@ def certificate_ref(
     data: bytes | str, source: str, *, registration_id: str | None = None, require_ca: bool = False
 ) -> CertificateRef:
     """Parse an uploaded certificate and derive its DPS info; checks CN (device) or CA flag (signing cert)."""
+    from dpsctl.core.certs import cert_to_pem, certificate_info, common_name, is_ca, load_certificates
 
     certs = load_certificates(data, source=source)
     cert = certs[0]
@@ -53,6 +51,7 @@ def certificate_ref(
 
 def build_attestation(kind: str, cred: CredentialInput, *, group: bool, registration_id: str | None) -> Attestation:
     """Turn user input into a checked Attestation; missing symmetric keys are generated (64 bytes, as DPS)."""
+    from dpsctl.core.keys import decode_key, generate_key
 
     kind = choice(kind, ("symmetricKey", "x509") if group else ("symmetricKey", "x509", "tpm"), "attestation type")
     if kind == "symmetricKey":
@@ -64,6 +63,8 @@ def build_attestation(kind: str, cred: CredentialInput, *, group: bool, registra
         decode_key(secondary, what="secondary key")
         return Attestation(kind, primary_key=primary.strip(), secondary_key=secondary.strip())
     if kind == "tpm":
+        from dpsctl.core.tpm import validate_endorsement_key
+
         _refuse_other(cred, kind, ("endorsement_key", "storage_root_key"))
         if not cred.endorsement_key:
             raise InvalidInput(
@@ -120,6 +121,7 @@ def _refuse_other(cred: CredentialInput, kind: str, allowed: tuple[str, ...]) ->
 
 def updated_attestation(entry: Enrollment, cred: CredentialInput) -> Attestation:
     """New keys or certificates of the same attestation type; the parts not given are kept."""
+    from dpsctl.core.keys import decode_key
 
     att = entry.attestation
     noun = f"{'enrollment group' if entry.is_group else 'enrollment'} {entry.id!r}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -10,13 +9,11 @@ from typing import Any, TypeVar
 from dpsctl.core.clock import format_timestamp, new_etag, same_etag
 from dpsctl.core.credentials import CredentialInput, build_attestation, updated_attestation
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
-from dpsctl.core.hubs import resolve_hubs
 from dpsctl.core.ids import (
     validate_device_id,
     validate_group_id,
     validate_registration_id,
 )
-from dpsctl.core.keys import decode_key, derive_device_key
 from dpsctl.core.models import (
     ALLOCATION_POLICIES,
     PROVISIONING_STATUSES,
@@ -158,6 +155,7 @@ def _twin_parts(
     twin: dict[str, Any] | None, tags: dict[str, Any] | None, desired: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     """The initial twin with its tags and/or desired properties replaced, the part not given kept (as az merges them)."""
+    import copy
 
     merged: dict[str, Any] = copy.deepcopy(twin) if twin else {}
     if tags is not None:
@@ -169,6 +167,7 @@ def _twin_parts(
 
 def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> AnyEnrollment:
     """Validate the allocation settings against the linked hubs; returns the entry with hub names normalised."""
+    from dpsctl.core.hubs import resolve_hubs
 
     hubs = resolve_hubs(tx, entry.iot_hubs)
     if hubs != entry.iot_hubs:  # dataclasses.replace is costly; an import of a million entries notices
@@ -191,6 +190,8 @@ def check_entry(tx: Transaction, entry: AnyEnrollment, service_policy: str) -> A
         if version != entry.custom_allocation.api_version:
             entry = replace(entry, custom_allocation=replace(entry.custom_allocation, api_version=version))
     if entry.attestation.type == "symmetricKey":
+        from dpsctl.core.keys import decode_key
+
         decode_key(entry.attestation.primary_key or "", what=f"primary key of {noun}")
         decode_key(entry.attestation.secondary_key or "", what=f"secondary key of {noun}")
     if entry.attestation.primary_ca or entry.attestation.secondary_ca:
@@ -374,6 +375,7 @@ def delete_entry(tx: Transaction, entry_id: str, *, group: bool, etag: str | Non
 
 def compute_device_key(tx: Transaction, group_id: str, registration_id: str, *, secondary: bool = False) -> str:
     """The key a device of a symmetric-key group uses: HMAC-SHA256 of its registration ID with the group key."""
+    from dpsctl.core.keys import derive_device_key
 
     group = get_group(tx, group_id)
     if group.attestation.type != "symmetricKey":

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound
 from dpsctl.core.ids import hub_host_name
-from dpsctl.core.regions import normalize_region
-from dpsctl.core.service_records import LinkedHub, ServiceSettings
+from dpsctl.core.service_records import LinkedHub
 from dpsctl.core.validation import (
     check_hub_connection_string,
     connection_string_fields,
@@ -22,6 +21,7 @@ DEFAULT_HUB_LOCATION = "eastus"
 
 def default_hub_location(tx: Transaction) -> str:
     """Where a hub linked without --location is: the service's location, else DEFAULT_HUB_LOCATION."""
+    from dpsctl.core.service_records import ServiceSettings
 
     doc = tx.get("service", "service")
     location = ServiceSettings.from_stored(doc).location if doc is not None else None
@@ -77,6 +77,8 @@ def _build(host: str, location: str | None, weight: int | None, apply: bool | No
     if weight is not None:
         validate_weight(weight)
     if location is not None:
+        from dpsctl.core.regions import normalize_region
+
         location = normalize_region(location)
     cs = check_hub_connection_string(cs, host) if cs else default_hub_connection_string(host)
     return LinkedHub(host, cs, location, weight, apply)

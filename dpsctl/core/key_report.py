@@ -14,15 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dpsctl.core.attestation import SasCredential
 from dpsctl.core.checks import Check
 from dpsctl.core.errors import DpsError, InvalidInput
-from dpsctl.core.ids import validate_registration_id
-from dpsctl.core.keys import decode_key, derive_device_key
-from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
-from dpsctl.core.provisioning import RegistrationRequest, diagnose
-from dpsctl.core.sas import build_sas_token, device_resource_uri
-from dpsctl.core.service import load_service
 from dpsctl.store import Transaction
 
 Json = dict[str, Any]
@@ -66,6 +59,12 @@ class KeyReport:
 
 def check_symmetric_key(tx: Transaction, registration_id: str, key_text: str, now: datetime) -> KeyReport:
     """Say which key this is for the registration ID, and whether DPS would accept a SAS token signed with it."""
+    from dpsctl.core.attestation import SasCredential
+    from dpsctl.core.ids import validate_registration_id
+    from dpsctl.core.keys import decode_key
+    from dpsctl.core.provisioning import RegistrationRequest, diagnose
+    from dpsctl.core.sas import build_sas_token, device_resource_uri
+    from dpsctl.core.service import load_service
 
     reg_id = validate_registration_id(registration_id)
     try:
@@ -91,6 +90,7 @@ DEVICE_KEY_HINT = (
 
 def key_mistake(tx: Transaction, registration_id: str, key_text: str) -> str | None:
     """For a refused device key: what the key really is and what to use instead, when it is a known mistake."""
+    from dpsctl.core.keys import decode_key
 
     try:
         report = _identify(tx, registration_id, decode_key(key_text))
@@ -101,6 +101,8 @@ def key_mistake(tx: Transaction, registration_id: str, key_text: str) -> str | N
 
 def _identify(tx: Transaction, reg_id: str, raw: bytes) -> KeyReport:
     """Compare the key with every key the store holds, and with keys derived from group keys."""
+    from dpsctl.core.keys import derive_device_key
+    from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
 
     def same(candidate: str | None) -> bool:
         if not candidate:

@@ -9,38 +9,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-from cryptography.x509 import Certificate
+from typing import TYPE_CHECKING, Any
 
 from dpsctl.core import attestation as att
 from dpsctl.core.attestation import Credential, SasCredential, TpmCredential, X509Credential
-from dpsctl.core.certs import (
-    certificate_info,
-    check_common_name,
-    common_name,
-    is_ca,
-    is_self_signed,
-    issuer_of,
-    load_certificates,
-    names_registration_id,
-    same_certificate,
-    sha1_thumbprint,
-    subject_of,
-)
 from dpsctl.core.checks import Trace
 from dpsctl.core.errors import Disabled, DpsError, Unauthorized
 from dpsctl.core.ids import MAX_X509_REGISTRATION_ID
-from dpsctl.core.keys import derive_device_key
 from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
 from dpsctl.core.sas import SasToken
 from dpsctl.core.service_records import ServiceSettings
 from dpsctl.store import Transaction
 
+if TYPE_CHECKING:  # cryptography's X.509 module is loaded by the X.509 checks that need it: a SAS device's
+    # command does not pay its start-up time (about 40 ms)
+    from cryptography.x509 import Certificate
+
+    # A group's signing certificate: uploaded with the group, or a referenced CA with its stored record.
+    Signer = Certificate | tuple[Certificate, dict[str, Any]]
+
 Entry = IndividualEnrollment | EnrollmentGroup
 Json = dict[str, Any]
-# A group's signing certificate: uploaded with the group, or a referenced CA with its stored record.
-Signer = Certificate | tuple[Certificate, Json]
 
 
 @dataclass
@@ -147,6 +136,8 @@ def _attest_individual(
             runtime_attestation={"symmetricKey": {}},
         )
     if isinstance(cred, X509Credential):
+        from dpsctl.core.certs import certificate_info, sha1_thumbprint
+
         leaf = cred.chain[0]
         _check_cn(leaf, reg_id, trace)
         if not att.check_chain(cred, now, trace):
@@ -198,6 +189,7 @@ def _attest_individual(
 def _verified_certificates(tx: Transaction) -> list[tuple[str, Certificate]]:
     """Certificates DPS counts as verified: uploaded CAs verified by proof of possession (or --verified), and the
     signing certificates of X.509 enrollment groups (verified automatically when added; docs/choices.md)."""
+    from dpsctl.core.certs import load_certificates
 
     out: list[tuple[str, Certificate]] = []
     for ca in tx.scan("cas"):
@@ -223,6 +215,7 @@ def _check_chain_reaches_verified(tx: Transaction, cred: X509Credential, now: da
     for an individual enrollment "this certificate can be any signing certificate in the device's certificate chain".
     A self-signed device certificate has no chain and needs none.
     """
+    from dpsctl.core.certs import common_name, is_ca, is_self_signed, issuer_of, same_certificate, subject_of
 
     leaf = cred.chain[0]
     if len(cred.chain) == 1 and is_self_signed(leaf):
@@ -270,11 +263,13 @@ def _check_lifetime(token: SasToken, now: datetime, trace: Trace) -> None:
 
 
 def _same_cert(pem: str, cert: Certificate) -> bool:
+    from dpsctl.core.certs import load_certificates, same_certificate
 
     return same_certificate(load_certificates(pem, source="enrolled certificate")[0], cert)
 
 
 def _check_cn(leaf: Certificate, reg_id: str, trace: Trace) -> None:
+    from dpsctl.core.certs import check_common_name, common_name, names_registration_id
 
     if trace.add([check_common_name(leaf, reg_id)]):
         return
@@ -293,6 +288,7 @@ def _check_cn(leaf: Certificate, reg_id: str, trace: Trace) -> None:
 def _match_symmetric_group(
     tx: Transaction, service: ServiceSettings, reg_id: str, cred: SasCredential, now: datetime, trace: Trace
 ) -> Match:
+    from dpsctl.core.keys import derive_device_key
 
     token = _token_for(cred, service, reg_id, now, trace)
     groups = tx.memo(
@@ -342,6 +338,7 @@ def _match_symmetric_group(
 
 def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple[str, Signer]]]]:
     """X.509 groups with their signing certificates (uploaded, or referenced CA certificates)."""
+    from dpsctl.core.certs import load_certificates
 
     out = []
     for doc in tx.find("groups", "attestation", "x509"):
@@ -371,6 +368,7 @@ def _group_candidates(tx: Transaction) -> list[tuple[EnrollmentGroup, list[tuple
 
 def _match_x509_group(tx: Transaction, reg_id: str, cred: X509Credential, now: datetime, trace: Trace) -> Match:
     """Walk the chain leaf to root; the first group whose signer is in the chain (or issued its top) wins."""
+    from dpsctl.core.certs import certificate_info, common_name, is_ca, issuer_of, same_certificate, subject_of
 
     leaf = cred.chain[0]
     _check_cn(leaf, reg_id, trace)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
-from dataclasses import replace
 from datetime import datetime
 
 from dpsctl.core.clock import format_timestamp
-from dpsctl.core.errors import Conflict, InvalidInput, StoreError, Unauthorized
+from dpsctl.core.errors import Conflict, InvalidInput, StoreError
 from dpsctl.core.ids import validate_id_scope
-from dpsctl.core.keys import generate_key
-from dpsctl.core.regions import normalize_region
 from dpsctl.core.service_records import SERVICE_POLICIES, ServiceSettings
-from dpsctl.core.validation import choice, connection_string_fields
+from dpsctl.core.validation import choice
 from dpsctl.store import Transaction
 
 ARM_POLICY = {"hashed": "Hashed", "geoLatency": "GeoLatency", "static": "Static"}
@@ -26,6 +22,7 @@ def random_id_scope() -> str:
 
 def new_service(now: datetime, *, id_scope: str | None = None, allocation_policy: str = "hashed") -> ServiceSettings:
     """Settings for a new service instance."""
+    from dpsctl.core.keys import generate_key
 
     if allocation_policy.lower() == "custom":
         raise InvalidInput(
@@ -85,6 +82,7 @@ def update_service(
     tx: Transaction, now: datetime, *, allocation_policy: str | None, location: str | None
 ) -> ServiceSettings:
     """Change the default allocation policy or the service location."""
+    from dataclasses import replace
 
     settings = load_service(tx, now)
     if allocation_policy is not None:
@@ -95,6 +93,8 @@ def update_service(
             )
         settings = replace(settings, allocation_policy=choice(allocation_policy, SERVICE_POLICIES, "allocation policy"))
     if location is not None:
+        from dpsctl.core.regions import normalize_region
+
         settings = replace(settings, location=normalize_region(location))
     save_service(tx, settings)
     return settings
@@ -133,6 +133,9 @@ SERVICE_POLICY = "provisioningserviceowner"
 
 def ensure_service_key(tx: Transaction, now: datetime) -> ServiceSettings:
     """The settings with a service key, creating the key (in a writable transaction) for a store that lacks one."""
+    from dataclasses import replace
+
+    from dpsctl.core.keys import generate_key
 
     settings = load_service(tx, now)
     if settings.service_key:
@@ -184,6 +187,10 @@ def _host_only(host: str) -> str:
 
 def check_login(settings: ServiceSettings | None, connection_string: str) -> None:
     """An az `--login` connection string must name this service and carry its owner key (None: a store without settings)."""
+    import hmac
+
+    from dpsctl.core.errors import Unauthorized
+    from dpsctl.core.validation import connection_string_fields
 
     fields = connection_string_fields(connection_string)
     missing = [name for name in ("HostName", "SharedAccessKeyName", "SharedAccessKey") if not fields.get(name.lower())]

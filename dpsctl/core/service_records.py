@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dpsctl.core.ids import hub_host_name, validate_id_scope
-from dpsctl.core.regions import normalize_region
 from dpsctl.core.validation import (
     Json,
     choice,
@@ -82,6 +81,7 @@ def _location(doc: Json, where: str) -> str | None:
     location = doc.get("location")
     if location is None:
         return None
+    from dpsctl.core.regions import normalize_region
 
     return normalize_region(expect(location, str, f"{where}.location"))
 

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from dpsctl.core.errors import Conflict, InvalidInput, Unauthorized
-from dpsctl.core.safefiles import os_error, read_bounded, write_atomically, write_new
 from dpsctl.core.untrusted_json import parse_json
 
 FILE_FORMAT = "dpsctl-software-tpm"
@@ -99,6 +98,7 @@ def save_tpm(tpm: SoftwareTpm, path: Path, *, force: bool = False) -> None:
         "storageRootPrivateKey": _private_key_pem(tpm.storage_root_private_key),
     }
     payload = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    from dpsctl.core.safefiles import os_error, write_atomically, write_new
 
     # Never through a link planted at the path: a new file is created O_EXCL|O_NOFOLLOW, and --force renames a
     # new file over whatever is there (a symbolic link is replaced, its target left alone).
@@ -213,6 +213,7 @@ def public_key_in(text: str, field: str, source: str) -> str:
 
 def _read_tpm_document(path: Path) -> dict[str, Any]:
     """Read and shape-check the JSON of a TPM file."""
+    from dpsctl.core.safefiles import read_bounded
 
     if not os.path.lexists(path):
         raise InvalidInput(f"TPM file {path} does not exist", hint="create one with `dpsctl tpm create`")

@@ -6,19 +6,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-import yaml
-
-from dpsctl.core.cas import MAX_CAS, ca_record
-from dpsctl.core.clock import format_timestamp, new_etag
 from dpsctl.core.credentials import certificate_ref
-from dpsctl.core.enrollments import KIND, MAX_GROUPS_PER_TYPE, MAX_INDIVIDUAL_ENROLLMENTS, AnyEnrollment, check_entry
+from dpsctl.core.enrollments import KIND, AnyEnrollment, check_entry
 from dpsctl.core.errors import DpsError, InvalidInput
-from dpsctl.core.hubs import DEFAULT_HUB_LOCATION
-from dpsctl.core.keys import generate_key
 from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
 from dpsctl.core.service import count_operations, load_service, save_service
 from dpsctl.core.service_records import LinkedHub, ServiceSettings
-from dpsctl.core.tpm import validate_endorsement_key
 from dpsctl.core.untrusted_json import MAX_DOCUMENT_DEPTH, check_depth, parse_json
 from dpsctl.core.validation import check_hub_connection_string, check_keys, default_hub_connection_string, expect
 from dpsctl.store import Transaction
@@ -79,6 +72,7 @@ def parse_document(text: str | bytes, source: str) -> dict[str, Any]:
 
 def load_yaml(text: str, source: str) -> Any:
     """A YAML import document: the safe loader (no Python tags), refusing anchors and aliases (their expansion is exponential)."""
+    import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
@@ -128,6 +122,8 @@ def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
     """Certificates in a file are parsed again: their info is derived, never trusted from the file."""
     att = entry.attestation
     if att.type == "symmetricKey":
+        from dpsctl.core.keys import generate_key
+
         if att.primary_key and att.secondary_key:
             return entry
         return replace(
@@ -137,6 +133,8 @@ def _recheck_certificates(entry: AnyEnrollment) -> AnyEnrollment:
             ),
         )
     if att.type == "tpm":
+        from dpsctl.core.tpm import validate_endorsement_key
+
         return replace(
             entry, attestation=replace(att, endorsement_key=validate_endorsement_key(att.endorsement_key or ""))
         )
@@ -171,6 +169,7 @@ def _keep_existing_keys(new: AnyEnrollment, old_doc: dict[str, Any] | None) -> A
 
 def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_run: bool = False) -> ImportPlan:
     """Validate every record first, then create or update; idempotent. With dry_run nothing is written."""
+    from dpsctl.core.clock import format_timestamp, new_etag
 
     plan = ImportPlan()
     service = load_service(tx, now)
@@ -217,6 +216,8 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
         else:
             check_hub_connection_string(hub.connection_string, hub.name)
         if hub.location is None:
+            from dpsctl.core.hubs import DEFAULT_HUB_LOCATION
+
             # Every linked hub has a location (ARM requires one): the service's, as `hub add` defaults it.
             hub = replace(hub, location=new_service.location or DEFAULT_HUB_LOCATION)
         action = "created" if old is None else ("unchanged" if old == hub.to_dict() else "updated")
@@ -270,6 +271,7 @@ def import_document(tx: Transaction, doc: dict[str, Any], now: datetime, *, dry_
 
 def _parse_cas(doc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
     """CA certificates of the document, parsed and checked (subject, expiry, thumbprint are derived again)."""
+    from dpsctl.core.cas import ca_record
 
     records: list[dict[str, Any]] = []
     names: set[str] = set()
@@ -298,6 +300,7 @@ def _parse_cas(doc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
 
 def _import_cas(tx: Transaction, cas: list[dict[str, Any]], plan: ImportPlan) -> None:
     """Create or update CA records (before the groups that reference them)."""
+    from dpsctl.core.cas import MAX_CAS
 
     for record in cas:
         old = tx.get("cas", record["name"])
@@ -314,6 +317,7 @@ def _import_cas(tx: Transaction, cas: list[dict[str, Any]], plan: ImportPlan) ->
 
 
 def _check_import_limits(tx: Transaction, group_types: dict[str, int]) -> None:
+    from dpsctl.core.enrollments import MAX_GROUPS_PER_TYPE, MAX_INDIVIDUAL_ENROLLMENTS
 
     if tx.count("enrollments") > MAX_INDIVIDUAL_ENROLLMENTS:
         raise InvalidInput(

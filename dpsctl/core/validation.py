@@ -6,19 +6,11 @@ Records read back from the store were checked when they were written and are not
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import json
-import re
-import shlex
-from datetime import date
 from typing import Any
-from urllib.parse import urlsplit
 
 from dpsctl.core.errors import InvalidInput, NotFound
-from dpsctl.core.keys import decode_key
-from dpsctl.core.untrusted_json import check_depth
 
 DEFAULT_CUSTOM_API_VERSION = "2021-10-01"
 MIN_CUSTOM_API_VERSION = "2018-09-01-preview"  # the oldest the service accepts (reference §1, SPEC-SVC)
@@ -87,6 +79,7 @@ def require_named(found: bool, referenced: bool, what: str, hint: str) -> None:
 
 def validate_initial_twin(doc: Any, where: str = "initialTwin") -> Json:
     """Check an initial twin `{"tags": {...}, "properties": {"desired": {...}}}` and return a clean copy."""
+    from dpsctl.core.untrusted_json import check_depth
 
     expect(doc, dict, where)
     check_depth(doc, where)  # before json.dumps and deepcopy below, which recurse once per level
@@ -108,6 +101,8 @@ def validate_initial_twin(doc: Any, where: str = "initialTwin") -> Json:
 
 def validate_custom_api_version(version: str, where: str = "customAllocationDefinition.apiVersion") -> str:
     """A DPS api-version (`YYYY-MM-DD` or `YYYY-MM-DD-preview`) no older than 2018-09-01-preview; returned in lower case."""
+    import re
+    from datetime import date
 
     match = (
         re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})(-preview)?", version.strip().lower())
@@ -134,6 +129,7 @@ def validate_custom_api_version(version: str, where: str = "customAllocationDefi
 
 def validate_allocation_command(command: str, where: str = "allocation command") -> str:
     """An allocation command must split into a program and its arguments (it runs without a shell)."""
+    import shlex
 
     if command:  # empty means "none", as for the webhook URL
         try:
@@ -149,6 +145,7 @@ def validate_allocation_command(command: str, where: str = "allocation command")
 
 def validate_webhook_url(url: str, where: str = "webhook URL") -> str:
     """A webhook must be an absolute http(s) URL with a host."""
+    from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(url)
@@ -181,6 +178,7 @@ def check_hub_connection_string(cs: str, host: str) -> str:
         )
     if not fields["hostname"].isascii() or fields["hostname"].lower() != host:
         raise InvalidInput(f"the connection string is for {fields['hostname']}, not {host}")
+    from dpsctl.core.keys import decode_key
 
     decode_key(fields["sharedaccesskey"], what="hub key (SharedAccessKey of the connection string)")
     return cs
@@ -188,6 +186,8 @@ def check_hub_connection_string(cs: str, host: str) -> str:
 
 def default_hub_connection_string(host: str) -> str:
     """A placeholder owner connection string for a simulated hub, with a stable fake key."""
+    import base64
+    import hashlib
 
     key = base64.b64encode(hashlib.sha256(f"dpsctl-simulated-hub:{host}".encode()).digest()).decode()
     return f"HostName={host};SharedAccessKeyName=iothubowner;SharedAccessKey={key}"

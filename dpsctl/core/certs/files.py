@@ -31,7 +31,6 @@ from dpsctl.core.certs.describing import (
 )
 from dpsctl.core.certs.loading import load_certificates, load_private_key
 from dpsctl.core.errors import Conflict, InvalidInput
-from dpsctl.core.ids import MAX_X509_REGISTRATION_ID, validate_registration_id
 from dpsctl.core.safefiles import os_error, write_atomically, write_new
 
 Json = dict[str, Any]
@@ -258,6 +257,7 @@ def create_device(
     now: datetime,
 ) -> Created:
     """A device certificate (CN = registration ID): NAME.cert.pem, NAME.key.pem, NAME.fullchain.pem (leaf, then intermediates)."""
+    from dpsctl.core.ids import MAX_X509_REGISTRATION_ID, validate_registration_id
 
     validate_registration_id(registration_id, max_length=MAX_X509_REGISTRATION_ID)
     paths = _paths(out_dir, validate_base_name(registration_id), ("certificate", "key", "fullchain"))

@@ -14,7 +14,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from dpsctl.core.attestation import POSSESSION_BY_TLS, X509Credential
+from dpsctl.core.attestation import POSSESSION_BY_TLS
 from dpsctl.core.certs.describing import (
     PrivateKey,
     as_utc,
@@ -32,7 +32,6 @@ from dpsctl.core.certs.verifying import check_common_name, sign_possession_chall
 from dpsctl.core.checks import Check, Level, note, passed, refused, warning
 from dpsctl.core.errors import DpsError, InvalidInput, Unauthorized
 from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
-from dpsctl.core.provisioning import RegistrationRequest, diagnose
 from dpsctl.store import Transaction
 
 Json = dict[str, Any]
@@ -103,6 +102,8 @@ def check_certificate(
     registration_id: str | None = None,
 ) -> CertReport:
     """Check a device certificate (leaf first, then its chain) and find the enrollment it would match."""
+    from dpsctl.core.attestation import X509Credential
+    from dpsctl.core.provisioning import RegistrationRequest, diagnose
 
     if not chain:
         raise InvalidInput("no certificate to check")

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from dpsctl.core import (
-    allocation,
-    custom_allocation,  # as a module: tests stand in for the webhook call
-)
 from dpsctl.core.engine.plan import Allocated, Decision, Plan
 from dpsctl.core.errors import AllocationFailed
 from dpsctl.core.matching import Refused
-from dpsctl.core.regions import normalize_region
 
 
 def allocate(plan: Plan, webhook_timeout: float) -> Decision:
@@ -22,6 +17,7 @@ def allocate(plan: Plan, webhook_timeout: float) -> Decision:
 
 def allocate_fast(plan: Plan) -> Allocated:
     """Choose the hub by a built-in policy (hashed, geoLatency, static), or raise Refused."""
+    from dpsctl.core import allocation
 
     assert plan.match is not None and plan.policy != "custom"
     entry, trace, reg_id, candidates = plan.match.entry, plan.trace, plan.registration_id, plan.candidates
@@ -43,6 +39,8 @@ def allocate_fast(plan: Plan) -> Allocated:
                 )
                 hub = allocation.hashed(reg_id, choices)
             else:
+                from dpsctl.core.regions import normalize_region
+
                 region = normalize_region(region)
                 hub = allocation.geo_latency(reg_id, choices, region)
                 trace.note(
@@ -64,6 +62,7 @@ def allocate_fast(plan: Plan) -> Allocated:
 
 def allocate_custom(plan: Plan, timeout: float) -> Allocated:
     """Ask the entry's webhook or allocation command for the hub; reads and writes nothing in the store."""
+    from dpsctl.core.custom_allocation import build_allocation_request, call_command, call_webhook, redacted_url
 
     assert plan.match is not None
     match, trace, previous = plan.match, plan.trace, plan.previous
@@ -74,7 +73,7 @@ def allocate_custom(plan: Plan, timeout: float) -> Allocated:
         exc = AllocationFailed("no linked IoT hub is available for custom allocation")
         trace.fail(exc.message)
         raise Refused(exc, entry)
-    body = custom_allocation.build_allocation_request(
+    body = build_allocation_request(
         enrollment=entry.to_dict(show_keys=False),
         is_group=entry.is_group,
         registration_id=plan.registration_id,
@@ -86,13 +85,11 @@ def allocate_custom(plan: Plan, timeout: float) -> Allocated:
     )
     try:
         if custom and custom.webhook_url:
-            trace.note(
-                f"custom allocation: POST to {custom_allocation.redacted_url(custom.webhook_url)} with linkedHubs {hubs}"
-            )
-            answer = custom_allocation.call_webhook(custom.webhook_url, body, timeout=timeout)
+            trace.note(f"custom allocation: POST to {redacted_url(custom.webhook_url)} with linkedHubs {hubs}")
+            answer = call_webhook(custom.webhook_url, body, timeout=timeout)
         elif custom and custom.allocation_command:
             trace.note(f"custom allocation: running the allocation command with linkedHubs {hubs}")
-            answer = custom_allocation.call_command(custom.allocation_command, body, timeout=timeout)
+            answer = call_command(custom.allocation_command, body, timeout=timeout)
         else:
             raise AllocationFailed(
                 f"entry {entry.id!r} uses custom allocation but has no webhook URL or allocation command"

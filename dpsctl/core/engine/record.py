@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from dpsctl.core.clock import format_timestamp, new_registration_etag
-from dpsctl.core.devices import device_doc, twin_from_initial, twin_of
 from dpsctl.core.engine.outcome import ERROR_DISABLED, ERROR_NO_HUB
 from dpsctl.core.engine.plan import Allocated, Plan
 from dpsctl.core.engine.request import Entry
 from dpsctl.core.errors import DpsError
 from dpsctl.core.registrations import EntryRef, Registration, save_registration
-from dpsctl.core.tpm import seal_to_endorsement_key
 from dpsctl.store import Transaction
 
 
@@ -43,6 +41,7 @@ def decide_reprovision(
 
 def assign(tx: Transaction, plan: Plan, decision: Allocated, now: datetime) -> Registration:
     """Create or move the device in the hub registries and write its registration record."""
+    from dpsctl.core.devices import device_doc, twin_from_initial, twin_of
 
     assert plan.match is not None
     match, previous, trace = plan.match, plan.previous, plan.trace
@@ -105,6 +104,8 @@ def assign(tx: Transaction, plan: Plan, decision: Allocated, now: datetime) -> R
     ts = format_timestamp(now)
     attestation = dict(match.attestation_state)
     if "tpm" in attestation:
+        from dpsctl.core.tpm import seal_to_endorsement_key
+
         # The hub key travels to the device encrypted to its endorsement key, as DPS's authenticationKey does.
         attestation["tpm"] = {
             "authenticationKey": seal_to_endorsement_key(
