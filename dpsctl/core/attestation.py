@@ -19,6 +19,9 @@ from dpsctl.core.errors import InvalidInput
 if TYPE_CHECKING:
     from dpsctl.core.sas import SasToken
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 # --------------------------------------------------------------------------- what a device presents
 
 

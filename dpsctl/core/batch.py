@@ -29,6 +29,9 @@ from dpsctl.core.provisioning import (
 from dpsctl.core.untrusted_json import parse_json
 from dpsctl.store import Store
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 BATCH_COLUMNS = ("registrationId", "symmetricKey", "sasToken", "cert", "key", "chain", "tpm", "payload", "region")
 DEFAULT_CHUNK = 500
 MAX_BATCH_BYTES = 256 * 1024 * 1024  # about two million devices of CSV; the whole file is held in memory

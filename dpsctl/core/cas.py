@@ -16,6 +16,9 @@ from dpsctl.core.clock import new_etag, same_etag
 from dpsctl.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from dpsctl.store import Transaction
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 Json = dict[str, Any]
 
 MAX_CAS = 25  # DPS quota: 25 CA certificates per service

@@ -9,6 +9,9 @@ from dpsctl.core.ids import MAX_X509_REGISTRATION_ID
 from dpsctl.core.models import Attestation, CertificateRef, Enrollment
 from dpsctl.core.validation import choice
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 
 @dataclass(frozen=True)
 class CredentialInput:

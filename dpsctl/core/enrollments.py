@@ -33,6 +33,9 @@ from dpsctl.core.validation import (
 )
 from dpsctl.store import Transaction
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 AnyEnrollment = IndividualEnrollment | EnrollmentGroup
 EntryT = TypeVar("EntryT", bound=IndividualEnrollment | EnrollmentGroup)  # the entry type a function keeps
 

@@ -13,6 +13,9 @@ from dpsctl.core.validation import (
 )
 from dpsctl.store import Transaction
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 MAX_LINKED_HUBS = 50
 # The location of a hub linked without one when the service has none either: the region of the reference's
 # example instance (§13). ARM requires a location on every linked hub (IotHubDefinitionDescription).

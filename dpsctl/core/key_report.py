@@ -18,6 +18,9 @@ from dpsctl.core.checks import Check
 from dpsctl.core.errors import DpsError, InvalidInput
 from dpsctl.store import Transaction
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 Json = dict[str, Any]
 
 DIAGNOSIS_TOKEN_TTL = 3600

@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # cryptography's X.509 module is loaded by the X.509 checks t
     # A group's signing certificate: uploaded with the group, or a referenced CA with its stored record.
     Signer = Certificate | tuple[Certificate, dict[str, Any]]
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 Entry = IndividualEnrollment | EnrollmentGroup
 Json = dict[str, Any]
 

@@ -12,6 +12,9 @@ from dpsctl.core.service_records import SERVICE_POLICIES, ServiceSettings
 from dpsctl.core.validation import choice
 from dpsctl.store import Transaction
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 ARM_POLICY = {"hashed": "Hashed", "geoLatency": "GeoLatency", "static": "Static"}
 
 

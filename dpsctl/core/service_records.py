@@ -19,6 +19,9 @@ from dpsctl.core.validation import (
     validate_weight,
 )
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 SERVICE_POLICIES: tuple[str, ...] = ("hashed", "geoLatency", "static")
 
 

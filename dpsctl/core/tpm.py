@@ -26,6 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from dpsctl.core.errors import Conflict, InvalidInput, Unauthorized
 from dpsctl.core.untrusted_json import parse_json
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 FILE_FORMAT = "dpsctl-software-tpm"
 FILE_VERSION = 1
 RSA_BITS = 2048

@@ -16,6 +16,9 @@ from dpsctl.core.untrusted_json import MAX_DOCUMENT_DEPTH, check_depth, parse_js
 from dpsctl.core.validation import check_hub_connection_string, check_keys, default_hub_connection_string, expect
 from dpsctl.store import Transaction
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 DOCUMENT_FIELDS = {"service", "linkedHubs", "certificates", "enrollments", "enrollmentGroups"}
 CA_FIELDS = {"name", "certificate", "isVerified", "created", "updated", "etag"}
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024

@@ -12,6 +12,9 @@ from typing import Any
 
 from dpsctl.core.errors import InvalidInput, NotFound
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 DEFAULT_CUSTOM_API_VERSION = "2021-10-01"
 MIN_CUSTOM_API_VERSION = "2018-09-01-preview"  # the oldest the service accepts (reference §1, SPEC-SVC)
 MAX_TWIN_BYTES = 32 * 1024  # IoT Hub's limit for desired properties and tags, each; DPS documents none of its own

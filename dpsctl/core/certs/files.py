@@ -33,6 +33,9 @@ from dpsctl.core.certs.loading import load_certificates, load_private_key
 from dpsctl.core.errors import Conflict, InvalidInput
 from dpsctl.core.safefiles import os_error, write_atomically, write_new
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 Json = dict[str, Any]
 
 

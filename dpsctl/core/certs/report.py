@@ -34,6 +34,9 @@ from dpsctl.core.errors import DpsError, InvalidInput, Unauthorized
 from dpsctl.core.models import Attestation, EnrollmentGroup, IndividualEnrollment
 from dpsctl.store import Transaction
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 Json = dict[str, Any]
 Entry = IndividualEnrollment | EnrollmentGroup
 

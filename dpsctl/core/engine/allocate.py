@@ -6,6 +6,9 @@ from dpsctl.core.engine.plan import Allocated, Decision, Plan
 from dpsctl.core.errors import AllocationFailed
 from dpsctl.core.matching import Refused
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 
 def allocate(plan: Plan, webhook_timeout: float) -> Decision:
     """Phase 2: run the plan's custom allocation (webhook or command). Call it with no transaction held; never raises Refused."""

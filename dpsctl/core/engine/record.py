@@ -12,6 +12,9 @@ from dpsctl.core.errors import DpsError
 from dpsctl.core.registrations import EntryRef, Registration, save_registration
 from dpsctl.store import Transaction
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 
 def decide_reprovision(
     *,

@@ -10,6 +10,9 @@ from dpsctl.core.errors import InvalidInput
 from dpsctl.core.ids import validate_registration_id
 from dpsctl.core.models import EnrollmentGroup, IndividualEnrollment
 
+# Imports inside functions in this module load what only some commands need: every dpsctl process that imports
+# the engine would pay for them otherwise (docs/development.md, "Checks that run in CI").
+
 Entry = IndividualEnrollment | EnrollmentGroup
 Json = dict[str, Any]
 
